@@ -1,0 +1,54 @@
+//! `octet bench`: latency of one model on one input, as medians over repeated runs.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::inputs::{bind, synthetic, InputArg};
+use crate::run::open;
+
+#[derive(Serialize, Debug)]
+pub struct BenchResult {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+    pub images_per_s: f64,
+    pub threads: usize,
+    pub batch: usize,
+    pub iters: usize,
+}
+
+/// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
+/// symbolic dims set to `batch` is used.
+pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool) -> Result<BenchResult> {
+    let session = open(model, threads)?;
+    let inputs = match input {
+        Some(a) => bind(session.graph(), std::slice::from_ref(a))?,
+        None => synthetic(session.graph(), batch)?,
+    };
+    let batch = inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1).max(1);
+    let bar = if progress { ProgressBar::new((warmup + iters) as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}]").expect("template"));
+    bar.set_message("warming up");
+    for _ in 0..warmup {
+        session.run(inputs.clone())?;
+        bar.inc(1);
+    }
+    bar.set_message("timing");
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = inputs.clone();
+        let start = Instant::now();
+        session.run(t)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let median = at(0.5);
+    Ok(BenchResult { median_ms: median, p90_ms: at(0.9), min_ms: times[0], images_per_s: batch as f64 * 1e3 / median, threads, batch, iters: times.len() })
+}

@@ -1,0 +1,79 @@
+//! `.npy` files ↔ [`Tensor`]s, through the `npyz` crate. Writes are atomic.
+
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use npyz::WriterBuilder;
+use octet_graph::{DType, Data, Tensor};
+
+/// Reads a C-ordered `.npy` of float32, float64, int64, int32, int8, uint8 or bool.
+pub fn read(path: &Path) -> Result<Tensor> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
+    let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
+    if npy.order() == npyz::Order::Fortran {
+        bail!("'{}' is stored in Fortran order; save it with np.ascontiguousarray", path.display());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let descr = npy.dtype().descr();
+    let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is truncated or malformed: {e}", path.display());
+    let data = match descr.trim_matches('\'') {
+        "<f4" => Data::F32(npy.into_vec().map_err(bad)?),
+        "<f8" => Data::F64(npy.into_vec().map_err(bad)?),
+        "<i8" => Data::I64(npy.into_vec().map_err(bad)?),
+        "<i4" => Data::I32(npy.into_vec().map_err(bad)?),
+        "|i1" => Data::I8(npy.into_vec().map_err(bad)?),
+        "|u1" => Data::U8(npy.into_vec().map_err(bad)?),
+        "|b1" => Data::Bool(npy.into_vec::<u8>().map_err(bad)?.into_iter().map(|b| b != 0).collect()),
+        other => bail!("'{}' holds elements of numpy type {other}, which octet does not read", path.display()),
+    };
+    let n = data.len();
+    Tensor::new(shape.clone(), data).ok_or_else(|| anyhow::anyhow!("'{}' is truncated: shape {shape:?} but {n} elements", path.display()))
+}
+
+fn descr(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "<f4",
+        DType::F64 => "<f8",
+        DType::I64 => "<i8",
+        DType::I32 => "<i4",
+        DType::I8 => "|i1",
+        DType::U8 => "|u1",
+        DType::Bool => "|b1",
+    }
+}
+
+/// Writes a tensor as `.npy`, through a temporary file renamed into place.
+pub fn write(path: &Path, t: &Tensor) -> Result<()> {
+    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut buf = Vec::new();
+        let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+        let dtype = npyz::DType::Plain(descr(t.dtype()).parse().expect("valid type string"));
+        macro_rules! put {
+            ($v:expr) => {{
+                let mut w = npyz::WriteOptions::new().dtype(dtype).shape(&shape).writer(&mut buf).begin_nd()?;
+                w.extend($v)?;
+                w.finish()?;
+            }};
+        }
+        match t.data() {
+            Data::F32(v) => put!(v.iter().copied()),
+            Data::F64(v) => put!(v.iter().copied()),
+            Data::I64(v) => put!(v.iter().copied()),
+            Data::I32(v) => put!(v.iter().copied()),
+            Data::I8(v) => put!(v.iter().copied()),
+            Data::U8(v) => put!(v.iter().copied()),
+            Data::Bool(v) => put!(v.iter().map(|&b| b as u8)),
+        }
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write '{}'", path.display()))
+}

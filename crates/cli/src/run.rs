@@ -1,0 +1,46 @@
+//! `octet run`: run a model on .npy inputs and write .npy outputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use octet_graph::{Session, Tensor};
+
+use crate::inputs::{bind, InputArg};
+use crate::npy;
+
+/// Loads a model into a session that uses `threads` threads.
+pub fn open(model: &Path, threads: usize) -> Result<Session> {
+    let m = octet_onnx::load(model)?;
+    Ok(Session::new(m.graph, threads)?)
+}
+
+/// Where each output goes: `--output` names a file for one output, a folder for several.
+pub fn output_paths(out: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
+    if names.len() == 1 && !out.is_dir() {
+        return Ok(vec![out.to_path_buf()]);
+    }
+    if !out.is_dir() {
+        if out.extension().is_some_and(|e| e == "npy") {
+            bail!("the model has {} outputs ({}); --output must be a folder", names.len(), names.join(", "));
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create folder '{}'", out.display()))?;
+    }
+    Ok(names.iter().map(|n| out.join(format!("{}.npy", sanitize(n)))).collect())
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+/// Runs the model and writes its outputs; returns them with the paths written.
+pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize) -> Result<Vec<(PathBuf, Tensor)>> {
+    let session = open(model, threads)?;
+    let tensors = bind(session.graph(), inputs)?;
+    let names = session.graph().output_names();
+    let paths = output_paths(output, &names)?;
+    let outs = session.run(tensors)?;
+    for (p, t) in paths.iter().zip(&outs) {
+        npy::write(p, t)?;
+    }
+    Ok(paths.into_iter().zip(outs).collect())
+}

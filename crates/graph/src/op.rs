@@ -1,0 +1,115 @@
+//! The op contract: shape inference over [`Fact`]s and evaluation over [`Tensor`]s.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::OpResult;
+use crate::tensor::{DType, Tensor};
+
+/// What is known about a value before running: its type, its static shape and, for constants,
+/// its contents.
+#[derive(Clone, Debug)]
+pub struct Fact {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub value: Option<Arc<Tensor>>,
+}
+
+impl Fact {
+    pub fn new(dtype: DType, shape: Vec<usize>) -> Fact {
+        Fact { dtype, shape, value: None }
+    }
+
+    pub fn constant(t: Arc<Tensor>) -> Fact {
+        Fact { dtype: t.dtype(), shape: t.shape().to_vec(), value: Some(t) }
+    }
+
+    pub fn is_constant(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Integer contents of a constant (shape, axes or index operands).
+    pub fn const_ints(&self) -> Option<Vec<i64>> {
+        self.value.as_ref().and_then(|t| t.to_i64_vec())
+    }
+
+    /// The single value of a constant one-element tensor.
+    pub fn const_scalar(&self) -> Option<f64> {
+        self.value.as_ref().and_then(|t| t.scalar_value())
+    }
+}
+
+/// What an evaluation may use besides its inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalCtx {
+    /// Threads a kernel may use (1 = stay on the calling thread).
+    pub threads: usize,
+}
+
+impl Default for EvalCtx {
+    fn default() -> Self {
+        EvalCtx { threads: 1 }
+    }
+}
+
+/// An operator instance with its attributes bound.
+///
+/// Contract: `infer` and `eval` agree — for inputs matching the facts given to `infer`, `eval`
+/// returns tensors of exactly the inferred dtypes and shapes. Optional inputs that are absent
+/// are `None`.
+pub trait Op: Send + Sync + fmt::Debug + Any {
+    /// The operator type, as in ONNX (`"MatMul"`).
+    fn name(&self) -> &'static str;
+
+    /// Output facts from input facts. Constant contents of inputs (shape operands) may be used.
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>>;
+
+    /// Computes the outputs.
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>>;
+
+    /// False for ops whose outputs must not be folded into constants even when every input is
+    /// constant.
+    fn foldable(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl dyn Op {
+    /// The concrete op, when it is a `T`.
+    pub fn downcast<T: Op>(&self) -> Option<&T> {
+        self.as_any().downcast_ref::<T>()
+    }
+}
+
+/// Input `i` of an op, or an error naming it when it is absent.
+pub fn required<'a, T>(inputs: &[Option<&'a T>], i: usize, what: &str) -> OpResult<&'a T> {
+    inputs.get(i).copied().flatten().ok_or_else(|| format!("missing required input {i} ({what})"))
+}
+
+/// Input `i` of an op when present.
+pub fn optional<'a, T>(inputs: &[Option<&'a T>], i: usize) -> Option<&'a T> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Normalises a possibly negative axis against a rank.
+pub fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r.max(1) && !(r == 0 && a == 0) {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+/// `Op::as_any` for a concrete type.
+#[macro_export]
+macro_rules! op_any {
+    () => {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    };
+}

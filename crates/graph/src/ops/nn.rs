@@ -1,0 +1,482 @@
+//! Compute-heavy float ops: MatMul, Gemm, Conv, Softmax, LayerNormalization, ReduceMean.
+
+use octet_kernels::f32::{self as k, MatLayout, Threads};
+use rayon::prelude::*;
+
+use super::broadcast::{broadcast_shapes, broadcast_strides};
+use crate::error::OpResult;
+use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
+use crate::op_any;
+use crate::tensor::{numel, strides, DType, Tensor};
+
+fn f32_of<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [f32]> {
+    t.as_f32().ok_or_else(|| format!("{what} must be float32, got {}", t.dtype()))
+}
+
+fn expect_f32(f: &Fact, what: &str) -> OpResult<()> {
+    if f.dtype != DType::F32 {
+        return Err(format!("{what} must be float32, got {}", f.dtype));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- MatMul
+
+/// Numpy matmul: batched over leading axes with broadcasting; 1-D operands are promoted.
+#[derive(Debug)]
+pub struct MatMul;
+
+/// The shapes of a numpy matmul: batch shape, M, K, N and the output shape.
+struct MatMulDims {
+    batch: Vec<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: Vec<usize>,
+}
+
+fn matmul_dims(a: &[usize], b: &[usize]) -> OpResult<MatMulDims> {
+    if a.is_empty() || b.is_empty() {
+        return Err("operands must have rank ≥ 1".into());
+    }
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, ka) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if ka != kb {
+        return Err(format!("inner dimensions differ: A {a:?}, B {b:?}"));
+    }
+    let batch = broadcast_shapes(&[&a2[..a2.len() - 2], &b2[..b2.len() - 2]])?;
+    let mut out = batch.clone();
+    if a.len() > 1 {
+        out.push(m);
+    }
+    if b.len() > 1 {
+        out.push(n);
+    }
+    Ok(MatMulDims { batch, m, k: ka, n, out })
+}
+
+/// `c = a · b` for numpy-matmul operands; `c` is `out`-shaped and zero-initialised by the caller.
+fn batched_matmul(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], d: &MatMulDims, c: &mut [f32], threads: usize) {
+    let (m, kk, n) = (d.m, d.k, d.n);
+    let a_batch = &a_shape[..a_shape.len().saturating_sub(2)];
+    let b_batch = &b_shape[..b_shape.len().saturating_sub(2)];
+    let nb = numel(&d.batch);
+    if b_shape.len() <= 2 && a_shape.len() >= 2 {
+        // Weights shared by every batch entry: one tall matmul.
+        k::matmul(nb * m, n, kk, a, MatLayout::row_major(kk), b, MatLayout::row_major(n), c, false, Threads(threads));
+        return;
+    }
+    let sa = broadcast_strides(a_batch, &d.batch);
+    let sb = broadcast_strides(b_batch, &d.batch);
+    let bst = strides(&d.batch);
+    let offset = |i: usize, st: &[usize], per: usize| -> usize {
+        bst.iter().zip(st).enumerate().map(|(ax, (&o, &s))| (i / o) % d.batch[ax] * s).sum::<usize>() * per
+    };
+    let run = |(i, ci): (usize, &mut [f32])| {
+        let (ao, bo) = (offset(i, &sa, 1) * m * kk, offset(i, &sb, 1) * kk * n);
+        k::matmul(m, n, kk, &a[ao..], MatLayout::row_major(kk), &b[bo..], MatLayout::row_major(n), ci, false, Threads(1));
+    };
+    if threads > 1 && nb > 1 {
+        c.par_chunks_mut(m * n).enumerate().for_each(run);
+    } else {
+        c.chunks_mut(m * n).enumerate().for_each(run);
+    }
+}
+
+impl Op for MatMul {
+    fn name(&self) -> &'static str {
+        "MatMul"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        expect_f32(a, "A")?;
+        expect_f32(b, "B")?;
+        Ok(vec![Fact::new(DType::F32, matmul_dims(&a.shape, &b.shape)?.out)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        let d = matmul_dims(a.shape(), b.shape())?;
+        let mut c = vec![0.0f32; numel(&d.out)];
+        let (ash, bsh): (Vec<usize>, Vec<usize>) = (
+            if a.rank() == 1 { vec![1, a.shape()[0]] } else { a.shape().to_vec() },
+            if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() },
+        );
+        batched_matmul(f32_of(a, "A")?, &ash, f32_of(b, "B")?, &bsh, &d, &mut c, ctx.threads);
+        Ok(vec![Tensor::f32(d.out, c)])
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- Gemm
+
+/// `Y = alpha · A' · B' + beta · C` with optional transposes and a broadcast C.
+#[derive(Debug)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl Gemm {
+    fn dims(&self, a: &[usize], b: &[usize]) -> OpResult<(usize, usize, usize)> {
+        if a.len() != 2 || b.len() != 2 {
+            return Err(format!("A {a:?} and B {b:?} must be 2-D"));
+        }
+        let (m, ka) = if self.trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+        let (kb, n) = if self.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+        if ka != kb {
+            return Err(format!("inner dimensions differ: A {a:?}, B {b:?} (transA={}, transB={})", self.trans_a, self.trans_b));
+        }
+        Ok((m, ka, n))
+    }
+}
+
+impl Op for Gemm {
+    fn name(&self) -> &'static str {
+        "Gemm"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        expect_f32(a, "A")?;
+        let (m, _, n) = self.dims(&a.shape, &b.shape)?;
+        if let Some(c) = optional(inputs, 2) {
+            broadcast_shapes(&[&c.shape, &[m, n]])?;
+        }
+        Ok(vec![Fact::new(DType::F32, vec![m, n])])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        let (m, kk, n) = self.dims(a.shape(), b.shape())?;
+        let mut y = vec![0.0f32; m * n];
+        let la = if self.trans_a { MatLayout::transposed(m) } else { MatLayout::row_major(kk) };
+        let lb = if self.trans_b { MatLayout::transposed(kk) } else { MatLayout::row_major(n) };
+        k::matmul(m, n, kk, f32_of(a, "A")?, la, f32_of(b, "B")?, lb, &mut y, false, Threads(ctx.threads));
+        if self.alpha != 1.0 {
+            y.iter_mut().for_each(|v| *v *= self.alpha);
+        }
+        if let Some(c) = optional(inputs, 2).filter(|_| self.beta != 0.0) {
+            if broadcast_shapes(&[c.shape(), &[m, n]])? != [m, n] {
+                return Err(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape()));
+            }
+            let st = broadcast_strides(c.shape(), &[m, n]);
+            let cv = f32_of(c, "C")?;
+            for (i, row) in y.chunks_mut(n.max(1)).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v += self.beta * cv[i * st[0] + j * st[1]];
+                }
+            }
+        }
+        Ok(vec![Tensor::f32(vec![m, n], y)])
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- Conv
+
+/// 1-D and 2-D convolution with groups, strides, dilations and explicit or `auto_pad` padding,
+/// as im2col followed by a matmul per group.
+#[derive(Debug)]
+pub struct Conv {
+    pub strides: Option<Vec<i64>>,
+    pub dilations: Option<Vec<i64>>,
+    pub pads: Option<Vec<i64>>,
+    pub auto_pad: String,
+    pub group: usize,
+}
+
+struct ConvGeom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pad: [usize; 2],
+    oh: usize,
+    ow: usize,
+}
+
+impl Conv {
+    fn geom(&self, x: &[usize], w: &[usize]) -> OpResult<ConvGeom> {
+        let spatial = x.len().checked_sub(2).ok_or("X must have rank ≥ 3")?;
+        if !(1..=2).contains(&spatial) || w.len() != x.len() {
+            return Err(format!("only 1-D and 2-D convolutions are supported: X {x:?}, W {w:?}"));
+        }
+        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
+        let (h, kh) = if spatial == 2 { (x[2], w[2]) } else { (1, 1) };
+        let (wd, kw) = (x[x.len() - 1], w[w.len() - 1]);
+        let dims = [(h, kh), (wd, kw)];
+        let axis = |i: usize| if spatial == 2 { Some(i) } else { (i == 1).then_some(0) };
+        let mut stride = [1usize; 2];
+        let mut dil = [1usize; 2];
+        let mut pad_begin = [0usize; 2];
+        let mut out = [1usize; 2];
+        for i in 0..2 {
+            let Some(a) = axis(i) else { continue };
+            stride[i] = get(&self.strides, a, 1) as usize;
+            dil[i] = get(&self.dilations, a, 1) as usize;
+            let (size, kern) = dims[i];
+            let eff = dil[i] * (kern - 1) + 1;
+            let (pb, pe) = match self.auto_pad.as_str() {
+                "SAME_UPPER" | "SAME_LOWER" => {
+                    let o = size.div_ceil(stride[i]);
+                    let total = ((o - 1) * stride[i] + eff).saturating_sub(size);
+                    let small = total / 2;
+                    if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
+                }
+                "VALID" => (0, 0),
+                _ => (get(&self.pads, a, 0) as usize, get(&self.pads, a + spatial, 0) as usize),
+            };
+            pad_begin[i] = pb;
+            let padded = size + pb + pe;
+            if padded < eff {
+                return Err(format!("kernel {w:?} is larger than the padded input {x:?}"));
+            }
+            out[i] = (padded - eff) / stride[i] + 1;
+        }
+        let g = self.group.max(1);
+        if x[1] != w[1] * g || w[0] % g != 0 {
+            return Err(format!("channels of X {x:?} and W {w:?} do not match group {g}"));
+        }
+        Ok(ConvGeom { n: x[0], c: x[1], h, w: wd, m: w[0], kh, kw, stride, dil, pad: pad_begin, oh: out[0], ow: out[1] })
+    }
+
+    fn out_shape(g: &ConvGeom, rank: usize) -> Vec<usize> {
+        if rank == 4 { vec![g.n, g.m, g.oh, g.ow] } else { vec![g.n, g.m, g.ow] }
+    }
+}
+
+impl Op for Conv {
+    fn name(&self) -> &'static str {
+        "Conv"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (x, w) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);
+        expect_f32(x, "X")?;
+        Ok(vec![Fact::new(DType::F32, Self::out_shape(&self.geom(&x.shape, &w.shape)?, x.shape.len()))])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (x, w) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);
+        let g = self.geom(x.shape(), w.shape())?;
+        let (xv, wv) = (f32_of(x, "X")?, f32_of(w, "W")?);
+        let groups = self.group.max(1);
+        let (cg, mg) = (g.c / groups, g.m / groups);
+        let kdim = cg * g.kh * g.kw;
+        let pixels = g.oh * g.ow;
+        let mut out = vec![0.0f32; g.n * g.m * pixels];
+        let mut col = vec![0.0f32; kdim * pixels];
+        for n in 0..g.n {
+            for gi in 0..groups {
+                for ci in 0..cg {
+                    let plane = &xv[((n * g.c) + gi * cg + ci) * g.h * g.w..][..g.h * g.w];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let row = &mut col[((ci * g.kh + ky) * g.kw + kx) * pixels..][..pixels];
+                            for oy in 0..g.oh {
+                                let iy = (oy * g.stride[0] + ky * g.dil[0]) as isize - g.pad[0] as isize;
+                                for ox in 0..g.ow {
+                                    let ix = (ox * g.stride[1] + kx * g.dil[1]) as isize - g.pad[1] as isize;
+                                    row[oy * g.ow + ox] = if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                                        plane[iy as usize * g.w + ix as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                }
+                            }
+                        }
+                    }
+                }
+                let dst = &mut out[(n * g.m + gi * mg) * pixels..][..mg * pixels];
+                let wg = &wv[gi * mg * kdim..][..mg * kdim];
+                k::matmul(mg, pixels, kdim, wg, MatLayout::row_major(kdim), &col, MatLayout::row_major(pixels), dst, false, Threads(ctx.threads));
+            }
+        }
+        if let Some(b) = optional(inputs, 2) {
+            let bv = f32_of(b, "B")?;
+            if bv.len() != g.m {
+                return Err(format!("bias has {} values for {} output channels", bv.len(), g.m));
+            }
+            for (i, plane) in out.chunks_mut(pixels.max(1)).enumerate() {
+                let bias = bv[i % g.m];
+                plane.iter_mut().for_each(|v| *v += bias);
+            }
+        }
+        Ok(vec![Tensor::f32(Self::out_shape(&g, x.rank()), out)])
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- Softmax
+
+/// Softmax along `axis`. Opset < 13 treats the input as 2-D, flattened at `axis`.
+#[derive(Debug)]
+pub struct Softmax {
+    pub axis: i64,
+    pub flatten: bool,
+}
+
+impl Op for Softmax {
+    fn name(&self) -> &'static str {
+        "Softmax"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "input")?;
+        expect_f32(x, "input")?;
+        norm_axis(self.axis, x.shape.len())?;
+        Ok(vec![Fact::new(DType::F32, x.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "input")?;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let s = x.shape();
+        let mut out = f32_of(x, "input")?.to_vec();
+        let (row, inner) = if self.flatten { (numel(&s[axis..]), 1) } else { (s[axis], numel(&s[axis + 1..])) };
+        if inner == 1 {
+            k::softmax_rows(&mut out, row);
+        } else {
+            let mut buf = vec![0.0f32; row];
+            for block in out.chunks_mut(row * inner) {
+                for j in 0..inner {
+                    buf.iter_mut().enumerate().for_each(|(i, b)| *b = block[i * inner + j]);
+                    k::softmax_rows(&mut buf, row);
+                    buf.iter().enumerate().for_each(|(i, b)| block[i * inner + j] = *b);
+                }
+            }
+        }
+        Ok(vec![Tensor::f32(s.to_vec(), out)])
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- LayerNormalization
+
+/// LayerNorm over the axes from `axis` on; optional outputs Mean and InvStdDev.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub axis: i64,
+    pub epsilon: f32,
+}
+
+impl LayerNorm {
+    fn split(&self, s: &[usize]) -> OpResult<(usize, usize)> {
+        let axis = norm_axis(self.axis, s.len())?;
+        Ok((axis, numel(&s[axis..])))
+    }
+    fn stat_shape(s: &[usize], axis: usize) -> Vec<usize> {
+        s.iter().enumerate().map(|(i, &d)| if i < axis { d } else { 1 }).collect()
+    }
+    /// A scale or bias operand spread over the normalised block (numpy broadcast onto it).
+    fn spread(t: &Tensor, block: &[usize]) -> OpResult<Vec<f32>> {
+        let v = f32_of(t, "scale/bias")?;
+        if t.shape() == block || v.len() == numel(block) {
+            return Ok(v.to_vec());
+        }
+        broadcast_shapes(&[t.shape(), block])?;
+        let st = broadcast_strides(t.shape(), block);
+        let bst = strides(block);
+        Ok((0..numel(block)).map(|i| v[bst.iter().zip(&st).enumerate().map(|(a, (&o, &s))| (i / o) % block[a] * s).sum::<usize>()]).collect())
+    }
+}
+
+impl Op for LayerNorm {
+    fn name(&self) -> &'static str {
+        "LayerNormalization"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "X")?;
+        expect_f32(x, "X")?;
+        let (axis, _) = self.split(&x.shape)?;
+        let stats = Self::stat_shape(&x.shape, axis);
+        Ok(vec![Fact::new(DType::F32, x.shape.clone()), Fact::new(DType::F32, stats.clone()), Fact::new(DType::F32, stats)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let (axis, row) = self.split(x.shape())?;
+        let block = &x.shape()[axis..];
+        let gamma = optional(inputs, 1).map(|t| Self::spread(t, block)).transpose()?.unwrap_or_default();
+        let beta = optional(inputs, 2).map(|t| Self::spread(t, block)).transpose()?.unwrap_or_default();
+        let xv = f32_of(x, "X")?;
+        let mut y = vec![0.0f32; xv.len()];
+        k::layer_norm_rows(xv, &mut y, row, &gamma, &beta, self.epsilon);
+        let rows = xv.len() / row.max(1);
+        let (mut mean, mut inv) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        for r in xv.chunks(row.max(1)) {
+            let m = r.iter().sum::<f32>() / row as f32;
+            let var = r.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / row as f32;
+            mean.push(m);
+            inv.push(1.0 / (var + self.epsilon).sqrt());
+        }
+        let stats = Self::stat_shape(x.shape(), axis);
+        Ok(vec![Tensor::f32(x.shape().to_vec(), y), Tensor::f32(stats.clone(), mean), Tensor::f32(stats, inv)])
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- ReduceMean
+
+/// Mean over `axes` (attribute before opset 18, input from 18; all axes when none are given
+/// unless `noop_with_empty_axes`).
+#[derive(Debug)]
+pub struct ReduceMean {
+    pub axes: Option<Vec<i64>>,
+    pub keepdims: bool,
+    pub noop_with_empty_axes: bool,
+}
+
+impl ReduceMean {
+    fn plan(&self, s: &[usize], axes: Option<Vec<i64>>) -> OpResult<(Vec<bool>, Vec<usize>)> {
+        let axes = axes.or_else(|| self.axes.clone()).unwrap_or_default();
+        let mut reduced = vec![axes.is_empty() && !self.noop_with_empty_axes; s.len()];
+        for a in axes {
+            reduced[norm_axis(a, s.len())?] = true;
+        }
+        let out = s
+            .iter()
+            .zip(&reduced)
+            .filter_map(|(&d, &r)| match (r, self.keepdims) {
+                (false, _) => Some(d),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect();
+        Ok((reduced, out))
+    }
+    fn axes_input<T>(inputs: &[Option<&T>], ints: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<Option<Vec<i64>>> {
+        optional(inputs, 1).map(|t| ints(t).ok_or_else(|| "axes must be a constant integer tensor".to_string())).transpose()
+    }
+}
+
+impl Op for ReduceMean {
+    fn name(&self) -> &'static str {
+        "ReduceMean"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "data")?;
+        let axes = Self::axes_input(inputs, |f| f.const_ints())?;
+        Ok(vec![Fact::new(x.dtype, self.plan(&x.shape, axes)?.1)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "data")?;
+        let axes = Self::axes_input(inputs, |t| t.to_i64_vec())?;
+        let s = x.shape();
+        let (reduced, out_shape) = self.plan(s, axes)?;
+        let kept: Vec<usize> = s.iter().zip(&reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
+        let ost = strides(&kept);
+        let ist = strides(s);
+        let count: usize = s.iter().zip(&reduced).filter(|(_, &r)| r).map(|(&d, _)| d).product();
+        let mut acc = vec![0.0f64; numel(&kept)];
+        for (i, v) in x.to_f64_vec().into_iter().enumerate() {
+            let o: usize = (0..s.len()).map(|a| if reduced[a] { 0 } else { (i / ist[a]) % s[a] * ost[a] }).sum();
+            acc[o] += v;
+        }
+        let mean: Vec<f64> = acc.into_iter().map(|v| v / count.max(1) as f64).collect();
+        Ok(vec![Tensor::from_parts(out_shape, super::elementwise::from_f64(x.dtype(), mean))])
+    }
+    op_any!();
+}

@@ -1,0 +1,254 @@
+//! Rewrite passes over a [`TypedGraph`]. A pass looks at every node in order and may replace a
+//! matched subgraph ending at some node by one node with the same outputs; the nodes it leaves
+//! unused are removed afterwards and the verifier runs after every pass.
+
+use std::sync::Arc;
+
+use crate::graph::{Node, ValueId};
+use crate::ops::elementwise::{Unary, UnaryKind};
+use crate::ops::nn::{LayerNorm, ReduceMean};
+use crate::tensor::Tensor;
+use crate::typed::TypedGraph;
+
+/// One rewrite rule.
+pub trait Pass: Sync {
+    fn name(&self) -> &'static str;
+    /// The pattern, one line, e.g. `Mul(x, 0.5, Add(Erf(Div(x, √2)), 1)) → Gelu(x)`.
+    fn pattern(&self) -> &'static str;
+    /// Tries to rewrite the subgraph around node `at`; true when the graph changed.
+    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool;
+}
+
+/// The passes `TypedGraph::specialize` runs, in order.
+pub static PASSES: &[&dyn Pass] = &[&FuseLayerNorm, &FuseGelu];
+
+/// Runs one pass over every node.
+pub fn run(g: &mut TypedGraph, pass: &dyn Pass) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        pass.rewrite(g, i);
+        i += 1;
+    }
+}
+
+/// Read-only matching helpers.
+struct Matcher<'a> {
+    g: &'a TypedGraph,
+}
+
+impl<'a> Matcher<'a> {
+    fn node(&self, v: ValueId) -> Option<&'a Node> {
+        self.g.producer(v).map(|i| &self.g.nodes[i])
+    }
+
+    /// The producer of `v` when it is an `op` node whose output is read only once.
+    fn single_use(&self, v: ValueId, op: &str) -> Option<&'a Node> {
+        self.node(v).filter(|n| n.op.name() == op && self.g.uses(v) == 1)
+    }
+
+    fn inputs(&self, n: &Node) -> Option<(ValueId, ValueId)> {
+        match n.inputs.as_slice() {
+            [Some(a), Some(b)] => Some((*a, *b)),
+            _ => None,
+        }
+    }
+
+    fn scalar(&self, v: ValueId) -> Option<f64> {
+        self.g.fact(v).const_scalar()
+    }
+
+    fn is_scalar(&self, v: ValueId, want: f64) -> bool {
+        self.scalar(v).is_some_and(|s| (s - want).abs() <= 1e-4 * want.abs())
+    }
+
+    /// For a commutative binary node: (the operand that is the scalar `want`, the other).
+    fn with_scalar(&self, n: &Node, want: f64) -> Option<ValueId> {
+        let (a, b) = self.inputs(n)?;
+        if self.is_scalar(b, want) {
+            Some(a)
+        } else if self.is_scalar(a, want) {
+            Some(b)
+        } else {
+            None
+        }
+    }
+
+    /// Does this ReduceMean node average over exactly the last axis, keeping dims?
+    fn mean_over_last(&self, n: &Node) -> bool {
+        let Some(op) = n.op.downcast::<ReduceMean>() else { return false };
+        let Some(x) = n.inputs[0] else { return false };
+        let rank = self.g.fact(x).shape.len() as i64;
+        let axes = match n.inputs.get(1).copied().flatten() {
+            Some(a) => self.g.fact(a).const_ints(),
+            None => op.axes.clone(),
+        };
+        op.keepdims && matches!(axes.as_deref(), Some([a]) if *a == -1 || *a == rank - 1)
+    }
+}
+
+/// `Div(Sub(x, ReduceMean(x)), Sqrt(Add(ReduceMean(Pow(Sub(..), 2)), eps)))` [`· γ`] [`+ β`] →
+/// `LayerNormalization(x, γ, β)` over the last axis.
+pub struct FuseLayerNorm;
+
+impl FuseLayerNorm {
+    /// A constant γ or β as a vector over the last axis of `c` elements.
+    fn affine(g: &TypedGraph, v: ValueId, c: usize) -> Option<Tensor> {
+        let t = g.fact(v).value.as_ref()?;
+        let vals = t.as_f32()?;
+        match vals.len() {
+            1 => Some(Tensor::f32(vec![c], vec![vals[0]; c])),
+            n if n == c && t.shape().last() == Some(&c) => Some(Tensor::f32(vec![c], vals.to_vec())),
+            _ => None,
+        }
+    }
+}
+
+impl Pass for FuseLayerNorm {
+    fn name(&self) -> &'static str {
+        "fuse-layer-norm"
+    }
+    fn pattern(&self) -> &'static str {
+        "Div(Sub(x, ReduceMean(x)), Sqrt(Add(ReduceMean(Pow(Sub, 2)), eps))) [· γ] [+ β] → LayerNormalization(x, γ, β)"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
+        let m = Matcher { g };
+        let div = &g.nodes[at];
+        if div.op.name() != "Div" {
+            return false;
+        }
+        let Some((d, s)) = m.inputs(div) else { return false };
+        let Some(sub) = m.node(d).filter(|n| n.op.name() == "Sub" && g.uses(d) == 2) else { return false };
+        let Some((x, mean)) = m.inputs(sub) else { return false };
+        if m.single_use(mean, "ReduceMean").filter(|n| n.inputs[0] == Some(x) && m.mean_over_last(n)).is_none() {
+            return false;
+        };
+        let Some(sqrt) = m.single_use(s, "Sqrt") else { return false };
+        let Some(add_eps) = sqrt.inputs[0].and_then(|v| m.single_use(v, "Add")) else { return false };
+        let Some((var, eps)) = m.inputs(add_eps) else { return false };
+        let Some(eps) = m.scalar(eps) else { return false };
+        let Some(var_node) = m.single_use(var, "ReduceMean").filter(|n| m.mean_over_last(n)) else { return false };
+        let Some(pow) = var_node.inputs[0].and_then(|v| m.single_use(v, "Pow")) else { return false };
+        if pow.inputs[0] != Some(d) || !pow.inputs.get(1).copied().flatten().is_some_and(|e| m.is_scalar(e, 2.0)) {
+            return false;
+        }
+        let c = *g.fact(x).shape.last().unwrap_or(&0);
+        // Extend over an affine Mul and Add by constants when each is the only reader.
+        let mut end = at;
+        let mut gamma = None;
+        let mut beta = None;
+        let only_reader = |v: ValueId, op: &str| -> Option<usize> {
+            if g.uses(v) != 1 || g.outputs.contains(&v) {
+                return None;
+            }
+            let i = g.nodes.iter().position(|n| n.inputs.contains(&Some(v)))?;
+            (g.nodes[i].op.name() == op).then_some(i)
+        };
+        let other = |n: &Node, v: ValueId| m.inputs(n).map(|(a, b)| if a == v { b } else { a });
+        if let Some(i) = only_reader(div.outputs[0], "Mul") {
+            if let Some(t) = other(&g.nodes[i], div.outputs[0]).and_then(|w| Self::affine(g, w, c)) {
+                gamma = Some(t);
+                end = i;
+                if let Some(j) = only_reader(g.nodes[i].outputs[0], "Add") {
+                    if let Some(t) = other(&g.nodes[j], g.nodes[i].outputs[0]).and_then(|w| Self::affine(g, w, c)) {
+                        beta = Some(t);
+                        end = j;
+                    }
+                }
+            }
+        }
+        let name = g.nodes[end].name.clone();
+        let outputs = g.nodes[end].outputs.clone();
+        let gamma = gamma.unwrap_or_else(|| Tensor::f32(vec![c], vec![1.0; c]));
+        let beta = beta.unwrap_or_else(|| Tensor::f32(vec![c], vec![0.0; c]));
+        let gv = g.add_constant(&format!("{name}.gamma"), gamma);
+        let bv = g.add_constant(&format!("{name}.beta"), beta);
+        g.nodes[end] = Node {
+            name,
+            op: Arc::new(LayerNorm { axis: -1, epsilon: eps as f32 }),
+            inputs: vec![Some(x), Some(gv), Some(bv)],
+            outputs,
+        };
+        true
+    }
+}
+
+/// `x · 0.5 · (1 + Erf(x / √2))` → `Gelu(x)`, and the tanh form
+/// `x · 0.5 · (1 + Tanh(√(2/π) · (x + 0.044715 · x³)))` → `Gelu(x, approximate=tanh)`, in any
+/// association and operand order of the products.
+pub struct FuseGelu;
+
+impl FuseGelu {
+    /// The leaves of a product tree rooted at `n`, expanding Mul nodes read only once.
+    fn factors(m: &Matcher, n: &Node, out: &mut Vec<ValueId>, depth: usize) {
+        for v in n.inputs.iter().flatten() {
+            match m.single_use(*v, "Mul") {
+                Some(inner) if depth < 3 => Self::factors(m, inner, out, depth + 1),
+                _ => out.push(*v),
+            }
+        }
+    }
+
+    /// `Erf(x/√2)` or `Erf(x·(1/√2))`: returns x.
+    fn erf_arg(m: &Matcher, v: ValueId) -> Option<ValueId> {
+        let erf = m.single_use(v, "Erf")?;
+        let t = erf.inputs[0]?;
+        if let Some(div) = m.single_use(t, "Div") {
+            let (x, c) = m.inputs(div)?;
+            return m.is_scalar(c, std::f64::consts::SQRT_2).then_some(x);
+        }
+        m.with_scalar(m.single_use(t, "Mul")?, std::f64::consts::FRAC_1_SQRT_2)
+    }
+
+    /// `Tanh(√(2/π)·(x + 0.044715·Pow(x, 3)))`: returns x.
+    fn tanh_arg(m: &Matcher, v: ValueId) -> Option<ValueId> {
+        let tanh = m.single_use(v, "Tanh")?;
+        let inner = m.with_scalar(m.single_use(tanh.inputs[0]?, "Mul")?, (2.0 / std::f64::consts::PI).sqrt())?;
+        let (a, b) = m.inputs(m.single_use(inner, "Add")?)?;
+        for (x, cubic) in [(a, b), (b, a)] {
+            let Some(cube) = m.single_use(cubic, "Mul").and_then(|n| m.with_scalar(n, 0.044715)) else { continue };
+            let Some(pow) = m.single_use(cube, "Pow") else { continue };
+            if pow.inputs[0] == Some(x) && pow.inputs.get(1).copied().flatten().is_some_and(|e| m.is_scalar(e, 3.0)) {
+                return Some(x);
+            }
+        }
+        None
+    }
+}
+
+impl Pass for FuseGelu {
+    fn name(&self) -> &'static str {
+        "fuse-gelu"
+    }
+    fn pattern(&self) -> &'static str {
+        "Mul(x, 0.5, Add(Erf(Div(x, √2)) | Tanh(√(2/π)·(x + 0.044715·x³)), 1)) → Gelu(x)"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
+        let m = Matcher { g };
+        let anchor = &g.nodes[at];
+        if anchor.op.name() != "Mul" {
+            return false;
+        }
+        let mut leaves = Vec::new();
+        Self::factors(&m, anchor, &mut leaves, 0);
+        if leaves.len() != 3 {
+            return false;
+        }
+        let Some(half) = leaves.iter().position(|&v| m.is_scalar(v, 0.5)) else { return false };
+        leaves.remove(half);
+        for (x, e) in [(leaves[0], leaves[1]), (leaves[1], leaves[0])] {
+            let Some(one_plus) = m.single_use(e, "Add") else { continue };
+            let Some(f) = m.with_scalar(one_plus, 1.0) else { continue };
+            let kind = if Self::erf_arg(&m, f) == Some(x) {
+                UnaryKind::GeluErf
+            } else if Self::tanh_arg(&m, f) == Some(x) {
+                UnaryKind::GeluTanh
+            } else {
+                continue;
+            };
+            let node = Node { name: anchor.name.clone(), op: Arc::new(Unary(kind)), inputs: vec![Some(x)], outputs: anchor.outputs.clone() };
+            g.nodes[at] = node;
+            return true;
+        }
+        false
+    }
+}

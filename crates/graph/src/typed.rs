@@ -1,0 +1,211 @@
+//! A graph specialised to concrete input shapes: every value has a [`Fact`], everything that
+//! depends only on constants and shapes is folded, and the rewrite passes have run.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::graph::{Dim, Graph, Node, ValueId};
+use crate::op::{EvalCtx, Fact};
+use crate::rewrite;
+use crate::tensor::Tensor;
+
+/// A specialised graph. Nodes are in topological order; `facts[v]` is known for every value
+/// that is a graph input, a constant or a node output.
+#[derive(Clone, Debug)]
+pub struct TypedGraph {
+    pub names: Vec<String>,
+    pub facts: Vec<Option<Fact>>,
+    pub nodes: Vec<Node>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+fn node_error(node: &Node, message: String) -> Error {
+    Error::Node { node: node.name.clone(), op: node.op.name().to_string(), message }
+}
+
+/// Checks concrete input shapes against the declared dims; symbols with one name take one size.
+pub fn check_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
+    if shapes.len() != graph.inputs.len() {
+        return Err(Error::Input(format!("the model has {} inputs, {} were given", graph.inputs.len(), shapes.len())));
+    }
+    let mut bound: Vec<(&str, usize)> = Vec::new();
+    for (i, (input, shape)) in graph.inputs.iter().zip(shapes).enumerate() {
+        let name = graph.input_name(i);
+        let mismatch = || {
+            Error::Input(format!("input '{name}' has shape {shape:?}, the model expects {} ({})", input.describe_dims(), input.dtype))
+        };
+        if input.dims.len() != shape.len() {
+            return Err(mismatch());
+        }
+        for (d, &n) in input.dims.iter().zip(shape) {
+            match d {
+                Dim::Fixed(f) if *f != n => return Err(mismatch()),
+                Dim::Symbol(s) if !s.is_empty() => match bound.iter().find(|(b, _)| b == s) {
+                    Some(&(_, m)) if m != n => {
+                        return Err(Error::Input(format!("input '{name}': dim '{s}' is {n} here but {m} in another input")))
+                    }
+                    Some(_) => {}
+                    None => bound.push((s, n)),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+impl TypedGraph {
+    /// Specialises `graph` to the given input shapes (in graph input order), folds constants and
+    /// runs the rewrite passes. The verifier runs after each pass in debug builds and tests.
+    pub fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> Result<TypedGraph> {
+        check_input_shapes(graph, shapes)?;
+        let mut facts: Vec<Option<Fact>> = vec![None; graph.names.len()];
+        for (input, shape) in graph.inputs.iter().zip(shapes) {
+            facts[input.value] = Some(Fact::new(input.dtype, shape.clone()));
+        }
+        for (&v, t) in &graph.constants {
+            facts[v] = Some(Fact::constant(t.clone()));
+        }
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            let inputs: Vec<Option<&Fact>> = node
+                .inputs
+                .iter()
+                .map(|i| match i {
+                    None => Ok(None),
+                    Some(v) => facts[*v].as_ref().map(Some).ok_or_else(|| {
+                        Error::Invalid(format!("node '{}' reads '{}' before anything defines it", node.name, graph.names[*v]))
+                    }),
+                })
+                .collect::<Result<_>>()?;
+            let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
+            let out_facts: Vec<Fact> = if all_constant && node.op.foldable() {
+                let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
+                let out = node.op.eval(&tensors, &EvalCtx::default()).map_err(|m| node_error(node, m))?;
+                out.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()
+            } else {
+                node.op.infer(&inputs).map_err(|m| node_error(node, m))?
+            };
+            if out_facts.len() < node.outputs.len() {
+                return Err(node_error(node, format!("produces {} outputs, the model uses {}", out_facts.len(), node.outputs.len())));
+            }
+            let folded = out_facts.iter().take(node.outputs.len()).all(|f| f.is_constant());
+            for (&v, f) in node.outputs.iter().zip(out_facts) {
+                facts[v] = Some(f);
+            }
+            if !folded {
+                nodes.push(node.clone());
+            }
+        }
+        for &o in &graph.outputs {
+            if facts[o].is_none() {
+                return Err(Error::Invalid(format!("graph output '{}' is never computed", graph.names[o])));
+            }
+        }
+        let mut typed = TypedGraph {
+            names: graph.names.clone(),
+            facts,
+            nodes,
+            inputs: graph.inputs.iter().map(|i| i.value).collect(),
+            outputs: graph.outputs.clone(),
+        };
+        typed.remove_dead_nodes();
+        typed.verify_in_debug("specialize")?;
+        for pass in rewrite::PASSES {
+            rewrite::run(&mut typed, *pass);
+            typed.remove_dead_nodes();
+            typed.verify_in_debug(pass.name())?;
+        }
+        Ok(typed)
+    }
+
+    pub fn fact(&self, v: ValueId) -> &Fact {
+        self.facts[v].as_ref().expect("every value of a typed graph has a fact")
+    }
+
+    /// A new constant value.
+    pub fn add_constant(&mut self, name: &str, t: Tensor) -> ValueId {
+        self.names.push(name.to_string());
+        self.facts.push(Some(Fact::constant(Arc::new(t))));
+        self.names.len() - 1
+    }
+
+    /// Index of the node that produces `v`.
+    pub fn producer(&self, v: ValueId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.outputs.contains(&v))
+    }
+
+    /// How many node inputs and graph outputs read `v`.
+    pub fn uses(&self, v: ValueId) -> usize {
+        self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == Some(v)).count() + self.outputs.iter().filter(|&&o| o == v).count()
+    }
+
+    /// Drops nodes none of whose outputs reach a graph output.
+    pub fn remove_dead_nodes(&mut self) {
+        let mut live = vec![false; self.names.len()];
+        for &o in &self.outputs {
+            live[o] = true;
+        }
+        let mut keep = vec![false; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            if n.outputs.iter().any(|&o| live[o]) {
+                keep[i] = true;
+                for v in n.inputs.iter().flatten() {
+                    live[*v] = true;
+                }
+            }
+        }
+        let mut it = keep.into_iter();
+        self.nodes.retain(|_| it.next().unwrap());
+    }
+
+    fn verify_in_debug(&self, pass: &str) -> Result<()> {
+        if cfg!(debug_assertions) {
+            self.verify().map_err(|e| Error::Invalid(format!("after pass '{pass}': {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants: topological order, one producer per value, a fact for every
+    /// value, and facts that agree with each node's shape inference.
+    pub fn verify(&self) -> std::result::Result<(), String> {
+        let mut defined = vec![false; self.names.len()];
+        for &i in &self.inputs {
+            defined[i] = true;
+        }
+        for (v, f) in self.facts.iter().enumerate() {
+            if f.as_ref().is_some_and(|f| f.is_constant()) {
+                defined[v] = true;
+            }
+        }
+        for n in &self.nodes {
+            for v in n.inputs.iter().flatten() {
+                if !defined[*v] {
+                    return Err(format!("node '{}' reads '{}' before it is defined", n.name, self.names[*v]));
+                }
+            }
+            let inputs: Vec<Option<&Fact>> = n.inputs.iter().map(|i| i.map(|v| self.fact(v))).collect();
+            let inferred = n.op.infer(&inputs).map_err(|m| format!("node '{}': {m}", n.name))?;
+            for (&o, f) in n.outputs.iter().zip(&inferred) {
+                if defined[o] {
+                    return Err(format!("value '{}' is defined twice", self.names[o]));
+                }
+                defined[o] = true;
+                let have = self.facts[o].as_ref().ok_or_else(|| format!("value '{}' has no fact", self.names[o]))?;
+                if have.dtype != f.dtype || have.shape != f.shape {
+                    return Err(format!(
+                        "node '{}' output '{}': recorded {} {:?}, inferred {} {:?}",
+                        n.name, self.names[o], have.dtype, have.shape, f.dtype, f.shape
+                    ));
+                }
+            }
+        }
+        for &o in &self.outputs {
+            if !defined[o] {
+                return Err(format!("graph output '{}' is not defined", self.names[o]));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+/// Defines a public function whose body is compiled three times — for AVX-512F, for AVX2+FMA and
+/// for the baseline target — and picks the best copy the CPU supports at run time. The body must
+/// be plain loops over slices calling `#[inline(always)]` arithmetic so that each copy is
+/// auto-vectorised for its ISA. No copy contracts `a * b + c` into a fused multiply-add, so every
+/// copy returns the same bits.
+macro_rules! simd_dispatch {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the enabled features.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the enabled features.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;

@@ -1,0 +1,94 @@
+//! Row-wise normalisations: softmax and LayerNorm over the last `row_len` elements.
+
+use super::dispatch::simd_dispatch;
+use super::math::exp_scalar;
+
+simd_dispatch! {
+    /// Softmax of every row of `row_len` consecutive elements, in place:
+    /// `y_i = e^(x_i − max) / Σ_j e^(x_j − max)`.
+    pub fn softmax_rows(x: &mut [f32], row_len: usize) {
+        if row_len == 0 {
+            return;
+        }
+        for row in x.chunks_exact_mut(row_len) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v = exp_scalar(*v - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// LayerNorm of every row of `row_len` elements of `x` into `out`:
+    /// `y = (x − mean) / √(var + eps) · gamma + beta`, with the biased variance.
+    /// `gamma` and `beta` hold `row_len` values each, or are empty for 1 and 0.
+    pub fn layer_norm_rows(x: &[f32], out: &mut [f32], row_len: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+        if row_len == 0 {
+            return;
+        }
+        let n = row_len as f32;
+        for (row, dst) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+            let mean = row.iter().sum::<f32>() / n;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (d, v) in dst.iter_mut().zip(row) {
+                *d = (v - mean) * inv;
+            }
+            if !gamma.is_empty() {
+                for (d, g) in dst.iter_mut().zip(gamma) {
+                    *d *= g;
+                }
+            }
+            if !beta.is_empty() {
+                for (d, b) in dst.iter_mut().zip(beta) {
+                    *d += b;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_f64() {
+        let mut x: Vec<f32> = (0..3 * 17).map(|i| ((i * 37) % 23) as f32 * 0.7 - 8.0).collect();
+        let orig = x.clone();
+        softmax_rows(&mut x, 17);
+        for (row, src) in x.chunks(17).zip(orig.chunks(17)) {
+            let max = src.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let sum: f64 = src.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for (y, v) in row.iter().zip(src) {
+                let want = (*v as f64 - max).exp() / sum;
+                assert!((*y as f64 - want).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_f64() {
+        let x: Vec<f32> = (0..2 * 10).map(|i| (i as f32).sin() * 3.0 + 1.0).collect();
+        let gamma: Vec<f32> = (0..10).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let beta: Vec<f32> = (0..10).map(|i| i as f32 * -0.2).collect();
+        let mut y = vec![0.0; 20];
+        layer_norm_rows(&x, &mut y, 10, &gamma, &beta, 1e-5);
+        for r in 0..2 {
+            let row = &x[r * 10..r * 10 + 10];
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 10.0;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 10.0;
+            for i in 0..10 {
+                let want = (row[i] as f64 - mean) / (var + 1e-5).sqrt() * gamma[i] as f64 + beta[i] as f64;
+                assert!((y[r * 10 + i] as f64 - want).abs() < 1e-5);
+            }
+        }
+    }
+}

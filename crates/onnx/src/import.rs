@@ -1,0 +1,166 @@
+//! ONNX ModelProto → [`Graph`]: values, initializers (inline or external), declared input dims,
+//! and one registry op per node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use octet_graph::ops::{self, BuildCtx, OPSETS};
+use octet_graph::{Attr, Attrs, Dim, Graph, Input, Node};
+use prost::Message;
+
+use crate::proto::attribute_proto::AttributeType;
+use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
+use crate::proto::type_proto::Value as TypeValue;
+use crate::proto::{ModelProto, NodeProto};
+use crate::tensor::{dtype_name, tensor_from_proto};
+
+/// Why a model could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read '{path}': {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("'{path}' is not an ONNX model: {reason}")]
+    NotOnnx { path: PathBuf, reason: String },
+    #[error("'{path}' declares opset {opset}; octet supports opsets {min} to {max} of the default ONNX domain")]
+    Opset { path: PathBuf, opset: i64, min: u32, max: u32 },
+    #[error("'{path}': {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Graph(#[from] octet_graph::Error),
+}
+
+/// An imported model and what the file said about itself.
+#[derive(Debug)]
+pub struct OnnxModel {
+    pub graph: Graph,
+    /// The default-domain opset.
+    pub opset: u32,
+    pub ir_version: i64,
+    /// `producer_name producer_version`, e.g. `pytorch 2.15.0`.
+    pub producer: String,
+}
+
+/// Loads an ONNX file; external data is looked up next to it.
+pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_bytes(&bytes, path, base)
+}
+
+fn is_default_domain(d: &str) -> bool {
+    d.is_empty() || d == "ai.onnx"
+}
+
+/// Imports a serialized model. `path` names it in messages; `base` is the folder of its
+/// external data files.
+pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, ImportError> {
+    let not_onnx = |reason: String| ImportError::NotOnnx { path: path.to_path_buf(), reason };
+    let invalid = |message: String| ImportError::Invalid { path: path.to_path_buf(), message };
+    let model = ModelProto::decode(bytes).map_err(|e| not_onnx(format!("the protobuf does not parse ({e}); is the file truncated or corrupt?")))?;
+    let g = model.graph.as_ref().ok_or_else(|| not_onnx("it has no graph".into()))?;
+    if model.ir_version() <= 0 || model.opset_import.is_empty() {
+        return Err(not_onnx("it has no IR version or no opset import".into()));
+    }
+    let opset = model.opset_import.iter().find(|o| is_default_domain(o.domain())).map(|o| o.version()).unwrap_or(OPSETS.0 as i64);
+    if opset < OPSETS.0 as i64 || opset > OPSETS.1 as i64 {
+        return Err(ImportError::Opset { path: path.to_path_buf(), opset, min: OPSETS.0, max: OPSETS.1 });
+    }
+    let opset = opset as u32;
+
+    let mut graph = Graph::default();
+    let mut index = HashMap::new();
+    for init in &g.initializer {
+        let t = tensor_from_proto(init, base).map_err(|m| invalid(format!("initializer '{}': {m}", init.name())))?;
+        let v = graph.value(init.name(), &mut index);
+        graph.constants.insert(v, Arc::new(t));
+    }
+    for vi in &g.input {
+        let v = graph.value(vi.name(), &mut index);
+        if graph.constants.contains_key(&v) {
+            continue;
+        }
+        let Some(TypeValue::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Err(invalid(format!("input '{}' is not a tensor", vi.name())));
+        };
+        let dtype = ops::elementwise::dtype_from_onnx(tt.elem_type() as i64)
+            .ok_or_else(|| invalid(format!("input '{}' has data type {}, which octet does not support", vi.name(), dtype_name(tt.elem_type()))))?;
+        let dims = tt
+            .shape
+            .as_ref()
+            .ok_or_else(|| invalid(format!("input '{}' has no declared shape", vi.name())))?
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(DimValue::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
+                Some(DimValue::DimParam(s)) => Dim::Symbol(s.clone()),
+                _ => Dim::Symbol(String::new()),
+            })
+            .collect();
+        graph.inputs.push(Input { value: v, dtype, dims });
+    }
+    for (i, n) in g.node.iter().enumerate() {
+        let node = import_node(n, i, opset, base, &mut graph, &mut index)?;
+        graph.nodes.push(node);
+    }
+    for vi in &g.output {
+        let v = *index.get(vi.name()).ok_or_else(|| invalid(format!("output '{}' is not produced by any node", vi.name())))?;
+        graph.outputs.push(v);
+    }
+    if graph.outputs.is_empty() {
+        return Err(invalid("the graph has no outputs".into()));
+    }
+    Ok(OnnxModel {
+        graph,
+        opset,
+        ir_version: model.ir_version(),
+        producer: format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string(),
+    })
+}
+
+fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>) -> Result<Node, ImportError> {
+    let name = if n.name().is_empty() { format!("{}_{i}", n.op_type()) } else { n.name().to_string() };
+    let op_type = n.op_type();
+    let def = ops::lookup(op_type).filter(|_| is_default_domain(n.domain()));
+    let Some(def) = def else {
+        return Err(octet_graph::Error::UnsupportedOp {
+            node: name,
+            op: op_type.to_string(),
+            domain: if is_default_domain(n.domain()) { String::new() } else { format!(" of domain '{}'", n.domain()) },
+            opset,
+            closest: ops::closest(op_type, 3).join(", "),
+        }
+        .into());
+    };
+    let node_err = |message: String| octet_graph::Error::Node { node: name.clone(), op: op_type.to_string(), message };
+    if opset < def.since {
+        return Err(node_err(format!("{op_type} needs opset {} or later; the model declares {opset}", def.since)).into());
+    }
+    let mut attrs = Attrs::default();
+    for a in &n.attribute {
+        let value = match a.r#type() {
+            AttributeType::Float => Attr::Float(a.f()),
+            AttributeType::Int => Attr::Int(a.i()),
+            AttributeType::String => Attr::String(String::from_utf8_lossy(a.s()).into_owned()),
+            AttributeType::Floats => Attr::Floats(a.floats.clone()),
+            AttributeType::Ints => Attr::Ints(a.ints.clone()),
+            AttributeType::Strings => Attr::Strings(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+            AttributeType::Tensor => {
+                let t = a.t.as_ref().ok_or_else(|| node_err(format!("attribute '{}' holds no tensor", a.name())))?;
+                Attr::Tensor(tensor_from_proto(t, base).map_err(|m| node_err(format!("attribute '{}': {m}", a.name())))?)
+            }
+            other => return Err(node_err(format!("attribute '{}' of type {} is not supported", a.name(), other.as_str_name())).into()),
+        };
+        attrs.0.insert(a.name().to_string(), value);
+    }
+    let op = (def.build)(&BuildCtx { attrs: &attrs, opset, num_outputs: n.output.len() }).map_err(node_err)?;
+    let inputs = n.input.iter().map(|s| (!s.is_empty()).then(|| graph.value(s, index))).collect();
+    let outputs = n
+        .output
+        .iter()
+        .enumerate()
+        .map(|(k, s)| if s.is_empty() { graph.value(&format!("{name}:unused{k}"), index) } else { graph.value(s, index) })
+        .collect();
+    Ok(Node { name, op, inputs, outputs })
+}
+

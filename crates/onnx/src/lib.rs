@@ -1,0 +1,13 @@
+//! ONNX files in and out of octet graphs. The protobuf bindings in `proto/onnx.rs` are generated
+//! by `tools/protogen` from the `onnx.proto` that the `onnx` wheel ships, and checked in.
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!("proto/onnx.rs");
+}
+
+mod import;
+mod tensor;
+
+pub use import::{load, load_bytes, ImportError, OnnxModel};
+pub use tensor::dtype_name;

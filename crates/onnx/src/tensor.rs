@@ -1,0 +1,58 @@
+//! TensorProto → [`Tensor`], with inline, typed-field and external data.
+
+use std::path::Path;
+
+use octet_graph::{Data, Tensor};
+
+use crate::proto::tensor_proto::{DataLocation, DataType};
+use crate::proto::TensorProto;
+
+/// The ONNX name of a `TensorProto.DataType` code, for messages.
+pub fn dtype_name(code: i32) -> String {
+    DataType::try_from(code).map(|d| d.as_str_name().to_string()).unwrap_or_else(|_| format!("type {code}"))
+}
+
+fn from_le<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
+}
+
+/// Reads the bytes an external-data tensor points at. `base` is the model's folder.
+fn external_bytes(t: &TensorProto, base: &Path) -> Result<Vec<u8>, String> {
+    let get = |k: &str| t.external_data.iter().find(|e| e.key() == k).map(|e| e.value().to_string());
+    let location = get("location").ok_or("external data without a location")?;
+    let path = base.join(&location);
+    let file = std::fs::read(&path).map_err(|e| format!("external data file '{}' cannot be read: {e}", path.display()))?;
+    let parse = |k: &str| get(k).map(|v| v.parse::<usize>().map_err(|_| format!("bad external data {k} '{v}'"))).transpose();
+    let offset = parse("offset")?.unwrap_or(0);
+    let length = parse("length")?.unwrap_or(file.len().saturating_sub(offset));
+    file.get(offset..offset + length)
+        .map(|b| b.to_vec())
+        .ok_or_else(|| format!("external data file '{}' has {} bytes, the tensor needs {offset}..{}", path.display(), file.len(), offset + length))
+}
+
+/// Converts a TensorProto. `base` is the folder that external data paths are relative to.
+pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<Tensor, String> {
+    let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<Result<_, _>>()?;
+    let external = t.data_location == Some(DataLocation::External as i32);
+    let raw: Option<Vec<u8>> = if external { Some(external_bytes(t, base)?) } else { t.raw_data.clone() };
+    let code = t.data_type();
+    let data = match (DataType::try_from(code), raw) {
+        (Ok(DataType::Float), Some(r)) => Data::F32(from_le(&r, f32::from_le_bytes)),
+        (Ok(DataType::Float), None) => Data::F32(t.float_data.clone()),
+        (Ok(DataType::Double), Some(r)) => Data::F64(from_le(&r, f64::from_le_bytes)),
+        (Ok(DataType::Double), None) => Data::F64(t.double_data.clone()),
+        (Ok(DataType::Int64), Some(r)) => Data::I64(from_le(&r, i64::from_le_bytes)),
+        (Ok(DataType::Int64), None) => Data::I64(t.int64_data.clone()),
+        (Ok(DataType::Int32), Some(r)) => Data::I32(from_le(&r, i32::from_le_bytes)),
+        (Ok(DataType::Int32), None) => Data::I32(t.int32_data.clone()),
+        (Ok(DataType::Int8), Some(r)) => Data::I8(r.iter().map(|&b| b as i8).collect()),
+        (Ok(DataType::Int8), None) => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
+        (Ok(DataType::Uint8), Some(r)) => Data::U8(r),
+        (Ok(DataType::Uint8), None) => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
+        (Ok(DataType::Bool), Some(r)) => Data::Bool(r.iter().map(|&b| b != 0).collect()),
+        (Ok(DataType::Bool), None) => Data::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+        _ => return Err(format!("data type {} is not supported", dtype_name(code))),
+    };
+    let n = data.len();
+    Tensor::new(shape.clone(), data).ok_or_else(|| format!("shape {shape:?} needs {} elements, the data holds {n}", shape.iter().product::<usize>()))
+}
