@@ -1,5 +1,6 @@
 //! `octet bench`: latency of one model on one input, as medians over repeated runs.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,11 +20,22 @@ pub struct BenchResult {
     pub threads: usize,
     pub batch: usize,
     pub iters: usize,
+    /// Share of the timed runs spent in each op type, largest first (with `profile`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<OpTime>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct OpTime {
+    pub op: String,
+    pub ms_per_run: f64,
+    pub share: f64,
 }
 
 /// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
 /// symbolic dims set to `batch` is used.
-pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool) -> Result<BenchResult> {
+#[allow(clippy::too_many_arguments)]
+pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool, profile: bool) -> Result<BenchResult> {
     let session = open(model, threads)?;
     let inputs = match input {
         Some(a) => bind(session.graph(), std::slice::from_ref(a))?,
@@ -39,10 +51,15 @@ pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usiz
     }
     bar.set_message("timing");
     let mut times = Vec::with_capacity(iters);
+    let mut per_op: HashMap<&'static str, f64> = HashMap::new();
     for _ in 0..iters.max(1) {
         let t = inputs.clone();
         let start = Instant::now();
-        session.run(t)?;
+        if profile {
+            session.run_timed(t, &mut |plan, i, d| *per_op.entry(plan.graph.nodes[i].op.name()).or_default() += d.as_secs_f64() * 1e3)?;
+        } else {
+            session.run(t)?;
+        }
         times.push(start.elapsed().as_secs_f64() * 1e3);
         bar.inc(1);
     }
@@ -50,5 +67,11 @@ pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usiz
     times.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let median = at(0.5);
-    Ok(BenchResult { median_ms: median, p90_ms: at(0.9), min_ms: times[0], images_per_s: batch as f64 * 1e3 / median, threads, batch, iters: times.len() })
+    let total: f64 = per_op.values().sum();
+    let mut profile: Vec<OpTime> = per_op
+        .into_iter()
+        .map(|(op, ms)| OpTime { op: op.to_string(), ms_per_run: ms / times.len() as f64, share: ms / total })
+        .collect();
+    profile.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+    Ok(BenchResult { median_ms: median, p90_ms: at(0.9), min_ms: times[0], images_per_s: batch as f64 * 1e3 / median, threads, batch, iters: times.len(), profile })
 }

@@ -87,6 +87,9 @@ enum Command {
         /// Print one JSON line: {"median_ms", "p90_ms", "images_per_s", "threads", ...}.
         #[arg(long)]
         json: bool,
+        /// Also report the time spent in each op type.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -129,8 +132,8 @@ fn dispatch(command: Command) -> Result<()> {
                 print!("{}", report.text(all));
             }
         }
-        Command::Bench { model, input, batch, threads, iters, warmup, json } => {
-            let r = bench::bench(&model, input.as_ref(), batch, threads, iters, warmup, !json && std::io::stderr().is_terminal())?;
+        Command::Bench { model, input, batch, threads, iters, warmup, json, profile } => {
+            let r = bench::bench(&model, input.as_ref(), batch, threads, iters, warmup, !json && std::io::stderr().is_terminal(), profile)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -145,6 +148,9 @@ fn dispatch(command: Command) -> Result<()> {
                     r.min_ms,
                     r.images_per_s
                 );
+                for p in &r.profile {
+                    println!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0);
+                }
             }
         }
     }

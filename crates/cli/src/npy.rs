@@ -5,15 +5,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
+use octet_graph::ops::view::View;
 use octet_graph::{DType, Data, Tensor};
 
 /// Reads a C-ordered `.npy` of float32, float64, int64, int32, int8, uint8 or bool.
 pub fn read(path: &Path) -> Result<Tensor> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
-    if npy.order() == npyz::Order::Fortran {
-        bail!("'{}' is stored in Fortran order; save it with np.ascontiguousarray", path.display());
-    }
+    let fortran = npy.order() == npyz::Order::Fortran;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
     let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is truncated or malformed: {e}", path.display());
@@ -24,11 +23,19 @@ pub fn read(path: &Path) -> Result<Tensor> {
         "<i4" => Data::I32(npy.into_vec().map_err(bad)?),
         "|i1" => Data::I8(npy.into_vec().map_err(bad)?),
         "|u1" => Data::U8(npy.into_vec().map_err(bad)?),
-        "|b1" => Data::Bool(npy.into_vec::<u8>().map_err(bad)?.into_iter().map(|b| b != 0).collect()),
+        "|b1" => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
         other => bail!("'{}' holds elements of numpy type {other}, which octet does not read", path.display()),
     };
     let n = data.len();
-    Tensor::new(shape.clone(), data).ok_or_else(|| anyhow::anyhow!("'{}' is truncated: shape {shape:?} but {n} elements", path.display()))
+    // Fortran order is C order of the reversed shape: read it so, then reverse the axes.
+    let stored: Vec<usize> = if fortran { shape.iter().rev().copied().collect() } else { shape.clone() };
+    let t = Tensor::new(stored.clone(), data).ok_or_else(|| anyhow::anyhow!("'{}' is truncated: shape {shape:?} but {n} elements", path.display()))?;
+    if !fortran {
+        return Ok(t);
+    }
+    let st = octet_graph::tensor::strides(&stored);
+    let view = View { base: 0, shape: shape.clone(), strides: st.iter().rev().map(|&s| s as isize).collect() };
+    Ok(view.copy(&t))
 }
 
 fn descr(dtype: DType) -> &'static str {

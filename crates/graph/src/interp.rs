@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
-use crate::op::EvalCtx;
+use crate::op::{EvalCtx, Fact};
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
 
@@ -38,6 +39,11 @@ impl Plan {
 
     /// Runs the plan. `inputs` are in graph input order and must have the planned shapes.
     pub fn run(&self, inputs: Vec<Tensor>, ctx: &EvalCtx) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, ctx, &mut |_, _| {})
+    }
+
+    /// [`Plan::run`], calling `timed(node index, time spent)` after every node.
+    pub fn run_timed(&self, inputs: Vec<Tensor>, ctx: &EvalCtx, timed: &mut dyn FnMut(usize, Duration)) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         let mut values: Vec<Option<Arc<Tensor>>> = g.facts.iter().map(|f| f.as_ref().and_then(|f| f.value.clone())).collect();
         for (&v, t) in g.inputs.iter().zip(inputs) {
@@ -52,9 +58,12 @@ impl Plan {
                     f.shape
                 )));
             }
-            values[v] = Some(Arc::new(t));
+            if !f.is_constant() {
+                values[v] = Some(Arc::new(t));
+            }
         }
         for (i, node) in g.nodes.iter().enumerate() {
+            let start = Instant::now();
             let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| values[v].as_deref())).collect();
             let outs = node
                 .op
@@ -66,6 +75,7 @@ impl Plan {
             for &v in &self.release_after[i] {
                 values[v] = None;
             }
+            timed(i, start.elapsed());
         }
         g.outputs
             .iter()
@@ -77,12 +87,17 @@ impl Plan {
     }
 }
 
+/// What selects a plan: every input's shape, and the contents of inputs planned by value.
+type PlanKey = Vec<(Vec<usize>, Option<Vec<u64>>)>;
+
 /// A loaded model: plans are made on first use for each set of input shapes and reused.
+/// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
 pub struct Session {
     graph: Graph,
+    by_value: Vec<bool>,
     ctx: EvalCtx,
     pool: rayon::ThreadPool,
-    plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Plan>>>,
+    plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
 }
 
 impl Session {
@@ -93,33 +108,56 @@ impl Session {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Session { graph, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
+        let by_value = graph
+            .inputs
+            .iter()
+            .map(|i| graph.nodes.iter().any(|n| n.op.value_operands().iter().any(|&k| n.inputs.get(k) == Some(&Some(i.value)))))
+            .collect();
+        Ok(Session { graph, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
     }
 
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
 
-    /// The plan for these input shapes, made now if new.
-    pub fn plan(&self, shapes: &[Vec<usize>]) -> Result<Arc<Plan>> {
-        if let Some(p) = self.plans.lock().expect("plan cache").get(shapes) {
+    /// The plan for these inputs, made now if new.
+    pub fn plan(&self, inputs: &[Tensor]) -> Result<Arc<Plan>> {
+        let key: PlanKey = inputs
+            .iter()
+            .zip(&self.by_value)
+            .map(|(t, &v)| (t.shape().to_vec(), v.then(|| t.to_f64_vec().into_iter().map(f64::to_bits).collect())))
+            .collect();
+        if let Some(p) = self.plans.lock().expect("plan cache").get(&key) {
             return Ok(p.clone());
         }
-        let plan = Arc::new(Plan::new(TypedGraph::specialize(&self.graph, shapes)?));
-        self.plans.lock().expect("plan cache").insert(shapes.to_vec(), plan.clone());
+        let facts: Vec<Fact> = inputs
+            .iter()
+            .zip(&self.by_value)
+            .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
+            .collect();
+        let plan = Arc::new(Plan::new(TypedGraph::specialize_facts(&self.graph, &facts)?));
+        self.plans.lock().expect("plan cache").insert(key, plan.clone());
         Ok(plan)
     }
 
     /// Runs the model on inputs given in graph input order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, &mut |_, _, _| {})
+    }
+
+    /// [`Session::run`], calling `timed(plan, node index, time spent)` after every node.
+    pub fn run_timed(&self, inputs: Vec<Tensor>, timed: &mut (dyn FnMut(&Plan, usize, Duration) + Send)) -> Result<Vec<Tensor>> {
         for (i, t) in inputs.iter().enumerate() {
             let want = self.graph.inputs.get(i).map(|x| x.dtype);
             if let Some(want) = want.filter(|&w| w != t.dtype()) {
                 return Err(Error::Input(format!("input '{}' is {}, the model expects {want}", self.graph.input_name(i), t.dtype())));
             }
         }
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let plan = self.plan(&shapes)?;
-        self.pool.install(|| plan.run(inputs, &self.ctx))
+        if inputs.len() != self.graph.inputs.len() {
+            let names: Vec<&str> = (0..self.graph.inputs.len()).map(|i| self.graph.input_name(i)).collect();
+            return Err(Error::Input(format!("the model takes {} inputs ({}), {} were given", names.len(), names.join(", "), inputs.len())));
+        }
+        let plan = self.plan(&inputs)?;
+        self.pool.install(|| plan.run_timed(inputs, &self.ctx, &mut |i, d| timed(&plan, i, d)))
     }
 }

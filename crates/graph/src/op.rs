@@ -68,6 +68,12 @@ pub trait Op: Send + Sync + fmt::Debug + Any {
     /// Computes the outputs.
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>>;
 
+    /// Inputs whose contents (not only shapes) determine the output shapes: shape, axes, sizes
+    /// and slice operands. A graph input feeding one is planned by value.
+    fn value_operands(&self) -> &'static [usize] {
+        &[]
+    }
+
     /// False for ops whose outputs must not be folded into constants even when every input is
     /// constant.
     fn foldable(&self) -> bool {

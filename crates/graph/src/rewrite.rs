@@ -164,7 +164,7 @@ impl Pass for FuseLayerNorm {
         let bv = g.add_constant(&format!("{name}.beta"), beta);
         g.nodes[end] = Node {
             name,
-            op: Arc::new(LayerNorm { axis: -1, epsilon: eps as f32 }),
+            op: Arc::new(LayerNorm { axis: -1, epsilon: eps as f32, stats: false }),
             inputs: vec![Some(x), Some(gv), Some(bv)],
             outputs,
         };

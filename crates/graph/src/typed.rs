@@ -56,13 +56,21 @@ pub fn check_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
 }
 
 impl TypedGraph {
-    /// Specialises `graph` to the given input shapes (in graph input order), folds constants and
-    /// runs the rewrite passes. The verifier runs after each pass in debug builds and tests.
+    /// Specialises `graph` to input shapes (in graph input order), folds constants and runs the
+    /// rewrite passes. The verifier runs after each pass in debug builds and tests.
     pub fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> Result<TypedGraph> {
-        check_input_shapes(graph, shapes)?;
+        let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
+        Self::specialize_facts(graph, &facts)
+    }
+
+    /// [`TypedGraph::specialize`] from input facts: an input whose fact carries a value is a
+    /// constant of the plan (used for inputs that feed shape operands).
+    pub fn specialize_facts(graph: &Graph, inputs: &[Fact]) -> Result<TypedGraph> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|f| f.shape.clone()).collect();
+        check_input_shapes(graph, &shapes)?;
         let mut facts: Vec<Option<Fact>> = vec![None; graph.names.len()];
-        for (input, shape) in graph.inputs.iter().zip(shapes) {
-            facts[input.value] = Some(Fact::new(input.dtype, shape.clone()));
+        for (input, fact) in graph.inputs.iter().zip(inputs) {
+            facts[input.value] = Some(fact.clone());
         }
         for (&v, t) in &graph.constants {
             facts[v] = Some(Fact::constant(t.clone()));

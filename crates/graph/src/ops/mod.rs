@@ -217,7 +217,9 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "vectorised row kernel",
         int8: FLOAT,
         notes: "also what decomposed LayerNorm subgraphs are fused into",
-        build: |c| ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)? }),
+        build: |c| {
+            ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
+        },
     },
     OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", int8: FLOAT, notes: "", build: |_| ok(nn::MatMul) },
     OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Mul) },

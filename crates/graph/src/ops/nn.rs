@@ -356,11 +356,12 @@ impl Op for Softmax {
 
 // ---------------------------------------------------------------- LayerNormalization
 
-/// LayerNorm over the axes from `axis` on; optional outputs Mean and InvStdDev.
+/// LayerNorm over the axes from `axis` on; with `stats`, also the outputs Mean and InvStdDev.
 #[derive(Debug)]
 pub struct LayerNorm {
     pub axis: i64,
     pub epsilon: f32,
+    pub stats: bool,
 }
 
 impl LayerNorm {
@@ -392,8 +393,12 @@ impl Op for LayerNorm {
         let x = required(inputs, 0, "X")?;
         expect_f32(x, "X")?;
         let (axis, _) = self.split(&x.shape)?;
-        let stats = Self::stat_shape(&x.shape, axis);
-        Ok(vec![Fact::new(DType::F32, x.shape.clone()), Fact::new(DType::F32, stats.clone()), Fact::new(DType::F32, stats)])
+        let mut out = vec![Fact::new(DType::F32, x.shape.clone())];
+        if self.stats {
+            let stats = Self::stat_shape(&x.shape, axis);
+            out.extend([Fact::new(DType::F32, stats.clone()), Fact::new(DType::F32, stats)]);
+        }
+        Ok(out)
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "X")?;
@@ -404,6 +409,10 @@ impl Op for LayerNorm {
         let xv = f32_of(x, "X")?;
         let mut y = vec![0.0f32; xv.len()];
         k::layer_norm_rows(xv, &mut y, row, &gamma, &beta, self.epsilon);
+        let y = Tensor::f32(x.shape().to_vec(), y);
+        if !self.stats {
+            return Ok(vec![y]);
+        }
         let rows = xv.len() / row.max(1);
         let (mut mean, mut inv) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
         for r in xv.chunks(row.max(1)) {
@@ -413,7 +422,7 @@ impl Op for LayerNorm {
             inv.push(1.0 / (var + self.epsilon).sqrt());
         }
         let stats = Self::stat_shape(x.shape(), axis);
-        Ok(vec![Tensor::f32(x.shape().to_vec(), y), Tensor::f32(stats.clone(), mean), Tensor::f32(stats, inv)])
+        Ok(vec![y, Tensor::f32(stats.clone(), mean), Tensor::f32(stats, inv)])
     }
     op_any!();
 }
@@ -455,6 +464,9 @@ impl ReduceMean {
 impl Op for ReduceMean {
     fn name(&self) -> &'static str {
         "ReduceMean"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "data")?;

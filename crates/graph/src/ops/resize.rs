@@ -93,7 +93,9 @@ impl Resize {
         match self.coord.as_str() {
             "asymmetric" => xf / scale,
             "align_corners" if len_out == 1 => 0.0,
-            "align_corners" => xf * (len_in as f32 - 1.0) / (len_out as f32 - 1.0),
+            // The resized length in the formula is `scale · len_in` unrounded, as in the ONNX
+            // reference (it equals `len_out` when sizes were given).
+            "align_corners" => xf * (len_in as f32 - 1.0) / (scale * len_in as f32 - 1.0),
             "pytorch_half_pixel" if len_out == 1 => 0.0,
             "half_pixel_symmetric" => {
                 let adjustment = len_out as f32 / (scale * len_in as f32);
@@ -193,6 +195,9 @@ fn fact_floats(f: &Fact) -> Option<Vec<f32>> {
 impl Op for Resize {
     fn name(&self) -> &'static str {
         "Resize"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1, 2, 3]
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "X")?;

@@ -73,6 +73,9 @@ impl Op for Reshape {
     fn name(&self) -> &'static str {
         "Reshape"
     }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "data")?;
         let spec = const_ints(required(inputs, 1, "shape")?, "shape")?;
@@ -147,6 +150,9 @@ impl Op for Squeeze {
     fn name(&self) -> &'static str {
         "Squeeze"
     }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     same_dtype_infer!();
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
@@ -191,6 +197,9 @@ impl Unsqueeze {
 impl Op for Unsqueeze {
     fn name(&self) -> &'static str {
         "Unsqueeze"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
     }
     same_dtype_infer!();
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
@@ -299,6 +308,9 @@ impl Op for Slice {
     fn name(&self) -> &'static str {
         "Slice"
     }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1, 2, 3, 4]
+    }
     same_dtype_infer!();
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
@@ -353,6 +365,9 @@ impl Op for Split {
     fn name(&self) -> &'static str {
         "Split"
     }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "input")?;
         let split = optional(inputs, 1).map(|f| const_ints(f, "split")).transpose()?;
@@ -386,6 +401,9 @@ impl Expand {
 impl Op for Expand {
     fn name(&self) -> &'static str {
         "Expand"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
     }
     same_dtype_infer!();
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
@@ -552,6 +570,9 @@ impl ConstantOfShape {
 impl Op for ConstantOfShape {
     fn name(&self) -> &'static str {
         "ConstantOfShape"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[0]
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let spec = const_ints(required(inputs, 0, "input")?, "shape")?;

@@ -11,14 +11,11 @@ pub fn exp_scalar(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    if x > 88.72 {
-        return f32::INFINITY;
-    }
-    if x < -87.33 {
-        return 0.0;
-    }
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
+    const LO: f32 = -87.33;
+    const HI: f32 = 88.72;
+    let xc = x.max(LO).min(HI);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
@@ -27,7 +24,13 @@ pub fn exp_scalar(x: f32) -> f32 {
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    e * scale
+    let y = e * scale;
+    let y = if x < LO { 0.0 } else { y };
+    if x > HI {
+        f32::INFINITY
+    } else {
+        y
+    }
 }
 
 /// Hyperbolic tangent, absolute error below 3e-7.

@@ -3,6 +3,42 @@
 use super::dispatch::simd_dispatch;
 use super::math::exp_scalar;
 
+/// Reductions run over this many independent lanes, so that they vectorise on every ISA while
+/// adding in the same order (and so giving the same bits) on all of them.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        acc[i] += f(v);
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        acc[i] = if v > acc[i] { v } else { acc[i] };
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
 simd_dispatch! {
     /// Softmax of every row of `row_len` consecutive elements, in place:
     /// `y_i = e^(x_i − max) / Σ_j e^(x_j − max)`.
@@ -11,13 +47,11 @@ simd_dispatch! {
             return;
         }
         for row in x.chunks_exact_mut(row_len) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0f32;
+            let max = lane_max(row);
             for v in row.iter_mut() {
                 *v = exp_scalar(*v - max);
-                sum += *v;
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / lane_sum(row, |v| v);
             for v in row.iter_mut() {
                 *v *= inv;
             }
@@ -35,8 +69,8 @@ simd_dispatch! {
         }
         let n = row_len as f32;
         for (row, dst) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-            let mean = row.iter().sum::<f32>() / n;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let mean = lane_sum(row, |v| v) / n;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
             let inv = 1.0 / (var + eps).sqrt();
             for (d, v) in dst.iter_mut().zip(row) {
                 *d = (v - mean) * inv;

@@ -1,0 +1,62 @@
+//! The ONNX backend node tests for the supported operators (exported from the `onnx` wheel by
+//! `tools/fixtures/make_node_tests.py`). `tests/node/manifest.json` records which pass and why
+//! the others fail; this test fails when a case does not match its manifest entry either way.
+//! `OCTET_UPDATE_MANIFEST=1` rewrites the manifest from the current results.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use octet_cli::npy;
+use octet_graph::Session;
+use serde_json::Value;
+
+fn run_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
+    let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let n_in = model.graph.inputs.len();
+    let inputs = (0..n_in).map(|i| npy::read(&dir.join(format!("input_{i}.npy"))).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+    let session = Session::new(model.graph, 1).map_err(|e| e.to_string())?;
+    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+    for (i, got) in outputs.iter().enumerate() {
+        let want = npy::read(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
+        common::all_close(got, &want, rtol, atol).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn onnx_backend_node_tests_match_manifest() {
+    let node_dir = common::root().join("tests/node");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(node_dir.join("cases.json")).unwrap()).unwrap();
+    let manifest_path = node_dir.join("manifest.json");
+    let manifest: BTreeMap<String, String> =
+        std::fs::read_to_string(&manifest_path).ok().map(|s| serde_json::from_str(&s).unwrap()).unwrap_or_default();
+    let mut results = BTreeMap::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap_or(1e-3), case["atol"].as_f64().unwrap_or(1e-7));
+        let outcome = std::panic::catch_unwind(|| run_case(&node_dir.join(name), rtol, atol))
+            .unwrap_or_else(|_| Err("PANIC".to_string()));
+        let prefix = format!("{}/", node_dir.display());
+        results.insert(name.to_string(), match outcome {
+            Ok(()) => "pass".to_string(),
+            Err(e) => format!("fail: {}", e.replace(&prefix, "")),
+        });
+    }
+    let passed = results.values().filter(|v| *v == "pass").count();
+    println!("{passed} of {} node tests pass", results.len());
+    if std::env::var_os("OCTET_UPDATE_MANIFEST").is_some() {
+        std::fs::write(&manifest_path, serde_json::to_string_pretty(&results).unwrap() + "\n").unwrap();
+        return;
+    }
+    let mut mismatches = Vec::new();
+    for (name, got) in &results {
+        assert!(!got.contains("PANIC"), "{name} panicked: an error must be reported, never a panic");
+        let want = manifest.get(name).map(String::as_str).unwrap_or("(not in manifest)");
+        if (want == "pass") != (got == "pass") {
+            mismatches.push(format!("{name}: manifest says '{want}', got '{got}'"));
+        }
+    }
+    assert!(mismatches.is_empty(), "node tests differ from tests/node/manifest.json:\n{}", mismatches.join("\n"));
+}
