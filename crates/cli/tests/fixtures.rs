@@ -18,6 +18,8 @@ const FIXTURES: &[&str] = &[
     "vit_gelu_tanh_dynamo",
     "seed_attention_ts",
     "seed_attention_dynamo",
+    "vit_opset16_ts",
+    "bert_like_dynamo",
 ];
 
 fn dir(name: &str) -> PathBuf {
@@ -82,6 +84,16 @@ fn planned_ops(name: &str) -> Vec<&'static str> {
     let typed = TypedGraph::specialize(&model.graph, &[input.shape().to_vec()]).unwrap();
     typed.verify().unwrap();
     typed.nodes.iter().map(|n| n.op.name()).collect()
+}
+
+#[test]
+fn decomposed_layer_norm_and_tanh_gelu_are_fused() {
+    let ops = planned_ops("vit_opset16_ts");
+    for gone in ["ReduceMean", "Pow", "Sqrt", "Sub", "Tanh"] {
+        assert!(!ops.contains(&gone), "vit_opset16_ts: {gone} still runs: {ops:?}");
+    }
+    assert_eq!(ops.iter().filter(|o| **o == "LayerNormalization").count(), 3, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| **o == "Gelu").count(), 1, "{ops:?}");
 }
 
 #[test]

@@ -199,15 +199,24 @@ impl FuseGelu {
         m.with_scalar(m.single_use(t, "Mul")?, std::f64::consts::FRAC_1_SQRT_2)
     }
 
-    /// `Tanh(√(2/π)·(x + 0.044715·Pow(x, 3)))`: returns x.
+    /// Is `v` the cube of `x`: `Pow(x, 3)`, `Mul(x, Mul(x, x))` or `Mul(Mul(x, x), x)`?
+    fn is_cube(m: &Matcher, v: ValueId, x: ValueId) -> bool {
+        if let Some(pow) = m.single_use(v, "Pow") {
+            return pow.inputs[0] == Some(x) && pow.inputs.get(1).copied().flatten().is_some_and(|e| m.is_scalar(e, 3.0));
+        }
+        let Some((a, b)) = m.single_use(v, "Mul").and_then(|n| m.inputs(n)) else { return false };
+        let square = |s: ValueId| m.single_use(s, "Mul").and_then(|n| m.inputs(n)) == Some((x, x));
+        (a == x && square(b)) || (b == x && square(a))
+    }
+
+    /// `Tanh(√(2/π)·(x + 0.044715·x³))`: returns x.
     fn tanh_arg(m: &Matcher, v: ValueId) -> Option<ValueId> {
         let tanh = m.single_use(v, "Tanh")?;
         let inner = m.with_scalar(m.single_use(tanh.inputs[0]?, "Mul")?, (2.0 / std::f64::consts::PI).sqrt())?;
         let (a, b) = m.inputs(m.single_use(inner, "Add")?)?;
         for (x, cubic) in [(a, b), (b, a)] {
             let Some(cube) = m.single_use(cubic, "Mul").and_then(|n| m.with_scalar(n, 0.044715)) else { continue };
-            let Some(pow) = m.single_use(cube, "Pow") else { continue };
-            if pow.inputs[0] == Some(x) && pow.inputs.get(1).copied().flatten().is_some_and(|e| m.is_scalar(e, 3.0)) {
+            if Self::is_cube(m, cube, x) {
                 return Some(x);
             }
         }

@@ -260,7 +260,7 @@ pub static REGISTRY: &[OpDef] = &[
         since: 11,
         float_kernel: "separable interpolation",
         int8: FLOAT,
-        notes: "nearest, linear, cubic; every coordinate mode; no antialias",
+        notes: "nearest, linear, cubic; every coordinate mode; antialias",
         build: resize,
     },
     OpDef { name: "Shape", since: 11, float_kernel: "folded at load", int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },

@@ -110,12 +110,15 @@ impl Resize {
         }
     }
 
-    fn taps(&self, x: f32, len_in: usize) -> Taps {
+    fn taps(&self, x: f32, len_in: usize, scale: f32) -> Taps {
         let last = len_in as isize - 1;
         if self.coord == "tf_crop_and_resize" && (x < 0.0 || x > last as f32) {
             return Taps::Outside;
         }
         let clamp = |i: isize| i.clamp(0, last) as usize;
+        if self.antialias && scale < 1.0 && self.mode != Mode::Nearest {
+            return Taps::Weighted(self.antialias_taps(x, scale).into_iter().map(|(j, w)| (clamp(j), w)).collect());
+        }
         match self.mode {
             Mode::Nearest => {
                 let i = match self.nearest_mode.as_str() {
@@ -155,12 +158,36 @@ impl Resize {
         }
     }
 
+    /// Downsampling taps with the filter stretched by `1 / scale` (the ONNX `antialias` rule):
+    /// the linear or cubic kernel evaluated at `scale · (i − frac(x))`, normalised to sum 1.
+    fn antialias_taps(&self, x: f32, scale: f32) -> Vec<(isize, f32)> {
+        let base = x.floor();
+        let ratio = x - base;
+        let support = if self.mode == Mode::Cubic { 2.0 } else { 1.0 };
+        let start = (-support / scale).floor() as isize + 1;
+        let end = 2 * support as isize - start;
+        let a = self.cubic_a;
+        let kernel = |t: f32| -> f32 {
+            let t = t.abs();
+            match self.mode {
+                Mode::Cubic if t <= 1.0 => ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0,
+                Mode::Cubic if t < 2.0 => ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a,
+                Mode::Cubic => 0.0,
+                _ => (1.0 - t).clamp(0.0, 1.0),
+            }
+        };
+        let mut taps: Vec<(isize, f32)> = (start..end).map(|i| (base as isize + i, kernel(scale * (i as f32 - ratio)))).collect();
+        let sum: f32 = taps.iter().map(|t| t.1).sum();
+        taps.iter_mut().for_each(|t| t.1 /= sum);
+        taps
+    }
+
     /// Resamples one axis of a float tensor.
     fn resample_axis(&self, x: &[f32], shape: &[usize], axis: usize, len_out: usize, scale: f32, roi: (f32, f32)) -> Vec<f32> {
         let len_in = shape[axis];
         let outer = numel(&shape[..axis]);
         let inner = numel(&shape[axis + 1..]);
-        let taps: Vec<Taps> = (0..len_out).map(|o| self.taps(self.source_coord(o, len_in, len_out, scale, roi), len_in)).collect();
+        let taps: Vec<Taps> = (0..len_out).map(|o| self.taps(self.source_coord(o, len_in, len_out, scale, roi), len_in, scale)).collect();
         let mut out = vec![0.0f32; outer * len_out * inner];
         for b in 0..outer {
             let src = &x[b * len_in * inner..][..len_in * inner];
@@ -209,9 +236,6 @@ impl Op for Resize {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "X")?;
-        if self.antialias {
-            return Err("antialiased Resize is not supported".into());
-        }
         let floats = |t: &Tensor| t.dtype().is_float().then(|| t.to_f64_vec().into_iter().map(|v| v as f32).collect());
         let (roi, scales, sizes) = Self::operands(inputs, floats, |t| t.to_i64_vec())?;
         let plan = self.plan(x.shape(), scales, sizes)?;

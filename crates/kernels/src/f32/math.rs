@@ -14,7 +14,8 @@ pub fn exp_scalar(x: f32) -> f32 {
     const LO: f32 = -87.33;
     const HI: f32 = 88.72;
     let xc = x.max(LO).min(HI);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -23,7 +24,9 @@ pub fn exp_scalar(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // The low mantissa bits of `t` hold n; integer ops only, so that the loop vectorises.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let y = e * scale;
     let y = if x < LO { 0.0 } else { y };
     if x > HI {
