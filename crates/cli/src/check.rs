@@ -1,6 +1,6 @@
 //! `octet check`: how every node of a model would run, and why.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
@@ -53,34 +53,11 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
     let typed = TypedGraph::specialize(g, &shapes)?;
     let planned: HashMap<&str, &octet_graph::Node> = typed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let constant = |v: usize| typed.facts.get(v).and_then(|f| f.as_ref()).is_some_and(|f| f.is_constant());
-    // For nodes removed by fusion: the planned node that reads their results, found by walking
-    // consumers forward in the file's graph.
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for v in n.inputs.iter().flatten() {
-            readers.entry(*v).or_default().push(i);
-        }
-    }
-    let absorber = |start: usize| -> Option<String> {
-        let mut todo = vec![start];
-        let mut seen = HashSet::new();
-        while let Some(i) = todo.pop() {
-            for v in &g.nodes[i].outputs {
-                for &r in readers.get(v).into_iter().flatten() {
-                    if planned.contains_key(g.nodes[r].name.as_str()) {
-                        return Some(g.nodes[r].name.clone());
-                    }
-                    if seen.insert(r) {
-                        todo.push(r);
-                    }
-                }
-            }
-        }
-        None
-    };
+    let absorbed_by: HashMap<&str, &str> =
+        typed.nodes.iter().flat_map(|p| p.fused.iter().map(move |f| (f.as_str(), p.name.as_str()))).collect();
     let mut nodes = Vec::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
+    for n in &g.nodes {
         let out_shape = n.outputs.first().and_then(|&v| typed.facts.get(v)?.as_ref().map(|f| f.shape.clone())).unwrap_or_default();
         let (status, runs_as, kernel, int8, why) = if let Some(p) = planned.get(n.name.as_str()) {
             let def = ops::lookup(p.op.name()).expect("planned ops come from the registry");
@@ -94,7 +71,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
         } else if n.outputs.iter().all(|&v| constant(v)) {
             (Status::Folded, None, "-".into(), "-".into(), "depends only on constants and input shapes: computed once per input shape".into())
         } else {
-            let by = absorber(i);
+            let by = absorbed_by.get(n.name.as_str()).map(|s| s.to_string());
             let why = match &by {
                 Some(b) => format!("part of a pattern that '{b}' runs as one op"),
                 None => "its result is not needed for the outputs".into(),

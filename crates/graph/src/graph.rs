@@ -18,6 +18,8 @@ pub struct Node {
     /// `None` for an optional input left out.
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<ValueId>,
+    /// Names of the imported nodes a rewrite absorbed into this one (empty for imported nodes).
+    pub fused: Vec<String>,
 }
 
 /// A declared input dimension.

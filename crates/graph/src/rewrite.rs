@@ -162,12 +162,8 @@ impl Pass for FuseLayerNorm {
         let beta = beta.unwrap_or_else(|| Tensor::f32(vec![c], vec![0.0; c]));
         let gv = g.add_constant(&format!("{name}.gamma"), gamma);
         let bv = g.add_constant(&format!("{name}.beta"), beta);
-        g.nodes[end] = Node {
-            name,
-            op: Arc::new(LayerNorm { axis: -1, epsilon: eps as f32, stats: false }),
-            inputs: vec![Some(x), Some(gv), Some(bv)],
-            outputs,
-        };
+        let op = Arc::new(LayerNorm { axis: -1, epsilon: eps as f32, stats: false });
+        g.replace_node(end, Node { name, op, inputs: vec![Some(x), Some(gv), Some(bv)], outputs, fused: vec![] });
         true
     }
 }
@@ -254,8 +250,8 @@ impl Pass for FuseGelu {
             } else {
                 continue;
             };
-            let node = Node { name: anchor.name.clone(), op: Arc::new(Unary(kind)), inputs: vec![Some(x)], outputs: anchor.outputs.clone() };
-            g.nodes[at] = node;
+            let node = Node { name: anchor.name.clone(), op: Arc::new(Unary(kind)), inputs: vec![Some(x)], outputs: anchor.outputs.clone(), fused: vec![] };
+            g.replace_node(at, node);
             return true;
         }
         false

@@ -149,6 +149,32 @@ impl TypedGraph {
         self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == Some(v)).count() + self.outputs.iter().filter(|&&o| o == v).count()
     }
 
+    /// Replaces node `at` by `node`, which computes the same outputs from `node.inputs`, and
+    /// records in `node.fused` every node that the old subgraph between those inputs and the
+    /// outputs contained (they are left dead, for [`TypedGraph::remove_dead_nodes`]).
+    pub fn replace_node(&mut self, at: usize, mut node: Node) {
+        let stop: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
+        let mut fused = vec![self.nodes[at].name.clone()];
+        fused.extend(self.nodes[at].fused.iter().cloned());
+        let mut todo: Vec<ValueId> = self.nodes[at].inputs.iter().flatten().copied().collect();
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(v) = todo.pop() {
+            if stop.contains(&v) {
+                continue;
+            }
+            let Some(p) = self.producer(v) else { continue };
+            if std::mem::replace(&mut seen[p], true) {
+                continue;
+            }
+            fused.push(self.nodes[p].name.clone());
+            fused.extend(self.nodes[p].fused.iter().cloned());
+            todo.extend(self.nodes[p].inputs.iter().flatten());
+        }
+        fused.retain(|n| *n != node.name);
+        node.fused = fused;
+        self.nodes[at] = node;
+    }
+
     /// Drops nodes none of whose outputs reach a graph output.
     pub fn remove_dead_nodes(&mut self) {
         let mut live = vec![false; self.names.len()];

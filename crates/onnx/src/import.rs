@@ -161,6 +161,6 @@ fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Gra
         .enumerate()
         .map(|(k, s)| if s.is_empty() { graph.value(&format!("{name}:unused{k}"), index) } else { graph.value(s, index) })
         .collect();
-    Ok(Node { name, op, inputs, outputs })
+    Ok(Node { name, op, inputs, outputs, fused: vec![] })
 }
 
