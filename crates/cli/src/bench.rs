@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use octet_graph::{Hooks, Plan};
 use serde::Serialize;
 
 use crate::inputs::{bind, synthetic, InputArg};
@@ -32,6 +33,15 @@ pub struct OpTime {
     pub share: f64,
 }
 
+/// Adds up node times per op type.
+struct OpTimes<'a>(&'a mut HashMap<&'static str, f64>);
+
+impl Hooks for OpTimes<'_> {
+    fn node_done(&mut self, plan: &Plan, node: usize, time: Duration) {
+        *self.0.entry(plan.graph.nodes[node].op.name()).or_default() += time.as_secs_f64() * 1e3;
+    }
+}
+
 /// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
 /// symbolic dims set to `batch` is used.
 #[allow(clippy::too_many_arguments)]
@@ -56,7 +66,7 @@ pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usiz
         let t = inputs.clone();
         let start = Instant::now();
         if profile {
-            session.run_timed(t, &mut |plan, i, d| *per_op.entry(plan.graph.nodes[i].op.name()).or_default() += d.as_secs_f64() * 1e3)?;
+            session.run_hooked(t, &mut OpTimes(&mut per_op))?;
         } else {
             session.run(t)?;
         }

@@ -1,19 +1,24 @@
 //! `octet check`: how every node of a model would run, and why.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Result;
 use octet_graph::ops::{self, OPSETS};
-use octet_graph::{Dim, TypedGraph};
+use octet_graph::{Dim, Graph, Node, TypedGraph, ValueId};
 use serde::Serialize;
 
 /// How one node of the file runs.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Executed by a float kernel.
+    /// A quantized op: its inputs come from DequantizeLinear and its outputs go to
+    /// QuantizeLinear (or stay float, for ops quantized on their inputs only).
+    Int8,
+    /// Executed by a float kernel on float data.
     Float,
+    /// A QuantizeLinear or DequantizeLinear on an activation.
+    Qdq,
     /// Computed once at load: it depends only on constants and input shapes.
     Folded,
     /// Absorbed into another node by a rewrite pass.
@@ -25,7 +30,7 @@ pub struct NodeReport {
     pub name: String,
     pub op: String,
     pub status: Status,
-    /// The node that executes this one's work (itself, or the fused node).
+    /// The node that executes this one's work (itself, or the node it was fused into).
     pub runs_as: Option<String>,
     pub kernel: String,
     pub int8: String,
@@ -41,7 +46,76 @@ pub struct Report {
     pub inputs: Vec<String>,
     pub batch: usize,
     pub nodes: Vec<NodeReport>,
-    pub counts: HashMap<String, usize>,
+    pub counts: BTreeMap<Status, usize>,
+    /// Op types running quantized, with counts (planned ops, e.g. one Gelu for a fused pattern).
+    pub quantized_ops: BTreeMap<String, usize>,
+}
+
+/// QDQ structure of the imported graph.
+struct Qdq<'a> {
+    g: &'a Graph,
+    producer: HashMap<ValueId, usize>,
+    readers: HashMap<ValueId, Vec<usize>>,
+}
+
+impl<'a> Qdq<'a> {
+    fn new(g: &'a Graph) -> Self {
+        let mut producer = HashMap::new();
+        let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            producer.extend(n.outputs.iter().map(|&o| (o, i)));
+            for v in n.inputs.iter().flatten() {
+                readers.entry(*v).or_default().push(i);
+            }
+        }
+        Qdq { g, producer, readers }
+    }
+    fn made_by(&self, v: ValueId, op: &str) -> bool {
+        self.producer.get(&v).is_some_and(|&p| self.g.nodes[p].op.name() == op)
+    }
+    fn read_by(&self, v: ValueId, op: &str) -> bool {
+        self.readers.get(&v).is_some_and(|r| r.iter().any(|&i| self.g.nodes[i].op.name() == op))
+    }
+    /// The only reader of `v`, when there is one.
+    fn sole_reader(&self, v: ValueId) -> Option<&'a Node> {
+        match self.readers.get(&v).map(Vec::as_slice) {
+            Some([r]) => Some(&self.g.nodes[*r]),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a planned node is quantized in QDQ form, and how.
+fn quantized(q: &Qdq, typed: &TypedGraph, p: &Node) -> Option<&'static str> {
+    if matches!(p.op.name(), "QuantizeLinear" | "DequantizeLinear") {
+        return None;
+    }
+    let def = ops::lookup(p.op.name())?;
+    let mut activations = p.inputs.iter().flatten().filter(|&&v| !typed.fact(v).is_constant()).peekable();
+    activations.peek()?;
+    if !activations.all(|&v| q.made_by(v, "DequantizeLinear")) {
+        return None;
+    }
+    if def.quant == ops::QuantRule::Matmul && p.inputs.get(1).copied().flatten().is_some_and(|w| !q.made_by(w, "DequantizeLinear")) {
+        return None;
+    }
+    let out = p.outputs[0];
+    if q.read_by(out, "QuantizeLinear") {
+        return Some("inputs from DequantizeLinear, output to QuantizeLinear");
+    }
+    if def.quant != ops::QuantRule::Matmul {
+        return None;
+    }
+    match linear_bias(q, p) {
+        Some(add) if q.read_by(add.outputs[0], "QuantizeLinear") => Some("a Linear: inputs and int32 bias from DequantizeLinear, output to QuantizeLinear"),
+        Some(_) => Some("a Linear: inputs and int32 bias from DequantizeLinear, output stays float"),
+        None => Some("inputs from DequantizeLinear, output stays float"),
+    }
+}
+
+/// The Add of a dequantized bias that is the only reader of a matrix product's output.
+fn linear_bias<'a>(q: &Qdq<'a>, p: &Node) -> Option<&'a Node> {
+    q.sole_reader(p.outputs[0]).filter(|a| a.op.name() == "Add" && a.inputs.iter().flatten().any(|&b| q.made_by(b, "DequantizeLinear")))
 }
 
 /// Builds the report, with symbolic input dims set to `batch`.
@@ -51,35 +125,70 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
     let shapes: Vec<Vec<usize>> =
         g.inputs.iter().map(|i| i.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { batch }).collect()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
-    let planned: HashMap<&str, &octet_graph::Node> = typed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let q = Qdq::new(g);
+    let planned: HashMap<&str, &Node> = typed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let constant = |v: usize| typed.facts.get(v).and_then(|f| f.as_ref()).is_some_and(|f| f.is_constant());
-    let absorbed_by: HashMap<&str, &str> =
-        typed.nodes.iter().flat_map(|p| p.fused.iter().map(move |f| (f.as_str(), p.name.as_str()))).collect();
+    let absorbed_by: HashMap<&str, &str> = typed.nodes.iter().flat_map(|p| p.fused.iter().map(move |f| (f.as_str(), p.name.as_str()))).collect();
+    let mut quantized_ops = BTreeMap::new();
+    let mut linear_adds: HashMap<&str, &str> = HashMap::new();
+    let mut int8: HashMap<&str, &'static str> = HashMap::new();
+    for p in &typed.nodes {
+        if let Some(why) = quantized(&q, &typed, p) {
+            int8.insert(&p.name, why);
+            *quantized_ops.entry(p.op.name().to_string()).or_default() += 1;
+            if let Some(a) = linear_bias(&q, p) {
+                linear_adds.insert(&a.name, &p.name);
+            }
+        }
+    }
     let mut nodes = Vec::new();
-    let mut counts: HashMap<String, usize> = HashMap::new();
     for n in &g.nodes {
         let out_shape = n.outputs.first().and_then(|&v| typed.facts.get(v)?.as_ref().map(|f| f.shape.clone())).unwrap_or_default();
-        let (status, runs_as, kernel, int8, why) = if let Some(p) = planned.get(n.name.as_str()) {
+        let report = |status, runs_as: Option<String>, kernel: String, int8: &str, why: String| NodeReport {
+            name: n.name.clone(),
+            op: n.op.name().to_string(),
+            status,
+            runs_as,
+            kernel,
+            int8: int8.to_string(),
+            output_shape: out_shape.clone(),
+            why,
+        };
+        let r = if let Some(p) = planned.get(n.name.as_str()) {
             let def = ops::lookup(p.op.name()).expect("planned ops come from the registry");
-            let fused = p.op.name() != n.op.name();
-            let why = if fused {
-                format!("matched the {} pattern and runs as one {} op", if p.op.name() == "Gelu" { "GELU" } else { "LayerNorm" }, p.op.name())
+            let kernel = format!("{}: {}", p.op.name(), def.float_kernel);
+            let fused = if p.op.name() != n.op.name() { format!("; matched a pattern that runs as one {}", p.op.name()) } else { String::new() };
+            if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
+                report(Status::Qdq, Some(n.name.clone()), kernel, "-", "quantization boundary of an activation".into())
+            } else if let Some(why) = int8.get(n.name.as_str()) {
+                report(Status::Int8, Some(n.name.clone()), kernel, def.int8.describe(), format!("{why}{fused}"))
+            } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
+                report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
             } else {
-                "float kernel".to_string()
-            };
-            (Status::Float, Some(n.name.clone()), format!("{}: {}", p.op.name(), def.float_kernel), def.int8.describe().to_string(), why)
+                report(Status::Float, Some(n.name.clone()), kernel, def.int8.describe(), format!("float kernel{fused}"))
+            }
         } else if n.outputs.iter().all(|&v| constant(v)) {
-            (Status::Folded, None, "-".into(), "-".into(), "depends only on constants and input shapes: computed once per input shape".into())
+            let why = if n.op.name() == "DequantizeLinear" {
+                "dequantizes a constant (weight or bias): computed once at load".into()
+            } else {
+                "depends only on constants and input shapes: computed once per input shape".into()
+            };
+            report(Status::Folded, None, "-".into(), "-", why)
         } else {
             let by = absorbed_by.get(n.name.as_str()).map(|s| s.to_string());
             let why = match &by {
                 Some(b) => format!("part of a pattern that '{b}' runs as one op"),
                 None => "its result is not needed for the outputs".into(),
             };
-            (Status::Fused, by, "-".into(), "-".into(), why)
+            let status = if by.as_deref().is_some_and(|b| int8.contains_key(b)) { Status::Int8 } else { Status::Fused };
+            let why = if status == Status::Int8 { format!("{why}, quantized") } else { why };
+            report(status, by, "-".into(), "-", why)
         };
-        *counts.entry(format!("{status:?}").to_lowercase()).or_default() += 1;
-        nodes.push(NodeReport { name: n.name.clone(), op: n.op.name().to_string(), status, runs_as, kernel, int8, output_shape: out_shape, why });
+        nodes.push(r);
+    }
+    let mut counts = BTreeMap::new();
+    for n in &nodes {
+        *counts.entry(n.status).or_default() += 1;
     }
     Ok(Report {
         model: model.display().to_string(),
@@ -89,6 +198,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
         batch,
         nodes,
         counts,
+        quantized_ops,
     })
 }
 
@@ -105,23 +215,32 @@ impl Report {
             self.inputs.join("; "),
             self.batch
         );
-        let shown: Vec<&NodeReport> = self.nodes.iter().filter(|n| all || n.status == Status::Float).collect();
+        let shown: Vec<&NodeReport> = self.nodes.iter().filter(|n| all || matches!(n.status, Status::Float | Status::Int8) && n.runs_as.as_deref() == Some(&n.name)).collect();
         let w0 = shown.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
         let w1 = shown.iter().map(|n| n.op.len()).max().unwrap_or(2).max(2);
         let w2 = shown.iter().map(|n| n.kernel.len()).max().unwrap_or(6).max(6);
-        s += &format!("{:<w0$}  {:<w1$}  {:<8}  {:<w2$}  {:<22}  {}\n", "node", "op", "status", "kernel", "int8", "why");
+        s += &format!("{:<w0$}  {:<w1$}  {:<6}  {:<w2$}  {:<22}  {}\n", "node", "op", "status", "kernel", "int8", "why");
         for n in shown {
-            s += &format!("{:<w0$}  {:<w1$}  {:<8}  {:<w2$}  {:<22}  {}\n", n.name, n.op, format!("{:?}", n.status).to_lowercase(), n.kernel, n.int8, n.why);
+            let status = format!("{:?}", n.status).to_lowercase();
+            s += &format!("{:<w0$}  {:<w1$}  {:<6}  {:<w2$}  {:<22}  {}\n", n.name, n.op, status, n.kernel, n.int8, n.why);
         }
-        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        let c = |k: Status| self.counts.get(&k).copied().unwrap_or(0);
         s += &format!(
-            "\n{} nodes: {} run in float, {} folded at load, {} fused. All operators are supported.{}\n",
+            "\n{} nodes: {} int8, {} float, {} quantize/dequantize, {} folded at load, {} fused. All operators are supported.\n",
             self.nodes.len(),
-            c("float"),
-            c("folded"),
-            c("fused"),
-            if all { "" } else { " (--all lists folded and fused nodes too)" }
+            c(Status::Int8),
+            c(Status::Float),
+            c(Status::Qdq),
+            c(Status::Folded),
+            c(Status::Fused),
         );
+        if !self.quantized_ops.is_empty() {
+            let ops: Vec<String> = self.quantized_ops.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+            s += &format!("quantized ops: {}\n", ops.join(", "));
+        }
+        if !all {
+            s += "(--all also lists quantize/dequantize, folded and fused nodes)\n";
+        }
         s
     }
 }

@@ -4,10 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use octet_cli::inputs::InputArg;
-use octet_cli::{bench, check, ops_table, run};
+use octet_cli::{bench, calib_data, check, ops_table, quantize, run};
+use octet_quant::{Method, Options, Preset};
 
 /// octet: quantize vision transformers to int8 and run them fast on CPUs.
 #[derive(Parser)]
@@ -26,6 +27,20 @@ enum Format {
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    Int8Gemm,
+    FullInt8,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ObserverArg {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +78,56 @@ enum Command {
         #[arg(long)]
         all: bool,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calibrate on real data and write a standard ONNX QDQ model (int8).
+    Quantize {
+        /// The float model (.onnx).
+        model: PathBuf,
+        /// Calibration data: a .npy of samples stacked on the first axis, a .npz with one such
+        /// array per input, or a folder of JPEG/PNG images (preprocessed as timm's eval transform).
+        #[arg(long)]
+        calib: PathBuf,
+        /// The QDQ model to write (.onnx); the chosen ranges go next to it as .ranges.json.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// int8-gemm: Linear, Conv, attention matmuls, scalar multiplies; full-int8: every op with an int8 rule.
+        #[arg(long, value_enum, default_value = "int8-gemm")]
+        preset: PresetArg,
+        /// How activation ranges are chosen.
+        #[arg(long, value_enum, default_value = "minmax")]
+        observer: ObserverArg,
+        /// The percentile for --observer percentile.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// One scale per weight tensor instead of per output channel.
+        #[arg(long)]
+        per_tensor: bool,
+        /// Keep nodes float whose name or op type matches this regular expression (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Use at most this many calibration samples.
+        #[arg(long)]
+        calib_samples: Option<usize>,
+        /// Image side after the crop (images only).
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        /// The shorter side is resized to image-size / crop-pct before the center crop.
+        #[arg(long, default_value_t = 0.875)]
+        crop_pct: f32,
+        #[arg(long, value_enum, default_value = "bicubic")]
+        interpolation: calib_data::Interpolation,
+        /// Per-channel mean, R,G,B.
+        #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
+        mean: Vec<f32>,
+        /// Per-channel standard deviation, R,G,B.
+        #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.229, 0.224, 0.225])]
+        std: Vec<f32>,
+        /// Threads to use [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print a JSON summary.
         #[arg(long)]
         json: bool,
     },
@@ -130,6 +195,53 @@ fn dispatch(command: Command) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.text(all));
+            }
+        }
+        Command::Quantize {
+            model,
+            calib,
+            output,
+            preset,
+            observer,
+            percentile,
+            per_tensor,
+            exclude,
+            calib_samples,
+            image_size,
+            crop_pct,
+            interpolation,
+            mean,
+            std,
+            threads,
+            json,
+        } => {
+            let exclude = exclude.iter().map(|e| regex::Regex::new(e).with_context(|| format!("--exclude '{e}' is not a valid regular expression"))).collect::<Result<_>>()?;
+            let preset = match preset {
+                PresetArg::Int8Gemm => Preset::Int8Gemm,
+                PresetArg::FullInt8 => Preset::FullInt8,
+            };
+            let method = match observer {
+                ObserverArg::Minmax => Method::MinMax,
+                ObserverArg::Percentile => Method::Percentile(percentile),
+                ObserverArg::Entropy => Method::Entropy,
+                ObserverArg::Mse => Method::Mse,
+            };
+            let request = quantize::Request {
+                model: &model,
+                calib: &calib,
+                output: &output,
+                options: Options { preset, per_channel: !per_tensor, exclude },
+                method,
+                preprocess: calib_data::Preprocess { size: image_size, crop_pct, interpolation, mean: [mean[0], mean[1], mean[2]], std: [std[0], std[1], std[2]] },
+                samples: calib_samples,
+                threads: threads.unwrap_or_else(default_threads),
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            let report = quantize::quantize(&request)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.text());
             }
         }
         Command::Bench { model, input, batch, threads, iters, warmup, json, profile } => {

@@ -8,14 +8,34 @@ use npyz::WriterBuilder;
 use octet_graph::ops::view::View;
 use octet_graph::{DType, Data, Tensor};
 
-/// Reads a C-ordered `.npy` of float32, float64, int64, int32, int8, uint8 or bool.
+/// Reads a `.npy` of float32, float64, int64, int32, int8, uint8 or bool (C or Fortran order).
 pub fn read(path: &Path) -> Result<Tensor> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
+    from_npy(npy, &format!("'{}'", path.display()))
+}
+
+/// Reads every array of a `.npz`, in the archive's order.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is not a valid .npz file: {e}", path.display());
+    let mut npz = npyz::npz::NpzArchive::open(path).map_err(bad)?;
+    let names: Vec<String> = npz.array_names().map(String::from).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let npy = npz.by_name(&n).map_err(bad)?.expect("listed array exists");
+            let t = from_npy(npy, &format!("array '{n}' of '{}'", path.display()))?;
+            Ok((n, t))
+        })
+        .collect()
+}
+
+/// Converts an opened `.npy` stream; `what` names it in errors.
+fn from_npy<R: std::io::Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
     let fortran = npy.order() == npyz::Order::Fortran;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
-    let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is truncated or malformed: {e}", path.display());
+    let bad = |e: std::io::Error| anyhow::anyhow!("{what} is truncated or malformed: {e}");
     let data = match descr.trim_matches('\'') {
         "<f4" => Data::F32(npy.into_vec().map_err(bad)?),
         "<f8" => Data::F64(npy.into_vec().map_err(bad)?),
@@ -24,12 +44,12 @@ pub fn read(path: &Path) -> Result<Tensor> {
         "|i1" => Data::I8(npy.into_vec().map_err(bad)?),
         "|u1" => Data::U8(npy.into_vec().map_err(bad)?),
         "|b1" => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
-        other => bail!("'{}' holds elements of numpy type {other}, which octet does not read", path.display()),
+        other => bail!("{what} holds elements of numpy type {other}, which octet does not read"),
     };
     let n = data.len();
     // Fortran order is C order of the reversed shape: read it so, then reverse the axes.
     let stored: Vec<usize> = if fortran { shape.iter().rev().copied().collect() } else { shape.clone() };
-    let t = Tensor::new(stored.clone(), data).ok_or_else(|| anyhow::anyhow!("'{}' is truncated: shape {shape:?} but {n} elements", path.display()))?;
+    let t = Tensor::new(stored.clone(), data).ok_or_else(|| anyhow::anyhow!("{what} is truncated: shape {shape:?} but {n} elements"))?;
     if !fortran {
         return Ok(t);
     }

@@ -11,6 +11,20 @@ use crate::op::{EvalCtx, Fact};
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
 
+/// Observes a run: every computed value (graph inputs included) and every node's time.
+pub trait Hooks: Send {
+    /// Called once per value; an error aborts the run.
+    fn value(&mut self, _v: ValueId, _t: &Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn node_done(&mut self, _plan: &Plan, _node: usize, _time: Duration) {}
+}
+
+/// Observes nothing.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
 /// A typed graph ready to run, with the last reader of every value precomputed.
 #[derive(Debug)]
 pub struct Plan {
@@ -39,11 +53,11 @@ impl Plan {
 
     /// Runs the plan. `inputs` are in graph input order and must have the planned shapes.
     pub fn run(&self, inputs: Vec<Tensor>, ctx: &EvalCtx) -> Result<Vec<Tensor>> {
-        self.run_timed(inputs, ctx, &mut |_, _| {})
+        self.run_hooked(inputs, ctx, &mut NoHooks)
     }
 
-    /// [`Plan::run`], calling `timed(node index, time spent)` after every node.
-    pub fn run_timed(&self, inputs: Vec<Tensor>, ctx: &EvalCtx, timed: &mut dyn FnMut(usize, Duration)) -> Result<Vec<Tensor>> {
+    /// [`Plan::run`], reporting every value and node time to `hooks`.
+    pub fn run_hooked(&self, inputs: Vec<Tensor>, ctx: &EvalCtx, hooks: &mut dyn Hooks) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         let mut values: Vec<Option<Arc<Tensor>>> = g.facts.iter().map(|f| f.as_ref().and_then(|f| f.value.clone())).collect();
         for (&v, t) in g.inputs.iter().zip(inputs) {
@@ -59,6 +73,7 @@ impl Plan {
                 )));
             }
             if !f.is_constant() {
+                hooks.value(v, &t)?;
                 values[v] = Some(Arc::new(t));
             }
         }
@@ -70,12 +85,13 @@ impl Plan {
                 .eval(&ins, ctx)
                 .map_err(|message| Error::Node { node: node.name.clone(), op: node.op.name().into(), message })?;
             for (&v, t) in node.outputs.iter().zip(outs) {
+                hooks.value(v, &t)?;
                 values[v] = Some(Arc::new(t));
             }
             for &v in &self.release_after[i] {
                 values[v] = None;
             }
-            timed(i, start.elapsed());
+            hooks.node_done(self, i, start.elapsed());
         }
         g.outputs
             .iter()
@@ -142,11 +158,11 @@ impl Session {
 
     /// Runs the model on inputs given in graph input order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        self.run_timed(inputs, &mut |_, _, _| {})
+        self.run_hooked(inputs, &mut NoHooks)
     }
 
-    /// [`Session::run`], calling `timed(plan, node index, time spent)` after every node.
-    pub fn run_timed(&self, inputs: Vec<Tensor>, timed: &mut (dyn FnMut(&Plan, usize, Duration) + Send)) -> Result<Vec<Tensor>> {
+    /// [`Session::run`], reporting every value and node time to `hooks`.
+    pub fn run_hooked(&self, inputs: Vec<Tensor>, hooks: &mut dyn Hooks) -> Result<Vec<Tensor>> {
         for (i, t) in inputs.iter().enumerate() {
             let want = self.graph.inputs.get(i).map(|x| x.dtype);
             if let Some(want) = want.filter(|&w| w != t.dtype()) {
@@ -158,6 +174,6 @@ impl Session {
             return Err(Error::Input(format!("the model takes {} inputs ({}), {} were given", names.len(), names.join(", "), inputs.len())));
         }
         let plan = self.plan(&inputs)?;
-        self.pool.install(|| plan.run_timed(inputs, &self.ctx, &mut |i, d| timed(&plan, i, d)))
+        self.pool.install(|| plan.run_hooked(inputs, &self.ctx, hooks))
     }
 }

@@ -39,6 +39,10 @@ pub struct OnnxModel {
     pub ir_version: i64,
     /// `producer_name producer_version`, e.g. `pytorch 2.15.0`.
     pub producer: String,
+    /// The file as decoded, for rewriting (QDQ export); nodes are in the order of `graph.nodes`.
+    pub proto: ModelProto,
+    /// The folder external data paths are relative to.
+    pub base: PathBuf,
 }
 
 /// Loads an ONNX file; external data is looked up next to it.
@@ -110,12 +114,8 @@ pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, I
     if graph.outputs.is_empty() {
         return Err(invalid("the graph has no outputs".into()));
     }
-    Ok(OnnxModel {
-        graph,
-        opset,
-        ir_version: model.ir_version(),
-        producer: format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string(),
-    })
+    let producer = format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string();
+    Ok(OnnxModel { graph, opset, ir_version: model.ir_version(), producer, proto: model, base: base.to_path_buf() })
 }
 
 fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>) -> Result<Node, ImportError> {

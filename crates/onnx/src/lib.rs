@@ -6,8 +6,11 @@ pub mod proto {
     include!("proto/onnx.rs");
 }
 
+mod export;
 mod import;
+pub mod qdq;
 mod tensor;
 
+pub use export::{inline_external_data, save};
 pub use import::{load, load_bytes, ImportError, OnnxModel};
 pub use tensor::dtype_name;

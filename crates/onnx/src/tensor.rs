@@ -17,7 +17,7 @@ fn from_le<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
 }
 
 /// Reads the bytes an external-data tensor points at. `base` is the model's folder.
-fn external_bytes(t: &TensorProto, base: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn external_bytes(t: &TensorProto, base: &Path) -> Result<Vec<u8>, String> {
     let get = |k: &str| t.external_data.iter().find(|e| e.key() == k).map(|e| e.value().to_string());
     let location = get("location").ok_or("external data without a location")?;
     let path = base.join(&location);

@@ -47,6 +47,24 @@ impl Int8Support {
     }
 }
 
+/// How annotation treats an op when a preset quantizes it (doc/quantization.md, section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantRule {
+    /// A matrix product: activations u8 asymmetric on the left, s8 symmetric on the right;
+    /// constant weights s8 symmetric per output channel; a constant bias int32.
+    Matmul,
+    /// Inputs and output observed, u8 asymmetric. A Mul or Div by a positive constant scalar
+    /// is a change of scale instead: its output shares its input's parameters, rescaled.
+    Observed,
+    /// Moves data without changing values: the output shares the input's parameters.
+    SharesInput,
+    /// Input observed, output on the fixed grid scale 1/256, zero point 0 (Softmax).
+    FixedOutput,
+    /// Not quantized: shape arithmetic, casts, comparisons, the Q/DQ ops themselves.
+    NotQuantized,
+}
+
 /// One registry entry.
 pub struct OpDef {
     pub name: &'static str,
@@ -55,6 +73,7 @@ pub struct OpDef {
     /// How the float kernel computes.
     pub float_kernel: &'static str,
     pub int8: Int8Support,
+    pub quant: QuantRule,
     /// What is not supported, or what is worth knowing.
     pub notes: &'static str,
     pub build: fn(&BuildCtx) -> OpResult<Arc<dyn Op>>,
@@ -133,25 +152,25 @@ const FLOAT: Int8Support = Int8Support::FloatBetweenDqQ;
 
 /// Every supported operator, alphabetically.
 pub static REGISTRY: &[OpDef] = &[
-    OpDef { name: "Add", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Add) },
+    OpDef { name: "Add", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Add) },
     OpDef {
         name: "Cast",
         since: 11,
         float_kernel: "elementwise",
-        int8: FLOAT,
+        quant: QuantRule::NotQuantized, int8: FLOAT,
         notes: "to float32, float64, int64, int32, int8, uint8, bool",
         build: |c| {
             let to = c.attrs.int_or("to", 1)?;
             ok(Cast { to: dtype_from_onnx(to).ok_or_else(|| format!("Cast to ONNX type {to} is not supported"))? })
         },
     },
-    OpDef { name: "Concat", since: 11, float_kernel: "copy", int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
-    OpDef { name: "Constant", since: 11, float_kernel: "folded at load", int8: FLOAT, notes: "sparse values are not supported", build: constant },
+    OpDef { name: "Concat", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "Constant", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "sparse values are not supported", build: constant },
     OpDef {
         name: "ConstantOfShape",
         since: 11,
         float_kernel: "folded at load",
-        int8: FLOAT,
+        quant: QuantRule::NotQuantized, int8: FLOAT,
         notes: "",
         build: |c| ok(shape::ConstantOfShape { value: c.attrs.tensor("value").cloned().unwrap_or_else(shape::zero_f32) }),
     },
@@ -159,7 +178,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Conv",
         since: 11,
         float_kernel: "im2col + gemm crate matmul",
-        int8: FLOAT,
+        quant: QuantRule::Matmul, int8: FLOAT,
         notes: "1-D and 2-D",
         build: |c| {
             let a = c.attrs;
@@ -176,21 +195,21 @@ pub static REGISTRY: &[OpDef] = &[
         name: "DequantizeLinear",
         since: 11,
         float_kernel: "elementwise",
-        int8: Int8Support::QdqBoundary,
+        quant: QuantRule::NotQuantized, int8: Int8Support::QdqBoundary,
         notes: "per tensor and per axis; uint8, int8, int32 inputs; no blocked quantization",
         build: |c| ok(quant::DequantizeLinear { axis: c.attrs.int_or("axis", 1)? }),
     },
-    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Div) },
-    OpDef { name: "Equal", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
-    OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Erf) },
-    OpDef { name: "Expand", since: 11, float_kernel: "strided copy", int8: FLOAT, notes: "", build: |_| ok(shape::Expand) },
-    OpDef { name: "Flatten", since: 11, float_kernel: "view", int8: FLOAT, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
-    OpDef { name: "Gather", since: 11, float_kernel: "copy", int8: FLOAT, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Div) },
+    OpDef { name: "Equal", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
+    OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Erf) },
+    OpDef { name: "Expand", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(shape::Expand) },
+    OpDef { name: "Flatten", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
+    OpDef { name: "Gather", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef {
         name: "Gelu",
         since: 20,
         float_kernel: "vectorised erf or tanh form",
-        int8: FLOAT,
+        quant: QuantRule::Observed, int8: FLOAT,
         notes: "also what Erf- and Tanh-GELU subgraphs are fused into",
         build: gelu,
     },
@@ -198,7 +217,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Gemm",
         since: 11,
         float_kernel: "gemm crate matmul (transposes as strides)",
-        int8: FLOAT,
+        quant: QuantRule::Matmul, int8: FLOAT,
         notes: "",
         build: |c| {
             let a = c.attrs;
@@ -210,25 +229,25 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
-    OpDef { name: "Identity", since: 11, float_kernel: "copy", int8: FLOAT, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
+    OpDef { name: "Identity", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
     OpDef {
         name: "LayerNormalization",
         since: 17,
         float_kernel: "vectorised row kernel",
-        int8: FLOAT,
+        quant: QuantRule::Observed, int8: FLOAT,
         notes: "also what decomposed LayerNorm subgraphs are fused into",
         build: |c| {
             ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
         },
     },
-    OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", int8: FLOAT, notes: "", build: |_| ok(nn::MatMul) },
-    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Mul) },
-    OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Pow) },
+    OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: FLOAT, notes: "", build: |_| ok(nn::MatMul) },
+    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Mul) },
+    OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Pow) },
     OpDef {
         name: "QuantizeLinear",
         since: 11,
         float_kernel: "elementwise, round half to even",
-        int8: Int8Support::QdqBoundary,
+        quant: QuantRule::NotQuantized, int8: Int8Support::QdqBoundary,
         notes: "per tensor and per axis; to uint8, int8, int32; no blocked quantization",
         build: |c| {
             let od = c.attrs.int_or("output_dtype", 0)?;
@@ -243,7 +262,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "ReduceMean",
         since: 11,
         float_kernel: "f64 accumulation",
-        int8: FLOAT,
+        quant: QuantRule::Observed, int8: FLOAT,
         notes: "",
         build: |c| {
             ok(nn::ReduceMean {
@@ -253,23 +272,23 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
-    OpDef { name: "Relu", since: 11, float_kernel: "elementwise", int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Relu) },
-    OpDef { name: "Reshape", since: 11, float_kernel: "view", int8: FLOAT, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
+    OpDef { name: "Relu", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Relu) },
+    OpDef { name: "Reshape", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
     OpDef {
         name: "Resize",
         since: 11,
         float_kernel: "separable interpolation",
-        int8: FLOAT,
+        quant: QuantRule::Observed, int8: FLOAT,
         notes: "nearest, linear, cubic; every coordinate mode; antialias",
         build: resize,
     },
-    OpDef { name: "Shape", since: 11, float_kernel: "folded at load", int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },
-    OpDef { name: "Sigmoid", since: 11, float_kernel: "vectorised", int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
+    OpDef { name: "Shape", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },
+    OpDef { name: "Sigmoid", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
     OpDef {
         name: "Slice",
         since: 11,
         float_kernel: "strided copy",
-        int8: FLOAT,
+        quant: QuantRule::SharesInput, int8: FLOAT,
         notes: "",
         build: |_| ok(shape::Slice),
     },
@@ -277,7 +296,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Softmax",
         since: 11,
         float_kernel: "vectorised row kernel",
-        int8: FLOAT,
+        quant: QuantRule::FixedOutput, int8: FLOAT,
         notes: "",
         build: |c| {
             let flatten = c.opset < 13;
@@ -288,17 +307,17 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Split",
         since: 11,
         float_kernel: "strided copy",
-        int8: FLOAT,
+        quant: QuantRule::SharesInput, int8: FLOAT,
         notes: "",
         build: |c| ok(shape::Split { axis: c.attrs.int_or("axis", 0)?, split: attr_before(c, "split", 13)?, outputs: c.num_outputs }),
     },
-    OpDef { name: "Sqrt", since: 11, float_kernel: "elementwise", int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sqrt) },
-    OpDef { name: "Squeeze", since: 11, float_kernel: "view", int8: FLOAT, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
-    OpDef { name: "Sub", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Sub) },
-    OpDef { name: "Tanh", since: 11, float_kernel: "vectorised", int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Tanh) },
-    OpDef { name: "Transpose", since: 11, float_kernel: "strided copy", int8: FLOAT, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
-    OpDef { name: "Unsqueeze", since: 11, float_kernel: "view", int8: FLOAT, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
-    OpDef { name: "Where", since: 11, float_kernel: "broadcast elementwise", int8: FLOAT, notes: "", build: |_| ok(Where) },
+    OpDef { name: "Sqrt", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sqrt) },
+    OpDef { name: "Squeeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Sub", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Sub) },
+    OpDef { name: "Tanh", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Tanh) },
+    OpDef { name: "Transpose", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
+    OpDef { name: "Unsqueeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Where", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(Where) },
 ];
 
 /// The registry entry of an operator.

@@ -1,0 +1,149 @@
+//! Calibration data: a `.npy` of stacked samples, a `.npz` of named inputs, or a folder of
+//! images with timm's evaluation transform.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use image::imageops::FilterType;
+use octet_graph::ops::view::View;
+use octet_graph::{Graph, Tensor};
+
+use crate::npy;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Interpolation {
+    Bicubic,
+    Bilinear,
+    Nearest,
+}
+
+/// timm's eval transform: resize the shorter side to `floor(size / crop_pct)`, center-crop
+/// `size × size`, scale to [0, 1], normalise with mean and std.
+#[derive(Clone, Debug)]
+pub struct Preprocess {
+    pub size: u32,
+    pub crop_pct: f32,
+    pub interpolation: Interpolation,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    /// The ImageNet defaults timm uses for ViTs at 224.
+    fn default() -> Self {
+        Preprocess { size: 224, crop_pct: 0.875, interpolation: Interpolation::Bicubic, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+    }
+}
+
+/// Decodes one image and applies the transform: a `[1, 3, size, size]` float32 tensor.
+pub fn preprocess_image(path: &Path, p: &Preprocess) -> Result<Tensor> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open '{}'", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read '{}'", path.display()))?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("'{}' is not a readable JPEG or PNG image: {e}", path.display()))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let short = (p.size as f32 / p.crop_pct).floor() as u32;
+    let (nw, nh) = if w <= h { (short, (short as u64 * h as u64 / w as u64) as u32) } else { ((short as u64 * w as u64 / h as u64) as u32, short) };
+    if nw < p.size || nh < p.size {
+        bail!("'{}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", path.display(), p.size, p.size, p.crop_pct);
+    }
+    let filter = match p.interpolation {
+        Interpolation::Bicubic => FilterType::CatmullRom,
+        Interpolation::Bilinear => FilterType::Triangle,
+        Interpolation::Nearest => FilterType::Nearest,
+    };
+    let resized = image::imageops::resize(&img, nw, nh, filter);
+    let top = ((nh - p.size) as f32 / 2.0).round_ties_even() as u32;
+    let left = ((nw - p.size) as f32 / 2.0).round_ties_even() as u32;
+    let s = p.size as usize;
+    let mut out = vec![0.0f32; 3 * s * s];
+    for y in 0..s {
+        for x in 0..s {
+            let px = resized.get_pixel(left + x as u32, top + y as u32);
+            for c in 0..3 {
+                out[(c * s + y) * s + x] = (px[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+            }
+        }
+    }
+    Ok(Tensor::f32(vec![1, 3, s, s], out))
+}
+
+/// The image files of a folder (JPEG and PNG by extension), sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list '{}'", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("'{}' holds no .jpg, .jpeg or .png files", dir.display());
+    }
+    Ok(files)
+}
+
+/// Sample `i` of a stacked array, shaped as the model input (with its batch axis of 1).
+fn sample(stack: &Tensor, i: usize, input_rank: usize) -> Tensor {
+    let mut v = View::of(stack.shape());
+    v.base = i as isize * v.strides[0];
+    if stack.rank() == input_rank {
+        v.shape[0] = 1;
+        v.copy(stack)
+    } else {
+        v.shape.remove(0);
+        v.strides.remove(0);
+        let t = v.copy(stack);
+        let mut shape = t.shape().to_vec();
+        shape.insert(0, 1);
+        t.reshaped(shape)
+    }
+}
+
+/// Loads calibration samples for `graph` from `path` (at most `limit`); each sample holds the
+/// model's inputs in graph order, batch 1.
+pub fn load(path: &Path, graph: &Graph, pre: &Preprocess, limit: Option<usize>) -> Result<Vec<Vec<Tensor>>> {
+    let names: Vec<&str> = (0..graph.inputs.len()).map(|i| graph.input_name(i)).collect();
+    let take = |n: usize| limit.map_or(n, |l| l.min(n));
+    if path.is_dir() {
+        if names.len() != 1 {
+            bail!("a folder of images calibrates single-input models; this one has {} inputs ({})", names.len(), names.join(", "));
+        }
+        let files = image_files(path)?;
+        return files.iter().take(take(files.len())).map(|f| Ok(vec![preprocess_image(f, pre)?])).collect();
+    }
+    let stacks: Vec<(String, Tensor)> = match path.extension().and_then(|e| e.to_str()) {
+        Some("npz") => npy::read_npz(path)?,
+        Some("npy") => {
+            if names.len() != 1 {
+                bail!("the model has {} inputs ({}): pass a .npz with one array per input", names.len(), names.join(", "));
+            }
+            vec![(names[0].to_string(), npy::read(path)?)]
+        }
+        _ => bail!("'{}' is neither a .npy, a .npz nor a folder of images", path.display()),
+    };
+    let mut ordered = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (_, t) = stacks.iter().find(|(n, _)| n == name).with_context(|| {
+            let have: Vec<&str> = stacks.iter().map(|(n, _)| n.as_str()).collect();
+            format!("'{}' has no array for input '{name}' (it has: {})", path.display(), have.join(", "))
+        })?;
+        let input = &graph.inputs[i];
+        if t.dtype() != input.dtype {
+            bail!("'{}': the data for input '{name}' is {}, the model takes {}", path.display(), t.dtype(), input.dtype);
+        }
+        let rank = input.dims.len();
+        if t.rank() != rank && t.rank() + 1 != rank || t.rank() == 0 {
+            bail!("'{}': input '{name}' is {} but the data has shape {:?}; stack samples along the first axis", path.display(), input.describe_dims(), t.shape());
+        }
+        ordered.push(t);
+    }
+    let n = ordered[0].shape()[0];
+    if let Some((i, t)) = ordered.iter().enumerate().find(|(_, t)| t.shape()[0] != n) {
+        bail!("'{}': input '{}' has {} samples but '{}' has {n}", path.display(), names[i], t.shape()[0], names[0]);
+    }
+    Ok((0..take(n)).map(|s| ordered.iter().enumerate().map(|(i, t)| sample(t, s, graph.inputs[i].dims.len())).collect()).collect())
+}

@@ -1,0 +1,294 @@
+//! Annotation: which ops a preset quantizes, which values then carry Q/DQ, which share
+//! parameters, and which constants are stored as integers (doc/quantization.md, section 3).
+
+use std::collections::HashMap;
+
+use octet_graph::ops::{self, QuantRule};
+use octet_graph::{Graph, QParams, QType, TypedGraph, ValueId};
+use regex::Regex;
+use serde::Serialize;
+
+/// What gets quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Linear, Conv, both attention matmuls and multiplies by a constant scalar; the rest float.
+    Int8Gemm,
+    /// Every op with a quantization rule.
+    FullInt8,
+}
+
+/// Annotation choices.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub preset: Preset,
+    /// Weights per output channel (else per tensor).
+    pub per_channel: bool,
+    /// Nodes (by name) or op types that stay float.
+    pub exclude: Vec<Regex>,
+}
+
+/// A set of imported nodes that quantizes as one op: a planned node with the nodes fused into
+/// it, or a MatMul with the Add of its constant bias (a Linear).
+#[derive(Clone, Debug, Serialize)]
+pub struct Unit {
+    pub name: String,
+    pub op: String,
+    pub rule: QuantRule,
+    /// Index of the planned node the unit starts from.
+    #[serde(skip)]
+    pub planned: usize,
+    /// Indices into the imported graph's nodes.
+    pub nodes: Vec<usize>,
+    /// Activation inputs and outputs (constants excluded).
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// Activation input used as the right operand of a matrix product.
+    pub right_operand: Option<ValueId>,
+    pub selected: bool,
+    /// Why a unit is not quantized.
+    pub reason: String,
+}
+
+/// A constant stored as integers behind a DequantizeLinear.
+#[derive(Clone, Debug)]
+pub struct ConstantSpec {
+    /// Imported node index and input slot.
+    pub node: usize,
+    pub slot: usize,
+    pub value: ValueId,
+    pub kind: ConstantKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum ConstantKind {
+    /// s8 symmetric weight, per channel along `axis` or per tensor.
+    Weight { axis: Option<usize> },
+    /// int32 bias with scale `s_x · s_w` (eq. 7): `input` is the activation, `weight` the index
+    /// of the weight among the constants.
+    Bias { input: ValueId, weight: usize },
+}
+
+/// How a group's parameters are found.
+#[derive(Clone, Debug)]
+pub enum GroupKind {
+    /// From calibration; s8 symmetric when a member is a right matmul operand, else u8 asymmetric.
+    Observed { signed: bool },
+    Fixed(QParams),
+}
+
+/// Values that share one set of parameters: `value(member) = factor · value(root)`.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub members: Vec<(ValueId, f32)>,
+    pub kind: GroupKind,
+}
+
+/// The result of annotation.
+#[derive(Clone, Debug)]
+pub struct Annotation {
+    pub units: Vec<Unit>,
+    pub groups: Vec<Group>,
+    pub constants: Vec<ConstantSpec>,
+    /// For each imported node, the unit it belongs to.
+    pub unit_of: Vec<Option<usize>>,
+}
+
+/// Union-find over values with a scale factor relative to the parent.
+#[derive(Default)]
+struct Shared {
+    parent: HashMap<ValueId, (ValueId, f32)>,
+}
+
+impl Shared {
+    fn find(&mut self, v: ValueId) -> (ValueId, f32) {
+        match self.parent.get(&v).copied() {
+            None => (v, 1.0),
+            Some((p, f)) => {
+                let (root, g) = self.find(p);
+                self.parent.insert(v, (root, f * g));
+                (root, f * g)
+            }
+        }
+    }
+    /// Records `value(b) = k · value(a)`.
+    fn union(&mut self, a: ValueId, b: ValueId, k: f32) {
+        let ((ra, fa), (rb, fb)) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent.insert(rb, (ra, k * fa / fb));
+        }
+    }
+}
+
+/// The positive constant scalar a Mul or Div node scales its other input by.
+fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
+    let op = node.op.name();
+    if op != "Mul" && op != "Div" {
+        return None;
+    }
+    let (a, b) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
+    let c = |v: ValueId| typed.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
+    match (c(a), c(b)) {
+        (None, Some(k)) if op == "Mul" => Some((a, k as f32)),
+        (None, Some(k)) => Some((a, 1.0 / k as f32)),
+        (Some(k), None) if op == "Mul" => Some((b, k as f32)),
+        _ => None,
+    }
+}
+
+/// Annotates `graph` specialised as `typed`.
+pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation {
+    let index: HashMap<&str, usize> = graph.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let is_const = |v: ValueId| typed.fact(v).is_constant();
+    let readers = |v: ValueId| typed.nodes.iter().enumerate().filter(move |(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i);
+
+    let mut units: Vec<Unit> = Vec::new();
+    let mut constants: Vec<ConstantSpec> = Vec::new();
+    let mut taken = vec![false; typed.nodes.len()];
+    for (ti, t) in typed.nodes.iter().enumerate() {
+        if taken[ti] {
+            continue;
+        }
+        let def = ops::lookup(t.op.name()).expect("planned ops are registered");
+        let mut members: Vec<usize> = std::iter::once(&t.name).chain(&t.fused).filter_map(|n| index.get(n.as_str()).copied()).collect();
+        let mut outputs = t.outputs.clone();
+        let mut name = t.name.clone();
+        let mut op = t.op.name().to_string();
+        let mut weight: Option<ConstantSpec> = None;
+        let mut bias: Option<(usize, usize, ValueId)> = None;
+        let me = index[t.name.as_str()];
+        if def.quant == QuantRule::Matmul {
+            let w = t.inputs.get(1).copied().flatten().filter(|&w| is_const(w));
+            let axis = match (op.as_str(), w.map(|w| typed.fact(w).shape.len())) {
+                ("MatMul", Some(2)) => Some(Some(1)),
+                ("Gemm", Some(2)) => Some(Some(if graph_gemm_trans_b(t) { 0 } else { 1 })),
+                ("Conv", Some(_)) => Some(Some(0)),
+                _ => None,
+            };
+            if let (Some(w), Some(axis)) = (w, axis) {
+                let axis = if opts.per_channel { axis } else { None };
+                weight = Some(ConstantSpec { node: me, slot: 1, value: w, kind: ConstantKind::Weight { axis } });
+                if let Some(b) = t.inputs.get(2).copied().flatten().filter(|&b| is_const(b) && typed.fact(b).shape.len() == 1) {
+                    bias = Some((me, 2, b));
+                } else if op == "MatMul" {
+                    // A Linear: MatMul followed by the Add of a constant vector, read only there.
+                    let out = t.outputs[0];
+                    let rs: Vec<usize> = readers(out).collect();
+                    if let [r] = rs.as_slice() {
+                        let add = &typed.nodes[*r];
+                        let other = add.inputs.iter().flatten().copied().find(|&v| v != out);
+                        let n = typed.fact(w).shape[1];
+                        if add.op.name() == "Add" && add.fused.is_empty() && !typed.outputs.contains(&out) {
+                            if let Some(b) = other.filter(|&b| is_const(b) && typed.fact(b).shape.iter().product::<usize>() == n && typed.fact(b).shape.last() == Some(&n)) {
+                                let slot = add.inputs.iter().position(|&v| v == Some(b)).unwrap();
+                                let ai = index[add.name.as_str()];
+                                taken[*r] = true;
+                                members.push(ai);
+                                outputs = add.outputs.clone();
+                                name = add.name.clone();
+                                op = "Linear".into();
+                                bias = Some((ai, slot, b));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let inputs: Vec<ValueId> = t.inputs.iter().flatten().copied().filter(|&v| !is_const(v)).collect();
+        let right_operand = (def.quant == QuantRule::Matmul).then(|| t.inputs.get(1).copied().flatten()).flatten().filter(|&v| !is_const(v));
+        let scalar = scalar_scale(typed, t).is_some();
+        let selected_by_preset = match opts.preset {
+            Preset::FullInt8 => def.quant != QuantRule::NotQuantized,
+            Preset::Int8Gemm => def.quant == QuantRule::Matmul || scalar,
+        };
+        let excluded = opts.exclude.iter().find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
+        let (selected, reason) = match (selected_by_preset, excluded) {
+            (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
+            (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
+            (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
+            (true, _) if inputs.is_empty() => (false, "no activation input".into()),
+            (true, _) => (true, String::new()),
+        };
+        if selected {
+            if let Some(w) = weight {
+                let wi = constants.len();
+                constants.push(w);
+                if let Some((node, slot, value)) = bias {
+                    constants.push(ConstantSpec { node, slot, value, kind: ConstantKind::Bias { input: inputs[0], weight: wi } });
+                }
+            }
+        }
+        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, reason });
+    }
+
+    let mut unit_of = vec![None; graph.nodes.len()];
+    for (u, unit) in units.iter().enumerate() {
+        for &n in &unit.nodes {
+            unit_of[n] = Some(u);
+        }
+    }
+
+    // Groups: every activation input and output of a selected unit is quantized; ops that move
+    // data share their input's parameters; a scalar multiply rescales them.
+    let mut shared = Shared::default();
+    let mut quantized: Vec<ValueId> = Vec::new();
+    let mut fixed: HashMap<ValueId, QParams> = HashMap::new();
+    let mut signed: Vec<ValueId> = Vec::new();
+    for unit in units.iter().filter(|u| u.selected) {
+        quantized.extend(&unit.inputs);
+        quantized.extend(&unit.outputs);
+        signed.extend(unit.right_operand);
+        let t = &typed.nodes[unit.planned];
+        match unit.rule {
+            QuantRule::SharesInput => {
+                for &i in &unit.inputs {
+                    for &o in &unit.outputs {
+                        shared.union(i, o, 1.0);
+                    }
+                }
+            }
+            QuantRule::FixedOutput => {
+                for &o in &unit.outputs {
+                    fixed.insert(o, QParams::per_tensor(QType::U8, 1.0 / 256.0, 0));
+                }
+            }
+            QuantRule::Observed => {
+                if let Some((x, k)) = scalar_scale(typed, t) {
+                    shared.union(x, unit.outputs[0], k);
+                }
+            }
+            _ => {}
+        }
+    }
+    quantized.sort_unstable();
+    quantized.dedup();
+    let mut by_root: HashMap<ValueId, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for &v in &quantized {
+        let (root, f) = shared.find(v);
+        let g = *by_root.entry(root).or_insert_with(|| {
+            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false } });
+            groups.len() - 1
+        });
+        groups[g].members.push((v, f));
+    }
+    for g in &mut groups {
+        if let Some((v, f)) = g.members.iter().find(|(v, _)| fixed.contains_key(v)) {
+            g.kind = GroupKind::Fixed(fixed[v].scaled(1.0 / f));
+        } else if g.members.iter().any(|(v, _)| signed.contains(v)) {
+            g.kind = GroupKind::Observed { signed: true };
+        }
+    }
+    Annotation { units, groups, constants, unit_of }
+}
+
+fn graph_gemm_trans_b(t: &octet_graph::Node) -> bool {
+    t.op.downcast::<octet_graph::ops::nn::Gemm>().is_some_and(|g| g.trans_b)
+}
+
+pub fn preset_name(p: Preset) -> &'static str {
+    match p {
+        Preset::Int8Gemm => "int8-gemm",
+        Preset::FullInt8 => "full-int8",
+    }
+}

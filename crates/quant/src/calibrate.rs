@@ -1,0 +1,90 @@
+//! Calibration: runs the float model on sample inputs and feeds every quantized value to its
+//! group's observer (two passes when the observer needs a histogram).
+
+use std::collections::HashMap;
+
+use octet_graph::{Error, Hooks, Session, Tensor, ValueId};
+
+use crate::annotate::{Annotation, GroupKind};
+use crate::observer::{Method, Observer};
+
+/// One observer per group of the annotation (`None` for fixed-parameter groups).
+pub struct Calibration {
+    pub observers: Vec<Option<Observer>>,
+    pub samples: usize,
+}
+
+struct Collect<'a> {
+    member: &'a HashMap<ValueId, (usize, f32)>,
+    observers: &'a mut [Option<Observer>],
+    names: &'a [String],
+    sample: usize,
+    histogram: bool,
+}
+
+impl Hooks for Collect<'_> {
+    fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
+        let Some(&(g, f)) = self.member.get(&v) else { return Ok(()) };
+        let (Some(obs), Some(xs)) = (self.observers[g].as_mut(), t.as_f32()) else { return Ok(()) };
+        if self.histogram {
+            obs.observe_histogram(xs, 1.0 / f);
+            return Ok(());
+        }
+        obs.observe_range(xs, 1.0 / f).map_err(|i| {
+            Error::Input(format!(
+                "calibration sample {}: tensor '{}' holds a non-finite value (NaN or Inf) at element {i}",
+                self.sample, self.names[v]
+            ))
+        })
+    }
+}
+
+/// Checks that no calibration input holds NaN or Inf.
+pub fn check_finite(samples: &[Vec<Tensor>], input_names: &[&str]) -> Result<(), Error> {
+    for (s, inputs) in samples.iter().enumerate() {
+        for (t, name) in inputs.iter().zip(input_names) {
+            if let Some(i) = t.as_f32().and_then(|xs| xs.iter().position(|x| !x.is_finite())) {
+                return Err(Error::Input(format!("calibration sample {s}: input '{name}' holds a non-finite value (NaN or Inf) at element {i}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Observes every sample; `progress(done, total)` is called after each run.
+pub fn calibrate(
+    session: &Session,
+    ann: &Annotation,
+    names: &[String],
+    samples: &[Vec<Tensor>],
+    method: Method,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Calibration, Error> {
+    let mut member = HashMap::new();
+    for (g, group) in ann.groups.iter().enumerate() {
+        for &(v, f) in &group.members {
+            member.insert(v, (g, f));
+        }
+    }
+    let mut observers: Vec<Option<Observer>> = ann
+        .groups
+        .iter()
+        .map(|g| match g.kind {
+            GroupKind::Observed { signed } => Some(Observer::new(signed)),
+            GroupKind::Fixed(_) => None,
+        })
+        .collect();
+    let passes = if method.needs_histogram() { 2 } else { 1 };
+    let total = passes * samples.len();
+    for pass in 0..passes {
+        if pass == 1 {
+            observers.iter_mut().flatten().for_each(Observer::start_histogram);
+        }
+        for (s, inputs) in samples.iter().enumerate() {
+            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1 };
+            session.run_hooked(inputs.clone(), &mut hooks)?;
+            progress(pass * samples.len() + s + 1, total);
+        }
+    }
+    Ok(Calibration { observers, samples: samples.len() })
+}

@@ -1,0 +1,102 @@
+//! Post-training quantization to the standard ONNX QDQ form (doc/quantization.md):
+//! annotate (which ops a preset quantizes and which values share parameters), calibrate
+//! (observers over real data), convert (parameters, then Q/DQ inserted into the model).
+
+pub mod annotate;
+pub mod calibrate;
+pub mod convert;
+pub mod observer;
+
+use octet_graph::{Error, Session, Tensor, TypedGraph};
+use octet_onnx::proto::ModelProto;
+use octet_onnx::OnnxModel;
+use serde::Serialize;
+
+pub use annotate::{Annotation, Options, Preset};
+pub use convert::ValueRecord;
+pub use observer::Method;
+
+/// A quantized model and how it was made.
+pub struct Quantized {
+    pub model: ModelProto,
+    pub annotation: Annotation,
+    pub values: Vec<ValueRecord>,
+    pub summary: Summary,
+}
+
+/// Counts for reports and `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub preset: Preset,
+    pub observer: Method,
+    pub samples: usize,
+    /// Ops (units) quantized, of all that run.
+    pub ops_quantized: usize,
+    pub ops_total: usize,
+    /// Imported nodes inside quantized ops.
+    pub nodes_quantized: usize,
+    pub nodes_total: usize,
+    /// Quantized activations, parameter groups and stored constants.
+    pub activations: usize,
+    pub groups: usize,
+    pub weights: usize,
+    pub biases: usize,
+    pub quantized_op_types: std::collections::BTreeMap<String, usize>,
+}
+
+/// Quantizes `model` with calibration `samples` (each: inputs in graph order).
+/// `progress(done, total)` follows calibration.
+pub fn quantize(
+    model: &OnnxModel,
+    samples: &[Vec<Tensor>],
+    opts: &Options,
+    method: Method,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Quantized, Error> {
+    let g = &model.graph;
+    if let Some(n) = g.nodes.iter().find(|n| matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear")) {
+        return Err(Error::Input(format!("the model is already quantized (node '{}' is a {}); quantize its float original", n.name, n.op.name())));
+    }
+    let first = samples.first().ok_or_else(|| Error::Input("no calibration samples".into()))?;
+    let names: Vec<&str> = (0..g.inputs.len()).map(|i| g.input_name(i)).collect();
+    calibrate::check_finite(samples, &names)?;
+    if opts.per_channel && model.opset < 13 {
+        return Err(Error::Input(format!(
+            "per-channel weights need opset 13 or later (the model declares {}); re-export with a newer opset or pass --per-tensor",
+            model.opset
+        )));
+    }
+    let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
+    let typed = TypedGraph::specialize(g, &shapes)?;
+    let annotation = annotate::annotate(g, &typed, opts);
+    let session = Session::new(g.clone(), threads)?;
+    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, progress)?;
+    let conv = convert::convert(g, &typed, &annotation, &cal, method);
+
+    let mut proto = model.proto.clone();
+    octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
+    octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
+
+    let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();
+    let mut types = std::collections::BTreeMap::new();
+    for u in &selected {
+        *types.entry(u.op.clone()).or_default() += 1;
+    }
+    let count = |k: fn(&annotate::ConstantKind) -> bool| annotation.constants.iter().filter(|c| k(&c.kind)).count();
+    let summary = Summary {
+        preset: opts.preset,
+        observer: method,
+        samples: cal.samples,
+        ops_quantized: selected.len(),
+        ops_total: annotation.units.len(),
+        nodes_quantized: selected.iter().map(|u| u.nodes.len()).sum(),
+        nodes_total: g.nodes.len(),
+        activations: conv.edits.activations.len(),
+        groups: annotation.groups.len(),
+        weights: count(|k| matches!(k, annotate::ConstantKind::Weight { .. })),
+        biases: count(|k| matches!(k, annotate::ConstantKind::Bias { .. })),
+        quantized_op_types: types,
+    };
+    Ok(Quantized { model: proto, annotation, values: conv.values, summary })
+}
