@@ -5,13 +5,15 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use image::imageops::FilterType;
 use octet_graph::ops::view::View;
 use octet_graph::{Graph, Tensor};
 
 use crate::npy;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[path = "resample.rs"]
+mod resample;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Interpolation {
     Bicubic,
     Bilinear,
@@ -51,12 +53,10 @@ pub fn preprocess_image(path: &Path, p: &Preprocess) -> Result<Tensor> {
     if nw < p.size || nh < p.size {
         bail!("'{}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", path.display(), p.size, p.size, p.crop_pct);
     }
-    let filter = match p.interpolation {
-        Interpolation::Bicubic => FilterType::CatmullRom,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Nearest => FilterType::Nearest,
+    let resized = match p.interpolation {
+        Interpolation::Nearest => image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Nearest),
+        filter => resample::resize(&img, nw, nh, filter),
     };
-    let resized = image::imageops::resize(&img, nw, nh, filter);
     let top = ((nh - p.size) as f32 / 2.0).round_ties_even() as u32;
     let left = ((nw - p.size) as f32 / 2.0).round_ties_even() as u32;
     let s = p.size as usize;

@@ -27,7 +27,7 @@ pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), I
 
 /// Serialises `model` to `path` atomically.
 pub fn save(model: &ModelProto, path: &Path) -> Result<(), ImportError> {
-    let io = |source| ImportError::Io { path: path.to_path_buf(), source };
+    let io = |error| ImportError::Io { path: path.to_path_buf(), error };
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {

@@ -18,8 +18,8 @@ use crate::tensor::{dtype_name, tensor_from_proto};
 /// Why a model could not be imported.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot read '{path}': {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read '{path}': {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("'{path}' is not an ONNX model: {reason}")]
     NotOnnx { path: PathBuf, reason: String },
     #[error("'{path}' declares opset {opset}; octet supports opsets {min} to {max} of the default ONNX domain")]
@@ -47,7 +47,7 @@ pub struct OnnxModel {
 
 /// Loads an ONNX file; external data is looked up next to it.
 pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| ImportError::Io { path: path.to_path_buf(), error })?;
     let base = path.parent().unwrap_or(Path::new("."));
     load_bytes(&bytes, path, base)
 }
