@@ -140,6 +140,7 @@ fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId
 pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation {
     let index: HashMap<&str, usize> = graph.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let is_const = |v: ValueId| typed.fact(v).is_constant();
+    let is_float_activation = |v: ValueId| !is_const(v) && typed.fact(v).dtype == octet_graph::DType::F32;
     let readers = |v: ValueId| typed.nodes.iter().enumerate().filter(move |(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i);
 
     let mut units: Vec<Unit> = Vec::new();
@@ -194,8 +195,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 }
             }
         }
-        let inputs: Vec<ValueId> = t.inputs.iter().flatten().copied().filter(|&v| !is_const(v)).collect();
-        let right_operand = (def.quant == QuantRule::Matmul).then(|| t.inputs.get(1).copied().flatten()).flatten().filter(|&v| !is_const(v));
+        let inputs: Vec<ValueId> = t.inputs.iter().flatten().copied().filter(|&v| is_float_activation(v)).collect();
+        let outputs: Vec<ValueId> = outputs.into_iter().filter(|&v| is_float_activation(v)).collect();
+        let right_operand = (def.quant == QuantRule::Matmul).then(|| t.inputs.get(1).copied().flatten()).flatten().filter(|&v| is_float_activation(v));
         let scalar = scalar_scale(typed, t).is_some();
         let selected_by_preset = match opts.preset {
             Preset::FullInt8 => def.quant != QuantRule::NotQuantized,
@@ -206,7 +208,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
-            (true, _) if inputs.is_empty() => (false, "no activation input".into()),
+            (true, _) if inputs.is_empty() || outputs.is_empty() => (false, "no float activation input or output".into()),
             (true, _) => (true, String::new()),
         };
         if selected {

@@ -1,0 +1,77 @@
+"""ONNX Runtime runs every QDQ file `octet quantize` writes, and agrees with octet's own run.
+
+Both engines evaluate the same QDQ graph in float between DequantizeLinear and QuantizeLinear
+(ORT with graph optimisations disabled, i.e. without its fused int8 kernels). Their float
+kernels sum in different orders, so a value that lands within ~1e-7 of a rounding boundary can
+quantize one step apart, and such flips compound over layers; the test bounds the difference
+at the output in units of the output's quantization step, and reports it.
+"""
+import json
+import os
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OCTET = os.path.join(ROOT, "target", "release", "octet")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+MODELS = ["seed_attention_ts", "seed_attention_dynamo", "vit_ts", "vit_dynamo", "deit_distilled_ts", "dinov2_ts", "vit_opset16_ts", "bert_like_dynamo"]
+PRESETS = ["int8-gemm", "full-int8"]
+
+
+def octet(*args):
+    return subprocess.run([OCTET, *args], check=True, capture_output=True, text=True).stdout
+
+
+def calibration(fixture, path):
+    x = np.load(os.path.join(FIXTURES, fixture, "input.npy"))
+    rng = np.random.default_rng(5)
+    shape = (8, *x.shape[1:])
+    data = rng.integers(0, 100, shape).astype(np.int64) if x.dtype == np.int64 else rng.standard_normal(shape).astype(np.float32)
+    np.save(path, data)
+
+
+def ort_run(model, x, optimize):
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0], s.get_outputs()[0].name
+
+
+def cosine(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("fixture", MODELS)
+def test_onnxruntime_runs_octet_qdq_and_agrees(fixture, preset, tmp_path):
+    calib = str(tmp_path / "calib.npy")
+    calibration(fixture, calib)
+    qdq = str(tmp_path / "model.int8.onnx")
+    octet("quantize", os.path.join(FIXTURES, fixture, "model.onnx"), "--calib", calib, "-o", qdq, "--preset", preset)
+
+    x_path = os.path.join(FIXTURES, fixture, "input.npy")
+    x = np.load(x_path)
+    ref, out_name = ort_run(qdq, x, optimize=False)
+    octet("run", qdq, "-i", x_path, "-o", str(tmp_path / "octet.npy"))
+    got = np.load(tmp_path / "octet.npy")
+    assert got.shape == ref.shape
+
+    ranges = json.load(open(qdq[: -len(".onnx")] + ".ranges.json"))
+    step = next((v["scale"] for v in ranges["values"] if v["name"] == out_name), None)
+    diff = float(np.abs(got - ref).max())
+    print(f"{fixture} {preset}: max |octet - ort| = {diff:.3g}" + (f" = {diff / step:.2f} output steps" if step else ""))
+    if step is None:
+        assert diff <= 1e-4 * float(np.abs(ref).max())
+    else:
+        assert diff <= 3 * step + 1e-6
+    assert cosine(got, ref) > 0.999
+    assert (got.reshape(got.shape[0], -1).argmax(1) == ref.reshape(ref.shape[0], -1).argmax(1)).all() or got.ndim > 2
+
+    optimized, _ = ort_run(qdq, x, optimize=True)
+    assert cosine(optimized, ref) > 0.99, "ONNX Runtime's int8 kernels disagree with its own QDQ reference"
