@@ -9,30 +9,39 @@ struct Row {
     opsets: String,
     float_kernel: &'static str,
     int8: &'static str,
+    quant_rule: &'static str,
     notes: &'static str,
 }
 
 fn rows() -> Vec<Row> {
     REGISTRY
         .iter()
-        .map(|d| Row { op: d.name, opsets: format!("{}–{}", d.since, OPSETS.1), float_kernel: d.float_kernel, int8: d.int8.describe(), notes: d.notes })
+        .map(|d| Row {
+            op: d.name,
+            opsets: format!("{}–{}", d.since, OPSETS.1),
+            float_kernel: d.float_kernel,
+            int8: d.int8.describe(),
+            quant_rule: d.quant.describe(),
+            notes: d.notes,
+        })
         .collect()
 }
 
 /// Plain text, aligned columns.
 pub fn text() -> String {
     let rows = rows();
-    let head = ["op", "opsets", "float kernel", "int8", "notes"];
-    let cells: Vec<[String; 5]> = rows.iter().map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.into(), r.notes.into()]).collect();
+    let head = ["op", "opsets", "float kernel", "int8", "quantization rule", "notes"];
+    let cells: Vec<[String; 6]> =
+        rows.iter().map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.into(), r.quant_rule.into(), r.notes.into()]).collect();
     let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..5).map(width).collect();
-    let line = |c: [&str; 5]| {
+    let widths: Vec<usize> = (0..6).map(width).collect();
+    let line = |c: [&str; 6]| {
         let s: Vec<String> = c.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
         s.join("  ").trim_end().to_string()
     };
     let mut out = vec![line(head)];
     for c in &cells {
-        out.push(line([&c[0], &c[1], &c[2], &c[3], &c[4]]));
+        out.push(line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]));
     }
     out.push(String::new());
     out.push(format!("{} operators, opsets {}–{} of the default ONNX domain.", rows.len(), OPSETS.0, OPSETS.1));
@@ -52,9 +61,10 @@ pub fn markdown() -> String {
          says how each node of a given model runs.\n\n",
         OPSETS.0, OPSETS.1
     );
-    s += "| op | opsets | float kernel | int8 | notes |\n|---|---|---|---|---|\n";
+    s += "The quantization rule says how `octet quantize` treats the op (doc/quantization.md, section 3).\n\n";
+    s += "| op | opsets | float kernel | int8 | quantization rule | notes |\n|---|---|---|---|---|---|\n";
     for r in rows() {
-        s += &format!("| {} | {} | {} | {} | {} |\n", r.op, r.opsets, r.float_kernel, r.int8, r.notes);
+        s += &format!("| {} | {} | {} | {} | {} | {} |\n", r.op, r.opsets, r.float_kernel, r.int8, r.quant_rule, r.notes);
     }
     s
 }

@@ -65,6 +65,18 @@ pub enum QuantRule {
     NotQuantized,
 }
 
+impl QuantRule {
+    pub fn describe(self) -> &'static str {
+        match self {
+            QuantRule::Matmul => "u8 × s8 (weights per channel, bias i32)",
+            QuantRule::Observed => "observed u8",
+            QuantRule::SharesInput => "shares its input's parameters",
+            QuantRule::FixedOutput => "output fixed 1/256",
+            QuantRule::NotQuantized => "not quantized",
+        }
+    }
+}
+
 /// One registry entry.
 pub struct OpDef {
     pub name: &'static str,
@@ -199,7 +211,7 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "per tensor and per axis; uint8, int8, int32 inputs; no blocked quantization",
         build: |c| ok(quant::DequantizeLinear { axis: c.attrs.int_or("axis", 1)? }),
     },
-    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Div) },
+    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
     OpDef { name: "Equal", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
     OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Erf) },
     OpDef { name: "Expand", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(shape::Expand) },
@@ -241,7 +253,7 @@ pub static REGISTRY: &[OpDef] = &[
         },
     },
     OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: FLOAT, notes: "", build: |_| ok(nn::MatMul) },
-    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Mul) },
+    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
     OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Pow) },
     OpDef {
         name: "QuantizeLinear",
