@@ -10,7 +10,7 @@ use octet_graph::{Hooks, Plan};
 use serde::Serialize;
 
 use crate::inputs::{bind, synthetic, InputArg};
-use crate::run::open;
+use crate::run::{open, Engine};
 
 #[derive(Serialize, Debug)]
 pub struct BenchResult {
@@ -45,8 +45,8 @@ impl Hooks for OpTimes<'_> {
 /// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
 /// symbolic dims set to `batch` is used.
 #[allow(clippy::too_many_arguments)]
-pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool, profile: bool) -> Result<BenchResult> {
-    let session = open(model, threads)?;
+pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool, profile: bool, engine: Engine) -> Result<BenchResult> {
+    let session = open(model, threads, engine)?;
     let inputs = match input {
         Some(a) => bind(session.graph(), std::slice::from_ref(a))?,
         None => synthetic(session.graph(), batch)?,

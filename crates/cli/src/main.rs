@@ -25,6 +25,30 @@ enum Format {
     Json,
 }
 
+/// `println!` that ends the program quietly when stdout is closed (e.g. piped into `head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+/// `print!` with the same handling as [`out!`].
+macro_rules! out_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -58,6 +82,9 @@ enum Command {
         /// Threads to use [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Run quantized models in float between dq and q (the reference) instead of int8 kernels.
+        #[arg(long)]
+        reference: bool,
         /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
@@ -155,6 +182,9 @@ enum Command {
         /// Also report the time spent in each op type.
         #[arg(long)]
         profile: bool,
+        /// Run quantized models in float between dq and q (the reference) instead of int8 kernels.
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -163,38 +193,46 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eout!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+fn engine(reference: bool) -> run::Engine {
+    if reference {
+        run::Engine::Reference
+    } else {
+        run::Engine::Int8
+    }
+}
+
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run { model, inputs, output, threads, json } => {
+        Command::Run { model, inputs, output, threads, reference, json } => {
             let threads = threads.unwrap_or_else(default_threads);
             let start = std::time::Instant::now();
-            let written = run::run(&model, &inputs, &output, threads)?;
+            let written = run::run(&model, &inputs, &output, threads, engine(reference))?;
             if json {
                 let outs: Vec<_> = written.iter().map(|(p, t)| serde_json::json!({"path": p, "shape": t.shape(), "dtype": t.dtype()})).collect();
-                println!("{}", serde_json::json!({"outputs": outs, "seconds": start.elapsed().as_secs_f64(), "threads": threads}));
+                out!("{}", serde_json::json!({"outputs": outs, "seconds": start.elapsed().as_secs_f64(), "threads": threads}));
             } else {
                 for (p, t) in &written {
-                    println!("wrote {} ({} {:?})", p.display(), t.dtype(), t.shape());
+                    out!("wrote {} ({} {:?})", p.display(), t.dtype(), t.shape());
                 }
             }
         }
         Command::Ops { format } => match format {
-            Format::Text => print!("{}", ops_table::text()),
-            Format::Md => print!("{}", ops_table::markdown()),
-            Format::Json => println!("{}", ops_table::json()),
+            Format::Text => out_raw!("{}", ops_table::text()),
+            Format::Md => out_raw!("{}", ops_table::markdown()),
+            Format::Json => out!("{}", ops_table::json()),
         },
         Command::Check { model, batch, all, json } => {
             let report = check::check(&model, batch)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report.text(all));
+                out_raw!("{}", report.text(all));
             }
         }
         Command::Quantize {
@@ -239,17 +277,18 @@ fn dispatch(command: Command) -> Result<()> {
             };
             let report = quantize::quantize(&request)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{}", report.text());
+                out_raw!("{}", report.text());
             }
         }
-        Command::Bench { model, input, batch, threads, iters, warmup, json, profile } => {
-            let r = bench::bench(&model, input.as_ref(), batch, threads, iters, warmup, !json && std::io::stderr().is_terminal(), profile)?;
+        Command::Bench { model, input, batch, threads, iters, warmup, json, profile, reference } => {
+            let progress = !json && std::io::stderr().is_terminal();
+            let r = bench::bench(&model, input.as_ref(), batch, threads, iters, warmup, progress, profile, engine(reference))?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                out!("{}", serde_json::to_string(&r)?);
             } else {
-                println!(
+                out!(
                     "{}: batch {}, {} thread(s), {} runs: median {:.2} ms, p90 {:.2} ms, min {:.2} ms, {:.1} images/s",
                     model.display(),
                     r.batch,
@@ -261,7 +300,7 @@ fn dispatch(command: Command) -> Result<()> {
                     r.images_per_s
                 );
                 for p in &r.profile {
-                    println!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0);
+                    out!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0);
                 }
             }
         }

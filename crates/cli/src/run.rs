@@ -8,10 +8,22 @@ use octet_graph::{Session, Tensor};
 use crate::inputs::{bind, InputArg};
 use crate::npy;
 
+/// How a session runs a quantized model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// QDQ patterns lowered to int8 kernels (the default).
+    Int8,
+    /// Everything in float, Q/DQ included: the reference semantics.
+    Reference,
+}
+
 /// Loads a model into a session that uses `threads` threads.
-pub fn open(model: &Path, threads: usize) -> Result<Session> {
+pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
     let m = octet_onnx::load(model)?;
-    Ok(Session::new(m.graph, threads)?)
+    Ok(match engine {
+        Engine::Int8 => Session::with_lowering(m.graph, threads, octet_quant::lower::lowering())?,
+        Engine::Reference => Session::new(m.graph, threads)?,
+    })
 }
 
 /// Where each output goes: `--output` names a file for one output, a folder for several.
@@ -33,8 +45,8 @@ fn sanitize(name: &str) -> String {
 }
 
 /// Runs the model and writes its outputs; returns them with the paths written.
-pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize) -> Result<Vec<(PathBuf, Tensor)>> {
-    let session = open(model, threads)?;
+pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize, engine: Engine) -> Result<Vec<(PathBuf, Tensor)>> {
+    let session = open(model, threads, engine)?;
     let tensors = bind(session.graph(), inputs)?;
     let names = session.graph().output_names();
     let paths = output_paths(output, &names)?;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::op::{EvalCtx, Fact};
 use crate::tensor::Tensor;
-use crate::typed::TypedGraph;
+use crate::typed::{Lowering, TypedGraph};
 
 /// Observes a run: every computed value (graph inputs included) and every node's time.
 pub trait Hooks: Send {
@@ -110,6 +110,7 @@ type PlanKey = Vec<(Vec<usize>, Option<Vec<u64>>)>;
 /// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
 pub struct Session {
     graph: Graph,
+    lowering: Option<Lowering>,
     by_value: Vec<bool>,
     ctx: EvalCtx,
     pool: rayon::ThreadPool,
@@ -129,7 +130,14 @@ impl Session {
             .iter()
             .map(|i| graph.nodes.iter().any(|n| n.op.value_operands().iter().any(|&k| n.inputs.get(k) == Some(&Some(i.value)))))
             .collect();
-        Ok(Session { graph, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
+        Ok(Session { graph, lowering: None, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
+    }
+
+    /// A session whose plans are rewritten by `lowering` (octet's int8 kernels).
+    pub fn with_lowering(graph: Graph, threads: usize, lowering: Lowering) -> Result<Session> {
+        let mut s = Session::new(graph, threads)?;
+        s.lowering = Some(lowering);
+        Ok(s)
     }
 
     pub fn graph(&self) -> &Graph {
@@ -151,7 +159,7 @@ impl Session {
             .zip(&self.by_value)
             .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
             .collect();
-        let plan = Arc::new(Plan::new(TypedGraph::specialize_facts(&self.graph, &facts)?));
+        let plan = Arc::new(Plan::new(TypedGraph::specialize_facts(&self.graph, &facts, self.lowering.as_ref())?));
         self.plans.lock().expect("plan cache").insert(key, plan.clone());
         Ok(plan)
     }

@@ -20,4 +20,4 @@ pub use interp::{Hooks, NoHooks, Plan, Session};
 pub use op::{EvalCtx, Fact, Op};
 pub use qparams::{QParams, QType};
 pub use tensor::{DType, Data, Tensor};
-pub use typed::TypedGraph;
+pub use typed::{Lowering, TypedGraph};

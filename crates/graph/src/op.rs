@@ -74,6 +74,11 @@ pub trait Op: Send + Sync + fmt::Debug + Any {
         &[]
     }
 
+    /// For ops that are compiled kernels (int8 lowering): the kernel's name and ISA tier.
+    fn kernel(&self) -> Option<String> {
+        None
+    }
+
     /// False for ops whose outputs must not be folded into constants even when every input is
     /// constant.
     fn foldable(&self) -> bool {

@@ -9,6 +9,9 @@ use crate::op::{EvalCtx, Fact};
 use crate::rewrite;
 use crate::tensor::Tensor;
 
+/// A rewrite of a typed graph into kernels (int8 lowering), run when plans are made.
+pub type Lowering = Arc<dyn Fn(&mut TypedGraph) -> Result<()> + Send + Sync>;
+
 /// A specialised graph. Nodes are in topological order; `facts[v]` is known for every value
 /// that is a graph input, a constant or a node output.
 #[derive(Clone, Debug)]
@@ -60,12 +63,16 @@ impl TypedGraph {
     /// rewrite passes. The verifier runs after each pass in debug builds and tests.
     pub fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> Result<TypedGraph> {
         let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
-        Self::specialize_facts(graph, &facts)
+        Self::specialize_facts(graph, &facts, None)
     }
 
     /// [`TypedGraph::specialize`] from input facts: an input whose fact carries a value is a
     /// constant of the plan (used for inputs that feed shape operands).
-    pub fn specialize_facts(graph: &Graph, inputs: &[Fact]) -> Result<TypedGraph> {
+    ///
+    /// With a `lowering`, DequantizeLinear of constant tensors (quantized weights and biases) is
+    /// not folded at first, so that the lowering can take the integers; it runs after the float
+    /// passes, and whatever it leaves constant is folded after it.
+    pub fn specialize_facts(graph: &Graph, inputs: &[Fact], lowering: Option<&Lowering>) -> Result<TypedGraph> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|f| f.shape.clone()).collect();
         check_input_shapes(graph, &shapes)?;
         let mut facts: Vec<Option<Fact>> = vec![None; graph.names.len()];
@@ -88,7 +95,8 @@ impl TypedGraph {
                 })
                 .collect::<Result<_>>()?;
             let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
-            let out_facts: Vec<Fact> = if all_constant && node.op.foldable() {
+            let deferred = lowering.is_some() && node.op.name() == "DequantizeLinear" && inputs[0].is_some_and(|f| f.shape.iter().product::<usize>() > 1);
+            let out_facts: Vec<Fact> = if all_constant && node.op.foldable() && !deferred {
                 let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
                 let out = node.op.eval(&tensors, &EvalCtx::default()).map_err(|m| node_error(node, m))?;
                 out.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()
@@ -125,7 +133,34 @@ impl TypedGraph {
             typed.remove_dead_nodes();
             typed.verify_in_debug(pass.name())?;
         }
+        if let Some(lower) = lowering {
+            lower(&mut typed)?;
+            typed.remove_dead_nodes();
+            typed.verify_in_debug("lowering")?;
+            typed.fold_constants()?;
+            typed.verify_in_debug("fold-constants")?;
+        }
         Ok(typed)
+    }
+
+    /// Evaluates every node whose inputs are all constant and drops it.
+    pub fn fold_constants(&mut self) -> Result<()> {
+        let mut kept = Vec::with_capacity(self.nodes.len());
+        for node in std::mem::take(&mut self.nodes) {
+            let inputs: Vec<Option<&Fact>> = node.inputs.iter().map(|i| i.map(|v| self.fact(v))).collect();
+            if !node.op.foldable() || !inputs.iter().flatten().all(|f| f.is_constant()) {
+                kept.push(node);
+                continue;
+            }
+            let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
+            let out = node.op.eval(&tensors, &EvalCtx::default()).map_err(|m| node_error(&node, m))?;
+            for (&v, t) in node.outputs.iter().zip(out) {
+                self.facts[v] = Some(Fact::constant(Arc::new(t)));
+            }
+        }
+        self.nodes = kept;
+        self.remove_dead_nodes();
+        Ok(())
     }
 
     pub fn fact(&self, v: ValueId) -> &Fact {

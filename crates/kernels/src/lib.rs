@@ -1,4 +1,9 @@
 //! Compute kernels over plain slices. No graph, no tensors: shapes are passed as integers and
-//! every buffer is a row-major slice. The graph crate calls these from its op implementations.
+//! every buffer is a row-major slice. The graph and quant crates call these from their ops.
 
+mod dispatch;
 pub mod f32;
+pub mod i8;
+pub mod isa;
+
+pub use isa::Isa;

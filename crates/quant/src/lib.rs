@@ -100,3 +100,4 @@ pub fn quantize(
     };
     Ok(Quantized { model: proto, annotation, values: conv.values, summary })
 }
+pub mod lower;

@@ -4,6 +4,7 @@
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
+use octet_kernels::i8::elementwise::{self as ew, Q8};
 use crate::tensor::{numel, DType, Data, Tensor};
 
 /// Index into the scale / zero-point vector for every element of `shape`: 0 for per-tensor
@@ -61,9 +62,16 @@ impl Op for QuantizeLinear {
         let (x, scale) = (required(inputs, 0, "x")?, required(inputs, 1, "y_scale")?);
         let zp = optional(inputs, 2);
         let dtype = self.out_dtype(zp.map(|z| z.dtype()))?;
-        let idx = param_index(x.shape(), scale.shape(), self.axis)?;
         let s = scale.to_f64_vec();
         let z = zero_points(zp, s.len())?;
+        if let (Some(xs), 1, DType::U8 | DType::I8) = (x.as_f32(), s.len(), dtype) {
+            let p = Q8 { scale: s[0] as f32, zero_point: z[0] as i32, signed: dtype == DType::I8 };
+            let mut out = vec![0u8; xs.len()];
+            ew::quantize(xs, p, &mut out);
+            let data = if p.signed { Data::I8(out.into_iter().map(|b| b as i8).collect()) } else { Data::U8(out) };
+            return Ok(vec![Tensor::from_parts(x.shape().to_vec(), data)]);
+        }
+        let idx = param_index(x.shape(), scale.shape(), self.axis)?;
         let (lo, hi) = match dtype {
             DType::U8 => (0.0, 255.0),
             DType::I8 => (-128.0, 127.0),
@@ -102,9 +110,23 @@ impl Op for DequantizeLinear {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (x, scale) = (required(inputs, 0, "x")?, required(inputs, 1, "x_scale")?);
-        let idx = param_index(x.shape(), scale.shape(), self.axis)?;
         let s: Vec<f32> = scale.to_f64_vec().into_iter().map(|v| v as f32).collect();
         let z = zero_points(optional(inputs, 2), s.len())?;
+        if s.len() == 1 {
+            let bytes: Option<&[u8]> = match x.data() {
+                Data::U8(v) => Some(v),
+                // SAFETY: i8 and u8 have the same layout.
+                Data::I8(v) => Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }),
+                _ => None,
+            };
+            if let Some(b) = bytes {
+                let p = Q8 { scale: s[0], zero_point: z[0] as i32, signed: x.dtype() == DType::I8 };
+                let mut out = vec![0.0f32; b.len()];
+                ew::dequantize(b, p, &mut out);
+                return Ok(vec![Tensor::f32(x.shape().to_vec(), out)]);
+            }
+        }
+        let idx = param_index(x.shape(), scale.shape(), self.axis)?;
         let q = x.to_i64_vec().ok_or_else(|| format!("cannot dequantize {}", x.dtype()))?;
         let out = q.iter().zip(&idx).map(|(&v, &i)| (v - z[i]) as f32 * s[i]).collect();
         Ok(vec![Tensor::f32(x.shape().to_vec(), out)])

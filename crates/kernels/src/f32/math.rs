@@ -2,7 +2,7 @@
 //! slices vectorise. Each scalar function has a slice twin that applies it in place with
 //! run-time ISA dispatch.
 
-use super::dispatch::simd_dispatch;
+use crate::dispatch::simd_dispatch;
 
 /// `e^x` with a relative error below 3e-7 on the normal float range; 0 below −87.33, +inf above 88.72.
 #[inline(always)]

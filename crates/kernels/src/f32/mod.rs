@@ -1,7 +1,6 @@
 //! f32 kernels: matrix multiply (through the `gemm` crate), softmax, LayerNorm, GELU and the
 //! vectorisable elementwise functions they need.
 
-mod dispatch;
 mod math;
 mod matmul;
 mod norm;

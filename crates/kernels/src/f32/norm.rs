@@ -1,6 +1,6 @@
 //! Row-wise normalisations: softmax and LayerNorm over the last `row_len` elements.
 
-use super::dispatch::simd_dispatch;
+use crate::dispatch::simd_dispatch;
 use super::math::exp_scalar;
 
 /// Reductions run over this many independent lanes, so that they vectorise on every ISA while

@@ -1,0 +1,163 @@
+//! Elementwise and row kernels on 8-bit codes. Codes are passed as raw bytes with a `signed`
+//! flag (s8 stored two's complement). Dequantize and quantize follow eq. 1 and 5 with the same
+//! f32 operations as the reference ops, so results are the reference's bit for bit unless a
+//! kernel says otherwise.
+
+use crate::dispatch::simd_dispatch;
+use crate::f32::exp_scalar;
+
+/// Per-tensor parameters of 8-bit codes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Q8 {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub signed: bool,
+}
+
+impl Q8 {
+    #[inline(always)]
+    pub fn code(self, b: u8) -> i32 {
+        if self.signed {
+            b as i8 as i32
+        } else {
+            b as i32
+        }
+    }
+    #[inline(always)]
+    pub fn dequantize(self, b: u8) -> f32 {
+        (self.code(b) - self.zero_point) as f32 * self.scale
+    }
+    /// Eq. 5, returning the stored byte.
+    #[inline(always)]
+    pub fn quantize(self, x: f32) -> u8 {
+        let (lo, hi) = if self.signed { (-128, 127) } else { (0, 255) };
+        (round_half_even(x / self.scale) + self.zero_point).clamp(lo, hi) as u8
+    }
+}
+
+/// `round_half_even(x)` as i32, exact for |x| ≤ 2^22 and saturating beyond (enough for every
+/// 8-bit result): adding 1.5·2^23 leaves the rounded integer in the low mantissa bits. Integer
+/// operations only, so that loops vectorise on every ISA with identical results.
+#[inline(always)]
+pub fn round_half_even(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x.clamp(-4_194_304.0, 4_194_304.0);
+    ((t + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
+}
+
+/// The arithmetic of [`binary_same_shape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+simd_dispatch! {
+    /// `out = q(dq(a) ∘ dq(b))` for equal-length operands.
+    pub fn binary_same_shape(op: Arith, a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            let (x, y) = (pa.dequantize(x), pb.dequantize(y));
+            let v = match op {
+                Arith::Add => x + y,
+                Arith::Sub => x - y,
+                Arith::Mul => x * y,
+                Arith::Div => x / y,
+            };
+            *o = po.quantize(v);
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `out = q(x)` for f32 input (QuantizeLinear, per tensor).
+    pub fn quantize(x: &[f32], p: Q8, out: &mut [u8]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = p.quantize(v);
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `out = dq(q)` (DequantizeLinear, per tensor).
+    pub fn dequantize(q: &[u8], p: Q8, out: &mut [f32]) {
+        for (o, &b) in out.iter_mut().zip(q) {
+            *o = p.dequantize(b);
+        }
+    }
+}
+
+simd_dispatch! {
+    /// LayerNorm of rows of `c` codes: exact integer mean and variance of the codes, then
+    /// `y = (q − mean) · s / √(s²·var + eps) · γ + β` in f32, quantized to `po` or written to
+    /// `out_f32` when `po` is None. Within one output step of the reference.
+    pub fn layer_norm_rows_q8(x: &[u8], px: Q8, c: usize, gamma: &[f32], beta: &[f32], eps: f32, po: Option<Q8>, out_q: &mut [u8], out_f32: &mut [f32]) {
+        if c == 0 {
+            return;
+        }
+        let mut y = vec![0.0f32; c];
+        for (r, row) in x.chunks_exact(c).enumerate() {
+            let mut sum = 0i64;
+            let mut sq = 0i64;
+            for &b in row {
+                let v = px.code(b) as i64;
+                sum += v;
+                sq += v * v;
+            }
+            let mean = sum as f64 / c as f64;
+            let var = (sq as f64 / c as f64 - mean * mean).max(0.0);
+            let s = px.scale as f64;
+            let inv = (s / (s * s * var + eps as f64).sqrt()) as f32;
+            let mean = mean as f32;
+            for j in 0..c {
+                y[j] = (px.code(row[j]) as f32 - mean) * inv * gamma[j] + beta[j];
+            }
+            match po {
+                Some(p) => {
+                    for (o, &v) in out_q[r * c..(r + 1) * c].iter_mut().zip(&y) {
+                        *o = p.quantize(v);
+                    }
+                }
+                None => out_f32[r * c..(r + 1) * c].copy_from_slice(&y),
+            }
+        }
+    }
+}
+
+/// `exp(−s·d)` for `d` in 0..=255: the softmax table for logits of scale `s`.
+pub fn softmax_table(scale: f32) -> [f32; 256] {
+    std::array::from_fn(|d| exp_scalar(-(scale * d as f32)))
+}
+
+simd_dispatch! {
+    /// Softmax over rows of `n` 8-bit logits with `table` from [`softmax_table`], quantized to
+    /// `po`. Within one output step of the reference (`exp(x − max)` from the table).
+    pub fn softmax_rows_q8(x: &[u8], px: Q8, n: usize, table: &[f32; 256], po: Q8, out: &mut [u8]) {
+        if n == 0 {
+            return;
+        }
+        let mut e = vec![0.0f32; n];
+        for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let max = row.iter().map(|&b| px.code(b)).max().unwrap_or(0);
+            let mut sum = 0.0f32;
+            for (ei, &b) in e.iter_mut().zip(row) {
+                *ei = table[(max - px.code(b)) as usize];
+                sum += *ei;
+            }
+            let inv = 1.0 / sum;
+            for (o, &ei) in dst.iter_mut().zip(&e) {
+                *o = po.quantize(ei * inv);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `out[i] = table[x[i]]`.
+    pub fn lookup(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
+        for (o, &b) in out.iter_mut().zip(x) {
+            *o = table[b as usize];
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! int8 kernels: u8 × s8 → i32 matrix multiply on pre-packed right operands, and the
+//! epilogues that turn i32 accumulators into u8/s8 or f32 (doc/quantization.md, eq. 8).
+//!
+//! Every tier returns the same bits as [`Isa::Scalar`]: integer accumulation is exact, and the
+//! epilogues use the same f32 operations in the same order on every ISA.
+
+mod avx2;
+pub mod elementwise;
+mod scalar;
+mod vnni;
+
+use rayon::prelude::*;
+
+pub use crate::isa::Isa;
+
+/// The right operand `B[k][j]` (K × N, s8) packed for one tier, with its column sums.
+///
+/// Represents `B_real[k][j] = s8[k][j] − zero_point`.
+#[derive(Clone, Debug)]
+pub struct PackedB {
+    pub isa: Isa,
+    pub k: usize,
+    pub n: usize,
+    pub zero_point: i32,
+    data: Vec<u8>,
+    /// `Σ_k s8[k][j]`.
+    col_sums: Vec<i32>,
+}
+
+impl PackedB {
+    /// Packs `get(k, j)` (the stored s8 values) for `isa`.
+    pub fn pack(isa: Isa, k: usize, n: usize, zero_point: i32, get: impl Fn(usize, usize) -> i8 + Copy) -> PackedB {
+        let mut col_sums = vec![0i32; n];
+        for kk in 0..k {
+            for (j, s) in col_sums.iter_mut().enumerate() {
+                *s += get(kk, j) as i32;
+            }
+        }
+        let data = match isa {
+            Isa::Scalar => (0..k).flat_map(|kk| (0..n).map(move |j| (kk, j))).map(|(kk, j)| get(kk, j) as u8).collect(),
+            Isa::Avx2 => avx2::pack(k, n, get),
+            Isa::Avx512Vnni => vnni::pack(k, n, get),
+        };
+        PackedB { isa, k, n, zero_point, data, col_sums }
+    }
+
+    /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
+    pub fn from_rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
+        PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j])
+    }
+
+    /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
+    pub fn from_cols(isa: Isa, k: usize, n: usize, zero_point: i32, bt: &[i8], ld: usize) -> PackedB {
+        PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk])
+    }
+
+    /// `Σ_k s8[k][j]` per column.
+    pub fn col_sums(&self) -> &[i32] {
+        &self.col_sums
+    }
+
+    /// Bytes of packed data.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Name of the microkernel a tier uses, for reports: `<isa>_<what>_<mr>x<nr>`.
+pub fn gemm_kernel_name(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Scalar => "scalar_gemm_u8s8_1x1",
+        Isa::Avx2 => "avx2_gemm_u8s8_6x16",
+        Isa::Avx512Vnni => "avx512vnni_gemm_u8s8_8x32",
+    }
+}
+
+/// `c[i][j] = Σ_k (a[i][k] − a_zp) · (B[k][j] − b_zp)` for `m` rows of `a` (u8, row stride
+/// `lda`), into `c` (row stride `ldc`). Rows are split over `threads` rayon tasks.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut [i32], ldc: usize, threads: usize) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_u8s8: buffers too short");
+    let rows_per = if threads > 1 { m.div_ceil(threads).next_multiple_of(8) } else { m };
+    let run = |(chunk, c): (usize, &mut [i32])| {
+        let r0 = chunk * rows_per;
+        let rows = rows_per.min(m - r0);
+        let a = &a[r0 * lda..];
+        match b.isa {
+            Isa::Scalar => scalar::gemm(rows, k, n, a, lda, &b.data, c, ldc),
+            // SAFETY: a PackedB for a tier exists only if that tier was chosen as available.
+            Isa::Avx2 => unsafe { avx2::gemm(rows, k, n, a, lda, &b.data, c, ldc) },
+            Isa::Avx512Vnni => unsafe { vnni::gemm(rows, k, n, a, lda, &b.data, c, ldc) },
+        }
+        correct_zero_points(rows, k, n, a, lda, a_zp, b, c, ldc);
+    };
+    let chunk_len = rows_per * ldc;
+    if rows_per < m {
+        c[..(m - 1) * ldc + n].par_chunks_mut(chunk_len).enumerate().for_each(run);
+    } else {
+        run((0, c));
+    }
+}
+
+/// Turns raw sums `Σ a·b` into `Σ (a − a_zp)(b − b_zp)`.
+#[allow(clippy::too_many_arguments)]
+fn correct_zero_points(m: usize, k: usize, n: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut [i32], ldc: usize) {
+    let b_zp = b.zero_point;
+    if a_zp == 0 && b_zp == 0 {
+        return;
+    }
+    for i in 0..m {
+        let row_term = if b_zp != 0 { b_zp * a[i * lda..i * lda + k].iter().map(|&v| v as i32).sum::<i32>() - k as i32 * a_zp * b_zp } else { 0 };
+        let ci = &mut c[i * ldc..i * ldc + n];
+        for (v, &cs) in ci.iter_mut().zip(&b.col_sums) {
+            *v -= a_zp * cs + row_term;
+        }
+    }
+}
+
+/// How i32 accumulators become outputs: `v = (acc + bias_j) as f32 · scale_j`, then either
+/// `v` itself (f32 out) or `saturate(round_half_even(v) + zero_point)` (u8 or s8 out) (eq. 8).
+#[derive(Clone, Debug)]
+pub struct Epilogue {
+    /// Per output column (one value broadcast when length 1).
+    pub scale: Vec<f32>,
+    pub bias: Option<Vec<i32>>,
+    pub out: OutType,
+}
+
+/// The output of an epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutType {
+    F32,
+    U8 { zero_point: i32 },
+    S8 { zero_point: i32 },
+}
+
+crate::dispatch::simd_dispatch! {
+    /// Applies `e` to an `m × n` block of accumulators (row stride `ldc`), writing f32 rows of
+    /// `n` values into `out_f32`, or 8-bit rows into `out_q` (as u8 bits; s8 stored two's complement).
+    pub fn epilogue(m: usize, n: usize, c: &[i32], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8]) {
+        let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
+        let scales: Vec<f32> = (0..n).map(scale).collect();
+        let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+        for i in 0..m {
+            let row = &c[i * ldc..i * ldc + n];
+            match e.out {
+                OutType::F32 => {
+                    let o = &mut out_f32[i * n..(i + 1) * n];
+                    for j in 0..n {
+                        o[j] = (row[j] + bias[j]) as f32 * scales[j];
+                    }
+                }
+                OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
+                    let (lo, hi) = if matches!(e.out, OutType::U8 { .. }) { (0, 255) } else { (-128, 127) };
+                    let o = &mut out_q[i * n..(i + 1) * n];
+                    for j in 0..n {
+                        let v = elementwise::round_half_even((row[j] + bias[j]) as f32 * scales[j]) + zero_point;
+                        o[j] = v.clamp(lo, hi) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! Every tier against the scalar reference, bit for bit, over the edge shapes and zero points of
+//! DESIGN.md: M and N around the tile sizes, K from 1 to 10, odd, and around 64 and 128.
+
+use super::*;
+
+fn values(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+const ZERO_POINTS: [i32; 7] = [0, 18, 75, 128, 157, 231, 255];
+
+fn tiers() -> Vec<Isa> {
+    let t: Vec<Isa> = Isa::ALL.into_iter().filter(|i| *i != Isa::Scalar && i.available()).collect();
+    println!("tiers tested against scalar: {:?}", t.iter().map(|i| i.name()).collect::<Vec<_>>());
+    t
+}
+
+fn check(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, tiers: &[Isa]) {
+    let a = values(m * k, (m * 31 + k * 7 + n) as u64);
+    let b: Vec<i8> = values(k * n, (n * 13 + k) as u64).into_iter().map(|v| v as i8).collect();
+    let reference = PackedB::from_rows(Isa::Scalar, k, n, b_zp, &b, n);
+    let mut want = vec![0i32; m * n];
+    gemm_u8s8(m, &a, k, a_zp, &reference, &mut want, n, 1);
+    for i in 0..m {
+        for j in 0..n {
+            let exact: i32 = (0..k).map(|kk| (a[i * k + kk] as i32 - a_zp) * (b[kk * n + j] as i32 - b_zp)).sum();
+            assert_eq!(want[i * n + j], exact, "scalar reference wrong at ({i}, {j})");
+        }
+    }
+    for &isa in tiers {
+        for threads in [1, 2] {
+            let packed = PackedB::from_rows(isa, k, n, b_zp, &b, n);
+            let mut got = vec![7i32; m * n];
+            gemm_u8s8(m, &a, k, a_zp, &packed, &mut got, n, threads);
+            assert_eq!(got, want, "{} m={m} k={k} n={n} a_zp={a_zp} b_zp={b_zp} threads={threads}", isa.name());
+        }
+    }
+}
+
+#[test]
+fn tiers_equal_scalar_on_edge_shapes() {
+    let tiers = tiers();
+    let ks: Vec<usize> = (1..=10).chain([15, 17, 63, 64, 65, 127, 128, 129]).collect();
+    for m in [1, 5, 6, 7, 8, 9, 13, 16, 17, 23] {
+        for n in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47] {
+            for &k in &ks {
+                check(m, k, n, ZERO_POINTS[(m + n + k) % 7], 0, &tiers);
+            }
+        }
+    }
+    for (i, &a_zp) in ZERO_POINTS.iter().enumerate() {
+        check(19, 37, 41, a_zp, [0, -3, 5, 100, -128, 17, 1][i], &tiers);
+    }
+}
+
+#[test]
+fn tiers_equal_scalar_on_vit_shapes() {
+    let tiers = tiers();
+    for (m, k, n) in [(197, 384, 1152), (197, 64, 197), (197, 197, 64)] {
+        check(m, k, n, 131, 0, &tiers);
+    }
+}
+
+#[test]
+fn epilogue_is_the_same_on_every_tier() {
+    let (m, n) = (5, 37);
+    let c: Vec<i32> = values(m * n * 4, 3).chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], 0]) - (1 << 23)).collect();
+    let scale: Vec<f32> = (0..n).map(|j| 1e-5 * (j as f32 + 1.5)).collect();
+    for out in [OutType::U8 { zero_point: 128 }, OutType::S8 { zero_point: -3 }, OutType::F32] {
+        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out };
+        let (mut f, mut q) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+        epilogue(m, n, &c, n, &e, &mut f, &mut q);
+        for i in 0..m {
+            for j in 0..n {
+                let v = (c[i * n + j] + e.bias.as_ref().unwrap()[j]) as f32 * scale[j];
+                match out {
+                    OutType::F32 => assert_eq!(f[i * n + j].to_bits(), v.to_bits()),
+                    OutType::U8 { zero_point } => assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8),
+                    OutType::S8 { zero_point } => assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8),
+                }
+            }
+        }
+    }
+}

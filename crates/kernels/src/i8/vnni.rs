@@ -1,0 +1,109 @@
+//! AVX-512 VNNI: `vpdpbusd` adds four u8×s8 products into each i32 lane.
+//!
+//! B is packed in panels of 16 columns; within a panel, for every group of 4 k, the 16 columns'
+//! 4 bytes follow each other (64 bytes, one zmm). The microkernel keeps 8 rows × 32 columns of
+//! accumulators (16 zmm) and broadcasts 4 bytes of A per row and k-group.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+const NR: usize = 16;
+const MR: usize = 8;
+
+pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
+    let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
+    let mut out = vec![0u8; panels * k4 * NR * 4];
+    for p in 0..panels {
+        for g in 0..k4 {
+            for j in 0..NR {
+                for kk in 0..4 {
+                    let (row, col) = (g * 4 + kk, p * NR + j);
+                    if row < k && col < n {
+                        out[((p * k4 + g) * NR + j) * 4 + kk] = get(row, col) as u8;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Four bytes of A starting at `p`, of which only `valid` (1..=4) are read.
+#[inline(always)]
+unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
+    if valid == 4 {
+        return (p as *const i32).read_unaligned();
+    }
+    let mut w = [0u8; 4];
+    std::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), valid);
+    i32::from_le_bytes(w)
+}
+
+/// `R` rows (≤ MR) × `P` panels (1 or 2) of raw sums.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, c: *mut i32, ldc: usize, cols: usize) {
+    let mut acc = [[_mm512_setzero_si512(); P]; R];
+    let full = k / 4;
+    let rem = k % 4;
+    for g in 0..k4 {
+        let valid = if g < full { 4 } else { rem };
+        let bv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(b.add((p * k4 + g) * NR * 4) as *const __m512i));
+        for r in 0..R {
+            let av = _mm512_set1_epi32(a_word(a.add(r * lda + g * 4), valid));
+            for p in 0..P {
+                acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], av, bv[p]);
+            }
+        }
+    }
+    for r in 0..R {
+        for p in 0..P {
+            let start = p * NR;
+            if start >= cols {
+                break;
+            }
+            let dst = c.add(r * ldc + start) as *mut __m512i;
+            let valid = (cols - start).min(NR);
+            if valid == NR {
+                _mm512_storeu_si512(dst, acc[r][p]);
+            } else {
+                _mm512_mask_storeu_epi32(dst as *mut i32, ((1u32 << valid) - 1) as u16, acc[r][p]);
+            }
+        }
+    }
+}
+
+/// Raw sums `c = a · B` for `m` rows.
+///
+/// # Safety
+/// The CPU supports AVX-512F, BW and VNNI; `b` was packed by [`pack`] for `k × n`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
+    let k4 = k.div_ceil(4);
+    let panels = n.div_ceil(NR);
+    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let mut p = 0;
+    while p < panels {
+        let np = if p + 1 < panels { 2 } else { 1 };
+        let cols = (n - p * NR).min(np * NR);
+        let bp = b.add(p * k4 * NR * 4);
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR);
+            let (ai, ci) = (a.add(i * lda), c.add(i * ldc + p * NR));
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match (rows, np) {
+                        $(($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, ldc, cols),
+                          ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k4, ci, ldc, cols),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8);
+            i += MR;
+        }
+        p += np;
+    }
+}

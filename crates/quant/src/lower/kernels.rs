@@ -1,0 +1,569 @@
+//! The int8 ops the lowering produces. Each computes what its QDQ pattern `dq → op → q` means
+//! (doc/quantization.md, section 7): table ops bit for bit, the others within one output step.
+
+use std::sync::Arc;
+
+use octet_graph::op::{required, EvalCtx, Fact, Op};
+use octet_graph::ops::broadcast::{binary, broadcast_shapes};
+use octet_graph::ops::elementwise::BinaryKind;
+use octet_graph::{op_any, DType, Data, Tensor};
+use octet_kernels::i8::elementwise::{self as ew, Arith, Q8};
+use octet_kernels::i8::{epilogue, gemm_kernel_name, gemm_u8s8, Epilogue, OutType, PackedB};
+use octet_kernels::Isa;
+use rayon::prelude::*;
+
+/// Per-tensor affine parameters of an 8-bit activation (eq. 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub signed: bool,
+}
+
+impl Affine {
+    pub fn dtype(self) -> DType {
+        if self.signed {
+            DType::I8
+        } else {
+            DType::U8
+        }
+    }
+    /// `(q − z) · s` in f32, as DequantizeLinear computes it.
+    #[inline(always)]
+    pub fn dequantize(self, q: i32) -> f32 {
+        (q - self.zero_point) as f32 * self.scale
+    }
+    /// QuantizeLinear of one value (eq. 5).
+    #[inline(always)]
+    pub fn quantize(self, x: f32) -> i32 {
+        let (lo, hi) = if self.signed { (-128.0, 127.0) } else { (0.0, 255.0) };
+        ((x / self.scale).round_ties_even() + self.zero_point as f32).clamp(lo, hi) as i32
+    }
+    pub fn out_type(self) -> OutType {
+        if self.signed {
+            OutType::S8 { zero_point: self.zero_point }
+        } else {
+            OutType::U8 { zero_point: self.zero_point }
+        }
+    }
+    /// The integer codes, in order.
+    pub fn codes(self) -> std::ops::RangeInclusive<i32> {
+        if self.signed {
+            -128..=127
+        } else {
+            0..=255
+        }
+    }
+}
+
+/// An 8-bit tensor's storage as bytes (s8 as two's complement).
+pub fn bytes(t: &Tensor) -> Result<&[u8], String> {
+    match t.data() {
+        Data::U8(v) => Ok(v),
+        // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
+        Data::I8(v) => Ok(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }),
+        d => Err(format!("expected an 8-bit tensor, got {}", d.dtype())),
+    }
+}
+
+impl Affine {
+    pub fn q8(self) -> Q8 {
+        Q8 { scale: self.scale, zero_point: self.zero_point, signed: self.signed }
+    }
+}
+
+/// The left operand as u8 with its zero point (s8 is shifted by +128, eq. 9).
+fn as_u8(t: &Tensor, p: Affine) -> Result<(std::borrow::Cow<'_, [u8]>, i32), String> {
+    match t.data() {
+        Data::U8(v) if !p.signed => Ok((std::borrow::Cow::Borrowed(v), p.zero_point)),
+        Data::I8(v) if p.signed => Ok((std::borrow::Cow::Owned(v.iter().map(|&x| (x as u8) ^ 0x80).collect()), p.zero_point + 128)),
+        d => Err(format!("input is {} but its parameters say {}", d.dtype(), p.dtype())),
+    }
+}
+
+/// A tensor from 8-bit output bytes.
+fn q_tensor(shape: Vec<usize>, bytes: Vec<u8>, signed: bool) -> Tensor {
+    let data = if signed { Data::I8(bytes.into_iter().map(|b| b as i8).collect()) } else { Data::U8(bytes) };
+    Tensor::from_parts(shape, data)
+}
+
+/// What a lowered op writes: 8-bit with parameters, or f32.
+#[derive(Clone, Copy, Debug)]
+pub enum Output {
+    Quantized(Affine),
+    F32,
+}
+
+impl Output {
+    fn dtype(self) -> DType {
+        match self {
+            Output::Quantized(p) => p.dtype(),
+            Output::F32 => DType::F32,
+        }
+    }
+}
+
+/// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize) -> Tensor {
+    let n = b.n;
+    let mut c = vec![0i32; m * n];
+    gemm_u8s8(m, a, lda, a_zp, b, &mut c, n, threads);
+    let (mut f, mut q) = match out {
+        Output::F32 => (vec![0.0f32; m * n], Vec::new()),
+        Output::Quantized(_) => (Vec::new(), vec![0u8; m * n]),
+    };
+    epilogue(m, n, &c, n, e, &mut f, &mut q);
+    match out {
+        Output::F32 => Tensor::f32(shape, f),
+        Output::Quantized(p) => q_tensor(shape, q, p.signed),
+    }
+}
+
+/// The epilogue for a product of `input` with `weights` (accumulator scale `acc_scale[j]`):
+/// the input's zero-point term `−z·Σ_k w[k][j]` is folded into the i32 bias (eq. 10), so the
+/// GEMM runs with zero point 0; then requantize to `out` or write f32.
+pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
+    let z = input.zero_point + if input.signed { 128 } else { 0 };
+    let bias = bias.unwrap_or_else(|| vec![0; weights.n]);
+    let folded = bias.iter().zip(weights.col_sums()).map(|(b, s)| b - z * s).collect();
+    make_epilogue(acc_scale, Some(folded), out)
+}
+
+/// The epilogue for an accumulator of scale `acc_scale[j]`: requantize to `out` or write f32.
+pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
+    match out {
+        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32 },
+        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type() },
+    }
+}
+
+// ---------------------------------------------------------------- QLinear
+
+/// `x[.., K] · W[K, N] (+ b)` with a u8/s8 activation, packed s8 weights and an i32 bias:
+/// Linear, Gemm and MatMul with constant weights. The epilogue comes from [`weights_epilogue`].
+#[derive(Debug)]
+pub struct QLinear {
+    pub input: Affine,
+    pub weights: PackedB,
+    pub epilogue: Epilogue,
+    pub output: Output,
+}
+
+impl Op for QLinear {
+    fn name(&self) -> &'static str {
+        "QLinear"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let x = required(inputs, 0, "x")?;
+        let mut shape = x.shape.clone();
+        if shape.last() != Some(&self.weights.k) {
+            return Err(format!("input {:?} does not end in K = {}", x.shape, self.weights.k));
+        }
+        *shape.last_mut().unwrap() = self.weights.n;
+        Ok(vec![Fact::new(self.output.dtype(), shape)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        let k = self.weights.k;
+        let m = x.len() / k;
+        let (a, _) = as_u8(x, self.input)?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = self.weights.n;
+        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("{} + {}", gemm_kernel_name(self.weights.isa), epilogue_name(&self.epilogue)))
+    }
+    op_any!();
+}
+
+fn epilogue_name(e: &Epilogue) -> &'static str {
+    match (e.out, e.bias.is_some()) {
+        (OutType::F32, true) => "bias, f32 out",
+        (OutType::F32, false) => "f32 out",
+        (_, true) => "bias, requantize",
+        (_, false) => "requantize",
+    }
+}
+
+// ---------------------------------------------------------------- QMatMul (activation × activation)
+
+/// Batched `a[.., M, K] · b[.., K, N]` with both operands 8-bit activations (Q·Kᵀ and P·V).
+#[derive(Debug)]
+pub struct QMatMul {
+    pub a: Affine,
+    pub b: Affine,
+    pub output: Output,
+    pub isa: Isa,
+}
+
+impl QMatMul {
+    fn dims(&self, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, usize, usize, usize), String> {
+        if a.len() < 2 || b.len() < 2 || a.len() != b.len() || a[..a.len() - 2] != b[..b.len() - 2] {
+            return Err(format!("operands {a:?} and {b:?} must be batched matrices of equal batch shape"));
+        }
+        let (m, k, n) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
+        if b[b.len() - 2] != k {
+            return Err(format!("inner dimensions differ: {a:?} · {b:?}"));
+        }
+        let mut out = a[..a.len() - 2].to_vec();
+        out.extend([m, n]);
+        Ok((out, m, k, n))
+    }
+}
+
+impl Op for QMatMul {
+    fn name(&self) -> &'static str {
+        "QMatMul"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        Ok(vec![Fact::new(self.output.dtype(), self.dims(&a.shape, &b.shape)?.0)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let (at, bt) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        let (shape, m, k, n) = self.dims(at.shape(), bt.shape())?;
+        let batches = at.len() / (m * k).max(1);
+        let (a, a_zp) = as_u8(at, self.a)?;
+        // The right operand is stored s8: u8 codes shift by −128 (eq. 9).
+        let (b, b_zp): (Vec<i8>, i32) = match bt.data() {
+            Data::I8(v) if self.b.signed => (v.clone(), self.b.zero_point),
+            Data::U8(v) if !self.b.signed => (v.iter().map(|&x| (x ^ 0x80) as i8).collect(), self.b.zero_point - 128),
+            d => return Err(format!("B is {} but its parameters say {}", d.dtype(), self.b.dtype())),
+        };
+        let e = make_epilogue(&[self.a.scale * self.b.scale], None, self.output);
+        let one = |i: usize| {
+            let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
+            gemm_out(m, &a[i * m * k..], k, a_zp, &packed, &e, vec![m * n], self.output, 1).into_data()
+        };
+        let parts: Vec<Data> = if ctx.threads > 1 { (0..batches).into_par_iter().map(one).collect() } else { (0..batches).map(one).collect() };
+        let refs: Vec<&Data> = parts.iter().collect();
+        let data = octet_graph::ops::view::concat_data(&refs).unwrap_or_else(|| Data::zeros(self.output.dtype(), 0));
+        Ok(vec![Tensor::from_parts(shape, data)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("{} per batch, right operand packed per call", gemm_kernel_name(self.isa)))
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QConv
+
+/// 2-D convolution (groups = 1) as im2col on 8-bit data (padding with the zero point) and
+/// the u8×s8 GEMM: the patch embedding.
+#[derive(Debug)]
+pub struct QConv {
+    pub input: Affine,
+    pub weights: PackedB,
+    pub epilogue: Epilogue,
+    pub output: Output,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+    pub dilation: [usize; 2],
+}
+
+impl QConv {
+    fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize), String> {
+        let eff = |i: usize| self.dilation[i] * (self.kernel[i] - 1) + 1;
+        let ph = h + self.pad[0] + self.pad[2];
+        let pw = w + self.pad[1] + self.pad[3];
+        if ph < eff(0) || pw < eff(1) {
+            return Err("kernel larger than the padded input".into());
+        }
+        Ok(((ph - eff(0)) / self.stride[0] + 1, (pw - eff(1)) / self.stride[1] + 1))
+    }
+}
+
+impl Op for QConv {
+    fn name(&self) -> &'static str {
+        "QConv"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let x = required(inputs, 0, "X")?;
+        if x.shape.len() != 4 {
+            return Err(format!("X {:?} must be NCHW", x.shape));
+        }
+        let (oh, ow) = self.out_hw(x.shape[2], x.shape[3])?;
+        Ok(vec![Fact::new(self.output.dtype(), vec![x.shape[0], self.weights.n, oh, ow])])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "X")?;
+        let s = x.shape();
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let (oh, ow) = self.out_hw(h, w)?;
+        let (a, zp) = as_u8(x, self.input)?;
+        let kdim = self.weights.k;
+        let pixels = oh * ow;
+        let m_out = self.weights.n;
+        let mut parts = Vec::with_capacity(n);
+        for img in 0..n {
+            let mut col = vec![zp as u8; pixels * kdim];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut col[(oy * ow + ox) * kdim..][..kdim];
+                    for ci in 0..c {
+                        for ky in 0..self.kernel[0] {
+                            let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
+                            if iy < 0 || iy as usize >= h {
+                                continue;
+                            }
+                            let src = &a[((img * c + ci) * h + iy as usize) * w..][..w];
+                            for kx in 0..self.kernel[1] {
+                                let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize - self.pad[1] as isize;
+                                if ix >= 0 && (ix as usize) < w {
+                                    row[(ci * self.kernel[0] + ky) * self.kernel[1] + kx] = src[ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads);
+            let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
+            parts.push(view.copy(&t).into_data());
+        }
+        let refs: Vec<&Data> = parts.iter().collect();
+        let data = octet_graph::ops::view::concat_data(&refs).ok_or("empty batch")?;
+        Ok(vec![Tensor::from_parts(vec![n, m_out, oh, ow], data)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("im2col + {} + {}", gemm_kernel_name(self.weights.isa), epilogue_name(&self.epilogue)))
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QTable
+
+/// An elementwise function of one 8-bit input as a 256-entry table, built by running the float
+/// op on every dequantized code and quantizing the results: equal to the QDQ reference bit for bit.
+#[derive(Debug)]
+pub struct QTable {
+    pub input: Affine,
+    pub output: Affine,
+    pub table: Arc<[u8; 256]>,
+    pub what: String,
+}
+
+impl QTable {
+    /// The table for `f` (an op applied to a 1-D f32 tensor of the 256 dequantized codes).
+    pub fn build(input: Affine, output: Affine, what: String, f: impl Fn(Tensor) -> Result<Tensor, String>) -> Result<QTable, String> {
+        let codes: Vec<i32> = input.codes().collect();
+        let x = Tensor::f32(vec![256], codes.iter().map(|&q| input.dequantize(q)).collect());
+        let y = f(x)?;
+        let y = y.as_f32().ok_or("the op did not give f32")?;
+        let mut table = [0u8; 256];
+        for (i, &q) in codes.iter().enumerate() {
+            table[(q as u8) as usize] = output.quantize(y[i]) as u8;
+        }
+        Ok(QTable { input, output, table: Arc::new(table), what })
+    }
+}
+
+impl Op for QTable {
+    fn name(&self) -> &'static str {
+        "QTable"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        Ok(vec![Fact::new(self.output.dtype(), required(inputs, 0, "x")?.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        let src = bytes(x)?;
+        let mut out = vec![0u8; src.len()];
+        ew::lookup(src, &self.table, &mut out);
+        Ok(vec![q_tensor(x.shape().to_vec(), out, self.output.signed)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("256-entry table ({})", self.what))
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QBinary
+
+/// One operand of a [`QBinary`]: an 8-bit activation or a float constant.
+#[derive(Clone, Debug)]
+pub enum Operand {
+    Quantized(Affine),
+    Float,
+}
+
+/// `q(dq(a) ∘ dq(b))` elementwise with broadcasting, in the reference's f32 operations: the
+/// residual Add, a Mul by a constant vector (LayerScale), an Add of a constant (position table).
+#[derive(Debug)]
+pub struct QBinary {
+    pub kind: BinaryKind,
+    pub operands: [Operand; 2],
+    pub output: Affine,
+}
+
+impl Op for QBinary {
+    fn name(&self) -> &'static str {
+        "QBinary"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        Ok(vec![Fact::new(self.output.dtype(), broadcast_shapes(&[&a.shape, &b.shape])?)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        let o = self.output;
+        let arith = match self.kind {
+            BinaryKind::Add => Arith::Add,
+            BinaryKind::Sub => Arith::Sub,
+            BinaryKind::Mul => Arith::Mul,
+            BinaryKind::Div => Arith::Div,
+            k => return Err(format!("{k:?} is not lowered")),
+        };
+        if let ([Operand::Quantized(pa), Operand::Quantized(pb)], true) = (&self.operands, a.shape() == b.shape()) {
+            let mut out = vec![0u8; a.len()];
+            ew::binary_same_shape(arith, bytes(a)?, pa.q8(), bytes(b)?, pb.q8(), &mut out, o.q8());
+            return Ok(vec![q_tensor(a.shape().to_vec(), out, o.signed)]);
+        }
+        let values = |i: usize, t: &Tensor| -> Result<Vec<f32>, String> {
+            match &self.operands[i] {
+                Operand::Quantized(p) => {
+                    let mut f = vec![0.0f32; t.len()];
+                    ew::dequantize(bytes(t)?, p.q8(), &mut f);
+                    Ok(f)
+                }
+                Operand::Float => t.as_f32().map(|v| v.to_vec()).ok_or_else(|| "float operand expected".to_string()),
+            }
+        };
+        let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
+        let (av, bv) = (values(0, a)?, values(1, b)?);
+        let q = o.q8();
+        let out = match arith {
+            Arith::Add => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x + y)),
+            Arith::Sub => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x - y)),
+            Arith::Mul => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x * y)),
+            Arith::Div => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x / y)),
+        };
+        Ok(vec![q_tensor(shape, out, o.signed)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("dequantize, {:?}, quantize (f32, fused)", self.kind))
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QSoftmax
+
+/// Softmax over the last axis of 8-bit logits: `exp(s·(q − q_max))` from a 256-entry table.
+#[derive(Debug)]
+pub struct QSoftmax {
+    pub input: Affine,
+    pub output: Affine,
+    pub exp: Arc<[f32; 256]>,
+}
+
+impl QSoftmax {
+    pub fn new(input: Affine, output: Affine) -> QSoftmax {
+        QSoftmax { input, output, exp: Arc::new(ew::softmax_table(input.scale)) }
+    }
+}
+
+impl Op for QSoftmax {
+    fn name(&self) -> &'static str {
+        "QSoftmax"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        Ok(vec![Fact::new(self.output.dtype(), required(inputs, 0, "x")?.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        let row = *x.shape().last().ok_or("scalar input")?;
+        let src = bytes(x)?;
+        let mut out = vec![0u8; src.len()];
+        let (pi, po) = (self.input.q8(), self.output.q8());
+        let block = row * 64;
+        if ctx.threads > 1 {
+            src.par_chunks(block).zip(out.par_chunks_mut(block)).for_each(|(s, d)| ew::softmax_rows_q8(s, pi, row, &self.exp, po, d));
+        } else {
+            ew::softmax_rows_q8(src, pi, row, &self.exp, po, &mut out);
+        }
+        Ok(vec![q_tensor(x.shape().to_vec(), out, self.output.signed)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some("exp by 256-entry table on 8-bit logits".into())
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QLayerNorm
+
+/// LayerNorm over the last axis of an 8-bit tensor: exact integer mean and variance of the
+/// codes, normalisation in f32, quantized output.
+#[derive(Debug)]
+pub struct QLayerNorm {
+    pub input: Affine,
+    pub output: Output,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub epsilon: f32,
+}
+
+impl Op for QLayerNorm {
+    fn name(&self) -> &'static str {
+        "QLayerNorm"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        Ok(vec![Fact::new(self.output.dtype(), required(inputs, 0, "x")?.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        let c = self.gamma.len();
+        let src = bytes(x)?;
+        let po = match self.output {
+            Output::Quantized(p) => Some(p.q8()),
+            Output::F32 => None,
+        };
+        let (mut q, mut f) = match po {
+            Some(_) => (vec![0u8; src.len()], Vec::new()),
+            None => (Vec::new(), vec![0.0f32; src.len()]),
+        };
+        let pi = self.input.q8();
+        let rows = src.len() / c.max(1);
+        let block = c * rows.div_ceil(ctx.threads.max(1)).max(1);
+        let run = |s: &[u8], q: &mut [u8], f: &mut [f32]| ew::layer_norm_rows_q8(s, pi, c, &self.gamma, &self.beta, self.epsilon, po, q, f);
+        if ctx.threads > 1 && po.is_some() {
+            src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q, &mut []));
+        } else if ctx.threads > 1 {
+            src.par_chunks(block).zip(f.par_chunks_mut(block)).for_each(|(s, f)| run(s, &mut [], f));
+        } else {
+            run(src, &mut q, &mut f);
+        }
+        let shape = x.shape().to_vec();
+        Ok(vec![match self.output {
+            Output::F32 => Tensor::f32(shape, f),
+            Output::Quantized(o) => q_tensor(shape, q, o.signed),
+        }])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some("integer mean and variance, f32 normalise".into())
+    }
+    op_any!();
+}

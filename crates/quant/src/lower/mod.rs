@@ -1,0 +1,425 @@
+//! Lowering: each QDQ pattern `dq → op → q` with an int8 kernel is replaced by that kernel
+//! (doc/quantization.md, section 7). What no rule matches keeps running in float between its
+//! DequantizeLinear and QuantizeLinear. One rule per pattern:
+//!
+//! - `DQ(x), DQ(W)[, DQ(b)] → MatMul|Gemm [→ Add(b)] → Q`   → QLinear (or f32 out without Q)
+//! - `DQ(x), DQ(W)[, DQ(b)] → Conv → Q`                    → QConv
+//! - `DQ(a), DQ(b) → MatMul → Q`                            → QMatMul (Q·Kᵀ, P·V)
+//! - `DQ(x) → Reshape|Transpose|Split|… → Q` (same params)  → the same op on 8-bit data
+//! - `DQ(x) → unary op | op with a constant scalar → Q`     → QTable (256 entries)
+//! - `DQ(a), DQ(b)|constant → Add|Sub|Mul|Div → Q`          → QBinary
+//! - `DQ(x) → Softmax → Q`                                  → QSoftmax
+//! - `DQ(x) → LayerNormalization [→ Q]`                     → QLayerNorm
+
+pub mod kernels;
+
+use std::sync::Arc;
+
+use octet_graph::ops::elementwise::{Binary, BinaryKind, Unary};
+use octet_graph::ops::nn::{Conv, Gemm, LayerNorm, Softmax};
+use octet_graph::ops::quant::{DequantizeLinear, QuantizeLinear};
+use octet_graph::ops::{lookup, QuantRule};
+use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueId};
+use octet_kernels::i8::PackedB;
+use octet_kernels::Isa;
+
+use kernels::{weights_epilogue, Affine, Operand, Output, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QSoftmax, QTable};
+
+/// The lowering for sessions: int8 kernels of the selected ISA tier.
+pub fn lowering() -> Lowering {
+    Arc::new(|g: &mut TypedGraph| {
+        let isa = Isa::selected().map_err(octet_graph::Error::Input)?;
+        lower(g, isa);
+        Ok(())
+    })
+}
+
+/// Integer parameters of a DequantizeLinear input: codes, scales, zero points, axis.
+struct Dq {
+    input: ValueId,
+    dtype: DType,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+    axis: Option<usize>,
+}
+
+impl Dq {
+    fn affine(&self) -> Option<Affine> {
+        (self.scale.len() == 1 && matches!(self.dtype, DType::U8 | DType::I8)).then(|| Affine { scale: self.scale[0], zero_point: self.zero_point[0], signed: self.dtype == DType::I8 })
+    }
+}
+
+struct M<'a> {
+    g: &'a TypedGraph,
+}
+
+impl<'a> M<'a> {
+    fn producer(&self, v: ValueId) -> Option<(usize, &'a Node)> {
+        self.g.producer(v).map(|i| (i, &self.g.nodes[i]))
+    }
+
+    fn readers(&self, v: ValueId) -> Vec<usize> {
+        self.g.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect()
+    }
+
+    /// The contents of a constant, or of a DequantizeLinear of constants (deferred at planning).
+    fn constant(&self, v: ValueId) -> Option<Tensor> {
+        if let Some(t) = &self.g.fact(v).value {
+            return Some((**t).clone());
+        }
+        let (_, n) = self.producer(v)?;
+        n.op.downcast::<DequantizeLinear>()?;
+        let ins: Vec<Option<Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| self.g.fact(v).value.as_deref().cloned())).collect();
+        if n.inputs.iter().zip(&ins).any(|(i, t)| i.is_some() && t.is_none()) {
+            return None;
+        }
+        let refs: Vec<Option<&Tensor>> = ins.iter().map(Option::as_ref).collect();
+        n.op.eval(&refs, &EvalCtx::default()).ok()?.into_iter().next()
+    }
+
+    fn float_constant(&self, v: ValueId) -> Option<Vec<f32>> {
+        self.constant(v).filter(|t| t.dtype() == DType::F32).map(|t| t.as_f32().unwrap().to_vec())
+    }
+
+    /// `v` as the output of a DequantizeLinear with constant parameters.
+    fn dq(&self, v: ValueId) -> Option<Dq> {
+        let (_, n) = self.producer(v)?;
+        let op = n.op.downcast::<DequantizeLinear>()?;
+        let input = n.inputs[0]?;
+        let scale = self.g.fact(n.inputs.get(1).copied().flatten()?).value.as_ref()?.to_f64_vec();
+        let zp = match n.inputs.get(2).copied().flatten() {
+            Some(z) => self.g.fact(z).value.as_ref()?.to_i64_vec()?,
+            None => vec![0; scale.len()],
+        };
+        let rank = self.g.fact(input).shape.len() as i64;
+        let axis = (scale.len() > 1).then(|| if op.axis < 0 { op.axis + rank } else { op.axis } as usize);
+        Some(Dq {
+            input,
+            dtype: self.g.fact(input).dtype,
+            scale: scale.iter().map(|&s| s as f32).collect(),
+            zero_point: zp.iter().map(|&z| z as i32).collect(),
+            axis,
+        })
+    }
+
+    /// An activation input: a per-tensor 8-bit DequantizeLinear of a non-constant value.
+    fn dq_activation(&self, v: ValueId) -> Option<(ValueId, Affine)> {
+        let d = self.dq(v)?;
+        if self.g.fact(d.input).is_constant() {
+            return None;
+        }
+        Some((d.input, d.affine()?))
+    }
+
+    /// The single QuantizeLinear that reads `v` (and nothing else does), with its parameters.
+    fn q_reader(&self, v: ValueId) -> Option<(usize, Affine)> {
+        if self.g.outputs.contains(&v) {
+            return None;
+        }
+        let [r] = self.readers(v)[..] else { return None };
+        let n = &self.g.nodes[r];
+        n.op.downcast::<QuantizeLinear>()?;
+        let scale = self.g.fact(n.inputs.get(1).copied().flatten()?).const_scalar()? as f32;
+        let (zp, signed) = match n.inputs.get(2).copied().flatten() {
+            Some(z) => (self.g.fact(z).const_scalar()? as i32, self.g.fact(z).dtype == DType::I8),
+            None => (0, self.g.fact(n.outputs[0]).dtype == DType::I8),
+        };
+        matches!(self.g.fact(n.outputs[0]).dtype, DType::U8 | DType::I8).then_some((r, Affine { scale, zero_point: zp, signed }))
+    }
+}
+
+/// A replacement: node `at` becomes `node`; `removed` (later) nodes are deleted.
+struct Rewrite {
+    at: usize,
+    node: Node,
+    removed: Vec<usize>,
+}
+
+fn new_node(name: &str, op: impl Op, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Node {
+    Node { name: name.to_string(), op: Arc::new(op), inputs: inputs.into_iter().map(Some).collect(), outputs, fused: vec![] }
+}
+
+/// The output side of a pattern ending at value `end` (produced by node `end_node`): quantized
+/// when a lone QuantizeLinear reads it, else f32 in place.
+fn output_of(m: &M, end: ValueId) -> (Output, Vec<ValueId>, Vec<usize>) {
+    match m.q_reader(end) {
+        Some((q, p)) => (Output::Quantized(p), m.g.nodes[q].outputs.clone(), vec![q]),
+        None => (Output::F32, vec![end], vec![]),
+    }
+}
+
+/// An i32 bias for accumulators of scale `acc[j]` from a bias value (int32 DQ or float).
+fn bias_codes(m: &M, v: ValueId, acc: &[f32], n: usize) -> Option<Vec<i32>> {
+    let real = m.constant(v)?;
+    let real = real.as_f32()?;
+    if real.len() != n {
+        return None;
+    }
+    Some((0..n).map(|j| (real[j] / acc[if acc.len() == 1 { 0 } else { j }]).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32) as i32).collect())
+}
+
+/// Weights `W[k][j]` as s8 with zero point 0, per column scales (`transposed`: stored `[N, K]`).
+fn weights(m: &M, v: ValueId, transposed: bool, isa: Isa) -> Option<(PackedB, Vec<f32>)> {
+    let d = m.dq(v)?;
+    let codes = m.g.fact(d.input).value.as_ref()?;
+    let shape = codes.shape();
+    if shape.len() != 2 || codes.dtype() != DType::I8 || d.zero_point.iter().any(|&z| z != 0) {
+        return None;
+    }
+    let (k, n) = if transposed { (shape[1], shape[0]) } else { (shape[0], shape[1]) };
+    let col_axis = if transposed { 0 } else { 1 };
+    if d.axis.is_some_and(|a| a != col_axis) {
+        return None;
+    }
+    let Some(octet_graph::Data::I8(w)) = Some(codes.data().clone()) else { return None };
+    let packed = if transposed { PackedB::from_cols(isa, k, n, 0, &w, k) } else { PackedB::from_rows(isa, k, n, 0, &w, n) };
+    Some((packed, d.scale))
+}
+
+fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let (a, w, transposed, mut bias, mut end) = match t.op.name() {
+        "MatMul" => (t.inputs[0]?, t.inputs[1]?, false, None, t.outputs[0]),
+        "Gemm" => {
+            let g = t.op.downcast::<Gemm>()?;
+            if g.trans_a || g.alpha != 1.0 || (t.inputs.get(2).copied().flatten().is_some() && g.beta != 1.0) {
+                return None;
+            }
+            (t.inputs[0]?, t.inputs[1]?, g.trans_b, t.inputs.get(2).copied().flatten(), t.outputs[0])
+        }
+        _ => return None,
+    };
+    let (x, xp) = m.dq_activation(a)?;
+    let (packed, ws) = weights(m, w, transposed, isa)?;
+    if m.g.fact(a).shape.last() != Some(&packed.k) {
+        return None;
+    }
+    let n = packed.n;
+    let acc: Vec<f32> = ws.iter().map(|s| s * xp.scale).collect();
+    let mut bias_add = None;
+    if bias.is_none() && t.op.name() == "MatMul" {
+        if let [r] = m.readers(end)[..] {
+            let add = &m.g.nodes[r];
+            if add.op.downcast::<Binary>().is_some_and(|b| b.0 == BinaryKind::Add) && !m.g.outputs.contains(&end) {
+                let other = add.inputs.iter().flatten().copied().find(|&v| v != end)?;
+                if m.constant(other).is_some_and(|c| c.len() == n && c.shape().last() == Some(&n)) {
+                    bias = Some(other);
+                    end = add.outputs[0];
+                    bias_add = Some(r);
+                }
+            }
+        }
+    }
+    let bias = match bias {
+        Some(b) => Some(bias_codes(m, b, &acc, n)?),
+        None => None,
+    };
+    let (output, outputs, mut removed) = output_of(m, end);
+    removed.extend(bias_add);
+    let epilogue = weights_epilogue(xp, &packed, &acc, bias, output);
+    let node = new_node(&t.name, QLinear { input: xp, weights: packed, epilogue, output }, vec![x], outputs);
+    Some(Rewrite { at, node, removed })
+}
+
+fn conv(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let c = t.op.downcast::<Conv>()?;
+    if c.group != 1 || !matches!(c.auto_pad.as_str(), "NOTSET" | "VALID" | "") {
+        return None;
+    }
+    let (x, xp) = m.dq_activation(t.inputs[0]?)?;
+    let d = m.dq(t.inputs[1]?)?;
+    let wt = m.g.fact(d.input).value.as_ref()?;
+    let ws = wt.shape().to_vec();
+    if ws.len() != 4 || wt.dtype() != DType::I8 || d.zero_point.iter().any(|&z| z != 0) || d.axis.is_some_and(|a| a != 0) {
+        return None;
+    }
+    let (m_out, kdim) = (ws[0], ws[1] * ws[2] * ws[3]);
+    let octet_graph::Data::I8(w) = wt.data() else { return None };
+    let packed = PackedB::from_cols(isa, kdim, m_out, 0, w, kdim);
+    let acc: Vec<f32> = d.scale.iter().map(|s| s * xp.scale).collect();
+    let bias = match t.inputs.get(2).copied().flatten() {
+        Some(b) => Some(bias_codes(m, b, &acc, m_out)?),
+        None => None,
+    };
+    let get = |v: &Option<Vec<i64>>, i: usize, dflt: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(dflt) as usize;
+    let pads = if c.auto_pad == "VALID" { [0; 4] } else { [get(&c.pads, 0, 0), get(&c.pads, 1, 0), get(&c.pads, 2, 0), get(&c.pads, 3, 0)] };
+    let (output, outputs, removed) = output_of(m, t.outputs[0]);
+    let op = QConv {
+        input: xp,
+        epilogue: weights_epilogue(xp, &packed, &acc, bias, output),
+        weights: packed,
+        output,
+        kernel: [ws[2], ws[3]],
+        stride: [get(&c.strides, 0, 1), get(&c.strides, 1, 1)],
+        pad: pads,
+        dilation: [get(&c.dilations, 0, 1), get(&c.dilations, 1, 1)],
+    };
+    Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
+}
+
+fn matmul_activations(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    if t.op.name() != "MatMul" {
+        return None;
+    }
+    let (a, ap) = m.dq_activation(t.inputs[0]?)?;
+    let (b, bp) = m.dq_activation(t.inputs[1]?)?;
+    let (sa, sb) = (&m.g.fact(a).shape, &m.g.fact(b).shape);
+    if sa.len() < 2 || sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
+        return None;
+    }
+    let (output, outputs, removed) = output_of(m, t.outputs[0]);
+    Some(Rewrite { at, node: new_node(&t.name, QMatMul { a: ap, b: bp, output, isa }, vec![a, b], outputs), removed })
+}
+
+/// Data-movement ops on 8-bit data when every output is requantized with the input's parameters.
+fn moves_data(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    if lookup(t.op.name())?.quant != QuantRule::SharesInput || t.op.name() == "Concat" {
+        return None;
+    }
+    let (x, xp) = m.dq_activation(t.inputs[0]?)?;
+    if t.inputs[1..].iter().flatten().any(|&v| !m.g.fact(v).is_constant()) {
+        return None;
+    }
+    let mut outputs = Vec::new();
+    let mut removed = Vec::new();
+    for &o in &t.outputs {
+        let (q, p) = m.q_reader(o)?;
+        if p != xp {
+            return None;
+        }
+        outputs.push(m.g.nodes[q].outputs[0]);
+        removed.push(q);
+    }
+    let mut inputs = t.inputs.clone();
+    inputs[0] = Some(x);
+    Some(Rewrite { at, node: Node { name: t.name.clone(), op: t.op.clone(), inputs, outputs, fused: vec![] }, removed })
+}
+
+/// Elementwise ops of one activation (unary, or with constant scalars) as a table.
+fn table(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let unary = t.op.downcast::<Unary>().is_some();
+    let scalar_binary = t.op.downcast::<Binary>().is_some_and(|b| b.0 != BinaryKind::Equal);
+    if !unary && !scalar_binary {
+        return None;
+    }
+    let mut act = None;
+    let mut consts: Vec<Option<Tensor>> = Vec::new();
+    for (slot, v) in t.inputs.iter().enumerate() {
+        let v = (*v)?;
+        match m.constant(v) {
+            Some(c) if c.len() == 1 && c.dtype() == DType::F32 => consts.push(Some(c)),
+            Some(_) => return None,
+            None => {
+                if act.is_some() {
+                    return None;
+                }
+                act = Some((slot, m.dq_activation(v)?));
+                consts.push(None);
+            }
+        }
+    }
+    let (slot, (x, xp)) = act?;
+    let (q, op_) = m.q_reader(t.outputs[0])?;
+    let op = t.op.clone();
+    let what = if t.fused.is_empty() { t.op.name().to_string() } else { format!("{}, fused", t.op.name()) };
+    let table = QTable::build(xp, op_, what, |x| {
+        let ins: Vec<Option<&Tensor>> = consts.iter().enumerate().map(|(i, c)| if i == slot { Some(&x) } else { c.as_ref() }).collect();
+        op.eval(&ins, &EvalCtx::default()).map(|mut o| o.remove(0))
+    })
+    .ok()?;
+    Some(Rewrite { at, node: new_node(&t.name, table, vec![x], m.g.nodes[q].outputs.clone()), removed: vec![q] })
+}
+
+fn binary(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let kind = t.op.downcast::<Binary>()?.0;
+    if !matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div) {
+        return None;
+    }
+    let mut inputs = Vec::new();
+    let mut operands = Vec::new();
+    for v in &t.inputs {
+        let v = (*v)?;
+        if let Some((x, p)) = m.dq_activation(v) {
+            inputs.push(x);
+            operands.push(Operand::Quantized(p));
+        } else {
+            m.g.fact(v).value.as_ref().filter(|c| c.dtype() == DType::F32)?;
+            inputs.push(v);
+            operands.push(Operand::Float);
+        }
+    }
+    if !operands.iter().any(|o| matches!(o, Operand::Quantized(_))) {
+        return None;
+    }
+    let (q, output) = m.q_reader(t.outputs[0])?;
+    let op = QBinary { kind, operands: [operands[0].clone(), operands[1].clone()], output };
+    Some(Rewrite { at, node: new_node(&t.name, op, inputs, m.g.nodes[q].outputs.clone()), removed: vec![q] })
+}
+
+fn softmax(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let s = t.op.downcast::<Softmax>()?;
+    let rank = m.g.fact(t.outputs[0]).shape.len() as i64;
+    if !(s.axis == -1 || s.axis == rank - 1) {
+        return None;
+    }
+    let (x, xp) = m.dq_activation(t.inputs[0]?)?;
+    let (q, output) = m.q_reader(t.outputs[0])?;
+    Some(Rewrite { at, node: new_node(&t.name, QSoftmax::new(xp, output), vec![x], m.g.nodes[q].outputs.clone()), removed: vec![q] })
+}
+
+fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let ln = t.op.downcast::<LayerNorm>()?;
+    let shape = &m.g.fact(t.outputs[0]).shape;
+    if ln.stats || !(ln.axis == -1 || ln.axis == shape.len() as i64 - 1) {
+        return None;
+    }
+    let c = *shape.last()?;
+    let (x, xp) = m.dq_activation(t.inputs[0]?)?;
+    let vec_of = |slot: usize, dflt: f32| -> Option<Vec<f32>> {
+        match t.inputs.get(slot).copied().flatten() {
+            None => Some(vec![dflt; c]),
+            Some(v) => m.float_constant(v).filter(|g| g.len() == c),
+        }
+    };
+    let (gamma, beta) = (vec_of(1, 1.0)?, vec_of(2, 0.0)?);
+    let (output, outputs, removed) = output_of(m, t.outputs[0]);
+    let op = QLayerNorm { input: xp, output, gamma, beta, epsilon: ln.epsilon };
+    Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
+}
+
+/// Applies every rule at every node, in order.
+pub fn lower(g: &mut TypedGraph, isa: Isa) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let rewrite = {
+            let m = M { g };
+            linear(&m, i, isa)
+                .or_else(|| conv(&m, i, isa))
+                .or_else(|| matmul_activations(&m, i, isa))
+                .or_else(|| moves_data(&m, i))
+                .or_else(|| table(&m, i))
+                .or_else(|| binary(&m, i))
+                .or_else(|| softmax(&m, i))
+                .or_else(|| layer_norm(&m, i))
+        };
+        if let Some(r) = rewrite {
+            let removed_names: Vec<String> = r.removed.iter().map(|&q| g.nodes[q].name.clone()).collect();
+            g.replace_node(r.at, r.node);
+            g.nodes[r.at].fused.extend(removed_names);
+            let mut k = 0;
+            g.nodes.retain(|_| {
+                k += 1;
+                !r.removed.contains(&(k - 1))
+            });
+        }
+        i += 1;
+    }
+    g.remove_dead_nodes();
+}
