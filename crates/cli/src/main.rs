@@ -193,7 +193,7 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eout!("error: {e:#}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
