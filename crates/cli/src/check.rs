@@ -47,6 +47,8 @@ pub struct Report {
     pub batch: usize,
     pub nodes: Vec<NodeReport>,
     pub counts: BTreeMap<Status, usize>,
+    /// The int8 kernel tier in use.
+    pub isa: String,
     /// Op types running quantized, with counts (planned ops, e.g. one Gelu for a fused pattern).
     pub quantized_ops: BTreeMap<String, usize>,
 }
@@ -125,6 +127,17 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
     let shapes: Vec<Vec<usize>> =
         g.inputs.iter().map(|i| i.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { batch }).collect()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
+    let isa = octet_kernels::Isa::selected().map_err(anyhow::Error::msg)?;
+    let input_facts: Vec<octet_graph::Fact> = g.inputs.iter().zip(&shapes).map(|(i, s)| octet_graph::Fact::new(i.dtype, s.clone())).collect();
+    let lowered = TypedGraph::specialize_facts(g, &input_facts, Some(&octet_quant::lower::lowering()))?;
+    let mut kernel_of: HashMap<&str, (&str, String)> = HashMap::new();
+    for l in &lowered.nodes {
+        if let Some(k) = l.op.kernel() {
+            for member in std::iter::once(&l.name).chain(&l.fused) {
+                kernel_of.insert(member, (l.name.as_str(), k.clone()));
+            }
+        }
+    }
     let q = Qdq::new(g);
     let planned: HashMap<&str, &Node> = typed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let constant = |v: usize| typed.facts.get(v).and_then(|f| f.as_ref()).is_some_and(|f| f.is_constant());
@@ -154,14 +167,21 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             output_shape: out_shape.clone(),
             why,
         };
-        let r = if let Some(p) = planned.get(n.name.as_str()) {
+        let r = if let Some((anchor, kernel)) = kernel_of.get(n.name.as_str()) {
+            let why = int8.get(n.name.as_str()).copied().unwrap_or("an int8 pattern");
+            if *anchor == n.name {
+                report(Status::Int8, Some(n.name.clone()), kernel.clone(), "int8 kernel", format!("{why}: lowered to an int8 kernel"))
+            } else {
+                report(Status::Fused, Some(anchor.to_string()), "-".into(), "-", format!("absorbed into the int8 kernel of '{anchor}'"))
+            }
+        } else if let Some(p) = planned.get(n.name.as_str()) {
             let def = ops::lookup(p.op.name()).expect("planned ops come from the registry");
             let kernel = format!("{}: {}", p.op.name(), def.float_kernel);
             let fused = if p.op.name() != n.op.name() { format!("; matched a pattern that runs as one {}", p.op.name()) } else { String::new() };
             if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
                 report(Status::Qdq, Some(n.name.clone()), kernel, "-", "quantization boundary of an activation".into())
             } else if let Some(why) = int8.get(n.name.as_str()) {
-                report(Status::Int8, Some(n.name.clone()), kernel, def.int8.describe(), format!("{why}{fused}"))
+                report(Status::Int8, Some(n.name.clone()), kernel, "float between dq and q", format!("{why}{fused}; no int8 kernel matched"))
             } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
                 report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
             } else {
@@ -198,6 +218,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
         batch,
         nodes,
         counts,
+        isa: isa.name().to_string(),
         quantized_ops,
     })
 }
@@ -206,14 +227,15 @@ impl Report {
     /// The human-readable form.
     pub fn text(&self, all: bool) -> String {
         let mut s = format!(
-            "{}: opset {} (supported {}–{}), produced by {}\ninputs: {} (symbolic dims checked at {})\n\n",
+            "{}: opset {} (supported {}–{}), produced by {}\ninputs: {} (symbolic dims checked at {})\nint8 kernels: {} tier (OCTET_ISA=scalar|avx2|avx512vnni forces another)\n\n",
             self.model,
             self.opset,
             OPSETS.0,
             OPSETS.1,
             if self.producer.is_empty() { "unknown" } else { &self.producer },
             self.inputs.join("; "),
-            self.batch
+            self.batch,
+            self.isa
         );
         let shown: Vec<&NodeReport> = self.nodes.iter().filter(|n| all || matches!(n.status, Status::Float | Status::Int8) && n.runs_as.as_deref() == Some(&n.name)).collect();
         let w0 = shown.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);

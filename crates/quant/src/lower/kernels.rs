@@ -567,3 +567,29 @@ impl Op for QLayerNorm {
     }
     op_any!();
 }
+
+// ---------------------------------------------------------------- data movement on 8-bit data
+
+/// A data-movement op (Reshape, Transpose, Split, …) applied to 8-bit codes, whose output keeps
+/// the input's parameters: no arithmetic, bit-exact.
+#[derive(Debug)]
+pub struct QMove(pub Arc<dyn Op>);
+
+impl Op for QMove {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        self.0.infer(inputs)
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        self.0.eval(inputs, ctx)
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("{} on 8-bit data", self.0.name()))
+    }
+    op_any!();
+}

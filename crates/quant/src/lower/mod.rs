@@ -23,7 +23,7 @@ use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueI
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
-use kernels::{weights_epilogue, Affine, Operand, Output, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QSoftmax, QTable};
+use kernels::{weights_epilogue, Affine, Operand, Output, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable};
 
 /// The lowering for sessions: int8 kernels of the selected ISA tier.
 pub fn lowering() -> Lowering {
@@ -295,7 +295,7 @@ fn moves_data(m: &M, at: usize) -> Option<Rewrite> {
     }
     let mut inputs = t.inputs.clone();
     inputs[0] = Some(x);
-    Some(Rewrite { at, node: Node { name: t.name.clone(), op: t.op.clone(), inputs, outputs, fused: vec![] }, removed })
+    Some(Rewrite { at, node: Node { name: t.name.clone(), op: Arc::new(QMove(t.op.clone())), inputs, outputs, fused: vec![] }, removed })
 }
 
 /// Elementwise ops of one activation (unary, or with constant scalars) as a table.

@@ -1,0 +1,202 @@
+//! The int8 engine: every lowered kernel against its `dq → float op → q` reference (fed the
+//! reference's own inputs), on every ISA tier this machine has; whole models against the QDQ
+//! reference; identical bits across tiers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use octet_cli::npy;
+use octet_graph::{Hooks, Session, Tensor, ValueId};
+use octet_kernels::Isa;
+
+fn octet(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(args).envs(env.iter().copied()).output().expect("run octet");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "octet {args:?} panicked:\n{stderr}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    common::root().join("tests/fixtures").join(name)
+}
+
+/// Quantizes a fixture (calibrating on its own input) into the temp folder, once per process.
+fn qdq(name: &str, preset: &str) -> PathBuf {
+    static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let out = std::env::temp_dir().join(format!("octet-int8-{}-{name}-{preset}.onnx", std::process::id()));
+    let mut done = DONE.lock().unwrap();
+    if !done.contains(&out) {
+        let model = fixture(name).join("model.onnx");
+        let input = fixture(name).join("input.npy");
+        let (ok, _, err) = octet(&["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset", preset], &[]);
+        assert!(ok, "quantize {name} {preset}: {err}");
+        done.push(out.clone());
+    }
+    out
+}
+
+/// Every value a run computes.
+#[derive(Default)]
+struct Record(HashMap<ValueId, Tensor>);
+
+impl Hooks for Record {
+    fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
+        self.0.insert(v, t.clone());
+        Ok(())
+    }
+}
+
+fn int8_session(model: &Path, isa: Isa) -> Session {
+    let m = octet_onnx::load(model).unwrap();
+    let lowering: octet_graph::Lowering = Arc::new(move |g| {
+        octet_quant::lower::lower(g, isa);
+        Ok(())
+    });
+    Session::with_lowering(m.graph, 1, lowering).unwrap()
+}
+
+fn reference_session(model: &Path) -> Session {
+    Session::new(octet_onnx::load(model).unwrap().graph, 1).unwrap()
+}
+
+fn tiers() -> Vec<Isa> {
+    let t: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
+    println!("ISA tiers on this machine: {:?}", t.iter().map(|i| i.name()).collect::<Vec<_>>());
+    t
+}
+
+/// Largest difference in integer codes, or in units of `max |ref|` for f32.
+fn code_diff(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape());
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let d = g.iter().zip(&w).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    if got.dtype().is_float() {
+        d / w.iter().fold(1e-12f64, |m, v| m.max(v.abs()))
+    } else {
+        d
+    }
+}
+
+#[test]
+fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
+    let mut seen: HashMap<String, (usize, f64)> = HashMap::new();
+    for (name, preset) in [
+        ("seed_attention_ts", "full-int8"),
+        ("seed_attention_ts", "int8-gemm"),
+        ("vit_ts", "full-int8"),
+        ("vit_ts", "int8-gemm"),
+        ("dinov2_ts", "full-int8"),
+        ("bert_like_dynamo", "full-int8"),
+        ("vit_opset16_ts", "full-int8"),
+    ] {
+        let model = qdq(name, preset);
+        let input = npy::read(&fixture(name).join("input.npy")).unwrap();
+        let mut reference = Record::default();
+        reference_session(&model).run_hooked(vec![input.clone()], &mut reference).unwrap();
+        for isa in tiers() {
+            let session = int8_session(&model, isa);
+            let plan = session.plan(std::slice::from_ref(&input)).unwrap();
+            let g = &plan.graph;
+            for node in g.nodes.iter().filter(|n| n.op.kernel().is_some()) {
+                let ins: Vec<Option<Tensor>> = node
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| g.fact(v).value.as_deref().cloned().or_else(|| reference.0.get(&v).cloned()).expect("input known")))
+                    .collect();
+                let refs: Vec<Option<&Tensor>> = ins.iter().map(Option::as_ref).collect();
+                let outs = node.op.eval(&refs, &octet_graph::EvalCtx { threads: 1 }).unwrap();
+                for (o, &v) in outs.iter().zip(&node.outputs) {
+                    let want = &reference.0[&v];
+                    let d = code_diff(o, want);
+                    let exact = matches!(node.op.name(), "QTable" | "QBinary") || node.op.kernel().unwrap().ends_with("on 8-bit data");
+                    let bound = if exact { 0.0 } else if o.dtype().is_float() { 1e-3 } else { 1.0 };
+                    assert!(d <= bound, "{name} {preset} {}: {} ({}) differs from its reference by {d} (bound {bound})", isa.name(), node.name, node.op.kernel().unwrap());
+                    let e = seen.entry(node.op.name().to_string()).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(d);
+                }
+            }
+        }
+    }
+    let mut kinds: Vec<_> = seen.iter().collect();
+    kinds.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, (n, d)) in &kinds {
+        println!("{k:<20} {n:>4} node checks, largest difference {d}");
+    }
+    for k in ["QLinear", "QConv", "QMatMul", "QSoftmax", "QLayerNorm", "QBinary", "QTable", "Transpose", "Reshape"] {
+        assert!(seen.contains_key(k), "no {k} was lowered in the fixtures");
+    }
+}
+
+fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+}
+
+fn top1(t: &Tensor) -> Vec<usize> {
+    let n = t.shape()[0];
+    let v = t.to_f64_vec();
+    let per = v.len() / n;
+    (0..n).map(|i| (0..per).max_by(|&a, &b| v[i * per + a].total_cmp(&v[i * per + b])).unwrap()).collect()
+}
+
+#[test]
+fn fixtures_in_int8_agree_with_the_qdq_reference_and_across_tiers() {
+    let mut models: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    for name in ["vit_ts", "vit_dynamo", "deit_distilled_ts", "dinov2_ts", "vit_opset16_ts", "seed_attention_ts", "bert_like_dynamo"] {
+        for preset in ["int8-gemm", "full-int8"] {
+            models.push((format!("{name} {preset}"), qdq(name, preset), fixture(name).join("input.npy")));
+        }
+    }
+    for peer in ["seed_attention_ts_ort_u8s8", "seed_attention_ts_ort_s8s8", "seed_attention_ts_nncf", "vit_ts_ort_u8s8", "vit_ts_nncf"] {
+        let d = common::root().join("tests/fixtures/peer_qdq").join(peer);
+        models.push((peer.to_string(), d.join("model.onnx"), d.join("input.npy")));
+    }
+    for (label, model, input) in models {
+        let x = npy::read(&input).unwrap();
+        let want = reference_session(&model).run(vec![x.clone()]).unwrap().remove(0);
+        let mut first: Option<Tensor> = None;
+        for isa in tiers() {
+            let got = int8_session(&model, isa).run(vec![x.clone()]).unwrap().remove(0);
+            let c = cosine(&got, &want);
+            if isa == Isa::Scalar {
+                println!("{label}: int8 vs QDQ reference cosine {c:.6}, top-1 {}", if top1(&got) == top1(&want) { "equal" } else { "DIFFERENT" });
+            }
+            assert!(c >= 0.999, "{label} {}: cosine {c}", isa.name());
+            if got.rank() == 2 {
+                assert_eq!(top1(&got), top1(&want), "{label} {}: top-1 differs", isa.name());
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(f == &got, "{label}: {} gives other bits than scalar", isa.name()),
+            }
+        }
+    }
+}
+
+#[test]
+fn isa_can_be_forced_and_an_unavailable_tier_is_a_clear_error() {
+    let model = qdq("seed_attention_ts", "full-int8");
+    let m = model.to_str().unwrap();
+    for isa in tiers() {
+        let (ok, out, err) = octet(&["check", m, "--json"], &[("OCTET_ISA", isa.name())]);
+        assert!(ok, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["isa"], isa.name());
+        let kernels: Vec<&str> = r["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "int8").map(|n| n["kernel"].as_str().unwrap()).collect();
+        assert!(kernels.iter().any(|k| k.contains(&format!("{}_gemm_u8s8", isa.name()))), "{kernels:?}");
+    }
+    let (ok, _, err) = octet(&["check", m], &[("OCTET_ISA", "amx")]);
+    assert!(!ok && err.contains("OCTET_ISA=amx") && err.contains("scalar, avx2, avx512vnni"), "{err}");
+    let (ok, _, err) = octet(&["run", m, "-i", fixture("seed_attention_ts").join("input.npy").to_str().unwrap(), "-o", "/dev/null"], &[("OCTET_ISA", "sse9")]);
+    assert!(!ok && err.contains("OCTET_ISA=sse9"), "{err}");
+    if !Isa::Avx512Vnni.available() {
+        let (ok, _, err) = octet(&["check", m], &[("OCTET_ISA", "avx512vnni")]);
+        assert!(!ok && err.contains("does not support"), "{err}");
+    }
+}
