@@ -48,9 +48,11 @@ sha256 of the binary, so a rebuilt octet requantizes); --refresh rebuilds them.
 Ratios below 1 mean octet is faster.
 """
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -136,7 +138,7 @@ def versions(octet):
         except Exception as e:  # noqa: BLE001
             v[mod] = f"not available ({type(e).__name__}: {e})"
     try:
-        v["octet"] = run_octet(octet, ["--version"]).strip()
+        v["octet"] = run_octet(octet, ["--version"]).strip().removeprefix("octet ")
     except Exception as e:  # noqa: BLE001
         v["octet"] = f"not available ({e})"
     return v
@@ -254,7 +256,8 @@ class OvRunner:
 
     def exec_precision(self):
         import openvino.properties.hint as hints
-        return str(self.compiled.get_property(hints.inference_precision()))
+        t = self.compiled.get_property(hints.inference_precision())
+        return t.get_type_name() if hasattr(t, "get_type_name") else str(t)
 
     def __call__(self, x):
         return self.req.infer({0: x}, share_inputs=True)[self.out]
@@ -340,7 +343,28 @@ def cached(model, engine, settings, out_name, build, refresh):
     with open(os.path.join(tmp, "settings.json"), "w") as f:
         json.dump({**settings, "build_seconds": dt}, f, indent=2)
     os.replace(tmp, d)
+    prune_stale(d, engine, settings)
     return out, dt
+
+
+VERSION_KEYS = {"octet_sha256", "onnxruntime", "openvino", "nncf", "build_seconds"}
+
+
+def prune_stale(keep, engine, settings):
+    """Removes cache entries of the same engine and settings made by another tool version (a rebuilt octet)."""
+    same = {k: v for k, v in settings.items() if k not in VERSION_KEYS}
+    parent = os.path.dirname(keep)
+    for name in os.listdir(parent):
+        d = os.path.join(parent, name)
+        if d == keep or not name.startswith(engine + "-") or name.endswith(".tmp"):
+            continue
+        try:
+            with open(os.path.join(d, "settings.json")) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if {k: v for k, v in old.items() if k not in VERSION_KEYS} == same:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def source_id(path):
@@ -370,7 +394,13 @@ def prepare_ort(args, model, src, calib, calib_path):
         import make_peer_qdq as mpq  # same settings as the fixtures' ort_u8s8 variant
 
         samples = [calib[i:i + 1] for i in range(len(calib))]
-        meta = mpq.quantize_ort(src, os.path.join(d, "model.onnx"), "ort_u8s8", samples, _Path(d))
+        # quantize_static warns once per LayerNorm weight that per-channel falls back to per-tensor (expected)
+        root_level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+        try:
+            meta = mpq.quantize_ort(src, os.path.join(d, "model.onnx"), "ort_u8s8", samples, _Path(d))
+        finally:
+            logging.getLogger().setLevel(root_level)
         os.remove(os.path.join(d, "pre.onnx"))
         if meta["quant_pre_process"] != "ok":
             log(f"  note: quant_pre_process: {meta['quant_pre_process']}")
@@ -396,8 +426,9 @@ def prepare_ov(args, model, src, calib, calib_path, int8):
         if int8:
             import nncf
             samples = [calib[i:i + 1] for i in range(len(calib))]
-            m = nncf.quantize(m, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(samples))
+            with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: keep stdout for the results
+                m = nncf.quantize(m, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(samples))
         ov.save_model(m, os.path.join(d, "model.xml"), compress_to_fp16=False)
 
     return cached(model, "ov-int8" if int8 else "ov-fp32", settings, "model.xml", build, args.refresh)
@@ -581,7 +612,7 @@ def main():
     flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in cpu["flags"].items())
     print(f"cpu: {cpu['model_name']} ({cpu['cores']} logical cores)")
     print(f"cpu flags: {flags}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    print("versions: " + ", ".join(f"{k} {v.split('-')[0] if k == 'openvino' else v}" for k, v in vers.items()))
     print(f"settings: rounds {args.rounds}, iters {args.iters}, warmup {args.warmup}, calib {args.calib_n} random-normal "
           f"samples (seed {args.calib_seed}), OpenVINO precision hint {args.ov_precision}", flush=True)
 
