@@ -4,9 +4,9 @@
 /// auto-vectorised for its ISA. No copy contracts `a * b + c` into a fused multiply-add, so every
 /// copy returns the same bits.
 macro_rules! simd_dispatch {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn body($($arg: $ty),*) $body
 

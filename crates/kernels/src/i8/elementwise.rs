@@ -15,13 +15,11 @@ pub struct Q8 {
 }
 
 impl Q8 {
+    /// The code a stored byte holds. Branch-free: s8 is `(b ^ 0x80) − 128`.
     #[inline(always)]
     pub fn code(self, b: u8) -> i32 {
-        if self.signed {
-            b as i8 as i32
-        } else {
-            b as i32
-        }
+        let flip = (self.signed as u8) << 7;
+        (b ^ flip) as i32 - flip as i32
     }
     #[inline(always)]
     pub fn dequantize(self, b: u8) -> f32 {
@@ -30,8 +28,8 @@ impl Q8 {
     /// Eq. 5, returning the stored byte.
     #[inline(always)]
     pub fn quantize(self, x: f32) -> u8 {
-        let (lo, hi) = if self.signed { (-128, 127) } else { (0, 255) };
-        (round_half_even(x / self.scale) + self.zero_point).clamp(lo, hi) as u8
+        let lo = -((self.signed as i32) << 7);
+        (round_half_even(x / self.scale) + self.zero_point).clamp(lo, lo + 255) as u8
     }
 }
 
@@ -54,21 +52,33 @@ pub enum Arith {
     Div,
 }
 
-simd_dispatch! {
-    /// `out = q(dq(a) ∘ dq(b))` for equal-length operands.
-    pub fn binary_same_shape(op: Arith, a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            let (x, y) = (pa.dequantize(x), pb.dequantize(y));
-            let v = match op {
-                Arith::Add => x + y,
-                Arith::Sub => x - y,
-                Arith::Mul => x * y,
-                Arith::Div => x / y,
-            };
-            *o = po.quantize(v);
-        }
+/// `out = q(dq(a) ∘ dq(b))` for equal-length operands.
+pub fn binary_same_shape(op: Arith, a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
+    match op {
+        Arith::Add => add_same_shape(a, pa, b, pb, out, po),
+        Arith::Sub => sub_same_shape(a, pa, b, pb, out, po),
+        Arith::Mul => mul_same_shape(a, pa, b, pb, out, po),
+        Arith::Div => div_same_shape(a, pa, b, pb, out, po),
     }
 }
+
+macro_rules! same_shape {
+    ($name:ident, $op:tt) => {
+        simd_dispatch! {
+            fn $name(a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
+                let n = out.len().min(a.len()).min(b.len());
+                let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
+                for i in 0..n {
+                    out[i] = po.quantize(pa.dequantize(a[i]) $op pb.dequantize(b[i]));
+                }
+            }
+        }
+    };
+}
+same_shape!(add_same_shape, +);
+same_shape!(sub_same_shape, -);
+same_shape!(mul_same_shape, *);
+same_shape!(div_same_shape, /);
 
 simd_dispatch! {
     /// `out = q(x)` for f32 input (QuantizeLinear, per tensor).
