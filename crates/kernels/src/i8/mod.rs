@@ -46,7 +46,16 @@ impl PackedB {
 
     /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
     pub fn from_rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
-        PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j])
+        if isa != Isa::Avx512Vnni {
+            return PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j]);
+        }
+        let mut col_sums = vec![0i32; n];
+        for kk in 0..k {
+            for (s, &v) in col_sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
+                *s += v as i32;
+            }
+        }
+        PackedB { isa, k, n, zero_point, data: vnni::pack_rows(k, n, b, ld), col_sums }
     }
 
     /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
@@ -128,6 +137,9 @@ pub struct Epilogue {
     pub scale: Vec<f32>,
     pub bias: Option<Vec<i32>>,
     pub out: OutType,
+    /// For 8-bit outputs: a 256-entry table applied to every requantized byte (an elementwise
+    /// op that followed, e.g. GELU); the bytes written are the table's.
+    pub table: Option<Box<[u8; 256]>>,
 }
 
 /// The output of an epilogue.
@@ -160,6 +172,11 @@ crate::dispatch::simd_dispatch! {
                     for j in 0..n {
                         let v = elementwise::round_half_even((row[j] + bias[j]) as f32 * scales[j]) + zero_point;
                         o[j] = v.clamp(lo, hi) as u8;
+                    }
+                    if let Some(t) = &e.table {
+                        for v in o.iter_mut() {
+                            *v = t[*v as usize];
+                        }
                     }
                 }
             }

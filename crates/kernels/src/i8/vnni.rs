@@ -28,6 +28,26 @@ pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
     out
 }
 
+/// [`pack`] for a row-major source (row stride `ld`): contiguous copies instead of one call
+/// per element, for right operands packed at run time (attention).
+pub fn pack_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
+    let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
+    let mut out = vec![0u8; panels * k4 * NR * 4];
+    for p in 0..panels {
+        let (c0, cols) = (p * NR, (n - p * NR).min(NR));
+        for g in 0..k4 {
+            let dst = &mut out[(p * k4 + g) * NR * 4..][..NR * 4];
+            for kk in 0..4.min(k - g * 4) {
+                let src = &b[(g * 4 + kk) * ld + c0..][..cols];
+                for (j, &v) in src.iter().enumerate() {
+                    dst[j * 4 + kk] = v as u8;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Four bytes of A starting at `p`, of which only `valid` (1..=4) are read.
 #[inline(always)]
 unsafe fn a_word(p: *const u8, valid: usize) -> i32 {

@@ -103,17 +103,34 @@ impl Output {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's i32 accumulator buffer of at least `len` values (reused across
+/// calls: allocating and zeroing a fresh one per GEMM costs more than some GEMMs).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0);
+        }
+        f(&mut s[..len])
+    })
+}
+
 /// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
 #[allow(clippy::too_many_arguments)]
 fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize) -> Tensor {
     let n = b.n;
-    let mut c = vec![0i32; m * n];
-    gemm_u8s8(m, a, lda, a_zp, b, &mut c, n, threads);
     let (mut f, mut q) = match out {
         Output::F32 => (vec![0.0f32; m * n], Vec::new()),
         Output::Quantized(_) => (Vec::new(), vec![0u8; m * n]),
     };
-    epilogue(m, n, &c, n, e, &mut f, &mut q);
+    with_scratch(m * n, |c| {
+        gemm_u8s8(m, a, lda, a_zp, b, c, n, threads);
+        epilogue(m, n, c, n, e, &mut f, &mut q);
+    });
     match out {
         Output::F32 => Tensor::f32(shape, f),
         Output::Quantized(p) => q_tensor(shape, q, p.signed),
@@ -133,8 +150,8 @@ pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bia
 /// The epilogue for an accumulator of scale `acc_scale[j]`: requantize to `out` or write f32.
 pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     match out {
-        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32 },
-        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type() },
+        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None },
+        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None },
     }
 }
 
@@ -142,7 +159,7 @@ pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> 
 
 /// `x[.., K] · W[K, N] (+ b)` with a u8/s8 activation, packed s8 weights and an i32 bias:
 /// Linear, Gemm and MatMul with constant weights. The epilogue comes from [`weights_epilogue`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QLinear {
     pub input: Affine,
     pub weights: PackedB,
@@ -182,18 +199,20 @@ impl Op for QLinear {
 }
 
 fn epilogue_name(e: &Epilogue) -> &'static str {
-    match (e.out, e.bias.is_some()) {
-        (OutType::F32, true) => "bias, f32 out",
-        (OutType::F32, false) => "f32 out",
-        (_, true) => "bias, requantize",
-        (_, false) => "requantize",
+    match (e.out, e.bias.is_some(), e.table.is_some()) {
+        (OutType::F32, true, _) => "bias, f32 out",
+        (OutType::F32, false, _) => "f32 out",
+        (_, true, true) => "bias, requantize, table",
+        (_, true, false) => "bias, requantize",
+        (_, false, true) => "requantize, table",
+        (_, false, false) => "requantize",
     }
 }
 
 // ---------------------------------------------------------------- QMatMul (activation × activation)
 
 /// Batched `a[.., M, K] · b[.., K, N]` with both operands 8-bit activations (Q·Kᵀ and P·V).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QMatMul {
     pub a: Affine,
     pub b: Affine,
@@ -202,7 +221,7 @@ pub struct QMatMul {
 }
 
 impl QMatMul {
-    fn dims(&self, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, usize, usize, usize), String> {
+    pub fn dims(&self, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, usize, usize, usize), String> {
         if a.len() < 2 || b.len() < 2 || a.len() != b.len() || a[..a.len() - 2] != b[..b.len() - 2] {
             return Err(format!("operands {a:?} and {b:?} must be batched matrices of equal batch shape"));
         }
@@ -229,21 +248,36 @@ impl Op for QMatMul {
         let (shape, m, k, n) = self.dims(at.shape(), bt.shape())?;
         let batches = at.len() / (m * k).max(1);
         let (a, a_zp) = as_u8(at, self.a)?;
-        // The right operand is stored s8: u8 codes shift by −128 (eq. 9).
-        let (b, b_zp): (Vec<i8>, i32) = match bt.data() {
-            Data::I8(v) if self.b.signed => (v.clone(), self.b.zero_point),
-            Data::U8(v) if !self.b.signed => (v.iter().map(|&x| (x ^ 0x80) as i8).collect(), self.b.zero_point - 128),
-            d => return Err(format!("B is {} but its parameters say {}", d.dtype(), self.b.dtype())),
-        };
+        let (b, b_zp) = right_operand(bt, self.b)?;
         let e = make_epilogue(&[self.a.scale * self.b.scale], None, self.output);
-        let one = |i: usize| {
+        let per = m * n;
+        let one = |i: usize, f: &mut [f32], q: &mut [u8]| {
             let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
-            gemm_out(m, &a[i * m * k..], k, a_zp, &packed, &e, vec![m * n], self.output, 1).into_data()
+            let mut c = vec![0i32; per];
+            gemm_u8s8(m, &a[i * m * k..], k, a_zp, &packed, &mut c, n, 1);
+            epilogue(m, n, &c, n, &e, f, q);
         };
-        let parts: Vec<Data> = if ctx.threads > 1 { (0..batches).into_par_iter().map(one).collect() } else { (0..batches).map(one).collect() };
-        let refs: Vec<&Data> = parts.iter().collect();
-        let data = octet_graph::ops::view::concat_data(&refs).unwrap_or_else(|| Data::zeros(self.output.dtype(), 0));
-        Ok(vec![Tensor::from_parts(shape, data)])
+        let tensor = match self.output {
+            Output::F32 => {
+                let mut f = vec![0.0f32; batches * per];
+                if ctx.threads > 1 {
+                    f.par_chunks_mut(per).enumerate().for_each(|(i, f)| one(i, f, &mut []));
+                } else {
+                    f.chunks_mut(per).enumerate().for_each(|(i, f)| one(i, f, &mut []));
+                }
+                Tensor::f32(shape, f)
+            }
+            Output::Quantized(p) => {
+                let mut q = vec![0u8; batches * per];
+                if ctx.threads > 1 {
+                    q.par_chunks_mut(per).enumerate().for_each(|(i, q)| one(i, &mut [], q));
+                } else {
+                    q.chunks_mut(per).enumerate().for_each(|(i, q)| one(i, &mut [], q));
+                }
+                q_tensor(shape, q, p.signed)
+            }
+        };
+        Ok(vec![tensor])
     }
     fn foldable(&self) -> bool {
         false
@@ -258,7 +292,7 @@ impl Op for QMatMul {
 
 /// 2-D convolution (groups = 1) as im2col on 8-bit data (padding with the zero point) and
 /// the u8×s8 GEMM: the patch embedding.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QConv {
     pub input: Affine,
     pub weights: PackedB,
@@ -467,7 +501,7 @@ impl Op for QBinary {
 // ---------------------------------------------------------------- QSoftmax
 
 /// Softmax over the last axis of 8-bit logits: `exp(s·(q − q_max))` from a 256-entry table.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QSoftmax {
     pub input: Affine,
     pub output: Affine,
@@ -592,4 +626,96 @@ impl Op for QMove {
         Some(format!("{} on 8-bit data", self.0.name()))
     }
     op_any!();
+}
+
+// ---------------------------------------------------------------- QAttention
+
+/// `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(P, V)` fused per (batch, head): the logits and the
+/// probabilities of one head stay in cache; the arithmetic is the three ops' own, so the result
+/// is theirs bit for bit.
+#[derive(Debug)]
+pub struct QAttention {
+    pub scores: QMatMul,
+    pub softmax: QSoftmax,
+    pub context: QMatMul,
+}
+
+impl Op for QAttention {
+    fn name(&self) -> &'static str {
+        "QAttention"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let (q, kt, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
+        let (scores, ..) = self.scores.dims(&q.shape, &kt.shape)?;
+        Ok(vec![Fact::new(self.context.output.dtype(), self.context.dims(&scores, &v.shape)?.0)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
+        let (scores_shape, m, k, n) = self.scores.dims(qt.shape(), kt.shape())?;
+        let (shape, _, _, d) = self.context.dims(&scores_shape, vt.shape())?;
+        let batches = qt.len() / (m * k).max(1);
+        let (q, q_zp) = as_u8(qt, self.scores.a)?;
+        let (kb, k_zp) = right_operand(kt, self.scores.b)?;
+        let (vb, v_zp) = right_operand(vt, self.context.b)?;
+        let Output::Quantized(sp) = self.scores.output else { return Err("scores must be quantized".into()) };
+        let e1 = make_epilogue(&[self.scores.a.scale * self.scores.b.scale], None, self.scores.output);
+        let e2 = make_epilogue(&[self.context.a.scale * self.context.b.scale], None, self.context.output);
+        let (pi, po) = (sp.q8(), self.softmax.output.q8());
+        let p_zp = self.softmax.output.zero_point + if self.softmax.output.signed { 128 } else { 0 };
+        let isa = self.scores.isa;
+        let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
+            let kp = PackedB::from_rows(isa, k, n, k_zp, &kb[i * k * n..(i + 1) * k * n], n);
+            let vp = PackedB::from_rows(isa, n, d, v_zp, &vb[i * n * d..(i + 1) * n * d], d);
+            let mut logits = vec![0u8; m * n];
+            let mut p = vec![0u8; m * n];
+            with_scratch(m * n.max(d), |c| {
+                gemm_u8s8(m, &q[i * m * k..], k, q_zp, &kp, c, n, 1);
+                epilogue(m, n, c, n, &e1, &mut [], &mut logits);
+                ew::softmax_rows_q8(&logits, pi, n, &self.softmax.exp, po, &mut p);
+                if self.softmax.output.signed {
+                    p.iter_mut().for_each(|b| *b ^= 0x80);
+                }
+                gemm_u8s8(m, &p, n, p_zp, &vp, c, d, 1);
+                epilogue(m, d, c, d, &e2, f, out);
+            });
+        };
+        let per = m * d;
+        let tensor = match self.context.output {
+            Output::F32 => {
+                let mut f = vec![0.0f32; batches * per];
+                if ctx.threads > 1 {
+                    f.par_chunks_mut(per).enumerate().for_each(|(i, f)| head(i, f, &mut []));
+                } else {
+                    f.chunks_mut(per).enumerate().for_each(|(i, f)| head(i, f, &mut []));
+                }
+                Tensor::f32(shape, f)
+            }
+            Output::Quantized(p) => {
+                let mut out = vec![0u8; batches * per];
+                if ctx.threads > 1 {
+                    out.par_chunks_mut(per).enumerate().for_each(|(i, o)| head(i, &mut [], o));
+                } else {
+                    out.chunks_mut(per).enumerate().for_each(|(i, o)| head(i, &mut [], o));
+                }
+                q_tensor(shape, out, p.signed)
+            }
+        };
+        Ok(vec![tensor])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some(format!("fused attention per (batch, head): {} · table softmax · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
+    }
+    op_any!();
+}
+
+/// A right operand as s8 codes with its zero point (u8 codes shift by −128, eq. 9).
+fn right_operand(t: &Tensor, p: Affine) -> Result<(std::borrow::Cow<'_, [i8]>, i32), String> {
+    match t.data() {
+        Data::I8(v) if p.signed => Ok((std::borrow::Cow::Borrowed(v), p.zero_point)),
+        Data::U8(v) if !p.signed => Ok((std::borrow::Cow::Owned(v.iter().map(|&x| (x ^ 0x80) as i8).collect()), p.zero_point - 128)),
+        d => Err(format!("operand is {} but its parameters say {}", d.dtype(), p.dtype())),
+    }
 }

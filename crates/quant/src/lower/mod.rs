@@ -23,7 +23,7 @@ use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueI
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
-use kernels::{weights_epilogue, Affine, Operand, Output, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable};
+use kernels::{weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable};
 
 /// The lowering for sessions: int8 kernels of the selected ISA tier.
 pub fn lowering() -> Lowering {
@@ -422,4 +422,70 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
         i += 1;
     }
     g.remove_dead_nodes();
+    fuse_kernels(g);
+}
+
+/// The only node reading `v`, when `v` is not a graph output.
+fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
+    let readers: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect();
+    match readers[..] {
+        [r] if !g.outputs.contains(&v) => Some(r),
+        _ => None,
+    }
+}
+
+/// Fusions between lowered kernels:
+/// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
+/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention.
+fn fuse_kernels(g: &mut TypedGraph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let fused = epilogue_table(g, i).or_else(|| attention(g, i));
+        if let Some((at, node)) = fused {
+            g.replace_node(at, node);
+            g.remove_dead_nodes();
+            i = 0;
+            continue;
+        }
+        i += 1;
+    }
+}
+
+fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let r = sole_reader(g, n.outputs[0])?;
+    let table = g.nodes[r].op.downcast::<QTable>()?;
+    let with_table = |e: &octet_kernels::i8::Epilogue, out: Output| -> Option<octet_kernels::i8::Epilogue> {
+        match out {
+            Output::Quantized(p) if p == table.input && e.table.is_none() => {
+                let mut e = e.clone();
+                e.table = Some(Box::new(*table.table));
+                Some(e)
+            }
+            _ => None,
+        }
+    };
+    let op: Arc<dyn Op> = if let Some(l) = n.op.downcast::<QLinear>() {
+        Arc::new(QLinear { epilogue: with_table(&l.epilogue, l.output)?, output: Output::Quantized(table.output), ..l.clone() })
+    } else if let Some(c) = n.op.downcast::<QConv>() {
+        Arc::new(QConv { epilogue: with_table(&c.epilogue, c.output)?, output: Output::Quantized(table.output), ..c.clone() })
+    } else {
+        return None;
+    };
+    Some((r, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs: g.nodes[r].outputs.clone(), fused: vec![] }))
+}
+
+fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let a = &g.nodes[i];
+    let scores = a.op.downcast::<QMatMul>()?;
+    let s = sole_reader(g, a.outputs[0])?;
+    let softmax = g.nodes[s].op.downcast::<QSoftmax>()?;
+    let b = sole_reader(g, g.nodes[s].outputs[0])?;
+    let context = g.nodes[b].op.downcast::<QMatMul>()?;
+    if g.nodes[b].inputs[0] != Some(g.nodes[s].outputs[0]) || !matches!(scores.output, Output::Quantized(p) if p == softmax.input) {
+        return None;
+    }
+    let op = QAttention { scores: scores.clone(), softmax: softmax.clone(), context: context.clone() };
+    let inputs = vec![a.inputs[0], a.inputs[1], g.nodes[b].inputs[1]];
+    Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
 }
