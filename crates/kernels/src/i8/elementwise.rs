@@ -135,32 +135,43 @@ simd_dispatch! {
     }
 }
 
-/// `exp(−s·d)` for `d` in 0..=255: the softmax table for logits of scale `s`.
-pub fn softmax_table(scale: f32) -> [f32; 256] {
-    std::array::from_fn(|d| exp_scalar(-(scale * d as f32)))
-}
-
 simd_dispatch! {
-    /// Softmax over rows of `n` 8-bit logits with `table` from [`softmax_table`], quantized to
-    /// `po`. Within one output step of the reference (`exp(x − max)` from the table).
-    pub fn softmax_rows_q8(x: &[u8], px: Q8, n: usize, table: &[f32; 256], po: Q8, out: &mut [u8]) {
+    /// Softmax over rows of `n` 8-bit logits of scale `px.scale`, quantized to `po`:
+    /// `e = exp(−s·(q_max − q))`, computed exactly as [`softmax_table`]'s entries (vectorised
+    /// instead of gathered). Within one output step of the reference.
+    pub fn softmax_rows_q8(x: &[u8], px: Q8, n: usize, po: Q8, out: &mut [u8]) {
         if n == 0 {
             return;
         }
         let mut e = vec![0.0f32; n];
         for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            let max = row.iter().map(|&b| px.code(b)).max().unwrap_or(0);
-            let mut sum = 0.0f32;
+            let max = row.iter().fold(i32::MIN, |m, &b| m.max(px.code(b)));
             for (ei, &b) in e.iter_mut().zip(row) {
-                *ei = table[(max - px.code(b)) as usize];
-                sum += *ei;
+                *ei = exp_scalar(-(px.scale * (max - px.code(b)) as f32));
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / lane_sum(&e);
             for (o, &ei) in dst.iter_mut().zip(&e) {
                 *o = po.quantize(ei * inv);
             }
         }
     }
+}
+
+/// A sum over 16 independent lanes (vectorises; the same order on every ISA).
+#[inline(always)]
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        acc[i] += v;
+    }
+    acc.iter().sum()
 }
 
 simd_dispatch! {

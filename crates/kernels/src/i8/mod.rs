@@ -79,7 +79,7 @@ pub fn gemm_kernel_name(isa: Isa) -> &'static str {
     match isa {
         Isa::Scalar => "scalar_gemm_u8s8_1x1",
         Isa::Avx2 => "avx2_gemm_u8s8_6x16",
-        Isa::Avx512Vnni => "avx512vnni_gemm_u8s8_8x32",
+        Isa::Avx512Vnni => "avx512vnni_gemm_u8s8_6x64",
     }
 }
 

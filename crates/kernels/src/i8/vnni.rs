@@ -1,14 +1,17 @@
 //! AVX-512 VNNI: `vpdpbusd` adds four u8×s8 products into each i32 lane.
 //!
 //! B is packed in panels of 16 columns; within a panel, for every group of 4 k, the 16 columns'
-//! 4 bytes follow each other (64 bytes, one zmm). The microkernel keeps 8 rows × 32 columns of
-//! accumulators (16 zmm) and broadcasts 4 bytes of A per row and k-group.
+//! 4 bytes follow each other (64 bytes, one zmm). The microkernel keeps 6 rows × 64 columns of
+//! accumulators (24 zmm) and broadcasts 4 bytes of A per row and k-group: 4 loads of B and 6
+//! broadcasts feed 24 `vpdpbusd`.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 const NR: usize = 16;
-const MR: usize = 8;
+const MR: usize = 6;
+/// Panels per tile.
+const NP: usize = 4;
 
 pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
     let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
@@ -59,7 +62,7 @@ unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
     i32::from_le_bytes(w)
 }
 
-/// `R` rows (≤ MR) × `P` panels (1 or 2) of raw sums.
+/// `R` rows (≤ MR) × `P` panels (≤ NP) of raw sums.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, c: *mut i32, ldc: usize, cols: usize) {
@@ -105,7 +108,7 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8],
     let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     let mut p = 0;
     while p < panels {
-        let np = if p + 1 < panels { 2 } else { 1 };
+        let np = (panels - p).min(NP);
         let cols = (n - p * NR).min(np * NR);
         let bp = b.add(p * k4 * NR * 4);
         let mut i = 0;
@@ -115,13 +118,15 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8],
             macro_rules! go {
                 ($($r:literal)*) => {
                     match (rows, np) {
-                        $(($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, ldc, cols),
+                        $(($r, 4) => tile::<$r, 4>(k, ai, lda, bp, k4, ci, ldc, cols),
+                          ($r, 3) => tile::<$r, 3>(k, ai, lda, bp, k4, ci, ldc, cols),
+                          ($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, ldc, cols),
                           ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k4, ci, ldc, cols),)*
                         _ => unreachable!(),
                     }
                 };
             }
-            go!(1 2 3 4 5 6 7 8);
+            go!(1 2 3 4 5 6);
             i += MR;
         }
         p += np;

@@ -147,6 +147,21 @@ pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bia
     make_epilogue(acc_scale, Some(folded), out)
 }
 
+/// Runs `a · B` and applies `e`, folding the left zero point into the epilogue's bias when the
+/// right operand's zero point is 0 (then the GEMM needs no correction pass).
+#[allow(clippy::too_many_arguments)]
+fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, c: &mut [i32], f: &mut [f32], q: &mut [u8]) {
+    let n = b.n;
+    if b.zero_point == 0 && a_zp != 0 {
+        let folded = Epilogue { bias: Some(b.col_sums().iter().map(|s| -a_zp * s).collect()), ..e.clone() };
+        gemm_u8s8(m, a, lda, 0, b, c, n, 1);
+        epilogue(m, n, c, n, &folded, f, q);
+    } else {
+        gemm_u8s8(m, a, lda, a_zp, b, c, n, 1);
+        epilogue(m, n, c, n, e, f, q);
+    }
+}
+
 /// The epilogue for an accumulator of scale `acc_scale[j]`: requantize to `out` or write f32.
 pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     match out {
@@ -253,9 +268,7 @@ impl Op for QMatMul {
         let per = m * n;
         let one = |i: usize, f: &mut [f32], q: &mut [u8]| {
             let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
-            let mut c = vec![0i32; per];
-            gemm_u8s8(m, &a[i * m * k..], k, a_zp, &packed, &mut c, n, 1);
-            epilogue(m, n, &c, n, &e, f, q);
+            with_scratch(per, |c| gemm_epilogue(m, &a[i * m * k..], k, a_zp, &packed, &e, c, f, q));
         };
         let tensor = match self.output {
             Output::F32 => {
@@ -500,18 +513,11 @@ impl Op for QBinary {
 
 // ---------------------------------------------------------------- QSoftmax
 
-/// Softmax over the last axis of 8-bit logits: `exp(s·(q − q_max))` from a 256-entry table.
+/// Softmax over the last axis of 8-bit logits: `exp(s·(q − q_max))` on integer differences.
 #[derive(Clone, Debug)]
 pub struct QSoftmax {
     pub input: Affine,
     pub output: Affine,
-    pub exp: Arc<[f32; 256]>,
-}
-
-impl QSoftmax {
-    pub fn new(input: Affine, output: Affine) -> QSoftmax {
-        QSoftmax { input, output, exp: Arc::new(ew::softmax_table(input.scale)) }
-    }
 }
 
 impl Op for QSoftmax {
@@ -529,9 +535,9 @@ impl Op for QSoftmax {
         let (pi, po) = (self.input.q8(), self.output.q8());
         let block = row * 64;
         if ctx.threads > 1 {
-            src.par_chunks(block).zip(out.par_chunks_mut(block)).for_each(|(s, d)| ew::softmax_rows_q8(s, pi, row, &self.exp, po, d));
+            src.par_chunks(block).zip(out.par_chunks_mut(block)).for_each(|(s, d)| ew::softmax_rows_q8(s, pi, row, po, d));
         } else {
-            ew::softmax_rows_q8(src, pi, row, &self.exp, po, &mut out);
+            ew::softmax_rows_q8(src, pi, row, po, &mut out);
         }
         Ok(vec![q_tensor(x.shape().to_vec(), out, self.output.signed)])
     }
@@ -539,7 +545,7 @@ impl Op for QSoftmax {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some("exp by 256-entry table on 8-bit logits".into())
+        Some("vectorised exp of integer logit differences".into())
     }
     op_any!();
 }
@@ -669,14 +675,12 @@ impl Op for QAttention {
             let mut logits = vec![0u8; m * n];
             let mut p = vec![0u8; m * n];
             with_scratch(m * n.max(d), |c| {
-                gemm_u8s8(m, &q[i * m * k..], k, q_zp, &kp, c, n, 1);
-                epilogue(m, n, c, n, &e1, &mut [], &mut logits);
-                ew::softmax_rows_q8(&logits, pi, n, &self.softmax.exp, po, &mut p);
+                gemm_epilogue(m, &q[i * m * k..], k, q_zp, &kp, &e1, &mut c[..m * n], &mut [], &mut logits);
+                ew::softmax_rows_q8(&logits, pi, n, po, &mut p);
                 if self.softmax.output.signed {
                     p.iter_mut().for_each(|b| *b ^= 0x80);
                 }
-                gemm_u8s8(m, &p, n, p_zp, &vp, c, d, 1);
-                epilogue(m, d, c, d, &e2, f, out);
+                gemm_epilogue(m, &p, n, p_zp, &vp, &e2, &mut c[..m * d], f, out);
             });
         };
         let per = m * d;
@@ -706,7 +710,7 @@ impl Op for QAttention {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("fused attention per (batch, head): {} · table softmax · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
+        Some(format!("fused attention per (batch, head): {} · softmax · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
     }
     op_any!();
 }

@@ -370,7 +370,7 @@ fn softmax(m: &M, at: usize) -> Option<Rewrite> {
     }
     let (x, xp) = m.dq_activation(t.inputs[0]?)?;
     let (q, output) = m.q_reader(t.outputs[0])?;
-    Some(Rewrite { at, node: new_node(&t.name, QSoftmax::new(xp, output), vec![x], m.g.nodes[q].outputs.clone()), removed: vec![q] })
+    Some(Rewrite { at, node: new_node(&t.name, QSoftmax { input: xp, output }, vec![x], m.g.nodes[q].outputs.clone()), removed: vec![q] })
 }
 
 fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
