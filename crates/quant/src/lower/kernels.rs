@@ -120,17 +120,31 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
 }
 
 /// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
+/// With several threads, each takes a block of rows through both.
 #[allow(clippy::too_many_arguments)]
 fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize) -> Tensor {
     let n = b.n;
+    let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
     let (mut f, mut q) = match out {
         Output::F32 => (vec![0.0f32; m * n], Vec::new()),
         Output::Quantized(_) => (Vec::new(), vec![0u8; m * n]),
     };
-    with_scratch(m * n, |c| {
-        gemm_u8s8(m, a, lda, a_zp, b, c, n, threads);
-        epilogue(m, n, c, n, e, &mut f, &mut q);
-    });
+    let block = |r0: usize, f: &mut [f32], q: &mut [u8]| {
+        let rows = block_rows.min(m - r0);
+        if rows == 0 {
+            return;
+        }
+        with_scratch(rows * n, |c| {
+            gemm_u8s8(rows, &a[r0 * lda..], lda, a_zp, b, c, n, 1);
+            epilogue(rows, n, c, n, e, f, q);
+        });
+    };
+    match (out, threads > 1) {
+        (Output::F32, true) => f.par_chunks_mut(block_rows * n).enumerate().for_each(|(i, f)| block(i * block_rows, f, &mut [])),
+        (Output::F32, false) => f.chunks_mut(block_rows * n).enumerate().for_each(|(i, f)| block(i * block_rows, f, &mut [])),
+        (_, true) => q.par_chunks_mut(block_rows * n).enumerate().for_each(|(i, q)| block(i * block_rows, &mut [], q)),
+        (_, false) => q.chunks_mut(block_rows * n).enumerate().for_each(|(i, q)| block(i * block_rows, &mut [], q)),
+    }
     match out {
         Output::F32 => Tensor::f32(shape, f),
         Output::Quantized(p) => q_tensor(shape, q, p.signed),
