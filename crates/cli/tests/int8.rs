@@ -51,12 +51,16 @@ impl Hooks for Record {
 }
 
 fn int8_session(model: &Path, isa: Isa) -> Session {
+    int8_session_threads(model, isa, 1)
+}
+
+fn int8_session_threads(model: &Path, isa: Isa, threads: usize) -> Session {
     let m = octet_onnx::load(model).unwrap();
     let lowering: octet_graph::Lowering = Arc::new(move |g| {
         octet_quant::lower::lower(g, isa);
         Ok(())
     });
-    Session::with_lowering(m.graph, 1, lowering).unwrap()
+    Session::with_lowering(m.graph, threads, lowering).unwrap()
 }
 
 fn reference_session(model: &Path) -> Session {
@@ -182,6 +186,8 @@ fn fixtures_in_int8_agree_with_the_qdq_reference_and_across_tiers() {
                 None => first = Some(got),
                 Some(f) => assert!(f == &got, "{label}: {} gives other bits than scalar", isa.name()),
             }
+            let two = int8_session_threads(&model, isa, 2).run(vec![x.clone()]).unwrap().remove(0);
+            assert!(first.as_ref() == Some(&two), "{label} {}: 2 threads give other bits than 1", isa.name());
         }
     }
 }
