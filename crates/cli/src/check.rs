@@ -171,8 +171,10 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             let why = int8.get(n.name.as_str()).copied().unwrap_or("an int8 pattern");
             if *anchor == n.name {
                 report(Status::Int8, Some(n.name.clone()), kernel.clone(), "int8 kernel", format!("{why}: lowered to an int8 kernel"))
+            } else if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
+                report(Status::Qdq, Some(anchor.to_string()), "-".into(), "-", format!("absorbed into the int8 kernel of '{anchor}'"))
             } else {
-                report(Status::Fused, Some(anchor.to_string()), "-".into(), "-", format!("absorbed into the int8 kernel of '{anchor}'"))
+                report(Status::Int8, Some(anchor.to_string()), format!("part of: {kernel}"), "int8 kernel", format!("{why}: runs inside the int8 kernel of '{anchor}'"))
             }
         } else if let Some(p) = planned.get(n.name.as_str()) {
             let def = ops::lookup(p.op.name()).expect("planned ops come from the registry");
@@ -237,7 +239,8 @@ impl Report {
             self.batch,
             self.isa
         );
-        let shown: Vec<&NodeReport> = self.nodes.iter().filter(|n| all || matches!(n.status, Status::Float | Status::Int8) && n.runs_as.as_deref() == Some(&n.name)).collect();
+        let shown: Vec<&NodeReport> =
+            self.nodes.iter().filter(|n| all || n.status == Status::Int8 || n.status == Status::Float && n.runs_as.as_deref() == Some(&n.name)).collect();
         let w0 = shown.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
         let w1 = shown.iter().map(|n| n.op.len()).max().unwrap_or(2).max(2);
         let w2 = shown.iter().map(|n| n.kernel.len()).max().unwrap_or(6).max(6);
