@@ -167,6 +167,13 @@ impl TypedGraph {
         self.facts[v].as_ref().expect("every value of a typed graph has a fact")
     }
 
+    /// A new non-constant value.
+    pub fn add_value(&mut self, name: &str, fact: Fact) -> ValueId {
+        self.names.push(name.to_string());
+        self.facts.push(Some(fact));
+        self.names.len() - 1
+    }
+
     /// A new constant value.
     pub fn add_constant(&mut self, name: &str, t: Tensor) -> ValueId {
         self.names.push(name.to_string());

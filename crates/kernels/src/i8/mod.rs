@@ -60,7 +60,11 @@ impl PackedB {
 
     /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
     pub fn from_cols(isa: Isa, k: usize, n: usize, zero_point: i32, bt: &[i8], ld: usize) -> PackedB {
-        PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk])
+        if isa != Isa::Avx512Vnni {
+            return PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk]);
+        }
+        let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().map(|&v| v as i32).sum()).collect();
+        PackedB { isa, k, n, zero_point, data: vnni::pack_cols(k, n, bt, ld), col_sums }
     }
 
     /// `Σ_k s8[k][j]` per column.

@@ -62,6 +62,20 @@ fn tiers_equal_scalar_on_edge_shapes() {
 }
 
 #[test]
+fn packing_from_columns_equals_packing_from_rows() {
+    for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+        for (k, n) in [(1, 1), (5, 17), (64, 197), (197, 64), (13, 33)] {
+            let b: Vec<i8> = values(k * n, (k * 3 + n) as u64).into_iter().map(|v| v as i8).collect();
+            let bt: Vec<i8> = (0..n).flat_map(|j| (0..k).map(move |kk| (j, kk))).map(|(j, kk)| b[kk * n + j]).collect();
+            let (r, c) = (PackedB::from_rows(isa, k, n, 3, &b, n), PackedB::from_cols(isa, k, n, 3, &bt, k));
+            let generic = PackedB::pack(isa, k, n, 3, |kk, j| b[kk * n + j]);
+            assert_eq!((&r.data, &r.col_sums), (&generic.data, &generic.col_sums), "{} rows k={k} n={n}", isa.name());
+            assert_eq!((&c.data, &c.col_sums), (&generic.data, &generic.col_sums), "{} cols k={k} n={n}", isa.name());
+        }
+    }
+}
+
+#[test]
 fn tiers_equal_scalar_on_vit_shapes() {
     let tiers = tiers();
     for (m, k, n) in [(197, 384, 1152), (197, 64, 197), (197, 197, 64)] {

@@ -31,8 +31,8 @@ pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
     out
 }
 
-/// [`pack`] for a row-major source (row stride `ld`): contiguous copies instead of one call
-/// per element, for right operands packed at run time (attention).
+/// [`pack`] for a row-major source (row stride `ld`), for right operands packed at run time
+/// (attention): full 4-row × 16-column blocks are interleaved with SSE2 byte unpacks.
 pub fn pack_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
     let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
     let mut out = vec![0u8; panels * k4 * NR * 4];
@@ -40,11 +40,51 @@ pub fn pack_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
         let (c0, cols) = (p * NR, (n - p * NR).min(NR));
         for g in 0..k4 {
             let dst = &mut out[(p * k4 + g) * NR * 4..][..NR * 4];
-            for kk in 0..4.min(k - g * 4) {
+            let rows = 4.min(k - g * 4);
+            #[cfg(target_arch = "x86_64")]
+            if rows == 4 && cols == NR {
+                // SAFETY: four rows of 16 bytes lie inside `b` (checked by the slicing below),
+                // and `dst` holds 64 bytes.
+                unsafe {
+                    let r: [&[i8]; 4] = std::array::from_fn(|kk| &b[(g * 4 + kk) * ld + c0..][..NR]);
+                    let l = |kk: usize| _mm_loadu_si128(r[kk].as_ptr() as *const __m128i);
+                    let (r01l, r01h) = (_mm_unpacklo_epi8(l(0), l(1)), _mm_unpackhi_epi8(l(0), l(1)));
+                    let (r23l, r23h) = (_mm_unpacklo_epi8(l(2), l(3)), _mm_unpackhi_epi8(l(2), l(3)));
+                    let d = dst.as_mut_ptr() as *mut __m128i;
+                    _mm_storeu_si128(d, _mm_unpacklo_epi16(r01l, r23l));
+                    _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(r01l, r23l));
+                    _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(r01h, r23h));
+                    _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(r01h, r23h));
+                }
+                continue;
+            }
+            for kk in 0..rows {
                 let src = &b[(g * 4 + kk) * ld + c0..][..cols];
                 for (j, &v) in src.iter().enumerate() {
                     dst[j * 4 + kk] = v as u8;
                 }
+            }
+        }
+    }
+    out
+}
+
+/// [`pack`] for the transpose of a row-major source: `B[k][j] = bt[j * ld + k]`. The four k of
+/// a group are contiguous in `bt`, so they are copied as one 32-bit word.
+pub fn pack_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
+    let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
+    let full = k / 4;
+    let mut out = vec![0u8; panels * k4 * NR * 4];
+    for p in 0..panels {
+        let panel = &mut out[p * k4 * NR * 4..][..k4 * NR * 4];
+        for j in 0..(n - p * NR).min(NR) {
+            let src = &bt[(p * NR + j) * ld..][..k];
+            for (g, word) in src.chunks_exact(4).enumerate() {
+                let at = (g * NR + j) * 4;
+                panel[at..at + 4].copy_from_slice(&[word[0] as u8, word[1] as u8, word[2] as u8, word[3] as u8]);
+            }
+            for (kk, &v) in src[full * 4..].iter().enumerate() {
+                panel[(full * NR + j) * 4 + kk] = v as u8;
             }
         }
     }

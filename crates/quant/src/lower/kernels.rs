@@ -658,6 +658,20 @@ pub struct QAttention {
     pub scores: QMatMul,
     pub softmax: QSoftmax,
     pub context: QMatMul,
+    /// Input 1 is K `[.., N, D]` (packed as its transpose) rather than Kᵀ `[.., D, N]`.
+    pub keys_as_rows: bool,
+}
+
+impl QAttention {
+    /// The shape of Kᵀ given input 1's shape.
+    fn kt_shape(&self, s: &[usize]) -> Vec<usize> {
+        let mut s = s.to_vec();
+        let r = s.len();
+        if self.keys_as_rows && r >= 2 {
+            s.swap(r - 1, r - 2);
+        }
+        s
+    }
 }
 
 impl Op for QAttention {
@@ -666,12 +680,12 @@ impl Op for QAttention {
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
         let (q, kt, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
-        let (scores, ..) = self.scores.dims(&q.shape, &kt.shape)?;
+        let (scores, ..) = self.scores.dims(&q.shape, &self.kt_shape(&kt.shape))?;
         Ok(vec![Fact::new(self.context.output.dtype(), self.context.dims(&scores, &v.shape)?.0)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
-        let (scores_shape, m, k, n) = self.scores.dims(qt.shape(), kt.shape())?;
+        let (scores_shape, m, k, n) = self.scores.dims(qt.shape(), &self.kt_shape(kt.shape()))?;
         let (shape, _, _, d) = self.context.dims(&scores_shape, vt.shape())?;
         let batches = qt.len() / (m * k).max(1);
         let (q, q_zp) = as_u8(qt, self.scores.a)?;
@@ -684,7 +698,8 @@ impl Op for QAttention {
         let p_zp = self.softmax.output.zero_point + if self.softmax.output.signed { 128 } else { 0 };
         let isa = self.scores.isa;
         let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
-            let kp = PackedB::from_rows(isa, k, n, k_zp, &kb[i * k * n..(i + 1) * k * n], n);
+            let keys = &kb[i * k * n..(i + 1) * k * n];
+            let kp = if self.keys_as_rows { PackedB::from_cols(isa, k, n, k_zp, keys, k) } else { PackedB::from_rows(isa, k, n, k_zp, keys, n) };
             let vp = PackedB::from_rows(isa, n, d, v_zp, &vb[i * n * d..(i + 1) * n * d], d);
             let mut logits = vec![0u8; m * n];
             let mut p = vec![0u8; m * n];

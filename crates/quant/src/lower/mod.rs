@@ -435,9 +435,17 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 }
 
 /// Fusions between lowered kernels:
+/// - `QMove → QTable` → `QTable → QMove` (tables commute with data movement; this brings a
+///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
 /// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
 /// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention.
 fn fuse_kernels(g: &mut TypedGraph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        if !table_before_move(g, i) {
+            i += 1;
+        }
+    }
     let mut i = 0;
     while i < g.nodes.len() {
         let fused = epilogue_table(g, i).or_else(|| attention(g, i));
@@ -449,6 +457,31 @@ fn fuse_kernels(g: &mut TypedGraph) {
         }
         i += 1;
     }
+}
+
+/// Rewrites `QMove(x) → QTable` (the table the move's only reader) as `QTable(x) → QMove`.
+fn table_before_move(g: &mut TypedGraph, i: usize) -> bool {
+    let n = g.nodes[i].clone();
+    if n.op.downcast::<QTable>().is_none() {
+        return false;
+    }
+    let Some(x) = n.inputs[0] else { return false };
+    let Some(m) = g.producer(x) else { return false };
+    let mv = &g.nodes[m];
+    if mv.op.downcast::<QMove>().is_none() || mv.outputs.len() != 1 || sole_reader(g, x) != Some(i) {
+        return false;
+    }
+    let src = mv.inputs[0].expect("a move has a data input");
+    let mut fact = g.fact(src).clone();
+    fact.dtype = g.fact(n.outputs[0]).dtype;
+    let mid = g.add_value(&format!("{}.before_move", g.names[n.outputs[0]]), fact);
+    let table = Node { inputs: vec![Some(src)], outputs: vec![mid], ..n };
+    let mut moved = g.nodes[m].clone();
+    moved.inputs[0] = Some(mid);
+    moved.outputs = g.nodes[i].outputs.clone();
+    g.nodes[m] = table;
+    g.nodes[i] = moved;
+    true
 }
 
 fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
@@ -485,7 +518,16 @@ fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     if g.nodes[b].inputs[0] != Some(g.nodes[s].outputs[0]) || !matches!(scores.output, Output::Quantized(p) if p == softmax.input) {
         return None;
     }
-    let op = QAttention { scores: scores.clone(), softmax: softmax.clone(), context: context.clone() };
-    let inputs = vec![a.inputs[0], a.inputs[1], g.nodes[b].inputs[1]];
+    // Kᵀ made by a Transpose of the last two axes of K is read from K itself.
+    let kt = a.inputs[1]?;
+    let keys = g.producer(kt).map(|t| &g.nodes[t]).filter(|_| sole_reader(g, kt) == Some(i)).and_then(|t| {
+        let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
+        let rank = g.fact(kt).shape.len();
+        let perm = tr.perm_for(rank).ok()?;
+        let swapped = (0..rank).map(|r| if r + 2 == rank { rank - 1 } else if r + 1 == rank { rank - 2 } else { r });
+        (rank >= 2 && perm.iter().copied().eq(swapped)).then_some(t.inputs[0]?)
+    });
+    let op = QAttention { scores: scores.clone(), softmax: softmax.clone(), context: context.clone(), keys_as_rows: keys.is_some() };
+    let inputs = vec![a.inputs[0], Some(keys.unwrap_or(kt)), g.nodes[b].inputs[1]];
     Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
 }
