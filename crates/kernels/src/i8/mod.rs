@@ -144,6 +144,17 @@ pub struct Epilogue {
     /// For 8-bit outputs: a 256-entry table applied to every requantized byte (an elementwise
     /// op that followed, e.g. GELU); the bytes written are the table's.
     pub table: Option<Box<[u8; 256]>>,
+    /// For 8-bit outputs: a residual added after the table, `q(dq(y) + dq(r))`, with `r` passed
+    /// to [`epilogue`] (the arithmetic of the residual Add it replaces).
+    pub residual: Option<Residual>,
+}
+
+/// Parameters of a residual epilogue: the GEMM's (table's) output, the residual, the sum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Residual {
+    pub y: elementwise::Q8,
+    pub r: elementwise::Q8,
+    pub out: elementwise::Q8,
 }
 
 /// The output of an epilogue.
@@ -156,8 +167,9 @@ pub enum OutType {
 
 crate::dispatch::simd_dispatch! {
     /// Applies `e` to an `m × n` block of accumulators (row stride `ldc`), writing f32 rows of
-    /// `n` values into `out_f32`, or 8-bit rows into `out_q` (as u8 bits; s8 stored two's complement).
-    pub fn epilogue(m: usize, n: usize, c: &[i32], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8]) {
+    /// `n` values into `out_f32`, or 8-bit rows into `out_q` (as u8 bits; s8 stored two's
+    /// complement). `residual` holds the `m × n` residual codes when `e.residual` is set.
+    pub fn epilogue(m: usize, n: usize, c: &[i32], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
         let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
         let scales: Vec<f32> = (0..n).map(scale).collect();
         let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
@@ -180,6 +192,12 @@ crate::dispatch::simd_dispatch! {
                     if let Some(t) = &e.table {
                         for v in o.iter_mut() {
                             *v = t[*v as usize];
+                        }
+                    }
+                    if let Some(r) = e.residual {
+                        let res = &residual[i * n..(i + 1) * n];
+                        for (v, &x) in o.iter_mut().zip(res) {
+                            *v = r.out.quantize(r.y.dequantize(*v) + r.r.dequantize(x));
                         }
                     }
                 }

@@ -89,9 +89,9 @@ fn epilogue_is_the_same_on_every_tier() {
     let c: Vec<i32> = values(m * n * 4, 3).chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], 0]) - (1 << 23)).collect();
     let scale: Vec<f32> = (0..n).map(|j| 1e-5 * (j as f32 + 1.5)).collect();
     for out in [OutType::U8 { zero_point: 128 }, OutType::S8 { zero_point: -3 }, OutType::F32] {
-        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out, table: None };
+        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out, table: None, residual: None };
         let (mut f, mut q) = (vec![0.0f32; m * n], vec![0u8; m * n]);
-        epilogue(m, n, &c, n, &e, &mut f, &mut q);
+        epilogue(m, n, &c, n, &e, &mut f, &mut q, &[]);
         for i in 0..m {
             for j in 0..n {
                 let v = (c[i * n + j] + e.bias.as_ref().unwrap()[j]) as f32 * scale[j];

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use octet_graph::op::{required, EvalCtx, Fact, Op};
+use octet_graph::op::{optional, required, EvalCtx, Fact, Op};
 use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::{op_any, DType, Data, Tensor};
@@ -122,7 +122,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
 /// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
 /// With several threads, each takes a block of rows through both.
 #[allow(clippy::too_many_arguments)]
-fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize) -> Tensor {
+fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8]) -> Tensor {
     let n = b.n;
     let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
     let (mut f, mut q) = match out {
@@ -136,7 +136,8 @@ fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue
         }
         with_scratch(rows * n, |c| {
             gemm_u8s8(rows, &a[r0 * lda..], lda, a_zp, b, c, n, 1);
-            epilogue(rows, n, c, n, e, f, q);
+            let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
+            epilogue(rows, n, c, n, e, f, q, res);
         });
     };
     match (out, threads > 1) {
@@ -169,18 +170,18 @@ fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epi
     if b.zero_point == 0 && a_zp != 0 {
         let folded = Epilogue { bias: Some(b.col_sums().iter().map(|s| -a_zp * s).collect()), ..e.clone() };
         gemm_u8s8(m, a, lda, 0, b, c, n, 1);
-        epilogue(m, n, c, n, &folded, f, q);
+        epilogue(m, n, c, n, &folded, f, q, &[]);
     } else {
         gemm_u8s8(m, a, lda, a_zp, b, c, n, 1);
-        epilogue(m, n, c, n, e, f, q);
+        epilogue(m, n, c, n, e, f, q, &[]);
     }
 }
 
 /// The epilogue for an accumulator of scale `acc_scale[j]`: requantize to `out` or write f32.
 pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     match out {
-        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None },
-        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None },
+        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None, residual: None },
+        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None, residual: None },
     }
 }
 
@@ -207,6 +208,11 @@ impl Op for QLinear {
             return Err(format!("input {:?} does not end in K = {}", x.shape, self.weights.k));
         }
         *shape.last_mut().unwrap() = self.weights.n;
+        if let Some(r) = optional(inputs, 1) {
+            if r.shape != shape {
+                return Err(format!("residual {:?} differs from the output {shape:?}", r.shape));
+            }
+        }
         Ok(vec![Fact::new(self.output.dtype(), shape)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
@@ -216,7 +222,11 @@ impl Op for QLinear {
         let (a, _) = as_u8(x, self.input)?;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = self.weights.n;
-        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads)])
+        let residual = match optional(inputs, 1) {
+            Some(r) => bytes(r)?,
+            None => &[],
+        };
+        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads, residual)])
     }
     fn foldable(&self) -> bool {
         false
@@ -227,15 +237,19 @@ impl Op for QLinear {
     op_any!();
 }
 
-fn epilogue_name(e: &Epilogue) -> &'static str {
-    match (e.out, e.bias.is_some(), e.table.is_some()) {
-        (OutType::F32, true, _) => "bias, f32 out",
-        (OutType::F32, false, _) => "f32 out",
-        (_, true, true) => "bias, requantize, table",
-        (_, true, false) => "bias, requantize",
-        (_, false, true) => "requantize, table",
-        (_, false, false) => "requantize",
+fn epilogue_name(e: &Epilogue) -> String {
+    let mut parts = Vec::new();
+    if e.bias.is_some() {
+        parts.push("bias");
     }
+    parts.push(if e.out == OutType::F32 { "f32 out" } else { "requantize" });
+    if e.table.is_some() {
+        parts.push("table");
+    }
+    if e.residual.is_some() {
+        parts.push("residual add");
+    }
+    parts.join(", ")
 }
 
 // ---------------------------------------------------------------- QMatMul (activation × activation)
@@ -387,7 +401,7 @@ impl Op for QConv {
                     }
                 }
             }
-            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads);
+            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[]);
             let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
             parts.push(view.copy(&t).into_data());
         }

@@ -438,6 +438,7 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 /// - `QMove → QTable` → `QTable → QMove` (tables commute with data movement; this brings a
 ///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
 /// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
+/// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue;
 /// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention.
 fn fuse_kernels(g: &mut TypedGraph) {
     let mut i = 0;
@@ -448,7 +449,7 @@ fn fuse_kernels(g: &mut TypedGraph) {
     }
     let mut i = 0;
     while i < g.nodes.len() {
-        let fused = epilogue_table(g, i).or_else(|| attention(g, i));
+        let fused = epilogue_table(g, i).or_else(|| epilogue_residual(g, i)).or_else(|| attention(g, i));
         if let Some((at, node)) = fused {
             g.replace_node(at, node);
             g.remove_dead_nodes();
@@ -506,6 +507,31 @@ fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
         return None;
     };
     Some((r, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs: g.nodes[r].outputs.clone(), fused: vec![] }))
+}
+
+fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let l = n.op.downcast::<QLinear>()?;
+    let Output::Quantized(y) = l.output else { return None };
+    if l.epilogue.residual.is_some() || n.inputs.len() != 1 {
+        return None;
+    }
+    let r = sole_reader(g, n.outputs[0])?;
+    let add = &g.nodes[r];
+    let b = add.op.downcast::<QBinary>()?;
+    if b.kind != BinaryKind::Add {
+        return None;
+    }
+    let mine = add.inputs.iter().position(|&v| v == Some(n.outputs[0]))?;
+    let other = add.inputs[1 - mine]?;
+    let (Operand::Quantized(py), Operand::Quantized(pr)) = (&b.operands[mine], &b.operands[1 - mine]) else { return None };
+    if *py != y || g.fact(other).shape != g.fact(n.outputs[0]).shape {
+        return None;
+    }
+    let mut epilogue = l.epilogue.clone();
+    epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
+    let op = QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() };
+    Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused: vec![] }))
 }
 
 fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
