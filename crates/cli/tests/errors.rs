@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::Scratch;
+
+use std::path::Path;
 use std::process::Command;
 
 use octet_onnx::proto::ModelProto;
@@ -28,25 +30,6 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     }
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("octet-errors-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn fixture(name: &str, file: &str) -> String {
     common::root().join("tests/fixtures").join(name).join(file).display().to_string()
@@ -68,98 +51,98 @@ fn npy_f32(path: &str, shape: Vec<usize>) {
 
 #[test]
 fn not_an_onnx_file() {
-    let s = Scratch::new("notonnx");
-    std::fs::write(s.path("readme.onnx"), "this is plain text, not a protobuf\n").unwrap();
+    let s = Scratch::new("errors-notonnx");
+    std::fs::write(s.text("readme.onnx"), "this is plain text, not a protobuf\n").unwrap();
     let x = fixture("seed_attention_ts", "input.npy");
-    fails_with(&["run", &s.path("readme.onnx"), "-i", &x, "-o", &s.path("out.npy")], &["is not an ONNX model"]);
-    fails_with(&["check", &s.path("readme.onnx")], &["is not an ONNX model"]);
+    fails_with(&["run", &s.text("readme.onnx"), "-i", &x, "-o", &s.text("out.npy")], &["is not an ONNX model"]);
+    fails_with(&["check", &s.text("readme.onnx")], &["is not an ONNX model"]);
 }
 
 #[test]
 fn truncated_protobuf() {
-    let s = Scratch::new("truncated");
+    let s = Scratch::new("errors-truncated");
     let bytes = std::fs::read(fixture("seed_attention_ts", "model.onnx")).unwrap();
-    std::fs::write(s.path("half.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&["check", &s.path("half.onnx")], &["is not an ONNX model", "truncated or corrupt"]);
+    std::fs::write(s.text("half.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&["check", &s.text("half.onnx")], &["is not an ONNX model", "truncated or corrupt"]);
 }
 
 #[test]
 fn unsupported_opset() {
-    let s = Scratch::new("opset");
+    let s = Scratch::new("errors-opset");
     let mut m = seed_model();
     m.opset_import.iter_mut().for_each(|o| o.version = Some(7));
-    save(&m, &s.path("old.onnx"));
-    fails_with(&["check", &s.path("old.onnx")], &["declares opset 7", "opsets 11 to 28"]);
+    save(&m, &s.text("old.onnx"));
+    fails_with(&["check", &s.text("old.onnx")], &["declares opset 7", "opsets 11 to 28"]);
 }
 
 #[test]
 fn unsupported_op_names_node_op_opset_and_closest() {
-    let s = Scratch::new("op");
+    let s = Scratch::new("errors-op");
     let mut m = seed_model();
     let g = m.graph.as_mut().unwrap();
     let node = g.node.iter_mut().find(|n| n.op_type() == "Softmax").unwrap();
     node.op_type = Some("LogSoftmax".into());
     let node_name = node.name().to_string();
-    save(&m, &s.path("logsoftmax.onnx"));
+    save(&m, &s.text("logsoftmax.onnx"));
     let needles = [node_name.as_str(), "'LogSoftmax'", "opset 17", "closest supported: Softmax", "octet ops"];
-    fails_with(&["check", &s.path("logsoftmax.onnx")], &needles);
+    fails_with(&["check", &s.text("logsoftmax.onnx")], &needles);
     let x = fixture("seed_attention_ts", "input.npy");
-    fails_with(&["run", &s.path("logsoftmax.onnx"), "-i", &x, "-o", &s.path("out.npy")], &needles);
+    fails_with(&["run", &s.text("logsoftmax.onnx"), "-i", &x, "-o", &s.text("out.npy")], &needles);
 }
 
 #[test]
 fn wrong_input_shape_and_dtype() {
-    let s = Scratch::new("input");
+    let s = Scratch::new("errors-input");
     let model = fixture("vit_ts", "model.onnx");
-    npy_f32(&s.path("small.npy"), vec![1, 3, 32, 32]);
-    fails_with(&["run", &model, "-i", &s.path("small.npy"), "-o", &s.path("out.npy")], &["input 'input'", "[1, 3, 32, 32]", "[batch, 3, 224, 224]"]);
-    npy_f32(&s.path("rank.npy"), vec![3, 224, 224]);
-    fails_with(&["run", &model, "-i", &s.path("rank.npy"), "-o", &s.path("out.npy")], &["[3, 224, 224]", "expects"]);
-    octet_cli::npy::write(Path::new(&s.path("f64.npy")), &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224]))).unwrap();
-    fails_with(&["run", &model, "-i", &s.path("f64.npy"), "-o", &s.path("out.npy")], &["holds float64 values", "takes float32"]);
+    npy_f32(&s.text("small.npy"), vec![1, 3, 32, 32]);
+    fails_with(&["run", &model, "-i", &s.text("small.npy"), "-o", &s.text("out.npy")], &["input 'input'", "[1, 3, 32, 32]", "[batch, 3, 224, 224]"]);
+    npy_f32(&s.text("rank.npy"), vec![3, 224, 224]);
+    fails_with(&["run", &model, "-i", &s.text("rank.npy"), "-o", &s.text("out.npy")], &["[3, 224, 224]", "expects"]);
+    octet_cli::npy::write(Path::new(&s.text("f64.npy")), &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224]))).unwrap();
+    fails_with(&["run", &model, "-i", &s.text("f64.npy"), "-o", &s.text("out.npy")], &["holds float64 values", "takes float32"]);
 }
 
 #[test]
 fn missing_and_unknown_inputs() {
-    let s = Scratch::new("missing");
+    let s = Scratch::new("errors-missing");
     let model = common::root().join("tests/node/test_add/model.onnx").display().to_string();
     let x = common::root().join("tests/node/test_add/input_0.npy").display().to_string();
-    fails_with(&["run", &model, "-i", &format!("x={x}"), "-o", &s.path("out.npy")], &["missing input 'y'", "--input y=FILE.npy"]);
-    fails_with(&["run", &model, "-i", &format!("z={x}"), "-o", &s.path("out.npy")], &["no input 'z'", "x, y"]);
-    fails_with(&["run", &model, "-i", &x, "-o", &s.path("out.npy")], &["has 2 inputs", "NAME=FILE.npy"]);
-    fails_with(&["run", &model, "-i", &format!("x={}", s.path("absent.npy")), "-i", &format!("y={x}"), "-o", &s.path("out.npy")], &["cannot open", "absent.npy"]);
+    fails_with(&["run", &model, "-i", &format!("x={x}"), "-o", &s.text("out.npy")], &["missing input 'y'", "--input y=FILE.npy"]);
+    fails_with(&["run", &model, "-i", &format!("z={x}"), "-o", &s.text("out.npy")], &["no input 'z'", "x, y"]);
+    fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy")], &["has 2 inputs", "NAME=FILE.npy"]);
+    fails_with(&["run", &model, "-i", &format!("x={}", s.text("absent.npy")), "-i", &format!("y={x}"), "-o", &s.text("out.npy")], &["cannot open", "absent.npy"]);
 }
 
 #[test]
 fn absent_external_data() {
-    let s = Scratch::new("external");
-    std::fs::copy(fixture("vit_dynamo", "model.onnx"), s.path("model.onnx")).unwrap();
-    fails_with(&["check", &s.path("model.onnx")], &["external data file", "model.onnx.data", "cannot be read"]);
+    let s = Scratch::new("errors-external");
+    std::fs::copy(fixture("vit_dynamo", "model.onnx"), s.text("model.onnx")).unwrap();
+    fails_with(&["check", &s.text("model.onnx")], &["external data file", "model.onnx.data", "cannot be read"]);
 }
 
 #[test]
 fn malformed_npy() {
-    let s = Scratch::new("npy");
+    let s = Scratch::new("errors-npy");
     let model = fixture("seed_attention_ts", "model.onnx");
-    std::fs::write(s.path("garbage.npy"), b"\x93NUMPY garbage that is no header").unwrap();
-    fails_with(&["run", &model, "-i", &s.path("garbage.npy"), "-o", &s.path("out.npy")], &["garbage.npy", "not a valid .npy file"]);
+    std::fs::write(s.text("garbage.npy"), b"\x93NUMPY garbage that is no header").unwrap();
+    fails_with(&["run", &model, "-i", &s.text("garbage.npy"), "-o", &s.text("out.npy")], &["garbage.npy", "not a valid .npy file"]);
     let good = std::fs::read(fixture("seed_attention_ts", "input.npy")).unwrap();
-    std::fs::write(s.path("cut.npy"), &good[..good.len() - 100]).unwrap();
-    fails_with(&["run", &model, "-i", &s.path("cut.npy"), "-o", &s.path("out.npy")], &["cut.npy", "truncated"]);
-    octet_cli::npy::write(Path::new(&s.path("ints.npy")), &octet_graph::Tensor::i64(vec![1, 16, 128], vec![1; 16 * 128])).unwrap();
-    fails_with(&["run", &model, "-i", &s.path("ints.npy"), "-o", &s.path("out.npy")], &["holds int64 values", "takes float32"]);
+    std::fs::write(s.text("cut.npy"), &good[..good.len() - 100]).unwrap();
+    fails_with(&["run", &model, "-i", &s.text("cut.npy"), "-o", &s.text("out.npy")], &["cut.npy", "truncated"]);
+    octet_cli::npy::write(Path::new(&s.text("ints.npy")), &octet_graph::Tensor::i64(vec![1, 16, 128], vec![1; 16 * 128])).unwrap();
+    fails_with(&["run", &model, "-i", &s.text("ints.npy"), "-o", &s.text("out.npy")], &["holds int64 values", "takes float32"]);
 }
 
 #[test]
 fn run_writes_outputs_and_json() {
-    let s = Scratch::new("ok");
+    let s = Scratch::new("errors-ok");
     let model = fixture("seed_attention_ts", "model.onnx");
     let x = fixture("seed_attention_ts", "input.npy");
-    let (ok, out, err) = octet(&["run", &model, "-i", &x, "-o", &s.path("y.npy"), "--json"]);
+    let (ok, out, err) = octet(&["run", &model, "-i", &x, "-o", &s.text("y.npy"), "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["outputs"][0]["shape"], serde_json::json!([1, 16, 128]));
-    let got = octet_cli::npy::read(Path::new(&s.path("y.npy"))).unwrap();
+    let got = octet_cli::npy::read(Path::new(&s.text("y.npy"))).unwrap();
     let want = octet_cli::npy::read(Path::new(&fixture("seed_attention_ts", "ort.npy"))).unwrap();
     assert!(common::relative_error(&got, &want) < 1e-4);
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,25 +15,6 @@ fn fixture(name: &str, file: &str) -> PathBuf {
     common::root().join("tests/fixtures").join(name).join(file)
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("octet-quant-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn octet(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(args).output().expect("run octet");
@@ -86,7 +69,7 @@ fn quantize(dir: &Scratch, fixture_name: &str, sample_shape: &[usize], n: usize,
 
 #[test]
 fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
-    let d = Scratch::new("seed");
+    let d = Scratch::new("quant-seed");
     let q = quantize(&d, "seed_attention_ts", &[16, 128], 16, &[]);
     let (ok, out, err) = octet(&["check", s(&q), "--json"]);
     assert!(ok, "{err}");
@@ -105,7 +88,7 @@ fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
 
 #[test]
 fn vits_keep_accuracy_with_int8_gemm_and_report_full_int8() {
-    let d = Scratch::new("vit");
+    let d = Scratch::new("quant-vit");
     for (name, shape) in [("vit_ts", vec![3, 224, 224]), ("vit_dynamo", vec![3, 224, 224]), ("deit_distilled_ts", vec![3, 224, 224]), ("dinov2_ts", vec![3, 112, 112])] {
         let x = npy::read(&fixture(name, "input.npy")).unwrap();
         let fp32 = npy::read(&fixture(name, "ort.npy")).unwrap();
@@ -123,7 +106,7 @@ fn vits_keep_accuracy_with_int8_gemm_and_report_full_int8() {
 
 #[test]
 fn every_observer_runs_and_calibration_is_deterministic() {
-    let d = Scratch::new("observers");
+    let d = Scratch::new("quant-observers");
     let x = npy::read(&fixture("seed_attention_ts", "input.npy")).unwrap();
     let fp32 = npy::read(&fixture("seed_attention_ts", "ort.npy")).unwrap();
     for obs in ["minmax", "percentile", "entropy", "mse"] {
@@ -139,7 +122,7 @@ fn every_observer_runs_and_calibration_is_deterministic() {
 
 #[test]
 fn exclude_and_per_tensor() {
-    let d = Scratch::new("exclude");
+    let d = Scratch::new("quant-exclude");
     let q = quantize(&d, "seed_attention_ts", &[16, 128], 4, &["--exclude", "^/MatMul_1$", "--exclude", "Softmax", "--per-tensor"]);
     let (_, out, _) = octet(&["check", s(&q), "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -154,7 +137,7 @@ fn exclude_and_per_tensor() {
 
 #[test]
 fn import_export_import_is_identical() {
-    let d = Scratch::new("roundtrip");
+    let d = Scratch::new("quant-roundtrip");
     let q = quantize(&d, "vit_dynamo", &[3, 224, 224], 2, &["--preset", "full-int8"]);
     for path in [q.clone(), fixture("peer_qdq/vit_ts_nncf", "model.onnx"), fixture("vit_dynamo", "model.onnx")] {
         let a = octet_onnx::load(&path).unwrap();
@@ -190,7 +173,7 @@ fn qdq_models_from_other_tools_match_onnxruntime() {
 
 #[test]
 fn bad_calibration_data_gets_clear_errors() {
-    let d = Scratch::new("bad");
+    let d = Scratch::new("quant-bad");
     let model = fixture("seed_attention_ts", "model.onnx");
     let out = d.path("out.onnx");
     let try_calib = |calib: &Path, needles: &[&str]| {
@@ -221,7 +204,7 @@ fn bad_calibration_data_gets_clear_errors() {
 
 #[test]
 fn zero_range_tensors_get_valid_parameters() {
-    let d = Scratch::new("zeros");
+    let d = Scratch::new("quant-zeros");
     let calib = d.path("zeros.npy");
     npy::write(&calib, &Tensor::f32(vec![2, 16, 128], vec![0.0; 2 * 16 * 128])).unwrap();
     let out = d.path("zeros.int8.onnx");

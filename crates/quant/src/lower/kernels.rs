@@ -152,6 +152,31 @@ fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue
     }
 }
 
+/// An output tensor of `chunks × per` values of type `out`, chunk `i` written by
+/// `fill(i, f32 chunk, 8-bit chunk)` (the other slice empty); chunks go over the thread pool.
+fn per_chunk(shape: Vec<usize>, chunks: usize, per: usize, out: Output, threads: usize, fill: impl Fn(usize, &mut [f32], &mut [u8]) + Sync) -> Tensor {
+    match out {
+        Output::F32 => {
+            let mut f = vec![0.0f32; chunks * per];
+            if threads > 1 {
+                f.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, f)| fill(i, f, &mut []));
+            } else {
+                f.chunks_mut(per.max(1)).enumerate().for_each(|(i, f)| fill(i, f, &mut []));
+            }
+            Tensor::f32(shape, f)
+        }
+        Output::Quantized(p) => {
+            let mut q = vec![0u8; chunks * per];
+            if threads > 1 {
+                q.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, q)| fill(i, &mut [], q));
+            } else {
+                q.chunks_mut(per.max(1)).enumerate().for_each(|(i, q)| fill(i, &mut [], q));
+            }
+            q_tensor(shape, q, p.signed)
+        }
+    }
+}
+
 /// The epilogue for a product of `input` with `weights` (accumulator scale `acc_scale[j]`):
 /// the input's zero-point term `−z·Σ_k w[k][j]` is folded into the i32 bias (eq. 10), so the
 /// GEMM runs with zero point 0; then requantize to `out` or write f32.
@@ -298,26 +323,7 @@ impl Op for QMatMul {
             let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
             with_scratch(per, |c| gemm_epilogue(m, &a[i * m * k..], k, a_zp, &packed, &e, c, f, q));
         };
-        let tensor = match self.output {
-            Output::F32 => {
-                let mut f = vec![0.0f32; batches * per];
-                if ctx.threads > 1 {
-                    f.par_chunks_mut(per).enumerate().for_each(|(i, f)| one(i, f, &mut []));
-                } else {
-                    f.chunks_mut(per).enumerate().for_each(|(i, f)| one(i, f, &mut []));
-                }
-                Tensor::f32(shape, f)
-            }
-            Output::Quantized(p) => {
-                let mut q = vec![0u8; batches * per];
-                if ctx.threads > 1 {
-                    q.par_chunks_mut(per).enumerate().for_each(|(i, q)| one(i, &mut [], q));
-                } else {
-                    q.chunks_mut(per).enumerate().for_each(|(i, q)| one(i, &mut [], q));
-                }
-                q_tensor(shape, q, p.signed)
-            }
-        };
+        let tensor = per_chunk(shape, batches, per, self.output, ctx.threads, one);
         Ok(vec![tensor])
     }
     fn foldable(&self) -> bool {
@@ -727,26 +733,7 @@ impl Op for QAttention {
             });
         };
         let per = m * d;
-        let tensor = match self.context.output {
-            Output::F32 => {
-                let mut f = vec![0.0f32; batches * per];
-                if ctx.threads > 1 {
-                    f.par_chunks_mut(per).enumerate().for_each(|(i, f)| head(i, f, &mut []));
-                } else {
-                    f.chunks_mut(per).enumerate().for_each(|(i, f)| head(i, f, &mut []));
-                }
-                Tensor::f32(shape, f)
-            }
-            Output::Quantized(p) => {
-                let mut out = vec![0u8; batches * per];
-                if ctx.threads > 1 {
-                    out.par_chunks_mut(per).enumerate().for_each(|(i, o)| head(i, &mut [], o));
-                } else {
-                    out.chunks_mut(per).enumerate().for_each(|(i, o)| head(i, &mut [], o));
-                }
-                q_tensor(shape, out, p.signed)
-            }
-        };
+        let tensor = per_chunk(shape, batches, per, self.context.output, ctx.threads, head);
         Ok(vec![tensor])
     }
     fn foldable(&self) -> bool {
