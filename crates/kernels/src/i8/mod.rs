@@ -189,21 +189,87 @@ crate::dispatch::simd_dispatch! {
                         let v = elementwise::round_half_even((row[j] + bias[j]) as f32 * scales[j]) + zero_point;
                         o[j] = v.clamp(lo, hi) as u8;
                     }
-                    if let Some(t) = &e.table {
-                        for v in o.iter_mut() {
-                            *v = t[*v as usize];
-                        }
-                    }
-                    if let Some(r) = e.residual {
-                        let res = &residual[i * n..(i + 1) * n];
-                        for (v, &x) in o.iter_mut().zip(res) {
-                            *v = r.out.quantize(r.y.dequantize(*v) + r.r.dequantize(x));
-                        }
-                    }
+                }
+            }
+        }
+        if e.out != OutType::F32 {
+            epilogue_post(m, n, e, out_q, residual);
+        }
+    }
+}
+
+crate::dispatch::simd_dispatch! {
+    /// The table and residual steps of `e` on requantized rows of `n` bytes.
+    pub fn epilogue_post(m: usize, n: usize, e: &Epilogue, out_q: &mut [u8], residual: &[u8]) {
+        for i in 0..m {
+            let o = &mut out_q[i * n..(i + 1) * n];
+            if let Some(t) = &e.table {
+                for v in o.iter_mut() {
+                    *v = t[*v as usize];
+                }
+            }
+            if let Some(r) = e.residual {
+                let res = &residual[i * n..(i + 1) * n];
+                for (v, &x) in o.iter_mut().zip(res) {
+                    *v = r.out.quantize(r.y.dequantize(*v) + r.r.dequantize(x));
                 }
             }
         }
     }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's i32 accumulator buffer of at least `len` values (reused across
+/// calls: allocating and zeroing a fresh one per GEMM costs more than some GEMMs).
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// `a · B` for `m` rows and the epilogue `e` in one call: on AVX-512 VNNI (with both zero points
+/// folded away) the epilogue runs on the accumulator registers of each tile, elsewhere over a
+/// scratch i32 block. The same bits either way.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
+    let n = b.n;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if b.isa == Isa::Avx512Vnni && a_zp == 0 && b.zero_point == 0 {
+        assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue: lhs too short");
+        let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
+        let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+        assert!(scale.len() == n && bias.len() == n, "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
+        let store = match e.out {
+            OutType::F32 => {
+                assert!(out_f32.len() >= m * n);
+                vnni::Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
+            }
+            OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
+                assert!(out_q.len() >= m * n);
+                let signed = matches!(e.out, OutType::S8 { .. });
+                vnni::Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
+            }
+        };
+        // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
+        unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+        if e.out != OutType::F32 {
+            epilogue_post(m, n, e, out_q, residual);
+        }
+        return;
+    }
+    with_scratch(m * n, |c| {
+        gemm_u8s8(m, a, lda, a_zp, b, c, n, 1);
+        epilogue(m, n, c, n, e, out_f32, out_q, residual);
+    });
 }
 
 #[cfg(test)]

@@ -104,3 +104,43 @@ fn epilogue_is_the_same_on_every_tier() {
         }
     }
 }
+
+#[test]
+fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
+    use super::elementwise::Q8;
+    for &(m, k, n) in &[(1, 4, 1), (7, 64, 17), (13, 37, 100), (197, 384, 70)] {
+        let a = values(m * k, 5);
+        let b: Vec<i8> = values(k * n, 6).into_iter().map(|v| v as i8).collect();
+        let residual = values(m * n, 7);
+        let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|i| (255 - i) as u8));
+        let scale: Vec<f32> = (0..n).map(|j| 3e-5 * (1.0 + j as f32 * 0.01)).collect();
+        let bias: Vec<i32> = (0..n as i32).map(|j| j * 313 - 4000).collect();
+        let q = |z: i32, signed: bool| Q8 { scale: 0.05, zero_point: z, signed };
+        let outs = [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }];
+        for out in outs {
+            for (t, r) in [(false, false), (true, false), (false, true), (true, true)] {
+                if out == OutType::F32 && (t || r) {
+                    continue;
+                }
+                let e = Epilogue {
+                    scale: scale.clone(),
+                    bias: Some(bias.clone()),
+                    out,
+                    table: t.then(|| table.clone()),
+                    residual: r.then(|| Residual { y: q(131, false), r: q(40, false), out: q(7, false) }),
+                };
+                let reference = PackedB::from_rows(Isa::Scalar, k, n, 0, &b, n);
+                let mut c = vec![0i32; m * n];
+                gemm_u8s8(m, &a, k, 0, &reference, &mut c, n, 1);
+                let (mut wf, mut wq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+                epilogue(m, n, &c, n, &e, &mut wf, &mut wq, &residual);
+                for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                    let packed = PackedB::from_rows(isa, k, n, 0, &b, n);
+                    let (mut gf, mut gq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+                    gemm_u8s8_epilogue(m, &a, k, 0, &packed, &e, &mut gf, &mut gq, &residual);
+                    assert!(gq == wq && gf.iter().zip(&wf).all(|(x, y)| x.to_bits() == y.to_bits()), "{} m={m} k={k} n={n} {out:?} table={t} residual={r}", isa.name());
+                }
+            }
+        }
+    }
+}

@@ -102,10 +102,60 @@ unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
     i32::from_le_bytes(w)
 }
 
-/// `R` rows (≤ MR) × `P` panels (≤ NP) of raw sums.
+/// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight
+/// to 8-bit or f32 outputs. Pointers are at the tile's first row and column; `bias` and `scale`
+/// at its first column.
+#[derive(Clone, Copy)]
+pub enum Store {
+    Raw { c: *mut i32, ldc: usize },
+    Requant { q: *mut u8, ldq: usize, bias: *const i32, scale: *const f32, zero_point: i32, signed: bool },
+    Float { f: *mut f32, ldf: usize, bias: *const i32, scale: *const f32 },
+}
+
+impl Store {
+    /// The same store moved by `rows` rows and `cols` columns.
+    unsafe fn at(self, rows: usize, cols: usize) -> Store {
+        match self {
+            Store::Raw { c, ldc } => Store::Raw { c: c.add(rows * ldc + cols), ldc },
+            Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
+                Store::Requant { q: q.add(rows * ldq + cols), ldq, bias: bias.add(cols), scale: scale.add(cols), zero_point, signed }
+            }
+            Store::Float { f, ldf, bias, scale } => Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) },
+        }
+    }
+}
+
+/// Stores one accumulator vector of row `r`, columns `start .. start + valid`.
+#[inline(always)]
+unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
+    let mask = if valid == NR { u16::MAX } else { ((1u32 << valid) - 1) as u16 };
+    match s {
+        Store::Raw { c, ldc } => _mm512_mask_storeu_epi32(c.add(r * ldc + start), mask, acc),
+        Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
+            let v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias.add(start)));
+            let x = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, scale.add(start)));
+            // round_half_even of elementwise.rs: clamp to ±2^22, add 1.5·2^23, subtract its bits.
+            const MAGIC: f32 = 12_582_912.0;
+            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4_194_304.0)), _mm512_set1_ps(4_194_304.0));
+            let t = _mm512_add_ps(x, _mm512_set1_ps(MAGIC));
+            let r_i = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(MAGIC.to_bits() as i32));
+            let lo = if signed { -128 } else { 0 };
+            let y = _mm512_add_epi32(r_i, _mm512_set1_epi32(zero_point));
+            let y = _mm512_min_epi32(_mm512_max_epi32(y, _mm512_set1_epi32(lo)), _mm512_set1_epi32(lo + 255));
+            _mm_mask_storeu_epi8(q.add(r * ldq + start) as *mut i8, mask, _mm512_cvtepi32_epi8(y));
+        }
+        Store::Float { f, ldf, bias, scale } => {
+            let v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias.add(start)));
+            let x = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, scale.add(start)));
+            _mm512_mask_storeu_ps(f.add(r * ldf + start), mask, x);
+        }
+    }
+}
+
+/// `R` rows (≤ MR) × `P` panels (≤ NP): accumulate, then store through `out`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, c: *mut i32, ldc: usize, cols: usize) {
+unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, out: Store, cols: usize) {
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     let full = k / 4;
     let rem = k % 4;
@@ -119,19 +169,13 @@ unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usiz
             }
         }
     }
-    for r in 0..R {
-        for p in 0..P {
+    for (r, row) in acc.iter().enumerate() {
+        for (p, &v) in row.iter().enumerate() {
             let start = p * NR;
             if start >= cols {
                 break;
             }
-            let dst = c.add(r * ldc + start) as *mut __m512i;
-            let valid = (cols - start).min(NR);
-            if valid == NR {
-                _mm512_storeu_si512(dst, acc[r][p]);
-            } else {
-                _mm512_mask_storeu_epi32(dst as *mut i32, ((1u32 << valid) - 1) as u16, acc[r][p]);
-            }
+            store(out, r, start, (cols - start).min(NR), v);
         }
     }
 }
@@ -140,12 +184,20 @@ unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usiz
 ///
 /// # Safety
 /// The CPU supports AVX-512F, BW and VNNI; `b` was packed by [`pack`] for `k × n`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
+    gemm_to(m, k, n, a, lda, b, Store::Raw { c: c.as_mut_ptr(), ldc });
+}
+
+/// `a · B` for `m` rows through `out` (positioned at row 0, column 0).
+///
+/// # Safety
+/// As [`gemm`]; `out` addresses `m` rows of `n` columns (and `n` biases and scales).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
+pub unsafe fn gemm_to(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], out: Store) {
     let k4 = k.div_ceil(4);
     let panels = n.div_ceil(NR);
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let (a, b) = (a.as_ptr(), b.as_ptr());
     let mut p = 0;
     while p < panels {
         let np = (panels - p).min(NP);
@@ -154,14 +206,14 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8],
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
-            let (ai, ci) = (a.add(i * lda), c.add(i * ldc + p * NR));
+            let (ai, ci) = (a.add(i * lda), out.at(i, p * NR));
             macro_rules! go {
                 ($($r:literal)*) => {
                     match (rows, np) {
-                        $(($r, 4) => tile::<$r, 4>(k, ai, lda, bp, k4, ci, ldc, cols),
-                          ($r, 3) => tile::<$r, 3>(k, ai, lda, bp, k4, ci, ldc, cols),
-                          ($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, ldc, cols),
-                          ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k4, ci, ldc, cols),)*
+                        $(($r, 4) => tile::<$r, 4>(k, ai, lda, bp, k4, ci, cols),
+                          ($r, 3) => tile::<$r, 3>(k, ai, lda, bp, k4, ci, cols),
+                          ($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, cols),
+                          ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k4, ci, cols),)*
                         _ => unreachable!(),
                     }
                 };

@@ -8,7 +8,7 @@ use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith, Q8};
-use octet_kernels::i8::{epilogue, gemm_kernel_name, gemm_u8s8, Epilogue, OutType, PackedB};
+use octet_kernels::i8::{gemm_kernel_name, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
 use octet_kernels::Isa;
 use rayon::prelude::*;
 
@@ -103,22 +103,6 @@ impl Output {
     }
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Calls `f` with this thread's i32 accumulator buffer of at least `len` values (reused across
-/// calls: allocating and zeroing a fresh one per GEMM costs more than some GEMMs).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0);
-        }
-        f(&mut s[..len])
-    })
-}
-
 /// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
 /// With several threads, each takes a block of rows through both.
 #[allow(clippy::too_many_arguments)]
@@ -134,11 +118,8 @@ fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue
         if rows == 0 {
             return;
         }
-        with_scratch(rows * n, |c| {
-            gemm_u8s8(rows, &a[r0 * lda..], lda, a_zp, b, c, n, 1);
-            let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
-            epilogue(rows, n, c, n, e, f, q, res);
-        });
+        let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
+        gemm_u8s8_epilogue(rows, &a[r0 * lda..], lda, a_zp, b, e, f, q, res);
     };
     match (out, threads > 1) {
         (Output::F32, true) => f.par_chunks_mut(block_rows * n).enumerate().for_each(|(i, f)| block(i * block_rows, f, &mut [])),
@@ -190,15 +171,12 @@ pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bia
 /// Runs `a · B` and applies `e`, folding the left zero point into the epilogue's bias when the
 /// right operand's zero point is 0 (then the GEMM needs no correction pass).
 #[allow(clippy::too_many_arguments)]
-fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, c: &mut [i32], f: &mut [f32], q: &mut [u8]) {
-    let n = b.n;
+fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, f: &mut [f32], q: &mut [u8]) {
     if b.zero_point == 0 && a_zp != 0 {
         let folded = Epilogue { bias: Some(b.col_sums().iter().map(|s| -a_zp * s).collect()), ..e.clone() };
-        gemm_u8s8(m, a, lda, 0, b, c, n, 1);
-        epilogue(m, n, c, n, &folded, f, q, &[]);
+        gemm_u8s8_epilogue(m, a, lda, 0, b, &folded, f, q, &[]);
     } else {
-        gemm_u8s8(m, a, lda, a_zp, b, c, n, 1);
-        epilogue(m, n, c, n, e, f, q, &[]);
+        gemm_u8s8_epilogue(m, a, lda, a_zp, b, e, f, q, &[]);
     }
 }
 
@@ -321,7 +299,7 @@ impl Op for QMatMul {
         let per = m * n;
         let one = |i: usize, f: &mut [f32], q: &mut [u8]| {
             let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
-            with_scratch(per, |c| gemm_epilogue(m, &a[i * m * k..], k, a_zp, &packed, &e, c, f, q));
+            gemm_epilogue(m, &a[i * m * k..], k, a_zp, &packed, &e, f, q);
         };
         let tensor = per_chunk(shape, batches, per, self.output, ctx.threads, one);
         Ok(vec![tensor])
@@ -723,14 +701,12 @@ impl Op for QAttention {
             let vp = PackedB::from_rows(isa, n, d, v_zp, &vb[i * n * d..(i + 1) * n * d], d);
             let mut logits = vec![0u8; m * n];
             let mut p = vec![0u8; m * n];
-            with_scratch(m * n.max(d), |c| {
-                gemm_epilogue(m, &q[i * m * k..], k, q_zp, &kp, &e1, &mut c[..m * n], &mut [], &mut logits);
-                ew::softmax_rows_q8(&logits, pi, n, po, &mut p);
-                if self.softmax.output.signed {
-                    p.iter_mut().for_each(|b| *b ^= 0x80);
-                }
-                gemm_epilogue(m, &p, n, p_zp, &vp, &e2, &mut c[..m * d], f, out);
-            });
+            gemm_epilogue(m, &q[i * m * k..], k, q_zp, &kp, &e1, &mut [], &mut logits);
+            ew::softmax_rows_q8(&logits, pi, n, po, &mut p);
+            if self.softmax.output.signed {
+                p.iter_mut().for_each(|b| *b ^= 0x80);
+            }
+            gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
         };
         let per = m * d;
         let tensor = per_chunk(shape, batches, per, self.context.output, ctx.threads, head);
