@@ -204,9 +204,7 @@ crate::dispatch::simd_dispatch! {
         for i in 0..m {
             let o = &mut out_q[i * n..(i + 1) * n];
             if let Some(t) = &e.table {
-                for v in o.iter_mut() {
-                    *v = t[*v as usize];
-                }
+                elementwise::lookup_in_place(o, t);
             }
             if let Some(r) = e.residual {
                 let res = &residual[i * n..(i + 1) * n];

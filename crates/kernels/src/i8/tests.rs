@@ -144,3 +144,18 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
         }
     }
 }
+
+#[test]
+fn table_lookup_equals_indexing() {
+    let table: [u8; 256] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+    for n in [0, 1, 63, 64, 65, 200, 1000] {
+        let x = values(n, n as u64 + 1);
+        let mut out = vec![0u8; n];
+        super::elementwise::lookup(&x, &table, &mut out);
+        let want: Vec<u8> = x.iter().map(|&b| table[b as usize]).collect();
+        assert_eq!(out, want, "n={n}");
+        let mut buf = x.clone();
+        super::elementwise::lookup_in_place(&mut buf, &table);
+        assert_eq!(buf, want, "in place, n={n}");
+    }
+}
