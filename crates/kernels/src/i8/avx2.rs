@@ -11,21 +11,7 @@ const NR: usize = 8;
 const MR: usize = 6;
 
 pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
-    let (panels, k2) = (n.div_ceil(NR), k.div_ceil(2));
-    let mut out = vec![0i16; panels * k2 * NR * 2];
-    for p in 0..panels {
-        for g in 0..k2 {
-            for j in 0..NR {
-                for kk in 0..2 {
-                    let (row, col) = (g * 2 + kk, p * NR + j);
-                    if row < k && col < n {
-                        out[((p * k2 + g) * NR + j) * 2 + kk] = get(row, col) as i16;
-                    }
-                }
-            }
-        }
-    }
-    out.iter().flat_map(|v| v.to_le_bytes()).collect()
+    super::pack_panels(k, n, NR, 2, |kk, j| get(kk, j) as i16).iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 #[inline(always)]

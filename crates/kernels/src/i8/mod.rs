@@ -78,6 +78,24 @@ impl PackedB {
     }
 }
 
+/// B laid out in panels of `nr` columns with k in groups of `group`: element `(k, j)` goes to
+/// `((p · groups + g) · nr + jj) · group + kk` for `j = p·nr + jj`, `k = g·group + kk`; padding
+/// is zero. The layout every SIMD tier packs its right operand into.
+pub(crate) fn pack_panels<T: Copy + Default>(k: usize, n: usize, nr: usize, group: usize, get: impl Fn(usize, usize) -> T) -> Vec<T> {
+    let (panels, groups) = (n.div_ceil(nr), k.div_ceil(group));
+    let mut out = vec![T::default(); panels * groups * nr * group];
+    for p in 0..panels {
+        for g in 0..groups {
+            for jj in 0..nr.min(n - p * nr) {
+                for kk in 0..group.min(k - g * group) {
+                    out[((p * groups + g) * nr + jj) * group + kk] = get(g * group + kk, p * nr + jj);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Name of the microkernel a tier uses, for reports: `<isa>_<what>_<mr>x<nr>`.
 pub fn gemm_kernel_name(isa: Isa) -> &'static str {
     match isa {

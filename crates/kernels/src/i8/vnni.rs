@@ -14,21 +14,7 @@ const MR: usize = 6;
 const NP: usize = 4;
 
 pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
-    let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
-    let mut out = vec![0u8; panels * k4 * NR * 4];
-    for p in 0..panels {
-        for g in 0..k4 {
-            for j in 0..NR {
-                for kk in 0..4 {
-                    let (row, col) = (g * 4 + kk, p * NR + j);
-                    if row < k && col < n {
-                        out[((p * k4 + g) * NR + j) * 4 + kk] = get(row, col) as u8;
-                    }
-                }
-            }
-        }
-    }
-    out
+    super::pack_panels(k, n, NR, 4, |kk, j| get(kk, j) as u8)
 }
 
 /// [`pack`] for a row-major source (row stride `ld`), for right operands packed at run time
