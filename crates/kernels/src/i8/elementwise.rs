@@ -99,18 +99,20 @@ simd_dispatch! {
 
 simd_dispatch! {
     /// LayerNorm of rows of `c` codes: exact integer mean and variance of the codes, then
-    /// `y = (q − mean) · s / √(s²·var + eps) · γ + β` in f32, quantized to `po` or written to
-    /// `out_f32` when `po` is None. Within one output step of the reference.
+    /// `y = (q − mean) · s / √(s²·var + eps) · γ + β` in f32, quantized to `po` (one multiply by
+    /// `1/s_out`) or written to `out_f32` when `po` is None. Within one output step of the
+    /// reference. Rows up to 32768 codes (i32 sums of squares).
     pub fn layer_norm_rows_q8(x: &[u8], px: Q8, c: usize, gamma: &[f32], beta: &[f32], eps: f32, po: Option<Q8>, out_q: &mut [u8], out_f32: &mut [f32]) {
         if c == 0 {
             return;
         }
+        assert!(c <= 32768, "LayerNorm rows of {c} codes exceed the i32 sums");
         let mut y = vec![0.0f32; c];
         for (r, row) in x.chunks_exact(c).enumerate() {
-            let mut sum = 0i64;
-            let mut sq = 0i64;
+            let mut sum = 0i32;
+            let mut sq = 0i32;
             for &b in row {
-                let v = px.code(b) as i64;
+                let v = px.code(b);
                 sum += v;
                 sq += v * v;
             }
@@ -124,8 +126,10 @@ simd_dispatch! {
             }
             match po {
                 Some(p) => {
+                    let k = 1.0 / p.scale;
+                    let lo = -((p.signed as i32) << 7);
                     for (o, &v) in out_q[r * c..(r + 1) * c].iter_mut().zip(&y) {
-                        *o = p.quantize(v);
+                        *o = (round_half_even(v * k) + p.zero_point).clamp(lo, lo + 255) as u8;
                     }
                 }
                 None => out_f32[r * c..(r + 1) * c].copy_from_slice(&y),
