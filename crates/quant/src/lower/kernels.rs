@@ -368,6 +368,8 @@ impl Op for QConv {
             for oy in 0..oh {
                 for ox in 0..ow {
                     let row = &mut col[(oy * ow + ox) * kdim..][..kdim];
+                    let x0 = (ox * self.stride[1]) as isize - self.pad[1] as isize;
+                    let contiguous = self.dilation[1] == 1 && x0 >= 0 && x0 as usize + self.kernel[1] <= w;
                     for ci in 0..c {
                         for ky in 0..self.kernel[0] {
                             let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
@@ -375,6 +377,11 @@ impl Op for QConv {
                                 continue;
                             }
                             let src = &a[((img * c + ci) * h + iy as usize) * w..][..w];
+                            let at = (ci * self.kernel[0] + ky) * self.kernel[1];
+                            if contiguous {
+                                row[at..at + self.kernel[1]].copy_from_slice(&src[x0 as usize..x0 as usize + self.kernel[1]]);
+                                continue;
+                            }
                             for kx in 0..self.kernel[1] {
                                 let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize - self.pad[1] as isize;
                                 if ix >= 0 && (ix as usize) < w {
