@@ -113,7 +113,8 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
         let b: Vec<i8> = values(k * n, 6).into_iter().map(|v| v as i8).collect();
         let residual = values(m * n, 7);
         let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|i| (255 - i) as u8));
-        let scale: Vec<f32> = (0..n).map(|j| 3e-5 * (1.0 + j as f32 * 0.01)).collect();
+        // Scales from tiny to huge, so that results saturate both ways past ±2^31.
+        let scale: Vec<f32> = (0..n).map(|j| [3e-5, 1e-2, 7.0, 1e4, -2e3][j % 5] * (1.0 + j as f32 * 0.01)).collect();
         let bias: Vec<i32> = (0..n as i32).map(|j| j * 313 - 4000).collect();
         let q = |z: i32, signed: bool| Q8 { scale: 0.05, zero_point: z, signed };
         let outs = [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }];

@@ -120,11 +120,12 @@ unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
         Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
             let v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias.add(start)));
             let x = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, scale.add(start)));
-            // round_half_even of elementwise.rs: clamp to ±2^22, add 1.5·2^23, subtract its bits.
-            const MAGIC: f32 = 12_582_912.0;
-            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4_194_304.0)), _mm512_set1_ps(4_194_304.0));
-            let t = _mm512_add_ps(x, _mm512_set1_ps(MAGIC));
-            let r_i = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(MAGIC.to_bits() as i32));
+            // Round half to even with the default MXCSR mode, after capping to ±2^30: once the
+            // zero point is added and the 8-bit clamp applied, this equals
+            // elementwise::round_half_even (which caps at ±2^22) for every input.
+            const CAP: f32 = 1_073_741_824.0;
+            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-CAP)), _mm512_set1_ps(CAP));
+            let r_i = _mm512_cvtps_epi32(x);
             let lo = if signed { -128 } else { 0 };
             let y = _mm512_add_epi32(r_i, _mm512_set1_epi32(zero_point));
             let y = _mm512_min_epi32(_mm512_max_epi32(y, _mm512_set1_epi32(lo)), _mm512_set1_epi32(lo + 255));
