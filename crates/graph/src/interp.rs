@@ -51,6 +51,23 @@ impl Plan {
         Plan { graph, release_after }
     }
 
+    /// For a view op (same data, new shape) whose input dies with it: the input itself, taken out
+    /// of `values`, so that the view costs no copy.
+    fn take_for_view(&self, i: usize, values: &mut [Option<Arc<Tensor>>]) -> Option<Tensor> {
+        let node = &self.graph.nodes[i];
+        let v = node.inputs.first().copied().flatten()?;
+        if !node.op.is_view() || node.outputs.len() != 1 || !self.release_after[i].contains(&v) {
+            return None;
+        }
+        match Arc::try_unwrap(values[v].take()?) {
+            Ok(t) => Some(t),
+            Err(shared) => {
+                values[v] = Some(shared);
+                None
+            }
+        }
+    }
+
     /// Runs the plan. `inputs` are in graph input order and must have the planned shapes.
     pub fn run(&self, inputs: Vec<Tensor>, ctx: &EvalCtx) -> Result<Vec<Tensor>> {
         self.run_hooked(inputs, ctx, &mut NoHooks)
@@ -79,11 +96,13 @@ impl Plan {
         }
         for (i, node) in g.nodes.iter().enumerate() {
             let start = Instant::now();
-            let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| values[v].as_deref())).collect();
-            let outs = node
-                .op
-                .eval(&ins, ctx)
-                .map_err(|message| Error::Node { node: node.name.clone(), op: node.op.name().into(), message })?;
+            let outs = match self.take_for_view(i, &mut values) {
+                Some(t) => vec![t.reshaped(g.fact(node.outputs[0]).shape.clone())],
+                None => {
+                    let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| values[v].as_deref())).collect();
+                    node.op.eval(&ins, ctx).map_err(|message| Error::Node { node: node.name.clone(), op: node.op.name().into(), message })?
+                }
+            };
             for (&v, t) in node.outputs.iter().zip(outs) {
                 hooks.value(v, &t)?;
                 values[v] = Some(Arc::new(t));

@@ -74,6 +74,12 @@ pub trait Op: Send + Sync + fmt::Debug + Any {
         &[]
     }
 
+    /// True for ops whose output is their first input's data under another shape (Reshape,
+    /// Squeeze, …): the interpreter then moves a dying input instead of copying it.
+    fn is_view(&self) -> bool {
+        false
+    }
+
     /// For ops that are compiled kernels (int8 lowering): the kernel's name and ISA tier.
     fn kernel(&self) -> Option<String> {
         None

@@ -73,6 +73,9 @@ impl Op for Reshape {
     fn name(&self) -> &'static str {
         "Reshape"
     }
+    fn is_view(&self) -> bool {
+        true
+    }
     fn value_operands(&self) -> &'static [usize] {
         &[1]
     }
@@ -108,6 +111,9 @@ impl Flatten {
 impl Op for Flatten {
     fn name(&self) -> &'static str {
         "Flatten"
+    }
+    fn is_view(&self) -> bool {
+        true
     }
     same_dtype_infer!();
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
@@ -149,6 +155,9 @@ impl Squeeze {
 impl Op for Squeeze {
     fn name(&self) -> &'static str {
         "Squeeze"
+    }
+    fn is_view(&self) -> bool {
+        true
     }
     fn value_operands(&self) -> &'static [usize] {
         &[1]
@@ -197,6 +206,9 @@ impl Unsqueeze {
 impl Op for Unsqueeze {
     fn name(&self) -> &'static str {
         "Unsqueeze"
+    }
+    fn is_view(&self) -> bool {
+        true
     }
     fn value_operands(&self) -> &'static [usize] {
         &[1]
@@ -610,6 +622,9 @@ pub struct Identity;
 impl Op for Identity {
     fn name(&self) -> &'static str {
         "Identity"
+    }
+    fn is_view(&self) -> bool {
+        true
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "input")?;

@@ -644,6 +644,9 @@ impl Op for QMove {
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         self.0.eval(inputs, ctx)
     }
+    fn is_view(&self) -> bool {
+        self.0.is_view()
+    }
     fn foldable(&self) -> bool {
         false
     }
