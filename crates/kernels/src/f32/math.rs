@@ -13,7 +13,7 @@ pub fn exp_scalar(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
     const LO: f32 = -87.33;
     const HI: f32 = 88.72;
-    let xc = x.max(LO).min(HI);
+    let xc = x.clamp(LO, HI);
     let t = xc * LOG2E + ROUND;
     let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
@@ -22,7 +22,7 @@ pub fn exp_scalar(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // The low mantissa bits of `t` hold n; integer ops only, so that the loop vectorises.
     let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());

@@ -15,7 +15,7 @@ pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k2: usize, c: *mut i32, ldc: usize, cols: usize) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
     for g in 0..k2 {

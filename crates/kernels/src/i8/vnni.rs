@@ -141,7 +141,7 @@ unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
 
 /// `R` rows (≤ MR) × `P` panels (≤ NP): accumulate, then store through `out`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, out: Store, cols: usize) {
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     let full = k / 4;
