@@ -10,6 +10,9 @@
 //! - `DQ(a), DQ(b)|constant → Add|Sub|Mul|Div → Q`          → QBinary
 //! - `DQ(x) → Softmax → Q`                                  → QSoftmax
 //! - `DQ(x) → LayerNormalization [→ Q]`                     → QLayerNorm
+//!
+//! Then lowered kernels are fused where one feeds the next (see [`fuse_kernels`]): tables and
+//! residual Adds into GEMM epilogues, Q·Kᵀ → softmax → P·V into one attention kernel.
 
 pub mod kernels;
 
@@ -171,8 +174,8 @@ fn weights(m: &M, v: ValueId, transposed: bool, isa: Isa) -> Option<(PackedB, Ve
     if d.axis.is_some_and(|a| a != col_axis) {
         return None;
     }
-    let Some(octet_graph::Data::I8(w)) = Some(codes.data().clone()) else { return None };
-    let packed = if transposed { PackedB::from_cols(isa, k, n, 0, &w, k) } else { PackedB::from_rows(isa, k, n, 0, &w, n) };
+    let octet_graph::Data::I8(w) = codes.data() else { return None };
+    let packed = if transposed { PackedB::from_cols(isa, k, n, 0, w, k) } else { PackedB::from_rows(isa, k, n, 0, w, n) };
     Some((packed, d.scale))
 }
 
