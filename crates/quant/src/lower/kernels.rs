@@ -739,3 +739,31 @@ fn right_operand(t: &Tensor, p: Affine) -> Result<(std::borrow::Cow<'_, [i8]>, i
         d => Err(format!("operand is {} but its parameters say {}", d.dtype(), p.dtype())),
     }
 }
+
+/// Several strided copies of one 8-bit input (a Transpose followed by a Split, read in one pass
+/// per output instead of two).
+#[derive(Debug)]
+pub struct QViews {
+    pub views: Vec<octet_graph::ops::view::View>,
+}
+
+impl Op for QViews {
+    fn name(&self) -> &'static str {
+        "TransposeSplit"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let x = required(inputs, 0, "x")?;
+        Ok(self.views.iter().map(|v| Fact::new(x.dtype, v.shape.clone())).collect())
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        Ok(self.views.iter().map(|v| v.copy(x)).collect())
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some("Transpose and Split on 8-bit data, one strided copy per output".into())
+    }
+    op_any!();
+}

@@ -26,7 +26,7 @@ use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueI
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
-use kernels::{weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable};
+use kernels::{weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable, QViews};
 
 /// The lowering for sessions: int8 kernels of the selected ISA tier.
 pub fn lowering() -> Lowering {
@@ -442,7 +442,8 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 ///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
 /// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
 /// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue;
-/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention.
+/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention;
+/// - `Transpose → Split` on 8-bit data → one strided copy per output.
 fn fuse_kernels(g: &mut TypedGraph) {
     let mut i = 0;
     while i < g.nodes.len() {
@@ -452,7 +453,7 @@ fn fuse_kernels(g: &mut TypedGraph) {
     }
     let mut i = 0;
     while i < g.nodes.len() {
-        let fused = epilogue_table(g, i).or_else(|| epilogue_residual(g, i)).or_else(|| attention(g, i));
+        let fused = epilogue_table(g, i).or_else(|| epilogue_residual(g, i)).or_else(|| attention(g, i)).or_else(|| transpose_split(g, i));
         if let Some((at, node)) = fused {
             g.replace_node(at, node);
             g.remove_dead_nodes();
@@ -535,6 +536,35 @@ fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
     let op = QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() };
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused: vec![] }))
+}
+
+fn transpose_split(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    use octet_graph::ops::shape::{Split, Transpose};
+    use octet_graph::ops::view::View;
+    let n = &g.nodes[i];
+    let split = n.op.downcast::<QMove>()?.0.downcast::<Split>()?;
+    let t = g.producer(n.inputs[0]?)?;
+    let tr = g.nodes[t].op.downcast::<QMove>()?.0.downcast::<Transpose>()?;
+    if sole_reader(g, g.nodes[t].outputs[0]) != Some(i) {
+        return None;
+    }
+    let x = g.nodes[t].inputs[0]?;
+    let xs = &g.fact(x).shape;
+    let perm = tr.perm_for(xs.len()).ok()?;
+    let base = View::of(xs);
+    let whole = View { base: 0, shape: perm.iter().map(|&a| xs[a]).collect(), strides: perm.iter().map(|&a| base.strides[a]).collect() };
+    let axis = octet_graph::op::norm_axis(split.axis, whole.shape.len()).ok()?;
+    let mut views = Vec::new();
+    let mut start = 0isize;
+    for &o in &n.outputs {
+        let size = g.fact(o).shape[axis];
+        let mut v = whole.clone();
+        v.base = start * whole.strides[axis];
+        v.shape[axis] = size;
+        views.push(v);
+        start += size as isize;
+    }
+    Some((i, Node { name: n.name.clone(), op: Arc::new(QViews { views }), inputs: vec![Some(x)], outputs: n.outputs.clone(), fused: vec![] }))
 }
 
 fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
