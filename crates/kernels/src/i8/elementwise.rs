@@ -79,6 +79,34 @@ same_shape!(sub_same_shape, -);
 same_shape!(mul_same_shape, *);
 same_shape!(div_same_shape, /);
 
+macro_rules! float_same_shape {
+    ($name:ident, $op:tt) => {
+        simd_dispatch! {
+            fn $name(a: &[f32], b: &[f32], out: &mut [u8], po: Q8) {
+                let n = out.len().min(a.len()).min(b.len());
+                let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
+                for i in 0..n {
+                    out[i] = po.quantize(a[i] $op b[i]);
+                }
+            }
+        }
+    };
+}
+float_same_shape!(add_f32, +);
+float_same_shape!(sub_f32, -);
+float_same_shape!(mul_f32, *);
+float_same_shape!(div_f32, /);
+
+/// `out = q(a ∘ b)` for equal-length f32 operands (dequantized activations or constants).
+pub fn binary_f32_same_shape(op: Arith, a: &[f32], b: &[f32], out: &mut [u8], po: Q8) {
+    match op {
+        Arith::Add => add_f32(a, b, out, po),
+        Arith::Sub => sub_f32(a, b, out, po),
+        Arith::Mul => mul_f32(a, b, out, po),
+        Arith::Div => div_f32(a, b, out, po),
+    }
+}
+
 simd_dispatch! {
     /// `out = q(x)` for f32 input (QuantizeLinear, per tensor).
     pub fn quantize(x: &[f32], p: Q8, out: &mut [u8]) {

@@ -513,6 +513,11 @@ impl Op for QBinary {
         let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
         let (av, bv) = (values(0, a)?, values(1, b)?);
         let q = o.q8();
+        if a.shape() == b.shape() {
+            let mut out = vec![0u8; av.len()];
+            ew::binary_f32_same_shape(arith, &av, &bv, &mut out, q);
+            return Ok(vec![q_tensor(shape, out, o.signed)]);
+        }
         let out = match arith {
             Arith::Add => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x + y)),
             Arith::Sub => binary(&av, a.shape(), &bv, b.shape(), &shape, |x, y| q.quantize(x - y)),
