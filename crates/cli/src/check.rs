@@ -187,7 +187,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
                 report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
             } else {
-                report(Status::Float, Some(n.name.clone()), kernel, def.int8.describe(), format!("float kernel{fused}"))
+                report(Status::Float, Some(n.name.clone()), kernel, "not quantized", format!("float kernel{fused}"))
             }
         } else if n.outputs.iter().all(|&v| constant(v)) {
             let why = if n.op.name() == "DequantizeLinear" {

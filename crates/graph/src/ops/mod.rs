@@ -36,6 +36,9 @@ pub enum Int8Support {
     FloatBetweenDqQ,
     /// The op is itself a quantization boundary.
     QdqBoundary,
+    /// The int8 lowering (crates/quant/src/lower) has a kernel for the op's QDQ pattern; when a
+    /// pattern does not match (other parameters, shapes), it runs in float between dq and q.
+    Kernel(&'static str),
 }
 
 impl Int8Support {
@@ -43,9 +46,15 @@ impl Int8Support {
         match self {
             Int8Support::FloatBetweenDqQ => "float between dq and q",
             Int8Support::QdqBoundary => "quantization boundary",
+            Int8Support::Kernel(k) => k,
         }
     }
 }
+
+const GEMM: Int8Support = Int8Support::Kernel("u8×s8 GEMM (weights packed; Q·Kᵀ → softmax → P·V fused)");
+const TABLE: Int8Support = Int8Support::Kernel("256-entry table (in the epilogue of a GEMM before it, if any)");
+const ARITH: Int8Support = Int8Support::Kernel("dq ∘ op ∘ q in one pass; with a constant scalar: 256-entry table");
+const MOVE: Int8Support = Int8Support::Kernel("moves 8-bit data (same parameters in and out)");
 
 /// How annotation treats an op when a preset quantizes it (doc/quantization.md, section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -164,7 +173,7 @@ const FLOAT: Int8Support = Int8Support::FloatBetweenDqQ;
 
 /// Every supported operator, alphabetically.
 pub static REGISTRY: &[OpDef] = &[
-    OpDef { name: "Add", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Add) },
+    OpDef { name: "Add", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Add) },
     OpDef {
         name: "Cast",
         since: 11,
@@ -190,7 +199,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Conv",
         since: 11,
         float_kernel: "im2col + gemm crate matmul",
-        quant: QuantRule::Matmul, int8: FLOAT,
+        quant: QuantRule::Matmul, int8: Int8Support::Kernel("im2col + u8×s8 GEMM (2-D, group 1)"),
         notes: "1-D and 2-D",
         build: |c| {
             let a = c.attrs;
@@ -211,17 +220,17 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "per tensor and per axis; uint8, int8, int32 inputs; no blocked quantization",
         build: |c| ok(quant::DequantizeLinear { axis: c.attrs.int_or("axis", 1)? }),
     },
-    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
+    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
     OpDef { name: "Equal", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
-    OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Erf) },
-    OpDef { name: "Expand", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(shape::Expand) },
-    OpDef { name: "Flatten", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
-    OpDef { name: "Gather", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Erf) },
+    OpDef { name: "Expand", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |_| ok(shape::Expand) },
+    OpDef { name: "Flatten", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
+    OpDef { name: "Gather", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef {
         name: "Gelu",
         since: 20,
         float_kernel: "vectorised erf or tanh form",
-        quant: QuantRule::Observed, int8: FLOAT,
+        quant: QuantRule::Observed, int8: TABLE,
         notes: "also what Erf- and Tanh-GELU subgraphs are fused into",
         build: gelu,
     },
@@ -229,7 +238,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Gemm",
         since: 11,
         float_kernel: "gemm crate matmul (transposes as strides)",
-        quant: QuantRule::Matmul, int8: FLOAT,
+        quant: QuantRule::Matmul, int8: GEMM,
         notes: "",
         build: |c| {
             let a = c.attrs;
@@ -241,20 +250,20 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
-    OpDef { name: "Identity", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
+    OpDef { name: "Identity", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
     OpDef {
         name: "LayerNormalization",
         since: 17,
         float_kernel: "vectorised row kernel",
-        quant: QuantRule::Observed, int8: FLOAT,
+        quant: QuantRule::Observed, int8: Int8Support::Kernel("integer mean and variance, f32 normalise (last axis)"),
         notes: "also what decomposed LayerNorm subgraphs are fused into",
         build: |c| {
             ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
         },
     },
-    OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: FLOAT, notes: "", build: |_| ok(nn::MatMul) },
-    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
-    OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Pow) },
+    OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: GEMM, notes: "", build: |_| ok(nn::MatMul) },
+    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
+    OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| binary(BinaryKind::Pow) },
     OpDef {
         name: "QuantizeLinear",
         since: 11,
@@ -284,8 +293,8 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
-    OpDef { name: "Relu", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Relu) },
-    OpDef { name: "Reshape", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
+    OpDef { name: "Relu", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Relu) },
+    OpDef { name: "Reshape", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
     OpDef {
         name: "Resize",
         since: 11,
@@ -295,12 +304,12 @@ pub static REGISTRY: &[OpDef] = &[
         build: resize,
     },
     OpDef { name: "Shape", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },
-    OpDef { name: "Sigmoid", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
+    OpDef { name: "Sigmoid", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
     OpDef {
         name: "Slice",
         since: 11,
         float_kernel: "strided copy",
-        quant: QuantRule::SharesInput, int8: FLOAT,
+        quant: QuantRule::SharesInput, int8: MOVE,
         notes: "",
         build: |_| ok(shape::Slice),
     },
@@ -308,7 +317,7 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Softmax",
         since: 11,
         float_kernel: "vectorised row kernel",
-        quant: QuantRule::FixedOutput, int8: FLOAT,
+        quant: QuantRule::FixedOutput, int8: Int8Support::Kernel("exp of integer logit differences (last axis)"),
         notes: "",
         build: |c| {
             let flatten = c.opset < 13;
@@ -319,16 +328,16 @@ pub static REGISTRY: &[OpDef] = &[
         name: "Split",
         since: 11,
         float_kernel: "strided copy",
-        quant: QuantRule::SharesInput, int8: FLOAT,
+        quant: QuantRule::SharesInput, int8: MOVE,
         notes: "",
         build: |c| ok(shape::Split { axis: c.attrs.int_or("axis", 0)?, split: attr_before(c, "split", 13)?, outputs: c.num_outputs }),
     },
-    OpDef { name: "Sqrt", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Sqrt) },
-    OpDef { name: "Squeeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
-    OpDef { name: "Sub", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Sub) },
-    OpDef { name: "Tanh", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Tanh) },
-    OpDef { name: "Transpose", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
-    OpDef { name: "Unsqueeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Sqrt", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sqrt) },
+    OpDef { name: "Squeeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Sub", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Sub) },
+    OpDef { name: "Tanh", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tanh) },
+    OpDef { name: "Transpose", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
+    OpDef { name: "Unsqueeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
     OpDef { name: "Where", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(Where) },
 ];
 
