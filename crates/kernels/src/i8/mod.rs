@@ -9,7 +9,6 @@ pub mod elementwise;
 mod scalar;
 mod vnni;
 
-use rayon::prelude::*;
 
 pub use crate::isa::Isa;
 
@@ -106,33 +105,21 @@ pub fn gemm_kernel_name(isa: Isa) -> &'static str {
 }
 
 /// `c[i][j] = Σ_k (a[i][k] − a_zp) · (B[k][j] − b_zp)` for `m` rows of `a` (u8, row stride
-/// `lda`), into `c` (row stride `ldc`). Rows are split over `threads` rayon tasks.
+/// `lda`), into `c` (row stride `ldc`), on the calling thread (callers split rows over threads).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut [i32], ldc: usize, threads: usize) {
+pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut [i32], ldc: usize) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
     }
     assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_u8s8: buffers too short");
-    let rows_per = if threads > 1 { m.div_ceil(threads).next_multiple_of(8) } else { m };
-    let run = |(chunk, c): (usize, &mut [i32])| {
-        let r0 = chunk * rows_per;
-        let rows = rows_per.min(m - r0);
-        let a = &a[r0 * lda..];
-        match b.isa {
-            Isa::Scalar => scalar::gemm(rows, k, n, a, lda, &b.data, c, ldc),
-            // SAFETY: a PackedB for a tier exists only if that tier was chosen as available.
-            Isa::Avx2 => unsafe { avx2::gemm(rows, k, n, a, lda, &b.data, c, ldc) },
-            Isa::Avx512Vnni => unsafe { vnni::gemm(rows, k, n, a, lda, &b.data, c, ldc) },
-        }
-        correct_zero_points(rows, k, n, a, lda, a_zp, b, c, ldc);
-    };
-    let chunk_len = rows_per * ldc;
-    if rows_per < m {
-        c[..(m - 1) * ldc + n].par_chunks_mut(chunk_len).enumerate().for_each(run);
-    } else {
-        run((0, c));
+    match b.isa {
+        Isa::Scalar => scalar::gemm(m, k, n, a, lda, &b.data, c, ldc),
+        // SAFETY: a PackedB for a tier exists only if that tier was chosen as available.
+        Isa::Avx2 => unsafe { avx2::gemm(m, k, n, a, lda, &b.data, c, ldc) },
+        Isa::Avx512Vnni => unsafe { vnni::gemm(m, k, n, a, lda, &b.data, c, ldc) },
     }
+    correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);
 }
 
 /// Turns raw sums `Σ a·b` into `Σ (a − a_zp)(b − b_zp)`.
@@ -283,7 +270,7 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
         return;
     }
     with_scratch(m * n, |c| {
-        gemm_u8s8(m, a, lda, a_zp, b, c, n, 1);
+        gemm_u8s8(m, a, lda, a_zp, b, c, n);
         epilogue(m, n, c, n, e, out_f32, out_q, residual);
     });
 }

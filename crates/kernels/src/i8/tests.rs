@@ -28,7 +28,7 @@ fn check(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, tiers: &[Isa]) {
     let b: Vec<i8> = values(k * n, (n * 13 + k) as u64).into_iter().map(|v| v as i8).collect();
     let reference = PackedB::from_rows(Isa::Scalar, k, n, b_zp, &b, n);
     let mut want = vec![0i32; m * n];
-    gemm_u8s8(m, &a, k, a_zp, &reference, &mut want, n, 1);
+    gemm_u8s8(m, &a, k, a_zp, &reference, &mut want, n);
     for i in 0..m {
         for j in 0..n {
             let exact: i32 = (0..k).map(|kk| (a[i * k + kk] as i32 - a_zp) * (b[kk * n + j] as i32 - b_zp)).sum();
@@ -36,12 +36,10 @@ fn check(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, tiers: &[Isa]) {
         }
     }
     for &isa in tiers {
-        for threads in [1, 2] {
-            let packed = PackedB::from_rows(isa, k, n, b_zp, &b, n);
-            let mut got = vec![7i32; m * n];
-            gemm_u8s8(m, &a, k, a_zp, &packed, &mut got, n, threads);
-            assert_eq!(got, want, "{} m={m} k={k} n={n} a_zp={a_zp} b_zp={b_zp} threads={threads}", isa.name());
-        }
+        let packed = PackedB::from_rows(isa, k, n, b_zp, &b, n);
+        let mut got = vec![7i32; m * n];
+        gemm_u8s8(m, &a, k, a_zp, &packed, &mut got, n);
+        assert_eq!(got, want, "{} m={m} k={k} n={n} a_zp={a_zp} b_zp={b_zp}", isa.name());
     }
 }
 
@@ -132,7 +130,7 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
                 };
                 let reference = PackedB::from_rows(Isa::Scalar, k, n, 0, &b, n);
                 let mut c = vec![0i32; m * n];
-                gemm_u8s8(m, &a, k, 0, &reference, &mut c, n, 1);
+                gemm_u8s8(m, &a, k, 0, &reference, &mut c, n);
                 let (mut wf, mut wq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
                 epilogue(m, n, &c, n, &e, &mut wf, &mut wq, &residual);
                 for isa in Isa::ALL.into_iter().filter(|i| i.available()) {

@@ -28,30 +28,15 @@ impl Affine {
             DType::U8
         }
     }
-    /// `(q − z) · s` in f32, as DequantizeLinear computes it.
-    #[inline(always)]
-    pub fn dequantize(self, q: i32) -> f32 {
-        (q - self.zero_point) as f32 * self.scale
-    }
-    /// QuantizeLinear of one value (eq. 5).
-    #[inline(always)]
-    pub fn quantize(self, x: f32) -> i32 {
-        let (lo, hi) = if self.signed { (-128.0, 127.0) } else { (0.0, 255.0) };
-        ((x / self.scale).round_ties_even() + self.zero_point as f32).clamp(lo, hi) as i32
+    /// The same parameters for the byte kernels (which dequantize and quantize as eq. 1 and 5).
+    pub fn q8(self) -> Q8 {
+        Q8 { scale: self.scale, zero_point: self.zero_point, signed: self.signed }
     }
     pub fn out_type(self) -> OutType {
         if self.signed {
             OutType::S8 { zero_point: self.zero_point }
         } else {
             OutType::U8 { zero_point: self.zero_point }
-        }
-    }
-    /// The integer codes, in order.
-    pub fn codes(self) -> std::ops::RangeInclusive<i32> {
-        if self.signed {
-            -128..=127
-        } else {
-            0..=255
         }
     }
 }
@@ -63,12 +48,6 @@ pub fn bytes(t: &Tensor) -> Result<&[u8], String> {
         // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
         Data::I8(v) => Ok(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }),
         d => Err(format!("expected an 8-bit tensor, got {}", d.dtype())),
-    }
-}
-
-impl Affine {
-    pub fn q8(self) -> Q8 {
-        Q8 { scale: self.scale, zero_point: self.zero_point, signed: self.signed }
     }
 }
 
@@ -422,16 +401,14 @@ pub struct QTable {
 }
 
 impl QTable {
-    /// The table for `f` (an op applied to a 1-D f32 tensor of the 256 dequantized codes).
+    /// The table for `f` (an op applied to a 1-D f32 tensor of the 256 dequantized codes, in
+    /// the order of their stored bytes).
     pub fn build(input: Affine, output: Affine, what: String, f: impl Fn(Tensor) -> Result<Tensor, String>) -> Result<QTable, String> {
-        let codes: Vec<i32> = input.codes().collect();
-        let x = Tensor::f32(vec![256], codes.iter().map(|&q| input.dequantize(q)).collect());
+        let (pi, po) = (input.q8(), output.q8());
+        let x = Tensor::f32(vec![256], (0..=255u8).map(|b| pi.dequantize(b)).collect());
         let y = f(x)?;
         let y = y.as_f32().ok_or("the op did not give f32")?;
-        let mut table = [0u8; 256];
-        for (i, &q) in codes.iter().enumerate() {
-            table[(q as u8) as usize] = output.quantize(y[i]) as u8;
-        }
+        let table: [u8; 256] = std::array::from_fn(|b| po.quantize(y[b]));
         Ok(QTable { input, output, table: Arc::new(table), what })
     }
 }
