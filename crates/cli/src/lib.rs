@@ -3,6 +3,9 @@
 pub mod bench;
 pub mod calib_data;
 pub mod check;
+pub mod compare;
+pub mod demo;
+pub mod html;
 pub mod inputs;
 pub mod npy;
 pub mod ops_table;

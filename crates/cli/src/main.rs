@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use octet_cli::inputs::InputArg;
-use octet_cli::{bench, calib_data, check, ops_table, quantize, run};
+use octet_cli::{bench, calib_data, check, compare, ops_table, quantize, run};
 use octet_quant::{Method, Options, Preset};
 
 /// Large tensors are allocated and freed on every run; mimalloc keeps their pages instead of
@@ -55,6 +55,13 @@ macro_rules! out_raw {
     }};
 }
 
+/// Writes `bytes` to a temporary file next to `path`, then renames it into place.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -66,6 +73,12 @@ enum PresetArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SoftmaxGridArg {
+    Fixed,
+    Calibrated,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ObserverArg {
     Minmax,
     Percentile,
@@ -73,8 +86,51 @@ enum ObserverArg {
     Mse,
 }
 
+/// How image folders are turned into tensors (timm's eval transform).
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Image side after the crop (images only).
+    #[arg(long, default_value_t = 224)]
+    image_size: u32,
+    /// The shorter side is resized to image-size / crop-pct before the center crop.
+    #[arg(long, default_value_t = 0.875)]
+    crop_pct: f32,
+    #[arg(long, value_enum, default_value = "bicubic")]
+    interpolation: calib_data::Interpolation,
+    /// Per-channel mean, R,G,B.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
+    mean: Vec<f32>,
+    /// Per-channel standard deviation, R,G,B.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.229, 0.224, 0.225])]
+    std: Vec<f32>,
+}
+
+impl ImageArgs {
+    fn preprocess(&self) -> calib_data::Preprocess {
+        let (m, s) = (&self.mean, &self.std);
+        calib_data::Preprocess { size: self.image_size, crop_pct: self.crop_pct, interpolation: self.interpolation, mean: [m[0], m[1], m[2]], std: [s[0], s[1], s[2]] }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Quantize the Fashion-MNIST ViT that ships with octet and show what it gives: fp32 vs
+    /// int8 top-1 on the shipped test images, the share of nodes running int8, the speed-up, and
+    /// an HTML report. Trains and downloads nothing.
+    Demo {
+        /// The folder with model.onnx, calib.npz, test.npz and labels.npy [default: tests/fixtures/fashion_vit].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where to write the quantized model and report.html.
+        #[arg(long, default_value = "target/octet-demo")]
+        out: PathBuf,
+        /// Threads to use [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an ONNX model on .npy inputs and write its outputs as .npy.
     Run {
         /// The model (.onnx). External weight files are looked up next to it.
@@ -137,30 +193,65 @@ enum Command {
         /// One scale per weight tensor instead of per output channel.
         #[arg(long)]
         per_tensor: bool,
+        /// Softmax output grid: fixed [0, 1] or calibrated [0, largest probability seen].
+        #[arg(long, value_enum, default_value = "fixed")]
+        softmax_grid: SoftmaxGridArg,
+        /// Do not migrate outlier scale from LayerNorms into the next Linears (SmoothQuant).
+        #[arg(long)]
+        no_smooth: bool,
+        /// Quantize the residual stream even where it has outlier channels.
+        #[arg(long)]
+        no_wide_residual: bool,
         /// Keep nodes float whose name or op type matches this regular expression (repeatable).
         #[arg(long)]
         exclude: Vec<String>,
         /// Use at most this many calibration samples.
         #[arg(long)]
         calib_samples: Option<usize>,
-        /// Image side after the crop (images only).
-        #[arg(long, default_value_t = 224)]
-        image_size: u32,
-        /// The shorter side is resized to image-size / crop-pct before the center crop.
-        #[arg(long, default_value_t = 0.875)]
-        crop_pct: f32,
-        #[arg(long, value_enum, default_value = "bicubic")]
-        interpolation: calib_data::Interpolation,
-        /// Per-channel mean, R,G,B.
-        #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
-        mean: Vec<f32>,
-        /// Per-channel standard deviation, R,G,B.
-        #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.229, 0.224, 0.225])]
-        std: Vec<f32>,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Threads to use [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
         /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a quantized model with its float original on real data: top-1 agreement (and
+    /// accuracy with labels), output cosine and SQNR, and the SQNR of every node's activations,
+    /// most harmful first.
+    Compare {
+        /// The float model (.onnx).
+        float: PathBuf,
+        /// The quantized model (.onnx, QDQ), run on octet's int8 kernels.
+        quantized: PathBuf,
+        /// Evaluation data, as for `quantize --calib`: .npy, .npz or a folder of images.
+        #[arg(long)]
+        data: PathBuf,
+        /// Class labels (.npy, 1-D integers, one per sample) for top-1 accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Use at most this many samples.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Samples per run.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Samples for the per-node comparison (it keeps every activation of a batch in memory).
+        #[arg(long, default_value_t = 128)]
+        node_samples: usize,
+        /// Nodes listed in the text report.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// Also write a self-contained HTML report (per-node chart, activation histograms).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        #[command(flatten)]
+        images: ImageArgs,
+        /// Threads to use [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the full report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -228,6 +319,15 @@ fn dispatch(command: Command) -> Result<()> {
                 }
             }
         }
+        Command::Demo { dir, out, threads, json } => {
+            let dir = dir.unwrap_or_else(octet_cli::demo::default_dir);
+            let report = octet_cli::demo::demo(&dir, &out, threads.unwrap_or_else(default_threads), !json && std::io::stderr().is_terminal())?;
+            if json {
+                out!("{}", serde_json::to_string(&report)?);
+            } else {
+                out_raw!("{}", report.text());
+            }
+        }
         Command::Ops { format } => match format {
             Format::Text => out_raw!("{}", ops_table::text()),
             Format::Md => out_raw!("{}", ops_table::markdown()),
@@ -249,13 +349,12 @@ fn dispatch(command: Command) -> Result<()> {
             observer,
             percentile,
             per_tensor,
+            softmax_grid,
+            no_smooth,
+            no_wide_residual,
             exclude,
             calib_samples,
-            image_size,
-            crop_pct,
-            interpolation,
-            mean,
-            std,
+            images,
             threads,
             json,
         } => {
@@ -274,9 +373,16 @@ fn dispatch(command: Command) -> Result<()> {
                 model: &model,
                 calib: &calib,
                 output: &output,
-                options: Options { preset, per_channel: !per_tensor, exclude },
+                options: Options {
+                    per_channel: !per_tensor,
+                    exclude,
+                    smooth: !no_smooth,
+                    wide_residual: !no_wide_residual,
+                    softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
+                    ..Options::new(preset)
+                },
                 method,
-                preprocess: calib_data::Preprocess { size: image_size, crop_pct, interpolation, mean: [mean[0], mean[1], mean[2]], std: [std[0], std[1], std[2]] },
+                preprocess: images.preprocess(),
                 samples: calib_samples,
                 threads: threads.unwrap_or_else(default_threads),
                 progress: !json && std::io::stderr().is_terminal(),
@@ -286,6 +392,31 @@ fn dispatch(command: Command) -> Result<()> {
                 out!("{}", serde_json::to_string(&report)?);
             } else {
                 out_raw!("{}", report.text());
+            }
+        }
+        Command::Compare { float, quantized, data, labels, samples, batch, node_samples, top, html, images, threads, json } => {
+            let graph = octet_onnx::load(&float)?.graph;
+            let data = compare::load_data(&data, labels.as_deref(), &graph, &images.preprocess(), samples)?;
+            let request = compare::Request {
+                float: &float,
+                quantized: &quantized,
+                data: &data,
+                batch,
+                node_samples,
+                threads: threads.unwrap_or_else(default_threads),
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            let report = compare::compare(&request)?;
+            if let Some(path) = &html {
+                write_atomically(path, octet_cli::html::page(&report).as_bytes())?;
+            }
+            if json {
+                out!("{}", serde_json::to_string(&report)?);
+            } else {
+                out_raw!("{}", report.text(top));
+                if let Some(path) = &html {
+                    out!("report: {}", path.display());
+                }
             }
         }
         Command::Bench { model, input, batch, threads, iters, warmup, json, profile, reference } => {

@@ -90,6 +90,12 @@ impl QParams {
         ((x / self.scale[c]).round_ties_even() as i64 + self.zero_point[c] as i64).clamp(lo, hi)
     }
 
+    /// `x = (q − zero_point) · scale` for channel `c` (eq. 1).
+    pub fn dequantize(&self, q: i64, c: usize) -> f32 {
+        let c = if self.scale.len() == 1 { 0 } else { c };
+        (q - self.zero_point[c] as i64) as f32 * self.scale[c]
+    }
+
     /// Quantizes a whole tensor of `shape` (channels along `axis` when per channel).
     pub fn quantize_all(&self, x: &[f32], shape: &[usize]) -> Vec<i64> {
         let inner: usize = self.axis.map(|a| shape[a + 1..].iter().product()).unwrap_or(1);

@@ -208,6 +208,27 @@ impl Tensor {
         self.data
     }
 
+    /// Concatenates tensors of one dtype and equal trailing dims along the first axis (e.g.
+    /// samples into a batch); `None` when they differ or `parts` is empty.
+    pub fn concat_rows(parts: &[&Tensor]) -> Option<Tensor> {
+        let first = parts.first()?;
+        if first.rank() == 0 || parts.iter().any(|p| p.dtype() != first.dtype() || p.rank() != first.rank() || p.shape[1..] != first.shape[1..]) {
+            return None;
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        macro_rules! cat {
+            ($($variant:ident),*) => {
+                match &first.data {
+                    $(Data::$variant(_) => Data::$variant(
+                        parts.iter().flat_map(|p| match &p.data { Data::$variant(v) => v.iter().copied(), _ => unreachable!("dtypes checked") }).collect(),
+                    ),)*
+                }
+            };
+        }
+        Some(Tensor::from_parts(shape, cat!(F32, F64, I64, I32, I8, U8, Bool)))
+    }
+
     /// The same elements under another shape with as many elements.
     pub fn reshaped(self, shape: Vec<usize>) -> Tensor {
         Tensor::from_parts(shape, self.data)

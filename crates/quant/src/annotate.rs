@@ -18,7 +18,7 @@ pub enum Preset {
     FullInt8,
 }
 
-/// Annotation choices.
+/// Quantization choices.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub preset: Preset,
@@ -26,6 +26,22 @@ pub struct Options {
     pub per_channel: bool,
     /// Nodes (by name) or op types that stay float.
     pub exclude: Vec<Regex>,
+    /// Values (by name) that stay float: ops other than matrix products that produce or read
+    /// them run in float; a matrix product that produces one writes float.
+    pub float_values: Vec<String>,
+    /// Migrate outlier scale from LayerNorms into the Linears after them (SmoothQuant).
+    pub smooth: bool,
+    /// Keep residual-stream values with outlier channels float.
+    pub wide_residual: bool,
+    /// Softmax output grid: the fixed `[0, 1]` (scale 1/256) or calibrated `[0, max p]`.
+    pub softmax_calibrated: bool,
+}
+
+impl Options {
+    /// The defaults of `preset`: per-channel weights, both outlier remedies.
+    pub fn new(preset: Preset) -> Options {
+        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, softmax_calibrated: false }
+    }
 }
 
 /// A set of imported nodes that quantizes as one op: a planned node with the nodes fused into
@@ -46,6 +62,8 @@ pub struct Unit {
     /// Activation input used as the right operand of a matrix product.
     pub right_operand: Option<ValueId>,
     pub selected: bool,
+    /// Selected, with its outputs left float.
+    pub float_output: bool,
     /// Why a unit is not quantized.
     pub reason: String,
 }
@@ -204,8 +222,12 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             Preset::Int8Gemm => def.quant == QuantRule::Matmul || scalar,
         };
         let excluded = opts.exclude.iter().find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
+        let float_value = |vs: &[ValueId]| vs.iter().find(|&&v| opts.float_values.contains(&graph.names[v])).map(|&v| graph.names[v].clone());
+        let wide = if def.quant == QuantRule::Matmul { None } else { float_value(&inputs).or_else(|| float_value(&outputs)) };
+        let float_output = def.quant == QuantRule::Matmul && float_value(&outputs).is_some();
         let (selected, reason) = match (selected_by_preset, excluded) {
             (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
+            (true, None) if wide.is_some() => (false, format!("'{}' has outlier channels: kept float (wider residual stream)", wide.unwrap_or_default())),
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
             (true, _) if inputs.is_empty() || outputs.is_empty() => (false, "no float activation input or output".into()),
@@ -220,7 +242,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 }
             }
         }
-        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, reason });
+        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason });
     }
 
     let mut unit_of = vec![None; graph.nodes.len()];
@@ -238,7 +260,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     let mut signed: Vec<ValueId> = Vec::new();
     for unit in units.iter().filter(|u| u.selected) {
         quantized.extend(&unit.inputs);
-        quantized.extend(&unit.outputs);
+        if !unit.float_output {
+            quantized.extend(&unit.outputs);
+        }
         signed.extend(unit.right_operand);
         let t = &typed.nodes[unit.planned];
         match unit.rule {
@@ -249,6 +273,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                     }
                 }
             }
+            QuantRule::FixedOutput if opts.softmax_calibrated => {}
             QuantRule::FixedOutput => {
                 for &o in &unit.outputs {
                     fixed.insert(o, QParams::per_tensor(QType::U8, 1.0 / 256.0, 0));

@@ -5,7 +5,9 @@
 pub mod annotate;
 pub mod calibrate;
 pub mod convert;
+pub mod evaluate;
 pub mod observer;
+pub mod outliers;
 
 use octet_graph::{Error, Session, Tensor, TypedGraph};
 use octet_onnx::proto::ModelProto;
@@ -42,7 +44,11 @@ pub struct Summary {
     pub weights: usize,
     pub biases: usize,
     pub quantized_op_types: std::collections::BTreeMap<String, usize>,
+    pub outliers: outliers::OutlierReport,
 }
+
+/// Calibration samples the outlier statistics look at (the first ones).
+const OUTLIER_SAMPLES: usize = 128;
 
 /// Quantizes `model` with calibration `samples` (each: inputs in graph order).
 /// `progress(done, total)` follows calibration.
@@ -67,15 +73,30 @@ pub fn quantize(
             model.opset
         )));
     }
+    let mut proto = model.proto.clone();
+    octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
+    let mut opts = opts.clone();
+    let outliers = if opts.smooth || opts.wide_residual {
+        outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, threads)?
+    } else {
+        outliers::OutlierReport::default()
+    };
+    opts.float_values.extend(outliers.wide_values.iter().map(|(v, _)| v.clone()));
+    let smoothed;
+    let g = if outliers.smoothing.iter().any(|s| s.alpha.is_some()) {
+        let bytes = prost::Message::encode_to_vec(&proto);
+        smoothed = octet_onnx::load_bytes(&bytes, std::path::Path::new("(smoothed model)"), &model.base).map_err(|e| Error::Input(e.to_string()))?.graph;
+        &smoothed
+    } else {
+        g
+    };
+
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
-    let annotation = annotate::annotate(g, &typed, opts);
+    let annotation = annotate::annotate(g, &typed, &opts);
     let session = Session::new(g.clone(), threads)?;
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, progress)?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method);
-
-    let mut proto = model.proto.clone();
-    octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
 
     let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();
@@ -97,6 +118,7 @@ pub fn quantize(
         weights: count(|k| matches!(k, annotate::ConstantKind::Weight { .. })),
         biases: count(|k| matches!(k, annotate::ConstantKind::Bias { .. })),
         quantized_op_types: types,
+        outliers,
     };
     Ok(Quantized { model: proto, annotation, values: conv.values, summary })
 }

@@ -1,0 +1,291 @@
+//! Outlier channels (doc/quantization.md, section 5): pretrained transformers carry a few
+//! channels 20–100× larger than the rest in the residual stream and around LayerNorm, and one
+//! per-tensor 8-bit grid stretched over them leaves the other channels a handful of levels.
+//!
+//! Two remedies, both decided from per-channel statistics of a float run:
+//! - **smoothing** (SmoothQuant): a LayerNorm whose output feeds only Linears hands a per-channel
+//!   factor `s` to them — `γ/s`, `β/s` and `s·W` compute the same function — with
+//!   `s_k = max|x_k|^α / max|W_k|^(1−α)`, α chosen per LayerNorm by the quantization error of the
+//!   Linear outputs on sampled rows;
+//! - **a wider residual stream**: values whose largest channel exceeds the median channel by
+//!   [`OUTLIER_RATIO`] or more stay float — the Add, Concat and LayerNorm that produce or read
+//!   them run in float, and a Linear that produces one writes float. The residual stream is
+//!   what Add and Concat produce and what LayerNorm reads.
+
+use std::collections::HashMap;
+
+use octet_graph::{Error, Graph, Hooks, QParams, QType, Session, Tensor, ValueId};
+use octet_kernels::f32::{matmul, MatLayout, Threads};
+use octet_onnx::proto::tensor_proto::DataType;
+use octet_onnx::proto::{ModelProto, TensorProto};
+use serde::Serialize;
+
+/// A value whose largest channel maximum is this many times its median channel maximum has
+/// outlier channels.
+pub const OUTLIER_RATIO: f32 = 10.0;
+/// Migration strengths tried per LayerNorm (besides leaving it alone).
+pub const ALPHAS: [f32; 6] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+/// Rows of each LayerNorm output kept to choose α.
+const SAMPLE_ROWS: usize = 2048;
+
+/// Per-channel statistics over the last axis of one value.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelStats {
+    pub absmax: Vec<f32>,
+    /// Sampled rows (for LayerNorm outputs that may be smoothed), `rows × channels`.
+    pub rows: Vec<f32>,
+}
+
+impl ChannelStats {
+    /// Largest channel maximum over the median channel maximum.
+    pub fn outlier_ratio(&self) -> f32 {
+        let mut m = self.absmax.clone();
+        if m.is_empty() {
+            return 1.0;
+        }
+        m.sort_by(f32::total_cmp);
+        m[m.len() - 1] / m[m.len() / 2].max(f32::MIN_POSITIVE)
+    }
+}
+
+struct Collect<'a> {
+    /// Value → keep sampled rows.
+    wanted: &'a HashMap<ValueId, bool>,
+    stats: &'a mut HashMap<ValueId, ChannelStats>,
+}
+
+impl Hooks for Collect<'_> {
+    fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
+        let (Some(&keep_rows), Some(xs)) = (self.wanted.get(&v), t.as_f32()) else { return Ok(()) };
+        let c = *t.shape().last().unwrap_or(&1);
+        if c == 0 || t.rank() < 2 {
+            return Ok(());
+        }
+        let s = self.stats.entry(v).or_insert_with(|| ChannelStats { absmax: vec![0.0; c], rows: Vec::new() });
+        for row in xs.chunks_exact(c) {
+            for (m, &x) in s.absmax.iter_mut().zip(row) {
+                *m = m.max(x.abs());
+            }
+        }
+        if keep_rows {
+            let room = (SAMPLE_ROWS * c).saturating_sub(s.rows.len());
+            s.rows.extend_from_slice(&xs[..room.min(xs.len())]);
+        }
+        Ok(())
+    }
+}
+
+/// The constant behind `v`: an initializer, possibly through Identity nodes (exporters
+/// deduplicate equal initializers that way).
+fn constant(g: &Graph, v: ValueId) -> Option<&Tensor> {
+    if let Some(t) = g.constants.get(&v) {
+        return Some(t);
+    }
+    let p = g.nodes.iter().find(|n| n.outputs.contains(&v) && n.op.name() == "Identity")?;
+    constant(g, p.inputs.first().copied().flatten()?)
+}
+
+/// A LayerNorm whose output only Linears (MatMul by a constant `[K, N]` matrix) read.
+struct Smoothable {
+    norm: usize,
+    output: ValueId,
+    /// (node, weight value) of each reading MatMul.
+    linears: Vec<(usize, ValueId)>,
+}
+
+fn smoothable(g: &Graph) -> Vec<Smoothable> {
+    let mut out = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if n.op.name() != "LayerNormalization" || !n.inputs.get(1).copied().flatten().is_some_and(|v| constant(g, v).is_some()) {
+            continue;
+        }
+        let y = n.outputs[0];
+        if g.outputs.contains(&y) {
+            continue;
+        }
+        let readers: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(y))).map(|(j, _)| j).collect();
+        let linears: Option<Vec<(usize, ValueId)>> = readers
+            .iter()
+            .map(|&j| {
+                let r = &g.nodes[j];
+                if r.op.name() == "Shape" {
+                    return Some(None);
+                }
+                let w = r.inputs.get(1).copied().flatten()?;
+                let ok = r.op.name() == "MatMul" && r.inputs[0] == Some(y) && constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some());
+                ok.then_some(Some((j, w)))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|l| l.into_iter().flatten().collect());
+        if let Some(linears) = linears.filter(|l| !l.is_empty()) {
+            out.push(Smoothable { norm: i, output: y, linears });
+        }
+    }
+    out
+}
+
+/// One LayerNorm's smoothing decision.
+#[derive(Clone, Debug, Serialize)]
+pub struct Smoothing {
+    pub norm: String,
+    /// Largest over median channel maximum of the LayerNorm output, before.
+    pub outlier_ratio: f32,
+    /// The chosen α, `None` when leaving it alone was best.
+    pub alpha: Option<f32>,
+    /// Relative squared error of the Linear outputs on the sampled rows, before and after.
+    pub error_before: f64,
+    pub error_after: f64,
+}
+
+/// Relative squared error of `x·w` computed from 8-bit `x / s` (per tensor, u8 min/max) and
+/// 8-bit `s·w` (per output channel, s8 symmetric).
+fn smoothed_error(x: &[f32], w: &[f32], k: usize, n: usize, s: &[f32]) -> f64 {
+    let m = x.len() / k;
+    let mut reference = vec![0.0f32; m * n];
+    matmul(m, n, k, x, MatLayout::row_major(k), w, MatLayout::row_major(n), &mut reference, false, Threads(1));
+    let xs: Vec<f32> = x.chunks_exact(k).flat_map(|r| r.iter().zip(s).map(|(v, s)| v / s)).collect();
+    let (lo, hi) = xs.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    let px = QParams::from_range(lo, hi, QType::U8, false);
+    let xq: Vec<f32> = xs.iter().map(|&v| px.dequantize(px.quantize(v, 0), 0)).collect();
+    let ws: Vec<f32> = w.chunks_exact(n).zip(s).flat_map(|(r, s)| r.iter().map(move |v| v * s)).collect();
+    let pw = QParams::per_channel_symmetric(&ws, &[k, n], 1);
+    let wq: Vec<f32> = ws.iter().enumerate().map(|(i, &v)| pw.dequantize(pw.quantize(v, i % n), i % n)).collect();
+    let mut out = vec![0.0f32; m * n];
+    matmul(m, n, k, &xq, MatLayout::row_major(k), &wq, MatLayout::row_major(n), &mut out, false, Threads(1));
+    let (mut e, mut r) = (0.0f64, 0.0f64);
+    for (a, b) in reference.iter().zip(&out) {
+        e += ((a - b) as f64).powi(2);
+        r += (*a as f64).powi(2);
+    }
+    e / r.max(f64::MIN_POSITIVE)
+}
+
+/// The float run's per-channel statistics of every rank ≥ 2 activation, with sampled rows of
+/// the outputs of `smoothable` LayerNorms.
+fn collect(g: &Graph, samples: &[Vec<Tensor>], threads: usize) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
+    let candidates = smoothable(g);
+    let mut wanted: HashMap<ValueId, bool> = g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect();
+    for c in &candidates {
+        wanted.insert(c.output, true);
+    }
+    let session = Session::new(g.clone(), threads)?;
+    let mut stats = HashMap::new();
+    for s in samples {
+        session.run_hooked(s.clone(), &mut Collect { wanted: &wanted, stats: &mut stats })?;
+    }
+    Ok((candidates, stats))
+}
+
+/// Makes input `slot` of node `node` read a new float initializer holding `values`.
+fn set_input(proto: &mut ModelProto, node: usize, slot: usize, shape: &[usize], values: &[f32]) {
+    let g = proto.graph.as_mut().expect("imported models have a graph");
+    let taken: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).chain(g.node.iter().flat_map(|n| n.output.iter().map(String::as_str))).collect();
+    let base = format!("{}_smoothed", g.node[node].input[slot]);
+    let name = (0..).map(|k| if k == 0 { base.clone() } else { format!("{base}_{k}") }).find(|n| !taken.contains(n.as_str())).expect("a free name");
+    g.initializer.push(TensorProto {
+        name: Some(name.clone()),
+        dims: shape.iter().map(|&d| d as i64).collect(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    });
+    g.node[node].input[slot] = name;
+}
+
+/// Gives node `node`'s first output a new name (`…_smoothed`) and makes its readers follow, so
+/// that nothing compares the smoothed value with the original of the same name.
+fn rename_output(proto: &mut ModelProto, node: usize) {
+    let g = proto.graph.as_mut().expect("imported models have a graph");
+    let old = g.node[node].output[0].clone();
+    let new = format!("{old}_smoothed");
+    g.node[node].output[0] = new.clone();
+    for input in g.node.iter_mut().flat_map(|n| n.input.iter_mut()).filter(|i| **i == old) {
+        *input = new.clone();
+    }
+}
+
+/// What the outlier pass found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutlierReport {
+    pub smoothing: Vec<Smoothing>,
+    /// Values kept float for their outlier channels, with their ratio.
+    pub wide_values: Vec<(String, f32)>,
+}
+
+/// The model after smoothing (`proto` edited in place; the returned graph is its import) and
+/// the names of values that should stay float.
+pub fn prepare(
+    graph: &Graph,
+    proto: &mut ModelProto,
+    samples: &[Vec<Tensor>],
+    smooth: bool,
+    wide_residual: bool,
+    threads: usize,
+) -> Result<OutlierReport, Error> {
+    let (candidates, stats) = collect(graph, samples, threads)?;
+    let mut report = OutlierReport::default();
+    if smooth {
+        for c in &candidates {
+            let Some(st) = stats.get(&c.output).filter(|s| !s.rows.is_empty()) else { continue };
+            let norm = &graph.nodes[c.norm];
+            let gamma = constant(graph, norm.inputs[1].expect("checked")).expect("checked");
+            let beta = norm.inputs.get(2).copied().flatten().and_then(|b| constant(graph, b));
+            let k = st.absmax.len();
+            let weights: Vec<&Tensor> = c.linears.iter().map(|&(_, w)| constant(graph, w).expect("checked")).collect();
+            if weights.iter().any(|w| w.shape()[0] != k) || gamma.len() != k || beta.is_some_and(|b| b.len() != k) {
+                continue;
+            }
+            let n_total: usize = weights.iter().map(|w| w.shape()[1]).sum();
+            let mut w = vec![0.0f32; k * n_total];
+            let mut col = 0;
+            for t in &weights {
+                let n = t.shape()[1];
+                for (r, row) in t.as_f32().expect("checked").chunks_exact(n).enumerate() {
+                    w[r * n_total + col..r * n_total + col + n].copy_from_slice(row);
+                }
+                col += n;
+            }
+            let wmax: Vec<f32> = w.chunks_exact(n_total).map(|r| r.iter().fold(0.0f32, |m, v| m.max(v.abs()))).collect();
+            let ones = vec![1.0f32; k];
+            let before = smoothed_error(&st.rows, &w, k, n_total, &ones);
+            let mut best = (before, None, ones);
+            for &alpha in &ALPHAS {
+                let s: Vec<f32> = st.absmax.iter().zip(&wmax).map(|(&a, &b)| (a.max(1e-5).powf(alpha) / b.max(1e-5).powf(1.0 - alpha)).max(1e-5)).collect();
+                let e = smoothed_error(&st.rows, &w, k, n_total, &s);
+                if e < best.0 {
+                    best = (e, Some(alpha), s);
+                }
+            }
+            let (error_after, alpha, s) = best;
+            if alpha.is_some() {
+                rename_output(proto, c.norm);
+                let divided = |t: &Tensor| -> Vec<f32> { t.as_f32().expect("float LayerNorm parameters").iter().zip(&s).map(|(v, s)| v / s).collect() };
+                set_input(proto, c.norm, 1, &[k], &divided(gamma));
+                if let Some(b) = beta {
+                    set_input(proto, c.norm, 2, &[k], &divided(b));
+                }
+                for (t, &(node, _)) in weights.iter().zip(&c.linears) {
+                    let n = t.shape()[1];
+                    let scaled: Vec<f32> = t.as_f32().expect("checked").chunks_exact(n).zip(&s).flat_map(|(r, s)| r.iter().map(move |v| v * s)).collect();
+                    set_input(proto, node, 1, &[k, n], &scaled);
+                }
+            }
+            report.smoothing.push(Smoothing { norm: norm.name.clone(), outlier_ratio: st.outlier_ratio(), alpha, error_before: before, error_after });
+        }
+    }
+    if wide_residual {
+        let read_by_norm = |v: ValueId| graph.nodes.iter().any(|r| r.op.name() == "LayerNormalization" && r.inputs.first() == Some(&Some(v)));
+        for n in &graph.nodes {
+            let stream = matches!(n.op.name(), "Add" | "Concat");
+            for &o in n.outputs.iter().filter(|&&o| stream || read_by_norm(o)) {
+                if let Some(st) = stats.get(&o).filter(|s| s.absmax.len() >= 8) {
+                    let r = st.outlier_ratio();
+                    if r >= OUTLIER_RATIO {
+                        report.wide_values.push((graph.names[o].clone(), r));
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
