@@ -66,6 +66,7 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
         samples: None,
         threads,
         progress,
+        target: None,
     })?;
     let quantize_seconds = t.elapsed().as_secs_f64();
 

@@ -202,12 +202,25 @@ enum Command {
         /// Quantize the residual stream even where it has outlier channels.
         #[arg(long)]
         no_wide_residual: bool,
+        /// Keep Linear biases as trained (no correction for the mean error of quantized weights).
+        #[arg(long)]
+        no_bias_correction: bool,
         /// Keep nodes float whose name or op type matches this regular expression (repeatable).
         #[arg(long)]
         exclude: Vec<String>,
         /// Use at most this many calibration samples.
         #[arg(long)]
         calib_samples: Option<usize>,
+        /// Keep the fewest, most sensitive ops float until int8 top-1 accuracy on --eval is
+        /// within this many points of float (needs --eval and --labels).
+        #[arg(long, requires_all = ["eval", "labels"])]
+        target_drop: Option<f64>,
+        /// Labelled evaluation data for --target-drop (.npy, .npz or a folder of images).
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// Class labels of --eval (.npy, 1-D integers).
+        #[arg(long)]
+        labels: Option<PathBuf>,
         #[command(flatten)]
         images: ImageArgs,
         /// Threads to use [default: all cores].
@@ -352,8 +365,12 @@ fn dispatch(command: Command) -> Result<()> {
             softmax_grid,
             no_smooth,
             no_wide_residual,
+            no_bias_correction,
             exclude,
             calib_samples,
+            target_drop,
+            eval,
+            labels,
             images,
             threads,
             json,
@@ -369,7 +386,12 @@ fn dispatch(command: Command) -> Result<()> {
                 ObserverArg::Entropy => Method::Entropy,
                 ObserverArg::Mse => Method::Mse,
             };
+            let eval_data = match (&eval, target_drop) {
+                (Some(e), Some(_)) => Some(compare::load_data(e, labels.as_deref(), &octet_onnx::load(&model)?.graph, &images.preprocess(), None)?),
+                _ => None,
+            };
             let request = quantize::Request {
+                target: target_drop.zip(eval_data.as_ref()).map(|(drop, data)| quantize::Target { drop, data }),
                 model: &model,
                 calib: &calib,
                 output: &output,
@@ -378,6 +400,7 @@ fn dispatch(command: Command) -> Result<()> {
                     exclude,
                     smooth: !no_smooth,
                     wide_residual: !no_wide_residual,
+                    bias_correction: !no_bias_correction,
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
                     ..Options::new(preset)
                 },

@@ -7,7 +7,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use octet_quant::{Method, Options, Summary};
 use serde::Serialize;
 
+use octet_graph::{Session, Tensor};
+use octet_quant::evaluate;
+use regex::Regex;
+
 use crate::calib_data::{self, Preprocess};
+use crate::compare::Data;
 
 /// What `quantize` was asked to do.
 pub struct Request<'a> {
@@ -20,6 +25,8 @@ pub struct Request<'a> {
     pub samples: Option<usize>,
     pub threads: usize,
     pub progress: bool,
+    /// Keep sensitive ops float until top-1 is within this target.
+    pub target: Option<Target<'a>>,
 }
 
 /// What was written.
@@ -31,6 +38,8 @@ pub struct Report {
     pub output_bytes: u64,
     #[serde(flatten)]
     pub summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
 }
 
 /// The ranges file next to the output: `m.int8.onnx` → `m.int8.ranges.json`.
@@ -52,10 +61,22 @@ pub fn quantize(r: &Request) -> Result<Report> {
     let samples = calib_data::load(r.calib, &model.graph, &r.preprocess, r.samples)?;
     let bar = if r.progress { ProgressBar::new(samples.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} runs [{elapsed} < {eta}]").expect("template"));
-    let q = octet_quant::quantize(&model, &samples, &r.options, r.method, r.threads, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (q, fallback) = match &r.target {
+        None => {
+            let q = octet_quant::quantize(&model, &samples, &r.options, r.method, r.threads, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            (q, None)
+        }
+        Some(target) => {
+            let spinner = if r.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            let (q, fb) = keep_float_until(&model, &samples, &r.options, r.method, r.threads, target, &|m: &str| spinner.set_message(m.to_string()))?;
+            spinner.finish_and_clear();
+            (q, Some(fb))
+        }
+    };
     bar.finish_and_clear();
     octet_onnx::save(&q.model, r.output)?;
     let ranges = ranges_path(r.output);
@@ -63,11 +84,37 @@ pub fn quantize(r: &Request) -> Result<Report> {
     let tmp = ranges.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&json)?)?;
     std::fs::rename(&tmp, &ranges)?;
-    Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary })
+    Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary, fallback })
 }
 
 impl Report {
     pub fn text(&self) -> String {
+        let mut out = self.summary_text();
+        if let Some(f) = &self.fallback {
+            out += &format!(
+                "target: top-1 within {:.2} points of float ({:.2} %) on {} samples: {} — int8 {:.2} % ({:+.2}) with {} op(s) kept float{}{}\n",
+                f.target_drop,
+                f.float_accuracy,
+                f.eval_samples,
+                if f.met { "met" } else { "NOT met" },
+                f.accuracy,
+                f.accuracy - f.float_accuracy,
+                f.kept_float.len(),
+                if f.kept_float.is_empty() { "" } else { ": " },
+                f.kept_float.join(", ")
+            );
+        }
+        let smoothed = self.summary.outliers.smoothing.iter().filter(|s| s.alpha.is_some()).count();
+        if smoothed > 0 || !self.summary.outliers.wide_values.is_empty() {
+            out += &format!(
+                "outliers: {smoothed} LayerNorm(s) smoothed into their Linears; {} residual value(s) kept float for outlier channels\n",
+                self.summary.outliers.wide_values.len()
+            );
+        }
+        out
+    }
+
+    fn summary_text(&self) -> String {
         let s = &self.summary;
         let types: Vec<String> = s.quantized_op_types.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
         format!(
@@ -92,4 +139,131 @@ impl Report {
             self.ranges.display()
         )
     }
+}
+
+/// `--target-drop`: how many points of top-1 accuracy the int8 model may lose, measured on
+/// labelled evaluation data.
+pub struct Target<'a> {
+    pub drop: f64,
+    pub data: &'a Data,
+}
+
+/// One quantization tried by the fallback search.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    pub kept_float: usize,
+    pub accuracy: f64,
+}
+
+/// What the fallback search found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fallback {
+    pub target_drop: f64,
+    pub float_accuracy: f64,
+    pub accuracy: f64,
+    pub eval_samples: usize,
+    /// The ops kept float, most sensitive first.
+    pub kept_float: Vec<String>,
+    pub met: bool,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Top-1 accuracy of `session` on the labelled data.
+fn accuracy(session: &Session, graph: &octet_graph::Graph, data: &Data) -> Result<f64> {
+    let batches = evaluate::batches(graph, &data.samples, 50)?;
+    let out = evaluate::first_output(session, &batches, &mut |_, _| {})?;
+    let labels = data.labels.as_deref().expect("the target needs labels");
+    Ok(evaluate::accuracy(&evaluate::top1(&out), labels))
+}
+
+fn int8_session(proto: &octet_onnx::proto::ModelProto, base: &Path, threads: usize) -> Result<(Session, octet_graph::Graph)> {
+    let m = octet_onnx::load_bytes(&prost::Message::encode_to_vec(proto), Path::new("(quantized model)"), base)?;
+    Ok((Session::with_lowering(m.graph.clone(), threads, octet_quant::lower::lowering())?, m.graph))
+}
+
+/// Quantizes, then keeps the fewest, most harmful ops float until the int8 model's top-1 is
+/// within `target.drop` points of the float model's. Ops are ranked by the SQNR they lose (per
+/// node, on up to 128 evaluation samples); the search doubles the number kept float until the
+/// target is met, then bisects down to the fewest that meet it.
+pub fn keep_float_until(
+    model: &octet_onnx::OnnxModel,
+    samples: &[Vec<Tensor>],
+    opts: &Options,
+    method: Method,
+    threads: usize,
+    target: &Target,
+    progress: &dyn Fn(&str),
+) -> Result<(octet_quant::Quantized, Fallback)> {
+    let float = Session::new(model.graph.clone(), threads)?;
+    let float_accuracy = accuracy(&float, &model.graph, target.data)?;
+    let attempt = |keep: &[String]| -> Result<(octet_quant::Quantized, f64)> {
+        let mut o = opts.clone();
+        o.exclude.extend(keep.iter().map(|n| Regex::new(&format!("^{}$", regex::escape(n))).expect("escaped")));
+        let q = octet_quant::quantize(model, samples, &o, method, threads, &mut |_, _| {})?;
+        let (session, graph) = int8_session(&q.model, &model.base, threads)?;
+        let acc = accuracy(&session, &graph, target.data)?;
+        progress(&format!("{} op(s) float: top-1 {acc:.2} % (float {float_accuracy:.2} %)", keep.len()));
+        Ok((q, acc))
+    };
+    let (first, acc0) = attempt(&[])?;
+    let mut attempts = vec![Attempt { kept_float: 0, accuracy: acc0 }];
+    let within = |acc: f64| float_accuracy - acc <= target.drop;
+    if within(acc0) {
+        let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc0, eval_samples: target.data.samples.len(), kept_float: vec![], met: true, attempts };
+        return Ok((first, fb));
+    }
+
+    let (_, qgraph) = int8_session(&first.model, &model.base, threads)?;
+    let n = target.data.samples.len().min(128);
+    let batches = evaluate::batches(&model.graph, &target.data.samples[..n], 32)?;
+    let mut nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
+    nodes.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
+    let unit_of_node: std::collections::HashMap<&str, usize> =
+        model.graph.nodes.iter().enumerate().filter_map(|(i, n)| first.annotation.unit_of.get(i).copied().flatten().map(|u| (n.name.as_str(), u))).collect();
+    let mut ranked: Vec<String> = Vec::new();
+    for e in nodes.iter().filter(|e| e.loss_db > 0.0) {
+        if let Some(&u) = unit_of_node.get(e.node.as_str()) {
+            let unit = &first.annotation.units[u];
+            let name = model.graph.nodes[unit.nodes[0]].name.clone();
+            if unit.selected && !ranked.contains(&name) {
+                ranked.push(name);
+            }
+        }
+    }
+
+    let mut best: Option<(usize, octet_quant::Quantized, f64)> = None;
+    let mut last = None;
+    let (mut lo, mut k) = (0, 1);
+    while k <= ranked.len() {
+        let (q, acc) = attempt(&ranked[..k])?;
+        attempts.push(Attempt { kept_float: k, accuracy: acc });
+        if within(acc) {
+            best = Some((k, q, acc));
+            break;
+        }
+        last = Some((q, acc));
+        lo = k;
+        k = if k == ranked.len() { k + 1 } else { (k * 2).min(ranked.len()) };
+    }
+    let Some((mut hi, mut q, mut acc)) = best else {
+        let (q, acc) = match last {
+            Some(l) => l,
+            None => (first, acc0),
+        };
+        let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: ranked, met: false, attempts };
+        return Ok((q, fb));
+    };
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        let (qm, am) = attempt(&ranked[..mid])?;
+        attempts.push(Attempt { kept_float: mid, accuracy: am });
+        if within(am) {
+            (hi, q, acc) = (mid, qm, am);
+        } else {
+            lo = mid;
+        }
+    }
+    ranked.truncate(hi);
+    let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: ranked, met: true, attempts };
+    Ok((q, fb))
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub smooth: bool,
     /// Keep residual-stream values with outlier channels float.
     pub wide_residual: bool,
+    /// Correct each Linear's bias for the mean error its quantized weights add (`b − E[x]·(Ŵ − W)`).
+    pub bias_correction: bool,
     /// Softmax output grid: the fixed `[0, 1]` (scale 1/256) or calibrated `[0, max p]`.
     pub softmax_calibrated: bool,
 }
@@ -40,7 +42,7 @@ pub struct Options {
 impl Options {
     /// The defaults of `preset`: per-channel weights, both outlier remedies.
     pub fn new(preset: Preset) -> Options {
-        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, softmax_calibrated: false }
+        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: false }
     }
 }
 
@@ -80,8 +82,9 @@ pub struct ConstantSpec {
 
 #[derive(Clone, Debug)]
 pub enum ConstantKind {
-    /// s8 symmetric weight, per channel along `axis` or per tensor.
-    Weight { axis: Option<usize> },
+    /// s8 symmetric weight, per channel along `axis` or per tensor. `matrix_output_axis` is the
+    /// output-channel axis of a 2-D (Linear) weight, `None` for convolution kernels.
+    Weight { axis: Option<usize>, matrix_output_axis: Option<usize> },
     /// int32 bias with scale `s_x · s_w` (eq. 7): `input` is the activation, `weight` the index
     /// of the weight among the constants.
     Bias { input: ValueId, weight: usize },
@@ -185,8 +188,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 _ => None,
             };
             if let (Some(w), Some(axis)) = (w, axis) {
+                let matrix_output_axis = axis.filter(|_| op != "Conv");
                 let axis = if opts.per_channel { axis } else { None };
-                weight = Some(ConstantSpec { node: me, slot: 1, value: w, kind: ConstantKind::Weight { axis } });
+                weight = Some(ConstantSpec { node: me, slot: 1, value: w, kind: ConstantKind::Weight { axis, matrix_output_axis } });
                 if let Some(b) = t.inputs.get(2).copied().flatten().filter(|&b| is_const(b) && typed.fact(b).shape.len() == 1) {
                     bias = Some((me, 2, b));
                 } else if op == "MatMul" {

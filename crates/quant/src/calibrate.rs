@@ -12,6 +12,8 @@ use crate::observer::{Method, Observer};
 pub struct Calibration {
     pub observers: Vec<Option<Observer>>,
     pub samples: usize,
+    /// Per-channel (last axis) means of the inputs of Linears with a bias, for bias correction.
+    pub means: HashMap<ValueId, Vec<f64>>,
 }
 
 struct Collect<'a> {
@@ -20,10 +22,26 @@ struct Collect<'a> {
     names: &'a [String],
     sample: usize,
     histogram: bool,
+    /// Channel sums and row counts of the values whose means are wanted.
+    sums: &'a mut HashMap<ValueId, (Vec<f64>, u64)>,
 }
 
 impl Hooks for Collect<'_> {
     fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
+        if let (Some((sum, rows)), Some(xs), false) = (self.sums.get_mut(&v), t.as_f32(), self.histogram) {
+            let c = t.shape().last().copied().unwrap_or(1).max(1);
+            if sum.is_empty() {
+                sum.resize(c, 0.0);
+            }
+            if sum.len() == c {
+                for row in xs.chunks_exact(c) {
+                    for (s, &x) in sum.iter_mut().zip(row) {
+                        *s += x as f64;
+                    }
+                }
+                *rows += (xs.len() / c) as u64;
+            }
+        }
         let Some(&(g, f)) = self.member.get(&v) else { return Ok(()) };
         let (Some(obs), Some(xs)) = (self.observers[g].as_mut(), t.as_f32()) else { return Ok(()) };
         if self.histogram {
@@ -58,8 +76,17 @@ pub fn calibrate(
     names: &[String],
     samples: &[Vec<Tensor>],
     method: Method,
+    means: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Calibration, Error> {
+    let mut sums: HashMap<ValueId, (Vec<f64>, u64)> = HashMap::new();
+    if means {
+        for c in &ann.constants {
+            if let crate::annotate::ConstantKind::Bias { input, .. } = c.kind {
+                sums.insert(input, (Vec::new(), 0));
+            }
+        }
+    }
     let mut member = HashMap::new();
     for (g, group) in ann.groups.iter().enumerate() {
         for &(v, f) in &group.members {
@@ -81,10 +108,11 @@ pub fn calibrate(
             observers.iter_mut().flatten().for_each(Observer::start_histogram);
         }
         for (s, inputs) in samples.iter().enumerate() {
-            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1 };
+            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums };
             session.run_hooked(inputs.clone(), &mut hooks)?;
             progress(pass * samples.len() + s + 1, total);
         }
     }
-    Ok(Calibration { observers, samples: samples.len() })
+    let means = sums.into_iter().filter(|(_, (_, rows))| *rows > 0).map(|(v, (sum, rows))| (v, sum.into_iter().map(|s| s / rows as f64).collect())).collect();
+    Ok(Calibration { observers, samples: samples.len(), means })
 }

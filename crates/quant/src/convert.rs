@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Graph, QParams, QType, TypedGraph, ValueId};
+use octet_graph::{Graph, QParams, QType, Tensor, TypedGraph, ValueId};
 use octet_onnx::qdq::{ActivationQdq, ConstantQdq, QdqEdits};
 use serde::Serialize;
 
@@ -30,7 +30,28 @@ pub struct Conversion {
 }
 
 /// Chooses every parameter and lists the Q/DQ to insert.
-pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method) -> Conversion {
+/// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` adds, for a
+/// `[K, N]` (output axis 1) or `[N, K]` (output axis 0) weight and per-input-channel means of `x`.
+fn corrected_bias(bias: &Tensor, weight: &ConstantQdq, out_axis: usize, mean: &[f64]) -> Tensor {
+    let w = weight.value.as_f32().expect("float weight");
+    let shape = weight.value.shape();
+    let (k, n) = if out_axis == 1 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
+    let b = bias.as_f32().expect("float bias");
+    if mean.len() != k || b.len() != n {
+        return bias.clone();
+    }
+    let q = weight.params.quantize_all(w, shape);
+    let mut shift = vec![0.0f64; n];
+    for (i, (&wf, &wq)) in w.iter().zip(&q).enumerate() {
+        let (row, col) = (i / shape[1], i % shape[1]);
+        let (ki, ni) = if out_axis == 1 { (row, col) } else { (col, row) };
+        let error = weight.params.dequantize(wq, if out_axis == 1 { col } else { row }) - wf;
+        shift[ni] += mean[ki] * error as f64;
+    }
+    Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
+}
+
+pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool) -> Conversion {
     let mut params: HashMap<ValueId, QParams> = HashMap::new();
     let mut values = Vec::new();
     for (g, group) in ann.groups.iter().enumerate() {
@@ -69,8 +90,8 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     for c in &ann.constants {
         let value = (**typed.fact(c.value).value.as_ref().expect("constants have values")).clone();
         let p = match &c.kind {
-            ConstantKind::Weight { axis: Some(a) } => QParams::per_channel_symmetric(value.as_f32().expect("float weight"), value.shape(), *a),
-            ConstantKind::Weight { axis: None } => {
+            ConstantKind::Weight { axis: Some(a), .. } => QParams::per_channel_symmetric(value.as_f32().expect("float weight"), value.shape(), *a),
+            ConstantKind::Weight { axis: None, .. } => {
                 let w = value.as_f32().expect("float weight");
                 let (lo, hi) = w.iter().fold((0.0f32, 0.0f32), |(a, b), &x| (a.min(x), b.max(x)));
                 QParams::from_range(lo, hi, QType::S8, true)
@@ -85,6 +106,15 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
                     axis: sw.axis.map(|_| 0),
                 }
             }
+        };
+        let value = match (&c.kind, bias_correction) {
+            (ConstantKind::Bias { input, weight }, true) => match (cal.means.get(input), &ann.constants[*weight].kind) {
+                (Some(mean), ConstantKind::Weight { matrix_output_axis: Some(out_axis), .. }) => {
+                    corrected_bias(&value, &constants[*weight], *out_axis, mean)
+                }
+                _ => value,
+            },
+            _ => value,
         };
         constants.push(ConstantQdq { node: c.node, slot: c.slot, value, params: p });
     }

@@ -95,8 +95,8 @@ pub fn quantize(
     let typed = TypedGraph::specialize(g, &shapes)?;
     let annotation = annotate::annotate(g, &typed, &opts);
     let session = Session::new(g.clone(), threads)?;
-    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, progress)?;
-    let conv = convert::convert(g, &typed, &annotation, &cal, method);
+    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, progress)?;
+    let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction);
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
 
     let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();
