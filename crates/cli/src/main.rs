@@ -80,6 +80,8 @@ enum SoftmaxGridArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ObserverArg {
+    /// Per tensor kind: percentile 99.999 for Linear/MatMul and unary-op outputs, min/max elsewhere.
+    Auto,
     Minmax,
     Percentile,
     Entropy,
@@ -381,6 +383,7 @@ fn dispatch(command: Command) -> Result<()> {
                 PresetArg::FullInt8 => Preset::FullInt8,
             };
             let method = match observer {
+                ObserverArg::Auto => Method::Auto,
                 ObserverArg::Minmax => Method::MinMax,
                 ObserverArg::Percentile => Method::Percentile(percentile),
                 ObserverArg::Entropy => Method::Entropy,

@@ -103,6 +103,26 @@ pub enum GroupKind {
 pub struct Group {
     pub members: Vec<(ValueId, f32)>,
     pub kind: GroupKind,
+    pub tensor: TensorKind,
+}
+
+/// What a group's values are, by the op that produces them (ops that move data pass on their
+/// input's kind); observers are chosen per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TensorKind {
+    /// A graph input.
+    Input,
+    /// Add or Concat of activations: the residual stream.
+    Residual,
+    /// A LayerNorm output.
+    Norm,
+    /// A Linear, Conv or MatMul output.
+    Matmul,
+    /// A unary function's output (GELU and others) or a scalar multiply's.
+    Elementwise,
+    /// A Softmax output.
+    Probabilities,
 }
 
 /// The result of annotation.
@@ -298,12 +318,29 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     for &v in &quantized {
         let (root, f) = shared.find(v);
         let g = *by_root.entry(root).or_insert_with(|| {
-            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false } });
+            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false }, tensor: TensorKind::Input });
             groups.len() - 1
         });
         groups[g].members.push((v, f));
     }
+    let mut produced_by: HashMap<ValueId, &Unit> = HashMap::new();
+    for u in &units {
+        for &o in &u.outputs {
+            produced_by.insert(o, u);
+        }
+    }
     for g in &mut groups {
+        let producer = g.members.iter().filter_map(|(v, _)| produced_by.get(v)).find(|u| u.rule != QuantRule::SharesInput);
+        g.tensor = match producer {
+            None => TensorKind::Input,
+            Some(u) => match (u.rule, u.op.as_str()) {
+                (QuantRule::Matmul, _) => TensorKind::Matmul,
+                (QuantRule::FixedOutput, _) => TensorKind::Probabilities,
+                (_, "LayerNormalization") => TensorKind::Norm,
+                (_, "Add" | "Sub" | "Concat") if u.inputs.len() >= 2 => TensorKind::Residual,
+                _ => TensorKind::Elementwise,
+            },
+        };
         if let Some((v, f)) = g.members.iter().find(|(v, _)| fixed.contains_key(v)) {
             g.kind = GroupKind::Fixed(fixed[v].scaled(1.0 / f));
         } else if g.members.iter().any(|(v, _)| signed.contains(v)) {

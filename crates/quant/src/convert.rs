@@ -58,7 +58,7 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
         let base = match (&group.kind, &cal.observers[g]) {
             (GroupKind::Fixed(p), _) => p.clone(),
             (GroupKind::Observed { signed }, Some(obs)) => {
-                let (lo, hi) = obs.range(method);
+                let (lo, hi) = obs.range(method.for_kind(group.tensor));
                 if *signed {
                     QParams::from_range(lo, hi, QType::S8, true)
                 } else {

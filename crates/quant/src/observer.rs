@@ -19,11 +19,24 @@ pub enum Method {
     Entropy,
     /// The clipping that minimises the mean squared quantization error over the histogram.
     Mse,
+    /// Chosen per tensor kind ([`Method::for_kind`]), from the measurements in
+    /// doc/quantization.md, section 9.
+    Auto,
 }
 
 impl Method {
     pub fn needs_histogram(self) -> bool {
         self != Method::MinMax
+    }
+
+    /// The method a tensor of `kind` gets: itself, or for [`Method::Auto`] the per-kind choice.
+    pub fn for_kind(self, kind: crate::annotate::TensorKind) -> Method {
+        use crate::annotate::TensorKind::*;
+        match (self, kind) {
+            (Method::Auto, Elementwise | Matmul) => Method::Percentile(99.999),
+            (Method::Auto, Input | Residual | Norm | Probabilities) => Method::MinMax,
+            (m, _) => m,
+        }
     }
 }
 
@@ -122,7 +135,7 @@ impl Observer {
             return full;
         }
         match method {
-            Method::MinMax => full,
+            Method::MinMax | Method::Auto => full,
             Method::Percentile(p) => {
                 let p = (p / 100.0).clamp(0.0, 1.0);
                 if self.symmetric {

@@ -1,0 +1,136 @@
+//! Accuracy on real weights: the Fashion-MNIST ViT that ships in tests/fixtures/fashion_vit
+//! (trained by tools/fashion_vit/train.py), its 2,000 labelled test images, `octet demo`,
+//! `octet compare` and `octet quantize --target-drop`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Scratch;
+use serde_json::Value;
+
+fn fixture(file: &str) -> String {
+    common::root().join("tests/fixtures/fashion_vit").join(file).display().to_string()
+}
+
+fn octet(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "octet {}: {stderr}", args.join(" "));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("octet {}: not JSON ({e}): {stdout}", args.join(" ")))
+}
+
+fn quantize(dir: &Scratch, name: &str, extra: &[&str]) -> String {
+    let out = dir.text(name);
+    let mut args = vec!["quantize", &fixture("model.onnx")[..], "--calib"];
+    let calib = fixture("calib.npz");
+    args.push(&calib);
+    args.extend(["-o", &out, "--json"]);
+    args.extend(extra);
+    octet(&args.iter().map(|s| &**s).collect::<Vec<_>>());
+    out
+}
+
+fn compare(quantized: &str, extra: &[&str]) -> Value {
+    let (model, data, labels) = (fixture("model.onnx"), fixture("test.npz"), fixture("labels.npy"));
+    let mut args = vec!["compare", &model, quantized, "--data", &data, "--labels", &labels, "--json"];
+    args.extend(extra);
+    octet(&args)
+}
+
+fn accuracies(report: &Value) -> (f64, f64) {
+    let o = &report["outputs"];
+    (o["float_accuracy"].as_f64().unwrap(), o["quantized_accuracy"].as_f64().unwrap())
+}
+
+#[test]
+fn both_presets_stay_within_0_3_points_of_fp32() {
+    let dir = Scratch::new("accuracy-presets");
+    let mut drops = Vec::new();
+    for preset in ["full-int8", "int8-gemm"] {
+        let q = quantize(&dir, &format!("{preset}.onnx"), &["--preset", preset]);
+        let r = compare(&q, &["--node-samples", "16"]);
+        let (f, i) = accuracies(&r);
+        println!("{preset}: fp32 {f:.2} %, int8 {i:.2} %, agreement {:.2} %, cosine {:.5}", r["outputs"]["top1_agreement"], r["outputs"]["cosine"]);
+        assert!(f >= 87.0, "the shipped model should be trained to ≥ 87 %, it has {f}");
+        assert!(f - i <= 0.3, "{preset}: int8 top-1 {i:.2} % is more than 0.3 points below fp32 {f:.2} %");
+        assert!(r["outputs"]["cosine"].as_f64().unwrap() > 0.99, "{preset}: {r}");
+        drops.push(f - i);
+    }
+}
+
+#[test]
+fn compare_ranks_nodes_and_writes_a_readable_page() {
+    let dir = Scratch::new("accuracy-compare");
+    let q = quantize(&dir, "q.onnx", &["--preset", "full-int8", "--observer", "minmax"]);
+    let html = dir.text("report.html");
+    let r = compare(&q, &["--samples", "300", "--node-samples", "32", "--html", &html]);
+    assert_eq!(r["outputs"]["samples"], 300);
+    assert_eq!(r["node_samples"], 32);
+    let nodes = r["nodes"].as_array().unwrap();
+    assert!(nodes.len() > 50, "every executed node output is compared: {}", nodes.len());
+    let losses: Vec<f64> = nodes.iter().map(|n| n["loss_db"].as_f64().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[0] >= w[1]), "most harmful first");
+    for n in nodes {
+        let sqnr = n["sqnr_db"].as_f64().unwrap();
+        assert!(sqnr > 5.0 && sqnr <= 200.0, "{n}");
+        if n["quantized"] == true {
+            let h = &n["histogram"];
+            let counts: u64 = h["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+            assert!(counts > 0 && h["grid"][0].as_f64() <= h["grid"][1].as_f64(), "{n}");
+        }
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("<svg") && page.contains("Most harmful nodes"));
+    assert!(!page.contains("<script") && !page.contains("http"), "the page is self-contained");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args(["compare", &fixture("model.onnx"), &q, "--data", &fixture("test.npz"), "--labels", &fixture("model.onnx")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.onnx"), "a bad labels file is named");
+}
+
+#[test]
+fn target_drop_keeps_the_fewest_harmful_ops_float() {
+    let dir = Scratch::new("accuracy-target");
+    // Clipping every activation at its 99th percentile breaks the model on purpose.
+    let broken = ["--preset", "full-int8", "--observer", "percentile", "--percentile", "99", "--calib-samples", "128"];
+    let q = quantize(&dir, "broken.onnx", &broken);
+    let (f, i) = accuracies(&compare(&q, &["--node-samples", "8"]));
+    assert!(f - i > 1.0, "the broken configuration should lose accuracy: {f} → {i}");
+
+    let (labels, eval) = (fixture("labels.npy"), fixture("test.npz"));
+    let mut args = broken.to_vec();
+    args.extend(["--target-drop", "0.3", "--eval", &eval, "--labels", &labels]);
+    let out = dir.text("fixed.onnx");
+    let model = fixture("model.onnx");
+    let calib = fixture("calib.npz");
+    let mut full = vec!["quantize", &model, "--calib", &calib, "-o", &out, "--json"];
+    full.extend(args);
+    let r = octet(&full);
+    let fb = &r["fallback"];
+    assert_eq!(fb["met"], true, "{fb}");
+    let kept = fb["kept_float"].as_array().unwrap().len();
+    assert!(kept >= 1 && kept < r["ops_quantized"].as_u64().unwrap() as usize, "{fb}");
+    let (f2, i2) = accuracies(&compare(&out, &["--node-samples", "8"]));
+    assert_eq!(f, f2);
+    assert!(f2 - i2 <= 0.3, "{f2} → {i2} with {kept} op(s) float");
+    assert!((i2 - fb["accuracy"].as_f64().unwrap()).abs() < 1e-9, "the search measured the model it wrote");
+}
+
+#[test]
+fn demo_quantizes_the_shipped_model() {
+    let dir = Scratch::new("accuracy-demo");
+    let out: PathBuf = dir.path("demo");
+    let r = octet(&["demo", "--out", &out.display().to_string(), "--json"]);
+    let (f, i) = accuracies(&r);
+    assert!(f - i <= 0.3, "{r}");
+    assert_eq!(r["outputs"]["samples"], 2000);
+    let (int8, executed) = (r["nodes_int8"].as_u64().unwrap(), r["nodes_executed"].as_u64().unwrap());
+    assert!(int8 as f64 >= 0.9 * executed as f64, "{int8} of {executed} nodes int8");
+    assert!(r["int8_ms"].as_f64().unwrap() > 0.0 && r["fp32_ms"].as_f64().unwrap() > 0.0);
+    assert!(out.join("report.html").exists() && out.join("fashion_vit.int8.onnx").exists());
+}
