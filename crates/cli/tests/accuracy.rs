@@ -22,13 +22,10 @@ fn octet(args: &[&str]) -> Value {
 }
 
 fn quantize(dir: &Scratch, name: &str, extra: &[&str]) -> String {
-    let out = dir.text(name);
-    let mut args = vec!["quantize", &fixture("model.onnx")[..], "--calib"];
-    let calib = fixture("calib.npz");
-    args.push(&calib);
-    args.extend(["-o", &out, "--json"]);
+    let (out, model, calib) = (dir.text(name), fixture("model.onnx"), fixture("calib.npz"));
+    let mut args = vec!["quantize", &model, "--calib", &calib, "-o", &out, "--json"];
     args.extend(extra);
-    octet(&args.iter().map(|s| &**s).collect::<Vec<_>>());
+    octet(&args);
     out
 }
 

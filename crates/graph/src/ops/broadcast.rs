@@ -42,7 +42,7 @@ pub fn for_each_row(out_shape: &[usize], strides: &[Vec<usize>], mut f: impl FnM
         f(&offsets, 1);
         return;
     }
-    if out_shape.iter().any(|&d| d == 0) {
+    if out_shape.contains(&0) {
         return;
     }
     let inner = out_shape[rank - 1];

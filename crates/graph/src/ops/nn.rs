@@ -241,7 +241,7 @@ impl Conv {
             out[i] = (padded - eff) / stride[i] + 1;
         }
         let g = self.group.max(1);
-        if x[1] != w[1] * g || w[0] % g != 0 {
+        if x[1] != w[1] * g || !w[0].is_multiple_of(g) {
             return Err(format!("channels of X {x:?} and W {w:?} do not match group {g}"));
         }
         Ok(ConvGeom { n: x[0], c: x[1], h, w: wd, m: w[0], kh, kw, stride, dil, pad: pad_begin, oh: out[0], ow: out[1] })

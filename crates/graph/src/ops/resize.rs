@@ -39,6 +39,9 @@ enum Taps {
     Outside,
 }
 
+/// Resize's optional operands: roi, scales, sizes.
+type ResizeOperands = (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<i64>>);
+
 impl Resize {
     fn plan(&self, shape: &[usize], scales: Option<Vec<f32>>, sizes: Option<Vec<i64>>) -> OpResult<Plan> {
         let rank = shape.len();
@@ -207,7 +210,8 @@ impl Resize {
         out
     }
 
-    fn operands<T>(inputs: &[Option<&T>], floats: impl Fn(&T) -> Option<Vec<f32>>, ints: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<(Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<i64>>)> {
+    /// roi, scales and sizes, each when given.
+    fn operands<T>(inputs: &[Option<&T>], floats: impl Fn(&T) -> Option<Vec<f32>>, ints: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<ResizeOperands> {
         let roi = optional(inputs, 1).map(|t| floats(t).ok_or("roi must be a constant float tensor")).transpose()?;
         let scales = optional(inputs, 2).map(|t| floats(t).ok_or("scales must be a constant float tensor")).transpose()?;
         let sizes = optional(inputs, 3).map(|t| ints(t).ok_or("sizes must be a constant integer tensor")).transpose()?;

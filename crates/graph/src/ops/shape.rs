@@ -39,6 +39,9 @@ pub struct Reshape {
     pub allow_zero: bool,
 }
 
+/// Slice's operands: starts, ends, axes and steps (the last two when given).
+type SliceOperands = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
+
 impl Reshape {
     fn resolve(&self, input: &[usize], spec: &[i64]) -> OpResult<Vec<usize>> {
         let mut out = Vec::with_capacity(spec.len());
@@ -57,7 +60,7 @@ impl Reshape {
         let total = numel(input);
         if let Some(i) = infer_at {
             let rest: usize = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d).product();
-            if rest == 0 || total % rest != 0 {
+            if rest == 0 || !total.is_multiple_of(rest) {
                 return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
             }
             out[i] = total / rest;
@@ -302,7 +305,7 @@ impl Slice {
         }
         Ok(view)
     }
-    fn operands<T>(&self, inputs: &[Option<&T>], ints: impl Fn(&T, &str) -> OpResult<Vec<i64>>) -> OpResult<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> {
+    fn operands<T>(&self, inputs: &[Option<&T>], ints: impl Fn(&T, &str) -> OpResult<Vec<i64>>) -> OpResult<SliceOperands> {
         Ok((
             ints(required(inputs, 1, "starts")?, "starts")?,
             ints(required(inputs, 2, "ends")?, "ends")?,

@@ -177,7 +177,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let r = t + MAGIC;
     let n = r - MAGIC;
     let f = t - n;
-    let p = 1.0 + f * (0.693_147_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_355))));
+    let p = 1.0 + f * (std::f32::consts::LN_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_355))));
     let scale = f32::from_bits(((r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32).wrapping_add(127) << 23) as u32);
     let y = p * scale;
     if x < -87.0 {
