@@ -61,7 +61,7 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
         calib: &calib,
         output: &quantized,
         options: Options::new(preset),
-        method: Method::MinMax,
+        method: Method::Auto,
         preprocess: no_images.clone(),
         samples: None,
         threads,

@@ -187,7 +187,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "int8-gemm")]
         preset: PresetArg,
         /// How activation ranges are chosen.
-        #[arg(long, value_enum, default_value = "minmax")]
+        #[arg(long, value_enum, default_value = "auto")]
         observer: ObserverArg,
         /// The percentile for --observer percentile.
         #[arg(long, default_value_t = 99.99)]
@@ -196,7 +196,7 @@ enum Command {
         #[arg(long)]
         per_tensor: bool,
         /// Softmax output grid: fixed [0, 1] or calibrated [0, largest probability seen].
-        #[arg(long, value_enum, default_value = "fixed")]
+        #[arg(long, value_enum, default_value = "calibrated")]
         softmax_grid: SoftmaxGridArg,
         /// Do not migrate outlier scale from LayerNorms into the next Linears (SmoothQuant).
         #[arg(long)]

@@ -40,9 +40,9 @@ pub struct Options {
 }
 
 impl Options {
-    /// The defaults of `preset`: per-channel weights, both outlier remedies.
+    /// The defaults of `preset`: per-channel weights, every outlier remedy, the calibrated softmax grid.
     pub fn new(preset: Preset) -> Options {
-        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: false }
+        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: true }
     }
 }
 
@@ -184,6 +184,21 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     let is_float_activation = |v: ValueId| !is_const(v) && typed.fact(v).dtype == octet_graph::DType::F32;
     let readers = |v: ValueId| typed.nodes.iter().enumerate().filter(move |(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i);
 
+    // Values kept float, spread over data movement: a Reshape or Transpose of a float value is
+    // float too, and so is what it moves.
+    let mut float_set: std::collections::HashSet<ValueId> = graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
+    loop {
+        let before = float_set.len();
+        for t in typed.nodes.iter().filter(|t| ops::lookup(t.op.name()).is_some_and(|d| d.quant == QuantRule::SharesInput)) {
+            let touched: Vec<ValueId> = t.inputs.iter().flatten().copied().chain(t.outputs.iter().copied()).filter(|&v| is_float_activation(v)).collect();
+            if touched.iter().any(|v| float_set.contains(v)) {
+                float_set.extend(touched);
+            }
+        }
+        if float_set.len() == before {
+            break;
+        }
+    }
     let mut units: Vec<Unit> = Vec::new();
     let mut constants: Vec<ConstantSpec> = Vec::new();
     let mut taken = vec![false; typed.nodes.len()];
@@ -246,7 +261,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             Preset::Int8Gemm => def.quant == QuantRule::Matmul || scalar,
         };
         let excluded = opts.exclude.iter().find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
-        let float_value = |vs: &[ValueId]| vs.iter().find(|&&v| opts.float_values.contains(&graph.names[v])).map(|&v| graph.names[v].clone());
+        let float_value = |vs: &[ValueId]| vs.iter().find(|v| float_set.contains(v)).map(|&v| graph.names[v].clone());
         let wide = if def.quant == QuantRule::Matmul { None } else { float_value(&inputs).or_else(|| float_value(&outputs)) };
         let float_output = def.quant == QuantRule::Matmul && float_value(&outputs).is_some();
         let (selected, reason) = match (selected_by_preset, excluded) {

@@ -9,8 +9,9 @@
 //!   Linear outputs on sampled rows;
 //! - **a wider residual stream**: values whose largest channel exceeds the median channel by
 //!   [`OUTLIER_RATIO`] or more stay float — the Add, Concat and LayerNorm that produce or read
-//!   them run in float, and a Linear that produces one writes float. The residual stream is
-//!   what Add and Concat produce and what LayerNorm reads.
+//!   them run in float (with the data movement around them), and a Linear or Conv that produces
+//!   one writes float. The residual stream is what Add and Concat produce or read and what
+//!   LayerNorm reads.
 
 use std::collections::HashMap;
 
@@ -24,7 +25,7 @@ use serde::Serialize;
 /// outlier channels.
 pub const OUTLIER_RATIO: f32 = 10.0;
 /// Migration strengths tried per LayerNorm (besides leaving it alone).
-pub const ALPHAS: [f32; 6] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+pub const ALPHAS: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 /// Rows of each LayerNorm output kept to choose α.
 const SAMPLE_ROWS: usize = 2048;
 
@@ -85,12 +86,45 @@ fn constant(g: &Graph, v: ValueId) -> Option<&Tensor> {
     constant(g, p.inputs.first().copied().flatten()?)
 }
 
-/// A LayerNorm whose output only Linears (MatMul by a constant `[K, N]` matrix) read.
+/// A Linear reading a smoothable LayerNorm: its node and constant weight, `[N, K]` when
+/// `transposed` (Gemm with transB), else `[K, N]`.
+#[derive(Clone, Copy)]
+struct Reader {
+    node: usize,
+    weight: ValueId,
+    transposed: bool,
+}
+
+/// A LayerNorm whose output only Linears read, directly or through a Gather of tokens (the
+/// class token before the head).
 struct Smoothable {
     norm: usize,
     output: ValueId,
-    /// (node, weight value) of each reading MatMul.
-    linears: Vec<(usize, ValueId)>,
+    linears: Vec<Reader>,
+}
+
+/// The Linears that read `v`, or `None` when anything else (that is not shape arithmetic) does.
+fn linear_readers(g: &Graph, v: ValueId) -> Option<Vec<Reader>> {
+    let mut out = Vec::new();
+    for (j, r) in g.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(v))) {
+        let matrix = |slot: usize| r.inputs.get(slot).copied().flatten().filter(|&w| constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some()));
+        match r.op.name() {
+            "Shape" => {}
+            "MatMul" if r.inputs[0] == Some(v) => out.push(Reader { node: j, weight: matrix(1)?, transposed: false }),
+            "Gemm" if r.inputs[0] == Some(v) => {
+                let gemm = r.op.downcast::<octet_graph::ops::nn::Gemm>()?;
+                if gemm.trans_a || gemm.alpha != 1.0 {
+                    return None;
+                }
+                out.push(Reader { node: j, weight: matrix(1)?, transposed: gemm.trans_b });
+            }
+            "Gather" if r.inputs[0] == Some(v) && r.op.downcast::<octet_graph::ops::shape::Gather>().is_some_and(|x| x.axis == 1) => {
+                out.extend(linear_readers(g, r.outputs[0])?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn smoothable(g: &Graph) -> Vec<Smoothable> {
@@ -103,21 +137,7 @@ fn smoothable(g: &Graph) -> Vec<Smoothable> {
         if g.outputs.contains(&y) {
             continue;
         }
-        let readers: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(y))).map(|(j, _)| j).collect();
-        let linears: Option<Vec<(usize, ValueId)>> = readers
-            .iter()
-            .map(|&j| {
-                let r = &g.nodes[j];
-                if r.op.name() == "Shape" {
-                    return Some(None);
-                }
-                let w = r.inputs.get(1).copied().flatten()?;
-                let ok = r.op.name() == "MatMul" && r.inputs[0] == Some(y) && constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some());
-                ok.then_some(Some((j, w)))
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|l| l.into_iter().flatten().collect());
-        if let Some(linears) = linears.filter(|l| !l.is_empty()) {
+        if let Some(linears) = linear_readers(g, y).filter(|l| !l.is_empty()) {
             out.push(Smoothable { norm: i, output: y, linears });
         }
     }
@@ -231,16 +251,33 @@ pub fn prepare(
             let gamma = constant(graph, norm.inputs[1].expect("checked")).expect("checked");
             let beta = norm.inputs.get(2).copied().flatten().and_then(|b| constant(graph, b));
             let k = st.absmax.len();
-            let weights: Vec<&Tensor> = c.linears.iter().map(|&(_, w)| constant(graph, w).expect("checked")).collect();
-            if weights.iter().any(|w| w.shape()[0] != k) || gamma.len() != k || beta.is_some_and(|b| b.len() != k) {
+            // Each reader's weight as a row-major [K, N] matrix, side by side.
+            let weights: Vec<Vec<f32>> = c
+                .linears
+                .iter()
+                .map(|r| {
+                    let t = constant(graph, r.weight).expect("checked");
+                    let (rows, cols) = (t.shape()[0], t.shape()[1]);
+                    let x = t.as_f32().expect("checked");
+                    if r.transposed {
+                        (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect()
+                    } else {
+                        x.to_vec()
+                    }
+                })
+                .collect();
+            let widths: Vec<usize> = weights.iter().map(|w| w.len() / k.max(1)).collect();
+            if weights.iter().any(|w| w.len() % k.max(1) != 0) || gamma.len() != k || beta.is_some_and(|b| b.len() != k) {
                 continue;
             }
-            let n_total: usize = weights.iter().map(|w| w.shape()[1]).sum();
+            if c.linears.iter().any(|r| constant(graph, r.weight).expect("checked").shape()[usize::from(r.transposed)] != k) {
+                continue;
+            }
+            let n_total: usize = widths.iter().sum();
             let mut w = vec![0.0f32; k * n_total];
             let mut col = 0;
-            for t in &weights {
-                let n = t.shape()[1];
-                for (r, row) in t.as_f32().expect("checked").chunks_exact(n).enumerate() {
+            for (t, &n) in weights.iter().zip(&widths) {
+                for (r, row) in t.chunks_exact(n).enumerate() {
                     w[r * n_total + col..r * n_total + col + n].copy_from_slice(row);
                 }
                 col += n;
@@ -264,20 +301,26 @@ pub fn prepare(
                 if let Some(b) = beta {
                     set_input(proto, c.norm, 2, &[k], &divided(b));
                 }
-                for (t, &(node, _)) in weights.iter().zip(&c.linears) {
-                    let n = t.shape()[1];
-                    let scaled: Vec<f32> = t.as_f32().expect("checked").chunks_exact(n).zip(&s).flat_map(|(r, s)| r.iter().map(move |v| v * s)).collect();
-                    set_input(proto, node, 1, &[k, n], &scaled);
+                for r in &c.linears {
+                    let t = constant(graph, r.weight).expect("checked");
+                    let cols = t.shape()[1];
+                    let scaled: Vec<f32> =
+                        t.as_f32().expect("checked").iter().enumerate().map(|(i, v)| v * s[if r.transposed { i % cols } else { i / cols }]).collect();
+                    set_input(proto, r.node, 1, t.shape(), &scaled);
                 }
             }
             report.smoothing.push(Smoothing { norm: norm.name.clone(), outlier_ratio: st.outlier_ratio(), alpha, error_before: before, error_after });
         }
     }
     if wide_residual {
-        let read_by_norm = |v: ValueId| graph.nodes.iter().any(|r| r.op.name() == "LayerNormalization" && r.inputs.first() == Some(&Some(v)));
+        let read_by_stream = |v: ValueId| {
+            graph.nodes.iter().any(|r| {
+                r.inputs.contains(&Some(v)) && (r.op.name() == "LayerNormalization" && r.inputs[0] == Some(v) || matches!(r.op.name(), "Add" | "Concat"))
+            })
+        };
         for n in &graph.nodes {
             let stream = matches!(n.op.name(), "Add" | "Concat");
-            for &o in n.outputs.iter().filter(|&&o| stream || read_by_norm(o)) {
+            for &o in n.outputs.iter().filter(|&&o| stream || read_by_stream(o)) {
                 if let Some(st) = stats.get(&o).filter(|s| s.absmax.len() >= 8) {
                     let r = st.outlier_ratio();
                     if r >= OUTLIER_RATIO {
