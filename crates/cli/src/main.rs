@@ -80,7 +80,8 @@ enum SoftmaxGridArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ObserverArg {
-    /// Per tensor kind: percentile 99.999 for Linear/MatMul and unary-op outputs, min/max elsewhere.
+    /// Per tensor kind: percentile 99.999 for Linear/MatMul and unary-op outputs, softmax inputs
+    /// clipped below at their 1st percentile, min/max elsewhere.
     Auto,
     Minmax,
     Percentile,

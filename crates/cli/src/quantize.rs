@@ -183,7 +183,7 @@ fn int8_session(proto: &octet_onnx::proto::ModelProto, base: &Path, threads: usi
 
 /// Quantizes, then keeps the fewest, most harmful ops float until the int8 model's top-1 is
 /// within `target.drop` points of the float model's. Ops are ranked by the SQNR they lose (per
-/// node, on up to 128 evaluation samples); the search doubles the number kept float until the
+/// node, on up to 128 evaluation samples), then by their own SQNR; the search doubles the number kept float until the
 /// target is met, then bisects down to the fewest that meet it.
 pub fn keep_float_until(
     model: &octet_onnx::OnnxModel,
@@ -216,12 +216,16 @@ pub fn keep_float_until(
     let (_, qgraph) = int8_session(&first.model, &model.base, threads)?;
     let n = target.data.samples.len().min(128);
     let batches = evaluate::batches(&model.graph, &target.data.samples[..n], 32)?;
-    let mut nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
-    nodes.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
+    let nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
     let unit_of_node: std::collections::HashMap<&str, usize> =
         model.graph.nodes.iter().enumerate().filter_map(|(i, n)| first.annotation.unit_of.get(i).copied().flatten().map(|u| (n.name.as_str(), u))).collect();
+    // Nodes that lose SQNR themselves first, most first; then the rest by their own SQNR, worst
+    // first (a clipped residual stream shows as low SQNR more than as a loss at one node).
+    let (mut losing, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) = nodes.iter().partition(|e| e.loss_db > 0.5);
+    losing.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
+    rest.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
     let mut ranked: Vec<String> = Vec::new();
-    for e in nodes.iter().filter(|e| e.loss_db > 0.0) {
+    for e in losing.into_iter().chain(rest) {
         if let Some(&u) = unit_of_node.get(e.node.as_str()) {
             let unit = &first.annotation.units[u];
             let name = model.graph.nodes[unit.nodes[0]].name.clone();
@@ -231,6 +235,13 @@ pub fn keep_float_until(
         }
     }
 
+    // Units with no comparable output (a smoothed LayerNorm's is renamed) come last.
+    for unit in first.annotation.units.iter().filter(|u| u.selected) {
+        let name = model.graph.nodes[unit.nodes[0]].name.clone();
+        if !ranked.contains(&name) {
+            ranked.push(name);
+        }
+    }
     let mut best: Option<(usize, octet_quant::Quantized, f64)> = None;
     let mut last = None;
     let (mut lo, mut k) = (0, 1);

@@ -123,6 +123,8 @@ pub enum TensorKind {
     Elementwise,
     /// A Softmax output.
     Probabilities,
+    /// A Softmax input (attention logits): its largest values decide the output.
+    Logits,
 }
 
 /// The result of annotation.
@@ -344,9 +346,11 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             produced_by.insert(o, u);
         }
     }
+    let softmax_inputs: Vec<ValueId> = units.iter().filter(|u| u.selected && u.rule == QuantRule::FixedOutput).flat_map(|u| u.inputs.iter().copied()).collect();
     for g in &mut groups {
         let producer = g.members.iter().filter_map(|(v, _)| produced_by.get(v)).find(|u| u.rule != QuantRule::SharesInput);
         g.tensor = match producer {
+            _ if g.members.iter().any(|(v, _)| softmax_inputs.contains(v)) => TensorKind::Logits,
             None => TensorKind::Input,
             Some(u) => match (u.rule, u.op.as_str()) {
                 (QuantRule::Matmul, _) => TensorKind::Matmul,

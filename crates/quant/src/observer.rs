@@ -19,6 +19,9 @@ pub enum Method {
     Entropy,
     /// The clipping that minimises the mean squared quantization error over the histogram.
     Mse,
+    /// The observed maximum and the given percentile from below (for softmax inputs, whose small
+    /// values only feed `exp` of a large negative number), e.g. 1.
+    Floor(f64),
     /// Chosen per tensor kind ([`Method::for_kind`]), from the measurements in
     /// doc/quantization.md, section 9.
     Auto,
@@ -34,6 +37,7 @@ impl Method {
         use crate::annotate::TensorKind::*;
         match (self, kind) {
             (Method::Auto, Elementwise | Matmul) => Method::Percentile(99.999),
+            (Method::Auto, Logits) => Method::Floor(LOGIT_FLOOR_PERCENTILE),
             (Method::Auto, Input | Residual | Norm | Probabilities) => Method::MinMax,
             (m, _) => m,
         }
@@ -41,6 +45,9 @@ impl Method {
 }
 
 const BINS: usize = 2048;
+
+/// The share of softmax inputs (in percent) clipped from below under [`Method::Auto`].
+pub const LOGIT_FLOOR_PERCENTILE: f64 = 1.0;
 
 /// Statistics of one group of values that share quantization parameters.
 #[derive(Clone, Debug)]
@@ -145,6 +152,8 @@ impl Observer {
                     (self.quantile(1.0 - p).min(0.0).max(self.min), self.quantile(p).max(0.0).min(self.max))
                 }
             }
+            Method::Floor(p) if !self.symmetric => (self.quantile(p / 100.0).min(0.0).max(self.min), self.max),
+            Method::Floor(_) => full,
             Method::Mse | Method::Entropy => {
                 // Candidates shrink the full range geometrically from 1 down to 1 %.
                 let mut best = (f64::INFINITY, full);

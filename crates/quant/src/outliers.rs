@@ -101,10 +101,13 @@ struct Smoothable {
     norm: usize,
     output: ValueId,
     linears: Vec<Reader>,
+    /// The Gathers between the LayerNorm and Linears: their outputs carry the smoothed values too.
+    gathers: Vec<usize>,
 }
 
-/// The Linears that read `v`, or `None` when anything else (that is not shape arithmetic) does.
-fn linear_readers(g: &Graph, v: ValueId) -> Option<Vec<Reader>> {
+/// The Linears that read `v` (recording the Gathers passed in `gathers`), or `None` when
+/// anything else (that is not shape arithmetic) does.
+fn linear_readers(g: &Graph, v: ValueId, gathers: &mut Vec<usize>) -> Option<Vec<Reader>> {
     let mut out = Vec::new();
     for (j, r) in g.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(v))) {
         let matrix = |slot: usize| r.inputs.get(slot).copied().flatten().filter(|&w| constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some()));
@@ -119,7 +122,8 @@ fn linear_readers(g: &Graph, v: ValueId) -> Option<Vec<Reader>> {
                 out.push(Reader { node: j, weight: matrix(1)?, transposed: gemm.trans_b });
             }
             "Gather" if r.inputs[0] == Some(v) && r.op.downcast::<octet_graph::ops::shape::Gather>().is_some_and(|x| x.axis == 1) => {
-                out.extend(linear_readers(g, r.outputs[0])?);
+                gathers.push(j);
+                out.extend(linear_readers(g, r.outputs[0], gathers)?);
             }
             _ => return None,
         }
@@ -137,8 +141,9 @@ fn smoothable(g: &Graph) -> Vec<Smoothable> {
         if g.outputs.contains(&y) {
             continue;
         }
-        if let Some(linears) = linear_readers(g, y).filter(|l| !l.is_empty()) {
-            out.push(Smoothable { norm: i, output: y, linears });
+        let mut gathers = Vec::new();
+        if let Some(linears) = linear_readers(g, y, &mut gathers).filter(|l| !l.is_empty()) {
+            out.push(Smoothable { norm: i, output: y, linears, gathers });
         }
     }
     out
@@ -295,7 +300,9 @@ pub fn prepare(
             }
             let (error_after, alpha, s) = best;
             if alpha.is_some() {
-                rename_output(proto, c.norm);
+                for &node in std::iter::once(&c.norm).chain(&c.gathers) {
+                    rename_output(proto, node);
+                }
                 let divided = |t: &Tensor| -> Vec<f32> { t.as_f32().expect("float LayerNorm parameters").iter().zip(&s).map(|(v, s)| v / s).collect() };
                 set_input(proto, c.norm, 1, &[k], &divided(gamma));
                 if let Some(b) = beta {
