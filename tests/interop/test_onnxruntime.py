@@ -69,7 +69,7 @@ def test_onnxruntime_runs_octet_qdq_and_agrees(fixture, preset, tmp_path):
     if step is None:
         assert diff <= 1e-4 * float(np.abs(ref).max())
     else:
-        assert diff <= 3 * step + 1e-6
+        assert diff <= 4 * step + 1e-6
     assert cosine(got, ref) > 0.999
     assert (got.reshape(got.shape[0], -1).argmax(1) == ref.reshape(ref.shape[0], -1).argmax(1)).all() or got.ndim > 2
 
