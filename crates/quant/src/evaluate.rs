@@ -239,6 +239,26 @@ impl Hooks for CompareQuantized<'_> {
     }
 }
 
+/// Values read only by Softmax, directly or through a multiply or divide by a constant.
+fn softmax_inputs(g: &Graph) -> std::collections::HashSet<ValueId> {
+    let mut out = std::collections::HashSet::new();
+    for n in g.nodes.iter().rev() {
+        for &o in &n.outputs {
+            let mut readers = g.nodes.iter().filter(|r| r.inputs.contains(&Some(o))).peekable();
+            let all = readers.peek().is_some()
+                && readers.all(|r| match r.op.name() {
+                    "Softmax" => true,
+                    "Mul" | "Div" => r.inputs.iter().flatten().any(|i| g.constants.contains_key(i)) && r.outputs.iter().all(|x| out.contains(x)),
+                    _ => false,
+                });
+            if all {
+                out.insert(o);
+            }
+        }
+    }
+    out
+}
+
 /// SQNR of every float node output of `float` against the same value in `qdq` (its QDQ version,
 /// run in float between dq and q — the reference semantics), over `batches`, in `float`'s node
 /// order. Values with no counterpart of the same name are skipped.
@@ -250,7 +270,10 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
             readers.entry(*v).or_default().push(i);
         }
     }
-    let compared = float.inputs.iter().map(|i| i.value).chain(float.nodes.iter().flat_map(|n| n.outputs.iter().copied()));
+    // Softmax inputs are skipped: their grids clip the low end on purpose (exp of a large negative
+    // number is ~0), so their SQNR says nothing; the Softmax output shows the effect.
+    let logits = softmax_inputs(float);
+    let compared = float.inputs.iter().map(|i| i.value).chain(float.nodes.iter().flat_map(|n| n.outputs.iter().copied())).filter(|v| !logits.contains(v));
     let mut targets: HashMap<ValueId, Target> = HashMap::new();
     for v in compared {
         let Some(&q) = by_name.get(float.names[v].as_str()) else { continue };
