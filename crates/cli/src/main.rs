@@ -184,8 +184,10 @@ enum Command {
         /// The QDQ model to write (.onnx); the chosen ranges go next to it as .ranges.json.
         #[arg(short, long)]
         output: PathBuf,
-        /// int8-gemm: Linear, Conv, attention matmuls, scalar multiplies; full-int8: every op with an int8 rule.
-        #[arg(long, value_enum, default_value = "int8-gemm")]
+        /// full-int8: every op with an int8 rule (fastest; holds accuracy with the default remedies,
+        /// doc/quantization.md section 9); int8-gemm: Linear, Conv, attention matmuls and scalar
+        /// multiplies only, the rest float.
+        #[arg(long, value_enum, default_value = "full-int8")]
         preset: PresetArg,
         /// How activation ranges are chosen.
         #[arg(long, value_enum, default_value = "auto")]

@@ -92,7 +92,7 @@ fn vits_keep_accuracy_with_int8_gemm_and_report_full_int8() {
     for (name, shape) in [("vit_ts", vec![3, 224, 224]), ("vit_dynamo", vec![3, 224, 224]), ("deit_distilled_ts", vec![3, 224, 224]), ("dinov2_ts", vec![3, 112, 112])] {
         let x = npy::read(&fixture(name, "input.npy")).unwrap();
         let fp32 = npy::read(&fixture(name, "ort.npy")).unwrap();
-        let gemm = quantize(&d, name, &shape, 8, &[]);
+        let gemm = quantize(&d, name, &shape, 8, &["--preset", "int8-gemm"]);
         let c = cosine(&run(&gemm, x.clone()), &fp32);
         let full = quantize(&d, name, &shape, 8, &["--preset", "full-int8"]);
         let cf = cosine(&run(&full, x.clone()), &fp32);
