@@ -109,12 +109,13 @@ impl Report {
         );
         s += &format!(
             "per node: SQNR of each output against the float model over {} samples (quantized model in float between dq and q), \
-             most harmful first; loss = worst input SQNR − own SQNR\n",
+             most harmful first; loss = worst input SQNR − own SQNR; grid = SQNR of the float value through its own 8-bit grid alone\n",
             self.node_samples
         );
-        s += &format!("  {:>8} {:>8}  {:<5} {:<22} node\n", "loss dB", "SQNR dB", "q", "op");
+        s += &format!("  {:>8} {:>8} {:>8}  {:<22} node\n", "loss dB", "SQNR dB", "grid dB", "op");
         for n in self.nodes.iter().take(top) {
-            s += &format!("  {:>8.1} {:>8.1}  {:<5} {:<22} {}\n", n.loss_db, n.sqnr_db, if n.quantized { "int8" } else { "" }, n.op, n.node);
+            let grid = n.grid_sqnr_db.map(|g| format!("{g:.1}")).unwrap_or_else(|| "float".into());
+            s += &format!("  {:>8.1} {:>8.1} {:>8}  {:<22} {}\n", n.loss_db, n.sqnr_db, grid, n.op, n.node);
         }
         if self.nodes.len() > top {
             s += &format!("  … {} more (--top N, --json, or --html for all)\n", self.nodes.len() - top);

@@ -77,10 +77,10 @@ pub fn page(report: &Report) -> String {
     for n in &worst {
         let clipped = n.histogram.as_ref().map(|h| format!("{:.3} %", h.clipped)).unwrap_or_default();
         table += &format!(
-            "<tr><td class=num>{:.1}</td><td class=num>{:.1}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td class=num>{clipped}</td></tr>",
+            "<tr><td class=num>{:.1}</td><td class=num>{:.1}</td><td class=num>{}</td><td>{}</td><td><code>{}</code></td><td class=num>{clipped}</td></tr>",
             n.loss_db,
             n.sqnr_db,
-            if n.quantized { "int8" } else { "float" },
+            n.grid_sqnr_db.map(|g| format!("{g:.1}")).unwrap_or_else(|| "float".into()),
             n.op,
             escape(&n.node)
         );
@@ -119,8 +119,8 @@ table.nodes td, table.nodes th {{ border-bottom: 1px solid #edf0f3; }} td.num {{
 <p class="legend"><span><i class="sw" style="background:#3b6fb6"></i>quantized output</span><span><i class="sw" style="background:#9aa5b1"></i>float output (between dq and q)</span><span><i class="sw" style="background:#c0392b;border-radius:6px"></i>node loses ≥ 3 dB</span> Higher is better; hover a bar for the node.</p>
 {chart}
 <h2>Most harmful nodes</h2>
-<p class="sub">Loss: the worst SQNR among a node's inputs minus the SQNR of its output — what the node itself costs.</p>
-<table class="nodes"><tr><th>loss dB</th><th>SQNR dB</th><th>output</th><th>op</th><th>node</th><th>clipped</th></tr>{table}</table>
+<p class="sub">Loss: the worst SQNR among a node's inputs minus the SQNR of its output — what the node itself costs. Grid: the SQNR of the float model's value through the output's 8-bit grid alone ("float" when the output is not quantized).</p>
+<table class="nodes"><tr><th>loss dB</th><th>SQNR dB</th><th>grid dB</th><th>op</th><th>node</th><th>clipped</th></tr>{table}</table>
 <h2>Activation ranges of the most harmful quantized values</h2>
 <p class="sub">Histogram of the float model's values (log counts); shaded: the range the int8 grid represents.</p>
 <div class="grid">{hists}</div>

@@ -182,9 +182,12 @@ fn int8_session(proto: &octet_onnx::proto::ModelProto, base: &Path, threads: usi
 }
 
 /// Quantizes, then keeps the fewest, most harmful ops float until the int8 model's top-1 is
-/// within `target.drop` points of the float model's. Ops are ranked by the SQNR they lose (per
-/// node, on up to 128 evaluation samples), then by their own SQNR; the search doubles the number kept float until the
-/// target is met, then bisects down to the fewest that meet it.
+/// within `target.drop` points of the float model's. Ops are ranked by what their output grid
+/// alone costs (SQNR of the float value through it, on up to 128 evaluation samples), then by
+/// the SQNR they lose; each is kept float with the
+/// quantized ops that read it (its output's quantization is part of its loss). The search
+/// doubles the number of ranked ops kept float until the target is met, then bisects down to
+/// the fewest that meet it.
 pub fn keep_float_until(
     model: &octet_onnx::OnnxModel,
     samples: &[Vec<Tensor>],
@@ -219,42 +222,55 @@ pub fn keep_float_until(
     let nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
     let unit_of_node: std::collections::HashMap<&str, usize> =
         model.graph.nodes.iter().enumerate().filter_map(|(i, n)| first.annotation.unit_of.get(i).copied().flatten().map(|u| (n.name.as_str(), u))).collect();
-    // Nodes that lose SQNR themselves first, most first; then the rest by their own SQNR, worst
-    // first (a clipped residual stream shows as low SQNR more than as a loss at one node).
-    let (mut losing, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) = nodes.iter().partition(|e| e.loss_db > 0.5);
-    losing.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
-    rest.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
+    // Quantized outputs whose grid alone costs the most SQNR first (keeping the node and its
+    // readers float removes exactly that), then nodes by the SQNR they lose, then by their own.
+    let (mut gridded, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) = nodes.iter().partition(|e| e.grid_sqnr_db.is_some());
+    gridded.sort_by(|a, b| a.grid_sqnr_db.unwrap_or(0.0).total_cmp(&b.grid_sqnr_db.unwrap_or(0.0)));
+    rest.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db).then(a.sqnr_db.total_cmp(&b.sqnr_db)));
+    let losing = gridded;
+    // A node's loss includes the quantization of its output, which its readers do: keeping the
+    // node float keeps its quantized readers float too.
+    let units = &first.annotation.units;
+    let name_of = |u: &octet_quant::annotate::Unit| model.graph.nodes[u.nodes[0]].name.clone();
     let mut ranked: Vec<String> = Vec::new();
-    for e in losing.into_iter().chain(rest) {
-        if let Some(&u) = unit_of_node.get(e.node.as_str()) {
-            let unit = &first.annotation.units[u];
-            let name = model.graph.nodes[unit.nodes[0]].name.clone();
-            if unit.selected && !ranked.contains(&name) {
-                ranked.push(name);
+    let mut entries: Vec<usize> = Vec::new();
+    let mut take = |unit: &octet_quant::annotate::Unit, ranked: &mut Vec<String>| {
+        if !unit.selected || ranked.contains(&name_of(unit)) {
+            return;
+        }
+        ranked.push(name_of(unit));
+        for reader in units.iter().filter(|r| r.selected && r.inputs.iter().any(|i| unit.outputs.contains(i))) {
+            if !ranked.contains(&name_of(reader)) {
+                ranked.push(name_of(reader));
             }
         }
-    }
-
-    // Units with no comparable output (a smoothed LayerNorm's is renamed) come last.
-    for unit in first.annotation.units.iter().filter(|u| u.selected) {
-        let name = model.graph.nodes[unit.nodes[0]].name.clone();
-        if !ranked.contains(&name) {
-            ranked.push(name);
+        entries.push(ranked.len());
+    };
+    for e in losing.into_iter().chain(rest) {
+        if let Some(&u) = unit_of_node.get(e.node.as_str()) {
+            take(&units[u], &mut ranked);
         }
     }
+    // Units with no comparable output (a smoothed LayerNorm's is renamed) come last.
+    for unit in units {
+        take(unit, &mut ranked);
+    }
+    // The search is over entries (a node and its readers); `ends[k - 1]` names kept for k entries.
+    let ends = entries;
     let mut best: Option<(usize, octet_quant::Quantized, f64)> = None;
     let mut last = None;
     let (mut lo, mut k) = (0, 1);
-    while k <= ranked.len() {
-        let (q, acc) = attempt(&ranked[..k])?;
-        attempts.push(Attempt { kept_float: k, accuracy: acc });
+    let kept = |k: usize| &ranked[..ends[k - 1]];
+    while k <= ends.len() {
+        let (q, acc) = attempt(kept(k))?;
+        attempts.push(Attempt { kept_float: kept(k).len(), accuracy: acc });
         if within(acc) {
             best = Some((k, q, acc));
             break;
         }
         last = Some((q, acc));
         lo = k;
-        k = if k == ranked.len() { k + 1 } else { (k * 2).min(ranked.len()) };
+        k = if k == ends.len() { k + 1 } else { (k * 2).min(ends.len()) };
     }
     let Some((mut hi, mut q, mut acc)) = best else {
         let (q, acc) = match last {
@@ -266,15 +282,14 @@ pub fn keep_float_until(
     };
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
-        let (qm, am) = attempt(&ranked[..mid])?;
-        attempts.push(Attempt { kept_float: mid, accuracy: am });
+        let (qm, am) = attempt(kept(mid))?;
+        attempts.push(Attempt { kept_float: kept(mid).len(), accuracy: am });
         if within(am) {
             (hi, q, acc) = (mid, qm, am);
         } else {
             lo = mid;
         }
     }
-    ranked.truncate(hi);
-    let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: ranked, met: true, attempts };
+    let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: kept(hi).to_vec(), met: true, attempts };
     Ok((q, fb))
 }

@@ -230,3 +230,28 @@ fn default_preset_holds_where_min_max_breaks() {
     println!("{table}");
     assert!(broken > 0, "no case breaks plain min/max; the cases are too mild\n{table}");
 }
+
+/// `--target-drop` on damage concentrated in a few ops: the LayerNorm ×100 case under plain
+/// min/max loses ~15 points through its LayerNorm outputs; the search keeps the LayerNorms and
+/// the Linears that read them float — not the rest — and gets within a point (plain min/max
+/// loses ~0.4 points without any injection, so a tighter target would ask for everything).
+#[test]
+fn target_drop_finds_the_few_ops_that_matter() {
+    let dir = common::root().join("tests/fixtures/fashion_vit");
+    let base = octet_onnx::load(&dir.join("model.onnx")).unwrap();
+    let model = inject(&base, Injection::LayerNormOutputs, 100.0);
+    let calib = samples(&dir.join("calib.npz"), 128);
+    let labels = octet_cli::npy::read(&dir.join("labels.npy")).unwrap().to_i64_vec().unwrap();
+    let data = octet_cli::compare::Data { samples: samples(&dir.join("test.npz"), 1000), labels: Some(labels[..1000].to_vec()) };
+    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, ..Options::new(Preset::FullInt8) };
+    let target = octet_cli::quantize::Target { drop: 1.0, data: &data };
+    let (q, fb) = octet_cli::quantize::keep_float_until(&model, &calib, &plain, Method::MinMax, 2, &target, &|_| {}).unwrap();
+    println!("{fb:?}");
+    let first = fb.attempts[0].accuracy;
+    assert!(fb.float_accuracy - first > 1.0, "plain min/max should lose accuracy here: {fb:?}");
+    assert!(fb.met && fb.float_accuracy - fb.accuracy <= 1.0, "{fb:?}");
+    let selected = q.annotation.units.iter().filter(|u| u.selected).count();
+    assert!(fb.kept_float.len() <= 32 && selected > 100, "{} kept float, {selected} still int8: {fb:?}", fb.kept_float.len());
+    let norms = fb.kept_float.iter().filter(|n| n.contains("LayerNormalization")).count();
+    assert!(2 * norms >= fb.kept_float.len() - 1, "LayerNorms and their readers carry the damage: {fb:?}");
+}

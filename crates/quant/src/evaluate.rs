@@ -148,25 +148,48 @@ pub struct NodeError {
     /// SQNR lost in this node: the worst SQNR of its inputs minus its own (≥ 0 unless the node
     /// averages noise away).
     pub loss_db: f64,
+    /// For a quantized output: the SQNR of the float model's value put through the output's grid
+    /// alone — what quantizing this tensor costs by itself, whatever came before.
+    pub grid_sqnr_db: Option<f64>,
     pub histogram: Option<Histogram>,
+}
+
+/// A per-tensor 8-bit grid: `x ≈ (clamp(round(x / scale) + zero, lo, hi) − zero) · scale`.
+#[derive(Clone, Copy)]
+struct Grid {
+    scale: f32,
+    zero: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl Grid {
+    fn range(self) -> (f32, f32) {
+        (self.scale * (self.lo - self.zero), self.scale * (self.hi - self.zero))
+    }
+    fn round_trip(self, x: f32) -> f32 {
+        (((x / self.scale).round_ties_even() + self.zero).clamp(self.lo, self.hi) - self.zero) * self.scale
+    }
 }
 
 struct Target {
     float: ValueId,
     quantized: bool,
-    grid: Option<(f32, f32)>,
+    grid: Option<Grid>,
 }
 
 #[derive(Default, Clone)]
 struct Tally {
     signal: f64,
     noise: f64,
+    /// Noise of the float value put through its own grid alone.
+    own_noise: f64,
     histogram: Option<(f32, f32, Vec<u64>, u64, u64)>,
 }
 
 /// The value a QDQ graph's consumers read for `v`: the output of `DequantizeLinear(QuantizeLinear(v))`
 /// when there is one, with the grid's representable range.
-fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) -> Option<(ValueId, (f32, f32))> {
+fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) -> Option<(ValueId, Grid)> {
     for &q in readers.get(&v)? {
         let qn = &qdq.nodes[q];
         if qn.op.name() != "QuantizeLinear" || qn.inputs.first() != Some(&Some(v)) {
@@ -184,7 +207,7 @@ fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) 
                 Some(t) => (t.to_f64_vec()[0] as f32, 0.0, 255.0),
                 None => (0.0, 0.0, 255.0),
             };
-            return Some((dn.outputs[0], (scale * (lo_q - zp), scale * (hi_q - zp))));
+            return Some((dn.outputs[0], Grid { scale, zero: zp, lo: lo_q, hi: hi_q }));
         }
     }
     None
@@ -223,7 +246,9 @@ impl Hooks for CompareQuantized<'_> {
             tally.signal += a as f64 * a as f64;
             tally.noise += (a as f64 - b as f64).powi(2);
         }
-        if let Some((glo, ghi)) = target.grid {
+        if let Some(grid) = target.grid {
+            tally.own_noise += x.iter().map(|&a| (a as f64 - grid.round_trip(a) as f64).powi(2)).sum::<f64>();
+            let (glo, ghi) = grid.range();
             let (lo, hi, counts, clipped, total) = tally.histogram.get_or_insert_with(|| {
                 let (mn, mx) = x.iter().fold((glo, ghi), |(a, b), &v| (a.min(v), b.max(v)));
                 (mn, mx, vec![0; HISTOGRAM_BINS], 0, 0)
@@ -317,7 +342,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 lo: *lo,
                 hi: *hi,
                 counts: counts.clone(),
-                grid: quantized[&o].grid.expect("histograms are kept for quantized values"),
+                grid: quantized[&o].grid.expect("histograms are kept for quantized values").range(),
                 clipped: 100.0 * *clipped as f64 / (*total).max(1) as f64,
             });
             out.push(NodeError {
@@ -328,6 +353,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 quantized: quantized[&o].quantized,
                 sqnr_db: own,
                 loss_db: worst_input - own,
+                grid_sqnr_db: quantized[&o].grid.map(|_| sqnr_db(tallies[&o].signal, tallies[&o].own_noise)),
                 histogram,
             });
         }
