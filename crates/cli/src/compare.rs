@@ -19,7 +19,8 @@ pub struct Data {
     pub labels: Option<Vec<i64>>,
 }
 
-/// Reads the samples (as `--calib` does) and a 1-D integer `.npy` of labels, one per sample.
+/// Reads the samples (as `--calib` does) and a 1-D integer `.npy` of labels: the first label
+/// belongs to the first sample, and so on (extra labels are ignored).
 pub fn load_data(data: &Path, labels: Option<&Path>, graph: &octet_graph::Graph, pre: &Preprocess, limit: Option<usize>) -> Result<Data> {
     let samples = calib_data::load(data, graph, pre, limit)?;
     let labels = match labels {
@@ -74,13 +75,14 @@ pub fn compare(r: &Request) -> Result<Report> {
     let quantized = open(r.quantized, r.threads, Engine::Int8)?;
     let batches = evaluate::batches(float.graph(), &r.data.samples, r.batch)?;
     let mut outputs = Vec::new();
-    for (session, what) in [(&float, "float model"), (&quantized, "quantized model")] {
+    for (session, what, path) in [(&float, "float model", r.float), (&quantized, "quantized model", r.quantized)] {
         let b = bar(r.progress, what);
-        outputs.push(evaluate::first_output(session, &batches, &mut |done, total| {
+        let out = evaluate::first_output(session, &batches, &mut |done, total| {
             b.set_length(total as u64);
             b.set_position(done as u64);
-        })?);
+        });
         b.finish_and_clear();
+        outputs.push(out.with_context(|| format!("running the {what} '{}' on the data", path.display()))?);
     }
     let agreement = evaluate::agreement(&outputs[0], &outputs[1], r.data.labels.as_deref())?;
     let node_samples = r.node_samples.min(r.data.samples.len());

@@ -88,6 +88,16 @@ fn compare_ranks_nodes_and_writes_a_readable_page() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.onnx"), "a bad labels file is named");
+
+    // A quantized model of another network: the error names the model that cannot take the data.
+    let other = common::root().join("tests/fixtures/seed_attention_ts/model.onnx");
+    let calib = dir.text("seed.npy");
+    octet_cli::npy::write(std::path::Path::new(&calib), &octet_graph::Tensor::f32(vec![2, 16, 128], vec![0.5; 2 * 16 * 128])).unwrap();
+    let seed_q = dir.text("seed.int8.onnx");
+    octet(&["quantize", &other.display().to_string(), "--calib", &calib, "-o", &seed_q, "--json"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["compare", &fixture("model.onnx"), &seed_q, "--data", &fixture("test.npz")]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("running the quantized model") && err.contains("seed.int8.onnx"), "{err}");
 }
 
 /// The search itself is tested on a model with concentrated damage in tests/outliers.rs; here the
