@@ -8,6 +8,9 @@ use octet_graph::ops::{self, OPSETS};
 use octet_graph::{Dim, Graph, Node, TypedGraph, ValueId};
 use serde::Serialize;
 
+/// The `int8` column of a quantized node that no int8 kernel took.
+pub const FLOAT_BETWEEN_DQ_AND_Q: &str = "float between dq and q";
+
 /// How one node of the file runs.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -183,7 +186,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
                 report(Status::Qdq, Some(n.name.clone()), kernel, "-", "quantization boundary of an activation".into())
             } else if let Some(why) = int8.get(n.name.as_str()) {
-                report(Status::Int8, Some(n.name.clone()), kernel, "float between dq and q", format!("{why}{fused}; no int8 kernel matched"))
+                report(Status::Int8, Some(n.name.clone()), kernel, FLOAT_BETWEEN_DQ_AND_Q, format!("{why}{fused}; no int8 kernel matched"))
             } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
                 report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
             } else {

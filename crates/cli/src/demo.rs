@@ -33,8 +33,10 @@ pub struct DemoReport {
     pub calibration_samples: usize,
     pub quantize_seconds: f64,
     pub outputs: octet_quant::evaluate::OutputAgreement,
+    /// Nodes of the file computed by int8 kernels (alone or inside a fused kernel).
     pub nodes_int8: usize,
-    /// Nodes that execute (int8 or float kernels; not Q/DQ, folded or fused ones).
+    /// Nodes of the file that compute something at run time: quantized ones (int8 kernel, or
+    /// float between dq and q) and float ones; not Q/DQ, folded or fused ones.
     pub nodes_executed: usize,
     pub threads: usize,
     pub fp32_ms: f64,
@@ -74,10 +76,11 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
     let data = load_data(&test, Some(&labels), &graph, &no_images, None)?;
     let cmp = compare::compare(&compare::Request { float: &model, quantized: &quantized, data: &data, batch: 50, node_samples: 128, threads, progress })?;
     let report = out.join("report.html");
-    std::fs::write(&report, html::page(&cmp))?;
+    crate::write_atomically(&report, html::page(&cmp).as_bytes())?;
 
     let checked = check::check(&quantized, 1)?;
     let count = |s: Status| checked.counts.get(&s).copied().unwrap_or(0);
+    let on_int8_kernels = checked.nodes.iter().filter(|n| n.status == Status::Int8 && n.int8 != check::FLOAT_BETWEEN_DQ_AND_Q).count();
     let time = |m: &Path| bench::bench(m, None, 1, threads, 50, 5, false, false, Engine::Int8).map(|r| r.median_ms);
     let (fp32_ms, int8_ms) = (time(&model)?, time(&quantized)?);
     Ok(DemoReport {
@@ -88,7 +91,7 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
         calibration_samples: q.summary.samples,
         quantize_seconds,
         outputs: cmp.outputs,
-        nodes_int8: count(Status::Int8),
+        nodes_int8: on_int8_kernels,
         nodes_executed: count(Status::Int8) + count(Status::Float),
         threads,
         fp32_ms,

@@ -30,7 +30,7 @@ fn sqnr_chart(nodes: &[&NodeError]) -> String {
             (step - 0.6).max(0.6),
             (h - bottom - yy).max(0.0),
             escape(&n.node),
-            n.op,
+            escape(&n.op),
             n.sqnr_db,
             n.loss_db
         );
@@ -81,7 +81,7 @@ pub fn page(report: &Report) -> String {
             n.loss_db,
             n.sqnr_db,
             n.grid_sqnr_db.map(|g| format!("{g:.1}")).unwrap_or_else(|| "float".into()),
-            n.op,
+            escape(&n.op),
             escape(&n.node)
         );
     }
@@ -92,7 +92,7 @@ pub fn page(report: &Report) -> String {
             "<figure>{}<figcaption><code>{}</code> ({}) — grid {:.3} … {:.3}, {:.3} % clipped, SQNR {:.1} dB</figcaption></figure>",
             histogram_svg(h),
             escape(&n.value),
-            n.op,
+            escape(&n.op),
             h.grid.0,
             h.grid.1,
             h.clipped,

@@ -11,3 +11,12 @@ pub mod npy;
 pub mod ops_table;
 pub mod quantize;
 pub mod run;
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it into place, so a failed
+/// write never leaves a half-written file.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
+}

@@ -55,13 +55,6 @@ macro_rules! out_raw {
     }};
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it into place.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
-}
-
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -437,7 +430,7 @@ fn dispatch(command: Command) -> Result<()> {
             };
             let report = compare::compare(&request)?;
             if let Some(path) = &html {
-                write_atomically(path, octet_cli::html::page(&report).as_bytes())?;
+                octet_cli::write_atomically(path, octet_cli::html::page(&report).as_bytes())?;
             }
             if json {
                 out!("{}", serde_json::to_string(&report)?);

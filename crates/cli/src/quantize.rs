@@ -4,15 +4,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_quant::{Method, Options, Summary};
-use serde::Serialize;
-
 use octet_graph::{Session, Tensor};
 use octet_quant::evaluate;
+use octet_quant::{Method, Options, Summary};
 use regex::Regex;
+use serde::Serialize;
 
 use crate::calib_data::{self, Preprocess};
 use crate::compare::Data;
+use crate::run::{self, Engine};
 
 /// What `quantize` was asked to do.
 pub struct Request<'a> {
@@ -81,9 +81,7 @@ pub fn quantize(r: &Request) -> Result<Report> {
     octet_onnx::save(&q.model, r.output)?;
     let ranges = ranges_path(r.output);
     let json = serde_json::json!({ "summary": q.summary, "values": q.values, "ops": q.annotation.units });
-    let tmp = ranges.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&json)?)?;
-    std::fs::rename(&tmp, &ranges)?;
+    crate::write_atomically(&ranges, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary, fallback })
 }
 
@@ -170,15 +168,19 @@ pub struct Fallback {
 
 /// Top-1 accuracy of `session` on the labelled data.
 fn accuracy(session: &Session, graph: &octet_graph::Graph, data: &Data) -> Result<f64> {
+    let Some(labels) = data.labels.as_deref() else { bail!("--target-drop needs labels for its evaluation data") };
     let batches = evaluate::batches(graph, &data.samples, 50)?;
     let out = evaluate::first_output(session, &batches, &mut |_, _| {})?;
-    let labels = data.labels.as_deref().expect("the target needs labels");
-    Ok(evaluate::accuracy(&evaluate::top1(&out), labels))
+    let predictions = evaluate::top1(&out);
+    if predictions.len() != labels.len() {
+        bail!("the model's output {:?} holds {} predictions for {} labels; --target-drop needs one class vector per sample", out.shape(), predictions.len(), labels.len());
+    }
+    Ok(evaluate::accuracy(&predictions, labels))
 }
 
-fn int8_session(proto: &octet_onnx::proto::ModelProto, base: &Path, threads: usize) -> Result<(Session, octet_graph::Graph)> {
-    let m = octet_onnx::load_bytes(&prost::Message::encode_to_vec(proto), Path::new("(quantized model)"), base)?;
-    Ok((Session::with_lowering(m.graph.clone(), threads, octet_quant::lower::lowering())?, m.graph))
+/// The quantized model as octet imports it.
+fn import(proto: &octet_onnx::proto::ModelProto, base: &Path) -> Result<octet_graph::Graph> {
+    Ok(octet_onnx::load_bytes(&prost::Message::encode_to_vec(proto), Path::new("(quantized model)"), base)?.graph)
 }
 
 /// Quantizes, then keeps the fewest, most harmful ops float until the int8 model's top-1 is
@@ -203,8 +205,8 @@ pub fn keep_float_until(
         let mut o = opts.clone();
         o.exclude.extend(keep.iter().map(|n| Regex::new(&format!("^{}$", regex::escape(n))).expect("escaped")));
         let q = octet_quant::quantize(model, samples, &o, method, threads, &mut |_, _| {})?;
-        let (session, graph) = int8_session(&q.model, &model.base, threads)?;
-        let acc = accuracy(&session, &graph, target.data)?;
+        let graph = import(&q.model, &model.base)?;
+        let acc = accuracy(&run::session(graph.clone(), threads, Engine::Int8)?, &graph, target.data)?;
         progress(&format!("{} op(s) float: top-1 {acc:.2} % (float {float_accuracy:.2} %)", keep.len()));
         Ok((q, acc))
     };
@@ -216,7 +218,7 @@ pub fn keep_float_until(
         return Ok((first, fb));
     }
 
-    let (_, qgraph) = int8_session(&first.model, &model.base, threads)?;
+    let qgraph = import(&first.model, &model.base)?;
     let n = target.data.samples.len().min(128);
     let batches = evaluate::batches(&model.graph, &target.data.samples[..n], 32)?;
     let nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
@@ -227,26 +229,41 @@ pub fn keep_float_until(
     let (mut gridded, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) = nodes.iter().partition(|e| e.grid_sqnr_db.is_some());
     gridded.sort_by(|a, b| a.grid_sqnr_db.unwrap_or(0.0).total_cmp(&b.grid_sqnr_db.unwrap_or(0.0)));
     rest.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db).then(a.sqnr_db.total_cmp(&b.sqnr_db)));
-    let losing = gridded;
     // A node's loss includes the quantization of its output, which its readers do: keeping the
     // node float keeps its quantized readers float too.
     let units = &first.annotation.units;
     let name_of = |u: &octet_quant::annotate::Unit| model.graph.nodes[u.nodes[0]].name.clone();
     let mut ranked: Vec<String> = Vec::new();
     let mut entries: Vec<usize> = Vec::new();
+    // The units that read `outputs`, through data movement (whose outputs share the grid).
+    let readers_of = |outputs: &[octet_graph::ValueId]| {
+        let mut found: Vec<&octet_quant::annotate::Unit> = Vec::new();
+        let mut frontier = outputs.to_vec();
+        while let Some(v) = frontier.pop() {
+            for r in units.iter().filter(|r| r.selected && r.inputs.contains(&v)) {
+                if !found.iter().any(|f| std::ptr::eq(*f, r)) {
+                    found.push(r);
+                    if r.rule == octet_graph::ops::QuantRule::SharesInput {
+                        frontier.extend(&r.outputs);
+                    }
+                }
+            }
+        }
+        found
+    };
     let mut take = |unit: &octet_quant::annotate::Unit, ranked: &mut Vec<String>| {
         if !unit.selected || ranked.contains(&name_of(unit)) {
             return;
         }
         ranked.push(name_of(unit));
-        for reader in units.iter().filter(|r| r.selected && r.inputs.iter().any(|i| unit.outputs.contains(i))) {
+        for reader in readers_of(&unit.outputs) {
             if !ranked.contains(&name_of(reader)) {
                 ranked.push(name_of(reader));
             }
         }
         entries.push(ranked.len());
     };
-    for e in losing.into_iter().chain(rest) {
+    for e in gridded.into_iter().chain(rest) {
         if let Some(&u) = unit_of_node.get(e.node.as_str()) {
             take(&units[u], &mut ranked);
         }

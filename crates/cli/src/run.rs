@@ -19,10 +19,14 @@ pub enum Engine {
 
 /// Loads a model into a session that uses `threads` threads.
 pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
-    let m = octet_onnx::load(model)?;
+    session(octet_onnx::load(model)?.graph, threads, engine)
+}
+
+/// A session for an imported graph.
+pub fn session(graph: octet_graph::Graph, threads: usize, engine: Engine) -> Result<Session> {
     Ok(match engine {
-        Engine::Int8 => Session::with_lowering(m.graph, threads, octet_quant::lower::lowering())?,
-        Engine::Reference => Session::new(m.graph, threads)?,
+        Engine::Int8 => Session::with_lowering(graph, threads, octet_quant::lower::lowering())?,
+        Engine::Reference => Session::new(graph, threads)?,
     })
 }
 

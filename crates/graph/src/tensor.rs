@@ -217,16 +217,8 @@ impl Tensor {
         }
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|p| p.shape[0]).sum();
-        macro_rules! cat {
-            ($($variant:ident),*) => {
-                match &first.data {
-                    $(Data::$variant(_) => Data::$variant(
-                        parts.iter().flat_map(|p| match &p.data { Data::$variant(v) => v.iter().copied(), _ => unreachable!("dtypes checked") }).collect(),
-                    ),)*
-                }
-            };
-        }
-        Some(Tensor::from_parts(shape, cat!(F32, F64, I64, I32, I8, U8, Bool)))
+        let data: Vec<&Data> = parts.iter().map(|p| &p.data).collect();
+        Some(Tensor::from_parts(shape, crate::ops::view::concat_data(&data)?))
     }
 
     /// The same elements under another shape with as many elements.

@@ -113,7 +113,7 @@ pub struct Group {
 pub enum TensorKind {
     /// A graph input.
     Input,
-    /// Add or Concat of activations: the residual stream.
+    /// Add, Sub or Concat of activations: the residual stream.
     Residual,
     /// A LayerNorm output.
     Norm,
@@ -225,7 +225,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 _ => None,
             };
             if let (Some(w), Some(axis)) = (w, axis) {
-                let matrix_output_axis = axis.filter(|_| op != "Conv");
+                // Bias correction needs `y = x·W + b`: no Conv kernels, no scaled Gemm.
+                let plain_gemm = t.op.downcast::<octet_graph::ops::nn::Gemm>().is_none_or(|g| g.alpha == 1.0 && g.beta == 1.0);
+                let matrix_output_axis = axis.filter(|_| op != "Conv" && plain_gemm);
                 let axis = if opts.per_channel { axis } else { None };
                 weight = Some(ConstantSpec { node: me, slot: 1, value: w, kind: ConstantKind::Weight { axis, matrix_output_axis } });
                 if let Some(b) = t.inputs.get(2).copied().flatten().filter(|&b| is_const(b) && typed.fact(b).shape.len() == 1) {
@@ -268,7 +270,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         let float_output = def.quant == QuantRule::Matmul && float_value(&outputs).is_some();
         let (selected, reason) = match (selected_by_preset, excluded) {
             (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
-            (true, None) if wide.is_some() => (false, format!("'{}' has outlier channels: kept float (wider residual stream)", wide.unwrap_or_default())),
+            (true, None) if wide.is_some() => (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default())),
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
             (true, _) if inputs.is_empty() || outputs.is_empty() => (false, "no float activation input or output".into()),

@@ -82,8 +82,10 @@ pub fn calibrate(
     let mut sums: HashMap<ValueId, (Vec<f64>, u64)> = HashMap::new();
     if means {
         for c in &ann.constants {
-            if let crate::annotate::ConstantKind::Bias { input, .. } = c.kind {
-                sums.insert(input, (Vec::new(), 0));
+            if let crate::annotate::ConstantKind::Bias { input, weight } = c.kind {
+                if matches!(ann.constants[weight].kind, crate::annotate::ConstantKind::Weight { matrix_output_axis: Some(_), .. }) {
+                    sums.insert(input, (Vec::new(), 0));
+                }
             }
         }
     }

@@ -29,7 +29,6 @@ pub struct Conversion {
     pub values: Vec<ValueRecord>,
 }
 
-/// Chooses every parameter and lists the Q/DQ to insert.
 /// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` adds, for a
 /// `[K, N]` (output axis 1) or `[N, K]` (output axis 0) weight and per-input-channel means of `x`.
 fn corrected_bias(bias: &Tensor, weight: &ConstantQdq, out_axis: usize, mean: &[f64]) -> Tensor {
@@ -51,6 +50,7 @@ fn corrected_bias(bias: &Tensor, weight: &ConstantQdq, out_axis: usize, mean: &[
     Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
 }
 
+/// Chooses every parameter and lists the Q/DQ to insert.
 pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool) -> Conversion {
     let mut params: HashMap<ValueId, QParams> = HashMap::new();
     let mut values = Vec::new();

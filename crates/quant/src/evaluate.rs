@@ -52,8 +52,12 @@ pub fn accuracy(predictions: &[usize], labels: &[i64]) -> f64 {
     100.0 * hits as f64 / predictions.len().max(1) as f64
 }
 
-/// `10·log10(Σx² / Σ(x−y)²)` in dB, capped at [`SQNR_CAP_DB`].
+/// `10·log10(Σx² / Σ(x−y)²)` in dB, capped at ±[`SQNR_CAP_DB`] (−cap when the noise is not
+/// finite: a NaN or Inf in the quantized model).
 pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
+    if !noise.is_finite() {
+        return -SQNR_CAP_DB;
+    }
     if noise <= 0.0 {
         return SQNR_CAP_DB;
     }
@@ -87,6 +91,9 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
         return Err(Error::Input(format!("{} labels for {n} samples", l.len())));
     }
     let (pf, pq) = (top1(float), top1(quantized));
+    if labels.is_some() && pf.len() != n {
+        return Err(Error::Input(format!("the output {:?} has {} rows of classes for {n} samples; labels need one prediction per sample", float.shape(), pf.len())));
+    }
     let per = x.len() / n;
     let cosine = x
         .chunks(per)
@@ -119,7 +126,8 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
 }
 
 /// Float values of one activation binned over the span of its quantization grid and of the
-/// values seen, with the grid's representable range.
+/// first batch's values (later values outside it count in the end bins), with the grid's
+/// representable range.
 #[derive(Clone, Debug, Serialize)]
 pub struct Histogram {
     pub lo: f32,
@@ -319,7 +327,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
         progress(i + 1, batches.len());
     }
 
-    let quantized: HashMap<ValueId, &Target> = targets.values().map(|t| (t.float, t)).collect();
+    let target_of: HashMap<ValueId, &Target> = targets.values().map(|t| (t.float, t)).collect();
     let sqnr = |v: ValueId| tallies.get(&v).map(|t| sqnr_db(t.signal, t.noise));
     // The SQNR reaching a value: its own when measured, else (inside a fused pattern, or
     // folded) the worst of what reaches its producer's inputs.
@@ -342,7 +350,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 lo: *lo,
                 hi: *hi,
                 counts: counts.clone(),
-                grid: quantized[&o].grid.expect("histograms are kept for quantized values").range(),
+                grid: target_of[&o].grid.expect("histograms are kept for quantized values").range(),
                 clipped: 100.0 * *clipped as f64 / (*total).max(1) as f64,
             });
             out.push(NodeError {
@@ -350,10 +358,10 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 node: n.name.clone(),
                 op: n.op.name().to_string(),
                 value: float.names[o].clone(),
-                quantized: quantized[&o].quantized,
+                quantized: target_of[&o].quantized,
                 sqnr_db: own,
                 loss_db: worst_input - own,
-                grid_sqnr_db: quantized[&o].grid.map(|_| sqnr_db(tallies[&o].signal, tallies[&o].own_noise)),
+                grid_sqnr_db: target_of[&o].grid.map(|_| sqnr_db(tallies[&o].signal, tallies[&o].own_noise)),
                 histogram,
             });
         }

@@ -26,8 +26,10 @@ use serde::Serialize;
 pub const OUTLIER_RATIO: f32 = 10.0;
 /// Migration strengths tried per LayerNorm (besides leaving it alone).
 pub const ALPHAS: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
-/// Rows of each LayerNorm output kept to choose α.
-const SAMPLE_ROWS: usize = 2048;
+/// Rows of each LayerNorm output kept to choose α: up to [`ROWS_PER_RUN`] evenly spaced rows of
+/// each run, [`SAMPLE_ROWS`] in all.
+const SAMPLE_ROWS: usize = 1024;
+const ROWS_PER_RUN: usize = 32;
 
 /// Per-channel statistics over the last axis of one value.
 #[derive(Clone, Debug, Default)]
@@ -69,21 +71,31 @@ impl Hooks for Collect<'_> {
             }
         }
         if keep_rows {
-            let room = (SAMPLE_ROWS * c).saturating_sub(s.rows.len());
-            s.rows.extend_from_slice(&xs[..room.min(xs.len())]);
+            let rows = xs.len() / c;
+            let step = rows.div_ceil(ROWS_PER_RUN).max(1);
+            for row in xs.chunks_exact(c).step_by(step) {
+                if s.rows.len() >= SAMPLE_ROWS * c {
+                    break;
+                }
+                s.rows.extend_from_slice(row);
+            }
         }
         Ok(())
     }
 }
 
-/// The constant behind `v`: an initializer, possibly through Identity nodes (exporters
-/// deduplicate equal initializers that way).
+/// The constant behind `v`: an initializer or a Constant node's value, possibly through Identity
+/// nodes (exporters deduplicate equal initializers that way).
 fn constant(g: &Graph, v: ValueId) -> Option<&Tensor> {
     if let Some(t) = g.constants.get(&v) {
         return Some(t);
     }
-    let p = g.nodes.iter().find(|n| n.outputs.contains(&v) && n.op.name() == "Identity")?;
-    constant(g, p.inputs.first().copied().flatten()?)
+    let p = g.nodes.iter().find(|n| n.outputs.contains(&v))?;
+    match p.op.name() {
+        "Identity" => constant(g, p.inputs.first().copied().flatten()?),
+        "Constant" => p.op.downcast::<octet_graph::ops::shape::Constant>().map(|c| &*c.value),
+        _ => None,
+    }
 }
 
 /// A Linear reading a smoothable LayerNorm: its node and constant weight, `[N, K]` when
@@ -121,7 +133,13 @@ fn linear_readers(g: &Graph, v: ValueId, gathers: &mut Vec<usize>) -> Option<Vec
                 }
                 out.push(Reader { node: j, weight: matrix(1)?, transposed: gemm.trans_b });
             }
-            "Gather" if r.inputs[0] == Some(v) && r.op.downcast::<octet_graph::ops::shape::Gather>().is_some_and(|x| x.axis == 1) => {
+            // A scalar index on axis 1 picks a token (the class token) and keeps the channel axis.
+            "Gather"
+                if r.inputs[0] == Some(v)
+                    && !g.outputs.contains(&r.outputs[0])
+                    && r.op.downcast::<octet_graph::ops::shape::Gather>().is_some_and(|x| x.axis == 1)
+                    && r.inputs.get(1).copied().flatten().and_then(|i| constant(g, i)).is_some_and(|t| t.rank() == 0) =>
+            {
                 gathers.push(j);
                 out.extend(linear_readers(g, r.outputs[0], gathers)?);
             }
@@ -162,27 +180,62 @@ pub struct Smoothing {
     pub error_after: f64,
 }
 
-/// Relative squared error of `x·w` computed from 8-bit `x / s` (per tensor, u8 min/max) and
-/// 8-bit `s·w` (per output channel, s8 symmetric).
-fn smoothed_error(x: &[f32], w: &[f32], k: usize, n: usize, s: &[f32]) -> f64 {
-    let m = x.len() / k;
-    let mut reference = vec![0.0f32; m * n];
-    matmul(m, n, k, x, MatLayout::row_major(k), w, MatLayout::row_major(n), &mut reference, false, Threads(1));
-    let xs: Vec<f32> = x.chunks_exact(k).flat_map(|r| r.iter().zip(s).map(|(v, s)| v / s)).collect();
-    let (lo, hi) = xs.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
-    let px = QParams::from_range(lo, hi, QType::U8, false);
-    let xq: Vec<f32> = xs.iter().map(|&v| px.dequantize(px.quantize(v, 0), 0)).collect();
-    let ws: Vec<f32> = w.chunks_exact(n).zip(s).flat_map(|(r, s)| r.iter().map(move |v| v * s)).collect();
-    let pw = QParams::per_channel_symmetric(&ws, &[k, n], 1);
-    let wq: Vec<f32> = ws.iter().enumerate().map(|(i, &v)| pw.dequantize(pw.quantize(v, i % n), i % n)).collect();
-    let mut out = vec![0.0f32; m * n];
-    matmul(m, n, k, &xq, MatLayout::row_major(k), &wq, MatLayout::row_major(n), &mut out, false, Threads(1));
-    let (mut e, mut r) = (0.0f64, 0.0f64);
-    for (a, b) in reference.iter().zip(&out) {
-        e += ((a - b) as f64).powi(2);
-        r += (*a as f64).powi(2);
+/// `round_ties_even(x.clamp(−127, 127))` by the add-and-subtract of 1.5·2²³, which rounds to
+/// even in the default rounding mode and stays a vector instruction (`round_ties_even` is a
+/// libm call here).
+#[inline(always)]
+fn round_to_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x.clamp(-127.0, 127.0) + MAGIC) - MAGIC
+}
+
+/// Sampled LayerNorm output rows `x` (`m × k`), the reading Linears' weights side by side `w`
+/// (`k × n`), and the float product `x·w` they should reproduce.
+struct Migration<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    k: usize,
+    n: usize,
+    reference: Vec<f32>,
+    threads: Threads,
+}
+
+impl<'a> Migration<'a> {
+    fn new(x: &'a [f32], w: &'a [f32], k: usize, n: usize, threads: usize) -> Migration<'a> {
+        let m = x.len() / k;
+        let mut reference = vec![0.0f32; m * n];
+        matmul(m, n, k, x, MatLayout::row_major(k), w, MatLayout::row_major(n), &mut reference, false, Threads(threads));
+        Migration { x, w, k, n, reference, threads: Threads(threads) }
     }
-    e / r.max(f64::MIN_POSITIVE)
+
+    /// Relative squared error of `x·w` computed from 8-bit `x / s` (per tensor, u8 min/max) and
+    /// 8-bit `s·w` (per output channel, s8 symmetric, eq. 4). `wq` is scratch for the weights.
+    fn error(&self, s: &[f32], wq: &mut Vec<f32>) -> f64 {
+        let (k, n) = (self.k, self.n);
+        let xs: Vec<f32> = self.x.chunks_exact(k).flat_map(|r| r.iter().zip(s).map(|(v, s)| v / s)).collect();
+        let (lo, hi) = xs.iter().fold((0.0f32, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        let px = QParams::from_range(lo, hi, QType::U8, false);
+        let xq: Vec<f32> = xs.iter().map(|&v| px.dequantize(px.quantize(v, 0), 0)).collect();
+        let mut amax = vec![0.0f32; n];
+        for (row, &sk) in self.w.chunks_exact(n).zip(s) {
+            for (m, &v) in amax.iter_mut().zip(row) {
+                *m = m.max((v * sk).abs());
+            }
+        }
+        let scale: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+        wq.clear();
+        for (row, &sk) in self.w.chunks_exact(n).zip(s) {
+            wq.extend(row.iter().zip(&scale).map(|(&v, &sc)| round_to_even_small((v * sk) / sc) * sc));
+        }
+        let mut out = vec![0.0f32; self.reference.len()];
+        matmul(xq.len() / k, n, k, &xq, MatLayout::row_major(k), wq, MatLayout::row_major(n), &mut out, false, self.threads);
+        let (mut e, mut r) = (0.0f64, 0.0f64);
+        for (a, b) in self.reference.iter().zip(&out) {
+            e += ((a - b) as f64).powi(2);
+            r += (*a as f64).powi(2);
+        }
+        e / r.max(f64::MIN_POSITIVE)
+    }
 }
 
 /// The float run's per-channel statistics of every rank ≥ 2 activation, with sampled rows of
@@ -289,11 +342,13 @@ pub fn prepare(
             }
             let wmax: Vec<f32> = w.chunks_exact(n_total).map(|r| r.iter().fold(0.0f32, |m, v| m.max(v.abs()))).collect();
             let ones = vec![1.0f32; k];
-            let before = smoothed_error(&st.rows, &w, k, n_total, &ones);
+            let migration = Migration::new(&st.rows, &w, k, n_total, threads);
+            let mut scratch = Vec::with_capacity(w.len());
+            let before = migration.error(&ones, &mut scratch);
             let mut best = (before, None, ones);
             for &alpha in &ALPHAS {
                 let s: Vec<f32> = st.absmax.iter().zip(&wmax).map(|(&a, &b)| (a.max(1e-5).powf(alpha) / b.max(1e-5).powf(1.0 - alpha)).max(1e-5)).collect();
-                let e = smoothed_error(&st.rows, &w, k, n_total, &s);
+                let e = migration.error(&s, &mut scratch);
                 if e < best.0 {
                     best = (e, Some(alpha), s);
                 }
