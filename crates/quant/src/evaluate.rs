@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Dim, Error, Graph, Hooks, Session, Tensor, ValueId};
+use octet_graph::{Dim, Error, Graph, Hooks, QParams, QType, Session, Tensor, ValueId};
 use serde::Serialize;
 
 /// Signal-to-quantization-noise ratios are capped here (identical tensors).
@@ -162,28 +162,17 @@ pub struct NodeError {
     pub histogram: Option<Histogram>,
 }
 
-/// A per-tensor 8-bit grid: `x ≈ (clamp(round(x / scale) + zero, lo, hi) − zero) · scale`.
-#[derive(Clone, Copy)]
-struct Grid {
-    scale: f32,
-    zero: f32,
-    lo: f32,
-    hi: f32,
-}
-
-impl Grid {
-    fn range(self) -> (f32, f32) {
-        (self.scale * (self.lo - self.zero), self.scale * (self.hi - self.zero))
-    }
-    fn round_trip(self, x: f32) -> f32 {
-        (((x / self.scale).round_ties_even() + self.zero).clamp(self.lo, self.hi) - self.zero) * self.scale
-    }
+/// The representable range of per-tensor parameters (eq. 1 at the type's limits).
+fn grid_range(p: &QParams) -> (f32, f32) {
+    let (lo, hi) = p.qtype.range();
+    (p.dequantize(lo, 0), p.dequantize(hi, 0))
 }
 
 struct Target {
     float: ValueId,
     quantized: bool,
-    grid: Option<Grid>,
+    /// The grid of a quantized value (per tensor).
+    grid: Option<QParams>,
 }
 
 #[derive(Default, Clone)]
@@ -197,7 +186,7 @@ struct Tally {
 
 /// The value a QDQ graph's consumers read for `v`: the output of `DequantizeLinear(QuantizeLinear(v))`
 /// when there is one, with the grid's representable range.
-fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) -> Option<(ValueId, Grid)> {
+fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) -> Option<(ValueId, QParams)> {
     for &q in readers.get(&v)? {
         let qn = &qdq.nodes[q];
         if qn.op.name() != "QuantizeLinear" || qn.inputs.first() != Some(&Some(v)) {
@@ -210,12 +199,12 @@ fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) 
             }
             let constant = |slot: usize| dn.inputs.get(slot).copied().flatten().and_then(|c| qdq.constants.get(&c));
             let scale = constant(1)?.as_f32()?.first().copied()?;
-            let (zp, lo_q, hi_q) = match constant(2) {
-                Some(t) if t.dtype() == octet_graph::DType::I8 => (t.to_f64_vec()[0] as f32, -128.0, 127.0),
-                Some(t) => (t.to_f64_vec()[0] as f32, 0.0, 255.0),
-                None => (0.0, 0.0, 255.0),
+            let (qtype, zp) = match constant(2) {
+                Some(t) if t.dtype() == octet_graph::DType::I8 => (QType::S8, t.to_f64_vec()[0] as i32),
+                Some(t) => (QType::U8, t.to_f64_vec()[0] as i32),
+                None => (QType::U8, 0),
             };
-            return Some((dn.outputs[0], Grid { scale, zero: zp, lo: lo_q, hi: hi_q }));
+            return Some((dn.outputs[0], QParams::per_tensor(qtype, scale, zp)));
         }
     }
     None
@@ -254,9 +243,9 @@ impl Hooks for CompareQuantized<'_> {
             tally.signal += a as f64 * a as f64;
             tally.noise += (a as f64 - b as f64).powi(2);
         }
-        if let Some(grid) = target.grid {
-            tally.own_noise += x.iter().map(|&a| (a as f64 - grid.round_trip(a) as f64).powi(2)).sum::<f64>();
-            let (glo, ghi) = grid.range();
+        if let Some(grid) = &target.grid {
+            tally.own_noise += x.iter().map(|&a| (a as f64 - grid.dequantize(grid.quantize(a, 0), 0) as f64).powi(2)).sum::<f64>();
+            let (glo, ghi) = grid_range(grid);
             let (lo, hi, counts, clipped, total) = tally.histogram.get_or_insert_with(|| {
                 let (mn, mx) = x.iter().fold((glo, ghi), |(a, b), &v| (a.min(v), b.max(v)));
                 (mn, mx, vec![0; HISTOGRAM_BINS], 0, 0)
@@ -350,7 +339,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 lo: *lo,
                 hi: *hi,
                 counts: counts.clone(),
-                grid: target_of[&o].grid.expect("histograms are kept for quantized values").range(),
+                grid: grid_range(target_of[&o].grid.as_ref().expect("histograms are kept for quantized values")),
                 clipped: 100.0 * *clipped as f64 / (*total).max(1) as f64,
             });
             out.push(NodeError {
@@ -361,7 +350,7 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
                 quantized: target_of[&o].quantized,
                 sqnr_db: own,
                 loss_db: worst_input - own,
-                grid_sqnr_db: target_of[&o].grid.map(|_| sqnr_db(tallies[&o].signal, tallies[&o].own_noise)),
+                grid_sqnr_db: target_of[&o].grid.as_ref().map(|_| sqnr_db(tallies[&o].signal, tallies[&o].own_noise)),
                 histogram,
             });
         }

@@ -238,11 +238,11 @@ impl<'a> Migration<'a> {
     }
 }
 
-/// The float run's per-channel statistics of every rank ≥ 2 activation, with sampled rows of
-/// the outputs of `smoothable` LayerNorms.
-fn collect(g: &Graph, samples: &[Vec<Tensor>], threads: usize) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
-    let candidates = smoothable(g);
-    let mut wanted: HashMap<ValueId, bool> = g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect();
+/// The float run's per-channel statistics of the outputs of `smoothable` LayerNorms (with
+/// sampled rows) when `smooth`, and of every rank ≥ 2 activation when `all`.
+fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads: usize) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
+    let candidates = if smooth { smoothable(g) } else { Vec::new() };
+    let mut wanted: HashMap<ValueId, bool> = if all { g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect() } else { HashMap::new() };
     for c in &candidates {
         wanted.insert(c.output, true);
     }
@@ -300,7 +300,7 @@ pub fn prepare(
     wide_residual: bool,
     threads: usize,
 ) -> Result<OutlierReport, Error> {
-    let (candidates, stats) = collect(graph, samples, threads)?;
+    let (candidates, stats) = collect(graph, samples, smooth, wide_residual, threads)?;
     let mut report = OutlierReport::default();
     if smooth {
         for c in &candidates {
