@@ -201,10 +201,11 @@ pub fn keep_float_until(
 ) -> Result<(octet_quant::Quantized, Fallback)> {
     let float = Session::new(model.graph.clone(), threads)?;
     let float_accuracy = accuracy(&float, &model.graph, target.data)?;
+    let prepared = octet_quant::prepare(model, samples, opts, threads)?;
     let attempt = |keep: &[String]| -> Result<(octet_quant::Quantized, f64)> {
         let mut o = opts.clone();
         o.exclude.extend(keep.iter().map(|n| Regex::new(&format!("^{}$", regex::escape(n))).expect("escaped")));
-        let q = octet_quant::quantize(model, samples, &o, method, threads, &mut |_, _| {})?;
+        let q = octet_quant::quantize_prepared(model, &prepared, samples, &o, method, threads, &mut |_, _| {})?;
         let graph = import(&q.model, &model.base)?;
         let acc = accuracy(&run::session(graph.clone(), threads, Engine::Int8)?, &graph, target.data)?;
         progress(&format!("{} op(s) float: top-1 {acc:.2} % (float {float_accuracy:.2} %)", keep.len()));

@@ -50,21 +50,26 @@ pub struct Summary {
 /// Calibration samples the outlier statistics look at (the first ones).
 const OUTLIER_SAMPLES: usize = 128;
 
-/// Quantizes `model` with calibration `samples` (each: inputs in graph order).
-/// `progress(done, total)` follows calibration.
-pub fn quantize(
-    model: &OnnxModel,
-    samples: &[Vec<Tensor>],
-    opts: &Options,
-    method: Method,
-    threads: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Quantized, Error> {
+/// A float model ready for calibration: the outlier remedies of `Options::smooth` and
+/// `Options::wide_residual` applied (doc/quantization.md, section 9). It depends on those two
+/// options and the samples only, so one preparation serves quantizations that differ otherwise.
+pub struct Prepared {
+    /// The model with external data inline and smoothing applied.
+    proto: ModelProto,
+    /// The import of `proto` when smoothing changed it.
+    smoothed: Option<octet_graph::Graph>,
+    outliers: outliers::OutlierReport,
+}
+
+/// Checks the model and samples and applies the outlier remedies `opts` asks for.
+pub fn prepare(model: &OnnxModel, samples: &[Vec<Tensor>], opts: &Options, threads: usize) -> Result<Prepared, Error> {
     let g = &model.graph;
     if let Some(n) = g.nodes.iter().find(|n| matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear")) {
         return Err(Error::Input(format!("the model is already quantized (node '{}' is a {}); quantize its float original", n.name, n.op.name())));
     }
-    let first = samples.first().ok_or_else(|| Error::Input("no calibration samples".into()))?;
+    if samples.is_empty() {
+        return Err(Error::Input("no calibration samples".into()));
+    }
     let names: Vec<&str> = (0..g.inputs.len()).map(|i| g.input_name(i)).collect();
     calibrate::check_finite(samples, &names)?;
     if opts.per_channel && model.opset < 13 {
@@ -75,21 +80,50 @@ pub fn quantize(
     }
     let mut proto = model.proto.clone();
     octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
-    let mut opts = opts.clone();
     let outliers = if opts.smooth || opts.wide_residual {
         outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, threads)?
     } else {
         outliers::OutlierReport::default()
     };
-    opts.float_values.extend(outliers.wide_values.iter().map(|(v, _)| v.clone()));
-    let smoothed;
-    let g = if outliers.smoothing.iter().any(|s| s.alpha.is_some()) {
+    let smoothed = if outliers.smoothing.iter().any(|s| s.alpha.is_some()) {
         let bytes = prost::Message::encode_to_vec(&proto);
-        smoothed = octet_onnx::load_bytes(&bytes, std::path::Path::new("(smoothed model)"), &model.base).map_err(|e| Error::Input(e.to_string()))?.graph;
-        &smoothed
+        Some(octet_onnx::load_bytes(&bytes, std::path::Path::new("(smoothed model)"), &model.base).map_err(|e| Error::Input(e.to_string()))?.graph)
     } else {
-        g
+        None
     };
+    Ok(Prepared { proto, smoothed, outliers })
+}
+
+/// Quantizes `model` with calibration `samples` (each: inputs in graph order).
+/// `progress(done, total)` follows calibration.
+pub fn quantize(
+    model: &OnnxModel,
+    samples: &[Vec<Tensor>],
+    opts: &Options,
+    method: Method,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Quantized, Error> {
+    let prepared = prepare(model, samples, opts, threads)?;
+    quantize_prepared(model, &prepared, samples, opts, method, threads, progress)
+}
+
+/// [`quantize`] from a [`prepare`]d model (made with the same `smooth` and `wide_residual`).
+pub fn quantize_prepared(
+    model: &OnnxModel,
+    prepared: &Prepared,
+    samples: &[Vec<Tensor>],
+    opts: &Options,
+    method: Method,
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Quantized, Error> {
+    let first = samples.first().ok_or_else(|| Error::Input("no calibration samples".into()))?;
+    let mut proto = prepared.proto.clone();
+    let outliers = prepared.outliers.clone();
+    let mut opts = opts.clone();
+    opts.float_values.extend(outliers.wide_values.iter().map(|(v, _)| v.clone()));
+    let g = prepared.smoothed.as_ref().unwrap_or(&model.graph);
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
