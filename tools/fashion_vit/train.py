@@ -10,8 +10,8 @@ TorchScript exporter (symbolic batch), and written with the data octet ships nex
     OUT/labels.npy       their labels (int64)
     OUT/meta.json        architecture, training settings, time taken, fp32 accuracies
 
-Runs on the CPU (2 cores: about 30 minutes for the default 10 epochs; the shipped model took 34
-while other work shared the cores):
+Runs on the CPU (2 cores: 27 minutes for the default 10 epochs on the development machine; a
+rerun there gave a byte-identical model.onnx):
 
     python tools/fashion_vit/train.py --out tests/fixtures/fashion_vit
 """

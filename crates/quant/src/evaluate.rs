@@ -95,6 +95,9 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
         return Err(Error::Input(format!("the output {:?} has {} rows of classes for {n} samples; labels need one prediction per sample", float.shape(), pf.len())));
     }
     let per = x.len() / n;
+    if per == 0 {
+        return Err(Error::Input(format!("the outputs {:?} are empty", float.shape())));
+    }
     let cosine = x
         .chunks(per)
         .zip(y.chunks(per))

@@ -1,4 +1,4 @@
-//! Outlier channels (doc/quantization.md, section 5): pretrained transformers carry a few
+//! Outlier channels (doc/quantization.md, section 9): pretrained transformers carry a few
 //! channels 20–100× larger than the rest in the residual stream and around LayerNorm, and one
 //! per-tensor 8-bit grid stretched over them leaves the other channels a handful of levels.
 //!
