@@ -69,6 +69,14 @@ fn bar(progress: bool, what: &'static str) -> ProgressBar {
     b
 }
 
+/// A progress callback `(done, total)` that moves `b`.
+fn follow(b: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+    }
+}
+
 /// Runs both models on the data and compares them.
 pub fn compare(r: &Request) -> Result<Report> {
     let float = open(r.float, r.threads, Engine::Reference)?;
@@ -77,10 +85,7 @@ pub fn compare(r: &Request) -> Result<Report> {
     let mut outputs = Vec::new();
     for (session, what, path) in [(&float, "float model", r.float), (&quantized, "quantized model", r.quantized)] {
         let b = bar(r.progress, what);
-        let out = evaluate::first_output(session, &batches, &mut |done, total| {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        });
+        let out = evaluate::first_output(session, &batches, &mut follow(&b));
         b.finish_and_clear();
         outputs.push(out.with_context(|| format!("running the {what} '{}' on the data", path.display()))?);
     }
@@ -88,10 +93,7 @@ pub fn compare(r: &Request) -> Result<Report> {
     let node_samples = r.node_samples.min(r.data.samples.len());
     let node_batches = evaluate::batches(float.graph(), &r.data.samples[..node_samples], r.batch)?;
     let b = bar(r.progress, "per-node comparison");
-    let mut nodes = evaluate::node_errors(float.graph(), quantized.graph(), &node_batches, r.threads, &mut |done, total| {
-        b.set_length(total as u64);
-        b.set_position(done as u64);
-    })?;
+    let mut nodes = evaluate::node_errors(float.graph(), quantized.graph(), &node_batches, r.threads, &mut follow(&b))?;
     b.finish_and_clear();
     nodes.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
     Ok(Report { float_model: r.float.to_path_buf(), quantized_model: r.quantized.to_path_buf(), outputs: agreement, node_samples, nodes })
