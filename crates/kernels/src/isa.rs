@@ -73,3 +73,35 @@ impl Isa {
             .clone()
     }
 }
+
+/// The widest vectors the auto-vectorised kernels (`simd_dispatch!`) may use: the CPU's, capped
+/// by `OCTET_ISA` (`scalar` → baseline, `avx2` → AVX2 + FMA), so that a forced tier runs every
+/// int8 and elementwise kernel as a CPU of that tier would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum VectorLevel {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+pub(crate) fn vector_level() -> VectorLevel {
+    static LEVEL: OnceLock<VectorLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let cpu = if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+            VectorLevel::Avx512
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            VectorLevel::Avx2
+        } else {
+            VectorLevel::Baseline
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = VectorLevel::Baseline;
+        let cap = match Isa::selected() {
+            Ok(Isa::Scalar) => VectorLevel::Baseline,
+            Ok(Isa::Avx2) => VectorLevel::Avx2,
+            _ => VectorLevel::Avx512,
+        };
+        cpu.min(cap)
+    })
+}

@@ -1,36 +1,83 @@
-//! AVX2 without i16 saturation: u8 and s8 are widened to i16 and `vpmaddwd` adds pairs of
-//! products into i32 lanes (exact: |255 · 128 · 2| < 2^31).
+//! AVX2: two exact u8 × s8 microkernels of 5 rows × 16 columns, chosen per right operand when it
+//! is packed. Both keep B 8-bit in memory.
 //!
-//! B is packed as i16 in panels of 8 columns; for every pair of k, the 8 columns' 2 values
-//! follow each other (32 bytes, one ymm). The microkernel keeps 6 rows × 16 columns.
+//! - [`Kernel::Maddubs`], for operands whose adjacent k pairs satisfy `|b₀| + |b₁| ≤ 128` in
+//!   every column (7-bit weights, `--reduce-range`): `vpmaddubsw` cannot saturate
+//!   (255 · 128 = 32640 < 2¹⁵), and `vpmaddwd` with ones widens its i16 pair sums to i32.
+//!   32 multiply-adds cost two multiplies and one add. B: panels of 8 columns, k in groups of 4
+//!   (32 bytes per panel and group, one ymm); A is broadcast 4 bytes at a time from its rows.
+//! - [`Kernel::Madd`], for any s8 operand: B in panels of 8 columns, k in pairs (16 bytes,
+//!   sign-extended to 16 i16 by one `vpmovsxbw`); A is widened to i16 once per call and
+//!   broadcast 2 values at a time; `vpmaddwd` adds each pair of products into i32
+//!   (|255 · 128 · 2| < 2³¹). 16 multiply-adds per multiply.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 const NR: usize = 8;
-const MR: usize = 6;
+const MR: usize = 5;
+/// Panels per tile.
+const NP: usize = 2;
 
-pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
-    super::pack_panels(k, n, NR, 2, |kk, j| get(kk, j) as i16).iter().flat_map(|v| v.to_le_bytes()).collect()
+/// The AVX2 microkernel a right operand is packed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Madd,
+    Maddubs,
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k2: usize, c: *mut i32, ldc: usize, cols: usize) {
-    let mut acc = [[_mm256_setzero_si256(); P]; R];
-    for g in 0..k2 {
-        let bv: [__m256i; P] = std::array::from_fn(|p| _mm256_loadu_si256(b.add((p * k2 + g) * NR * 4) as *const __m256i));
-        for r in 0..R {
-            let row = a.add(r * lda + g * 2);
-            let hi = if g * 2 + 1 < k { *row.add(1) as i32 } else { 0 };
-            let av = _mm256_set1_epi32(*row as i32 | (hi << 16));
-            for p in 0..P {
-                acc[r][p] = _mm256_add_epi32(acc[r][p], _mm256_madd_epi16(av, bv[p]));
-            }
+impl Kernel {
+    /// The kernel for `B` (`k × n`, stored s8 values): `Maddubs` exactly when no pair
+    /// `(b[2i][j], b[2i+1][j])` has `|b₀| + |b₁| > 128`.
+    pub fn for_operand(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Kernel {
+        let fits = (0..k.div_ceil(2)).all(|i| {
+            (0..n).all(|j| {
+                let second = if 2 * i + 1 < k {
+                    (get(2 * i + 1, j) as i32).abs()
+                } else {
+                    0
+                };
+                (get(2 * i, j) as i32).abs() + second <= 128
+            })
+        });
+        if fits {
+            Kernel::Maddubs
+        } else {
+            Kernel::Madd
         }
     }
-    for r in 0..R {
-        for p in 0..P {
+
+    /// `<isa>_<what>_<mr>x<nr>`; `u8s7` names the kernel for 7-bit right operands.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Madd => "avx2_gemm_u8s8_5x16",
+            Kernel::Maddubs => "avx2_gemm_u8s7_5x16",
+        }
+    }
+
+    fn group(self) -> usize {
+        match self {
+            Kernel::Madd => 2,
+            Kernel::Maddubs => 4,
+        }
+    }
+}
+
+/// Packs `get(k, j)` for `kernel`.
+pub fn pack(kernel: Kernel, k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
+    super::pack_panels(k, n, NR, kernel.group(), |kk, j| get(kk, j) as u8)
+}
+
+/// Stores `acc` (`R` rows × `P` panels) into `c` at the tile's origin, `cols` columns valid.
+#[inline(always)]
+unsafe fn store<const R: usize, const P: usize>(
+    acc: &[[__m256i; P]; R],
+    c: *mut i32,
+    ldc: usize,
+    cols: usize,
+) {
+    for (r, row) in acc.iter().enumerate() {
+        for (p, &v) in row.iter().enumerate() {
             let start = p * NR;
             if start >= cols {
                 break;
@@ -38,47 +85,138 @@ unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usiz
             let valid = (cols - start).min(NR);
             let dst = c.add(r * ldc + start);
             if valid == NR {
-                _mm256_storeu_si256(dst as *mut __m256i, acc[r][p]);
+                _mm256_storeu_si256(dst as *mut __m256i, v);
             } else {
                 let mut tmp = [0i32; NR];
-                _mm256_storeu_si256(tmp.as_mut_ptr() as *mut __m256i, acc[r][p]);
+                _mm256_storeu_si256(tmp.as_mut_ptr() as *mut __m256i, v);
                 std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, valid);
             }
         }
     }
 }
 
+/// One group of 4 k (`valid` of them real) of [`tile_maddubs`].
+#[inline(always)]
+unsafe fn maddubs_group<const R: usize, const P: usize>(acc: &mut [[__m256i; P]; R], rows: &[*const u8; R], b: *const u8, k4: usize, g: usize, valid: usize) {
+    let ones = _mm256_set1_epi16(1);
+    let bv: [__m256i; P] = std::array::from_fn(|p| _mm256_loadu_si256(b.add((p * k4 + g) * NR * 4) as *const __m256i));
+    for (row, &ar) in acc.iter_mut().zip(rows) {
+        let av = _mm256_set1_epi32(super::a_word(ar.add(g * 4), valid));
+        for (v, &bp) in row.iter_mut().zip(&bv) {
+            *v = _mm256_add_epi32(*v, _mm256_madd_epi16(_mm256_maddubs_epi16(av, bp), ones));
+        }
+    }
+}
+
+/// [`Kernel::Maddubs`]: `R` rows × `P` panels over `k4` groups of 4 k.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_maddubs<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, c: *mut i32, ldc: usize, cols: usize) {
+    let mut acc = [[_mm256_setzero_si256(); P]; R];
+    let rows: [*const u8; R] = std::array::from_fn(|r| a.add(r * lda));
+    for g in 0..k / 4 {
+        maddubs_group(&mut acc, &rows, b, k4, g, 4);
+    }
+    if k % 4 != 0 {
+        maddubs_group(&mut acc, &rows, b, k4, k / 4, k % 4);
+    }
+    store(&acc, c, ldc, cols);
+}
+
+/// [`Kernel::Madd`]: `R` rows × `P` panels over `k2` pairs of k; `a` is i16 with row stride
+/// `2 · k2` (zero-padded to an even length).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_madd<const R: usize, const P: usize>(
+    a: *const i16,
+    b: *const u8,
+    k2: usize,
+    c: *mut i32,
+    ldc: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_si256(); P]; R];
+    for g in 0..k2 {
+        let bv: [__m256i; P] = std::array::from_fn(|p| {
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                b.add((p * k2 + g) * NR * 2) as *const __m128i
+            ))
+        });
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32((a.add(r * 2 * k2 + g * 2) as *const i32).read_unaligned());
+            for (v, &bp) in row.iter_mut().zip(&bv) {
+                *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bp));
+            }
+        }
+    }
+    store(&acc, c, ldc, cols);
+}
+
+thread_local! {
+    static WIDE_A: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Raw sums `c = a · B` for `m` rows.
 ///
 /// # Safety
-/// The CPU supports AVX2; `b` was packed by [`pack`] for `k × n`.
+/// The CPU supports AVX2; `b` was packed by [`pack`] with `kernel` for `k × n`.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
-    let k2 = k.div_ceil(2);
+pub unsafe fn gemm(
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u8],
+    lda: usize,
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+) {
+    let group = kernel.group();
+    let kg = k.div_ceil(group);
     let panels = n.div_ceil(NR);
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    let mut p = 0;
-    while p < panels {
-        let np = if p + 1 < panels { 2 } else { 1 };
-        let cols = (n - p * NR).min(np * NR);
-        let bp = b.add(p * k2 * NR * 4);
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(MR);
-            let (ai, ci) = (a.add(i * lda), c.add(i * ldc + p * NR));
-            macro_rules! go {
-                ($($r:literal)*) => {
-                    match (rows, np) {
-                        $(($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k2, ci, ldc, cols),
-                          ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k2, ci, ldc, cols),)*
-                        _ => unreachable!(),
-                    }
-                };
+    let c = c.as_mut_ptr();
+    let run = |a16: *const i16| {
+        let mut p = 0;
+        while p < panels {
+            let np = (panels - p).min(NP);
+            let cols = (n - p * NR).min(np * NR);
+            let bp = b.as_ptr().add(p * kg * NR * group);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                let ci = c.add(i * ldc + p * NR);
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        match (kernel, rows, np) {
+                            $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.as_ptr().add(i * lda), lda, bp, kg, ci, ldc, cols),
+                              (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.as_ptr().add(i * lda), lda, bp, kg, ci, ldc, cols),
+                              (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(a16.add(i * 2 * kg), bp, kg, ci, ldc, cols),
+                              (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(a16.add(i * 2 * kg), bp, kg, ci, ldc, cols),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                go!(1 2 3 4 5);
+                i += MR;
             }
-            go!(1 2 3 4 5 6);
-            i += MR;
+            p += np;
         }
-        p += np;
+    };
+    match kernel {
+        Kernel::Maddubs => run(std::ptr::null()),
+        Kernel::Madd => WIDE_A.with(|w| {
+            let mut w = w.borrow_mut();
+            let row = 2 * kg;
+            w.clear();
+            w.resize(m * row, 0);
+            for (dst, src) in w.chunks_exact_mut(row).zip(a.chunks(lda)) {
+                for (d, &s) in dst.iter_mut().zip(&src[..k]) {
+                    *d = s as i16;
+                }
+            }
+            run(w.as_ptr())
+        }),
     }
 }

@@ -247,14 +247,14 @@ pub fn lookup_in_place(buf: &mut [u8], table: &[u8; 256]) {
 }
 
 /// Table lookup of `n` bytes from `x` to `out` (which may be the same buffer): 64 bytes at a
-/// time with AVX-512 VBMI byte permutes where the CPU has them.
+/// time with AVX-512 VBMI byte permutes where the CPU has them (and `OCTET_ISA` allows AVX-512).
 ///
 /// # Safety
 /// `x` and `out` address `n` bytes each.
 unsafe fn lookup_raw(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512vbmi") && std::is_x86_feature_detected!("avx512bw") {
+    if crate::isa::vector_level() == crate::isa::VectorLevel::Avx512 && std::is_x86_feature_detected!("avx512vbmi") {
         done = lookup_vbmi(x, table, out, n);
     }
     for i in done..n {

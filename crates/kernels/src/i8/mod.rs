@@ -21,6 +21,8 @@ pub struct PackedB {
     pub k: usize,
     pub n: usize,
     pub zero_point: i32,
+    /// The AVX2 microkernel `data` is laid out for (`None` on other tiers).
+    avx2_kernel: Option<avx2::Kernel>,
     data: Vec<u8>,
     /// `Σ_k s8[k][j]`.
     col_sums: Vec<i32>,
@@ -35,12 +37,13 @@ impl PackedB {
                 *s += get(kk, j) as i32;
             }
         }
-        let data = match isa {
-            Isa::Scalar => (0..k).flat_map(|kk| (0..n).map(move |j| (kk, j))).map(|(kk, j)| get(kk, j) as u8).collect(),
-            Isa::Avx2 => avx2::pack(k, n, get),
-            Isa::Avx512Vnni => vnni::pack(k, n, get),
+        let avx2_kernel = (isa == Isa::Avx2).then(|| avx2::Kernel::for_operand(k, n, get));
+        let data = match (isa, avx2_kernel) {
+            (Isa::Avx2, Some(kernel)) => avx2::pack(kernel, k, n, get),
+            (Isa::Avx512Vnni, _) => vnni::pack(k, n, get),
+            _ => (0..k).flat_map(|kk| (0..n).map(move |j| (kk, j))).map(|(kk, j)| get(kk, j) as u8).collect(),
         };
-        PackedB { isa, k, n, zero_point, data, col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
     }
 
     /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
@@ -54,7 +57,7 @@ impl PackedB {
                 *s += v as i32;
             }
         }
-        PackedB { isa, k, n, zero_point, data: vnni::pack_rows(k, n, b, ld), col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_rows(k, n, b, ld), col_sums }
     }
 
     /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
@@ -63,7 +66,7 @@ impl PackedB {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk]);
         }
         let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().map(|&v| v as i32).sum()).collect();
-        PackedB { isa, k, n, zero_point, data: vnni::pack_cols(k, n, bt, ld), col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_cols(k, n, bt, ld), col_sums }
     }
 
     /// `Σ_k s8[k][j]` per column.
@@ -74,6 +77,14 @@ impl PackedB {
     /// Bytes of packed data.
     pub fn size(&self) -> usize {
         self.data.len()
+    }
+
+    /// The microkernel that multiplies by this operand.
+    pub fn kernel_name(&self) -> &'static str {
+        match self.avx2_kernel {
+            Some(kernel) => kernel.name(),
+            None => gemm_kernel_name(self.isa),
+        }
     }
 }
 
@@ -95,11 +106,27 @@ pub(crate) fn pack_panels<T: Copy + Default>(k: usize, n: usize, nr: usize, grou
     out
 }
 
-/// Name of the microkernel a tier uses, for reports: `<isa>_<what>_<mr>x<nr>`.
+/// Four bytes of A starting at `p`, of which only `valid` (1..=4) are read, as one i32 (the
+/// broadcast of the 4-k group kernels).
+///
+/// # Safety
+/// `p` addresses `valid` readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
+    if valid == 4 {
+        return (p as *const i32).read_unaligned();
+    }
+    let mut w = [0u8; 4];
+    std::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), valid);
+    i32::from_le_bytes(w)
+}
+
+/// Name of the microkernel a tier uses for full-range s8 right operands, for reports:
+/// `<isa>_<what>_<mr>x<nr>` ([`PackedB::kernel_name`] names the one a packed operand uses).
 pub fn gemm_kernel_name(isa: Isa) -> &'static str {
     match isa {
         Isa::Scalar => "scalar_gemm_u8s8_1x1",
-        Isa::Avx2 => "avx2_gemm_u8s8_6x16",
+        Isa::Avx2 => avx2::Kernel::Madd.name(),
         Isa::Avx512Vnni => "avx512vnni_gemm_u8s8_6x64",
     }
 }
@@ -116,7 +143,7 @@ pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut
     match b.isa {
         Isa::Scalar => scalar::gemm(m, k, n, a, lda, &b.data, c, ldc),
         // SAFETY: a PackedB for a tier exists only if that tier was chosen as available.
-        Isa::Avx2 => unsafe { avx2::gemm(m, k, n, a, lda, &b.data, c, ldc) },
+        Isa::Avx2 => unsafe { avx2::gemm(b.avx2_kernel.expect("AVX2 operands name their kernel"), m, k, n, a, lda, &b.data, c, ldc) },
         Isa::Avx512Vnni => unsafe { vnni::gemm(m, k, n, a, lda, &b.data, c, ldc) },
     }
     correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);

@@ -23,9 +23,28 @@ fn tiers() -> Vec<Isa> {
     t
 }
 
+/// Right operands: full-range s8, or 7-bit ([-64, 64], which AVX2 multiplies with `vpmaddubsw`).
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    Full,
+    SevenBit,
+}
+
+fn right_operand(k: usize, n: usize, seed: u64, w: Weights) -> Vec<i8> {
+    let v = values(k * n, seed).into_iter();
+    match w {
+        Weights::Full => v.map(|v| v as i8).collect(),
+        Weights::SevenBit => v.map(|v| (v % 129) as i8 - 64).collect(),
+    }
+}
+
 fn check(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, tiers: &[Isa]) {
+    check_weights(m, k, n, a_zp, b_zp, Weights::Full, tiers);
+}
+
+fn check_weights(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, w: Weights, tiers: &[Isa]) {
     let a = values(m * k, (m * 31 + k * 7 + n) as u64);
-    let b: Vec<i8> = values(k * n, (n * 13 + k) as u64).into_iter().map(|v| v as i8).collect();
+    let b = right_operand(k, n, (n * 13 + k) as u64, w);
     let reference = PackedB::from_rows(Isa::Scalar, k, n, b_zp, &b, n);
     let mut want = vec![0i32; m * n];
     gemm_u8s8(m, &a, k, a_zp, &reference, &mut want, n);
@@ -47,7 +66,7 @@ fn check(m: usize, k: usize, n: usize, a_zp: i32, b_zp: i32, tiers: &[Isa]) {
 fn tiers_equal_scalar_on_edge_shapes() {
     let tiers = tiers();
     let ks: Vec<usize> = (1..=10).chain([15, 17, 63, 64, 65, 127, 128, 129]).collect();
-    for m in [1, 5, 6, 7, 8, 9, 13, 16, 17, 23] {
+    for m in [1, 4, 5, 6, 7, 8, 9, 10, 11, 13, 16, 17, 23] {
         for n in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47] {
             for &k in &ks {
                 check(m, k, n, ZERO_POINTS[(m + n + k) % 7], 0, &tiers);
@@ -56,6 +75,42 @@ fn tiers_equal_scalar_on_edge_shapes() {
     }
     for (i, &a_zp) in ZERO_POINTS.iter().enumerate() {
         check(19, 37, 41, a_zp, [0, -3, 5, 100, -128, 17, 1][i], &tiers);
+    }
+}
+
+#[test]
+fn tiers_equal_scalar_on_seven_bit_operands() {
+    let tiers = tiers();
+    let ks: Vec<usize> = (1..=10).chain([15, 17, 63, 64, 65, 127, 128, 129]).collect();
+    for m in [1, 4, 5, 6, 11, 17] {
+        for n in [1, 7, 8, 9, 15, 16, 17, 33] {
+            for &k in &ks {
+                check_weights(m, k, n, ZERO_POINTS[(m + n + k) % 7], 0, Weights::SevenBit, &tiers);
+            }
+        }
+    }
+    for (i, &a_zp) in ZERO_POINTS.iter().enumerate() {
+        check_weights(19, 37, 41, a_zp, [0, -3, 5, 64, -64, 17, 1][i], Weights::SevenBit, &tiers);
+    }
+    check_weights(197, 384, 1152, 131, 0, Weights::SevenBit, &tiers);
+}
+
+#[test]
+fn avx2_kernel_follows_the_pair_bound() {
+    if !Isa::Avx2.available() {
+        println!("AVX2 not available: nothing to test");
+        return;
+    }
+    // Columns of k = 3: pairs (b0, b1) and (b2, 0). |b0| + |b1| ≤ 128 keeps vpmaddubsw exact.
+    for (col, fits) in [([64i8, 64, -128], true), ([-64, -64, 127], true), ([-128, 0, -128], true), ([-128, 1, 0], false), ([65, -64, 0], false)] {
+        let packed = PackedB::from_rows(Isa::Avx2, 3, 1, 0, &col, 1);
+        let name = if fits { "avx2_gemm_u8s7_5x16" } else { "avx2_gemm_u8s8_5x16" };
+        assert_eq!(packed.kernel_name(), name, "{col:?}");
+        let a = [255u8; 3 * 7];
+        let mut got = [0i32; 7];
+        gemm_u8s8(7, &a, 3, 0, &packed, &mut got, 1);
+        let want: i32 = col.iter().map(|&v| 255 * v as i32).sum();
+        assert_eq!(got, [want; 7], "{col:?}");
     }
 }
 
@@ -76,7 +131,7 @@ fn packing_from_columns_equals_packing_from_rows() {
 #[test]
 fn tiers_equal_scalar_on_vit_shapes() {
     let tiers = tiers();
-    for (m, k, n) in [(197, 384, 1152), (197, 64, 197), (197, 197, 64)] {
+    for (m, k, n) in [(197, 384, 1152), (197, 64, 197), (197, 197, 64), (197, 1536, 384)] {
         check(m, k, n, 131, 0, &tiers);
     }
 }

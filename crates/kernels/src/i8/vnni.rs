@@ -77,17 +77,6 @@ pub fn pack_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
     out
 }
 
-/// Four bytes of A starting at `p`, of which only `valid` (1..=4) are read.
-#[inline(always)]
-unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
-    if valid == 4 {
-        return (p as *const i32).read_unaligned();
-    }
-    let mut w = [0u8; 4];
-    std::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), valid);
-    i32::from_le_bytes(w)
-}
-
 /// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight
 /// to 8-bit or f32 outputs. Pointers are at the tile's first row and column; `bias` and `scale`
 /// at its first column.
@@ -150,7 +139,7 @@ unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usiz
         let valid = if g < full { 4 } else { rem };
         let bv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(b.add((p * k4 + g) * NR * 4) as *const __m512i));
         for r in 0..R {
-            let av = _mm512_set1_epi32(a_word(a.add(r * lda + g * 4), valid));
+            let av = _mm512_set1_epi32(super::a_word(a.add(r * lda + g * 4), valid));
             for p in 0..P {
                 acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], av, bv[p]);
             }

@@ -214,7 +214,7 @@ impl Op for QLinear {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("{} + {}", gemm_kernel_name(self.weights.isa), epilogue_name(&self.epilogue)))
+        Some(format!("{} + {}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
     }
     op_any!();
 }
@@ -383,7 +383,7 @@ impl Op for QConv {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("im2col + {} + {}", gemm_kernel_name(self.weights.isa), epilogue_name(&self.epilogue)))
+        Some(format!("im2col + {} + {}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
     }
     op_any!();
 }
