@@ -54,6 +54,32 @@ pub struct Report {
     pub isa: String,
     /// Op types running quantized, with counts (planned ops, e.g. one Gelu for a fused pattern).
     pub quantized_ops: BTreeMap<String, usize>,
+    /// Remarks on how this file runs here and elsewhere (not errors).
+    pub notes: Vec<String>,
+}
+
+/// The largest |code| of the s8 constants that DequantizeLinear reads (the weights), if any.
+fn weight_code_max(g: &Graph, typed: &TypedGraph) -> Option<i32> {
+    g.nodes
+        .iter()
+        .filter(|n| n.op.name() == "DequantizeLinear")
+        .filter_map(|n| typed.facts.get(n.inputs.first().copied().flatten()?)?.as_ref()?.value.clone())
+        .filter_map(|t| match t.data() {
+            octet_graph::Data::I8(v) => v.iter().map(|&x| (x as i32).abs()).max(),
+            _ => None,
+        })
+        .max()
+}
+
+/// What the file and this CPU imply beyond the per-node table.
+fn notes(g: &Graph, typed: &TypedGraph) -> Vec<String> {
+    let mut notes: Vec<String> = octet_kernels::isa::tier_note().into_iter().map(String::from).collect();
+    if let Some(max) = weight_code_max(g, typed).filter(|&m| m > octet_graph::qparams::REDUCED_WEIGHT_QMAX as i32) {
+        notes.push(format!(
+            "weights use the full s8 range (codes up to ±{max}): ONNX Runtime's U8S8 kernels may saturate on this file on CPUs without VNNI; `octet quantize --reduce-range` writes 7-bit weights that run exactly there (and on octet's faster AVX2 kernel)"
+        ));
+    }
+    notes
 }
 
 /// QDQ structure of the imported graph.
@@ -225,6 +251,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
         counts,
         isa: isa.name().to_string(),
         quantized_ops,
+        notes: notes(g, &typed),
     })
 }
 
@@ -265,6 +292,9 @@ impl Report {
         if !self.quantized_ops.is_empty() {
             let ops: Vec<String> = self.quantized_ops.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
             s += &format!("quantized ops: {}\n", ops.join(", "));
+        }
+        for note in &self.notes {
+            s += &format!("note: {note}\n");
         }
         if !all {
             s += "(--all also lists quantize/dequantize, folded and fused nodes)\n";

@@ -191,6 +191,11 @@ enum Command {
         /// One scale per weight tensor instead of per output channel.
         #[arg(long)]
         per_tensor: bool,
+        /// 7-bit weights in [-64, 64], as ONNX Runtime's reduce_range: ONNX Runtime's int8 kernels
+        /// are then exact on CPUs without VNNI, and octet's AVX2 tier runs them on vpmaddubsw
+        /// (faster there). Costs weight precision (doc/quantization.md).
+        #[arg(long)]
+        reduce_range: bool,
         /// Softmax output grid: fixed [0, 1] or calibrated [0, largest probability seen].
         #[arg(long, value_enum, default_value = "calibrated")]
         softmax_grid: SoftmaxGridArg,
@@ -360,6 +365,7 @@ fn dispatch(command: Command) -> Result<()> {
             observer,
             percentile,
             per_tensor,
+            reduce_range,
             softmax_grid,
             no_smooth,
             no_wide_residual,
@@ -396,6 +402,7 @@ fn dispatch(command: Command) -> Result<()> {
                 output: &output,
                 options: Options {
                     per_channel: !per_tensor,
+                    reduce_range,
                     exclude,
                     smooth: !no_smooth,
                     wide_residual: !no_wide_residual,

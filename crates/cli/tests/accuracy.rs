@@ -42,10 +42,13 @@ fn accuracies(report: &Value) -> (f64, f64) {
 }
 
 #[test]
-fn both_presets_stay_within_0_3_points_of_fp32() {
+fn both_presets_and_seven_bit_weights_stay_within_0_3_points_of_fp32() {
     let dir = Scratch::new("accuracy-presets");
-    for preset in ["full-int8", "int8-gemm"] {
-        let q = quantize(&dir, &format!("{preset}.onnx"), &["--preset", preset]);
+    for (preset, weights) in [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range"))] {
+        let mut args = vec!["--preset", preset];
+        args.extend(weights);
+        let preset = format!("{preset}{}", weights.map(|w| format!(" {w}")).unwrap_or_default());
+        let q = quantize(&dir, &format!("{}.onnx", preset.replace(' ', "")), &args);
         let r = compare(&q, &["--node-samples", "16"]);
         let (f, i) = accuracies(&r);
         println!("{preset}: fp32 {f:.2} %, int8 {i:.2} %, agreement {:.2} %, cosine {:.5}", r["outputs"]["top1_agreement"], r["outputs"]["cosine"]);

@@ -121,6 +121,40 @@ fn every_observer_runs_and_calibration_is_deterministic() {
 }
 
 #[test]
+fn reduce_range_writes_seven_bit_weights_and_keeps_accuracy() {
+    let d = Scratch::new("quant-reduce-range");
+    let x = npy::read(&fixture("vit_ts", "input.npy")).unwrap();
+    let fp32 = npy::read(&fixture("vit_ts", "ort.npy")).unwrap();
+    for extra in [&["--reduce-range", "--preset", "int8-gemm"][..], &["--reduce-range", "--preset", "int8-gemm", "--per-tensor"][..]] {
+        let q = quantize(&d, "vit_ts", &[3, 224, 224], 8, extra);
+        let m = octet_onnx::load(&q).unwrap();
+        let widest = m
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == "DequantizeLinear")
+            .filter_map(|n| m.graph.constants.get(&n.inputs[0]?).cloned())
+            .filter_map(|t| match t.data() {
+                octet_graph::Data::I8(v) => v.iter().map(|&c| (c as i32).abs()).max(),
+                _ => None,
+            })
+            .max()
+            .expect("s8 weights");
+        assert_eq!(widest, 64, "{extra:?}: weight codes reach ±{widest}, want [-64, 64]");
+        let c = cosine(&run(&q, x.clone()), &fp32);
+        println!("vit_ts int8 {extra:?}: cosine vs fp32 {c:.5}");
+        assert!(c >= 0.999, "{extra:?}: cosine {c}");
+        let (ok, out, err) = octet(&["check", s(&q), "--json"]);
+        assert!(ok, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(r["notes"].as_array().unwrap().iter().all(|n| !n.as_str().unwrap().contains("saturate")), "{}", r["notes"]);
+    }
+    let full = quantize(&d, "vit_ts", &[3, 224, 224], 8, &[]);
+    let (_, out, _) = octet(&["check", s(&full)]);
+    assert!(out.contains("note: weights use the full s8 range"), "{out}");
+}
+
+#[test]
 fn exclude_and_per_tensor() {
     let d = Scratch::new("quant-exclude");
     let q = quantize(&d, "seed_attention_ts", &[16, 128], 4, &["--exclude", "^/MatMul_1$", "--exclude", "Softmax", "--per-tensor"]);

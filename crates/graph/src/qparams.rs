@@ -3,6 +3,13 @@
 
 use serde::Serialize;
 
+/// Largest weight code: s8 weights use `[−127, 127]` (eq. 4).
+pub const WEIGHT_QMAX: f32 = 127.0;
+/// Largest weight code of 7-bit ("reduce-range") weights, `[−64, 64]`: any two products with a
+/// u8 activation then sum inside i16 (255 · 128 < 2¹⁵), so `vpmaddubsw` kernels (octet's AVX2
+/// tier, ONNX Runtime's U8S8 kernels on CPUs without VNNI) cannot saturate.
+pub const REDUCED_WEIGHT_QMAX: f32 = 64.0;
+
 /// The integer type of a quantized tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,22 +66,20 @@ impl QParams {
         QParams::per_tensor(qtype, scale, zp)
     }
 
-    /// Symmetric per-channel parameters for a weight tensor of `shape`, channels along `axis`
-    /// (eq. 4): `scale_c = max |w_c| / 127`.
-    pub fn per_channel_symmetric(w: &[f32], shape: &[usize], axis: usize) -> QParams {
-        let channels = shape[axis];
-        let inner: usize = shape[axis + 1..].iter().product();
+    /// Symmetric s8 parameters for a weight tensor of `shape`, per channel along `axis` or per
+    /// tensor (eq. 4): `scale_c = max |w_c| / qmax`, so codes lie in `[−qmax, qmax]`
+    /// ([`WEIGHT_QMAX`], or [`REDUCED_WEIGHT_QMAX`] for 7-bit weights).
+    pub fn symmetric_weights(w: &[f32], shape: &[usize], axis: Option<usize>, qmax: f32) -> QParams {
+        let (channels, inner) = match axis {
+            Some(a) => (shape[a], shape[a + 1..].iter().product()),
+            None => (1, 1),
+        };
         let mut amax = vec![0.0f32; channels];
         for (i, v) in w.iter().enumerate() {
             let c = (i / inner) % channels;
             amax[c] = amax[c].max(v.abs());
         }
-        QParams {
-            qtype: QType::S8,
-            scale: amax.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect(),
-            zero_point: vec![0; channels],
-            axis: Some(axis),
-        }
+        QParams { qtype: QType::S8, scale: amax.iter().map(|&a| if a > 0.0 { a / qmax } else { 1.0 }).collect(), zero_point: vec![0; channels], axis }
     }
 
     /// These parameters with every scale multiplied by `factor > 0` (eq. 6: `x · c` on a
@@ -125,8 +130,12 @@ mod tests {
     #[test]
     fn per_channel_weights() {
         let w = [1.0, -2.0, 0.5, 0.0, 0.0, 0.0];
-        let p = QParams::per_channel_symmetric(&w, &[2, 3], 0);
+        let p = QParams::symmetric_weights(&w, &[2, 3], Some(0), WEIGHT_QMAX);
         assert_eq!(p.scale, vec![2.0 / 127.0, 1.0]);
         assert_eq!(p.quantize_all(&w, &[2, 3]), vec![64, -127, 32, 0, 0, 0]);
+        let reduced = QParams::symmetric_weights(&w, &[2, 3], Some(0), REDUCED_WEIGHT_QMAX);
+        assert_eq!(reduced.quantize_all(&w, &[2, 3]), vec![32, -64, 16, 0, 0, 0]);
+        let per_tensor = QParams::symmetric_weights(&w, &[2, 3], None, WEIGHT_QMAX);
+        assert_eq!((per_tensor.scale.clone(), per_tensor.axis), (vec![2.0 / 127.0], None));
     }
 }

@@ -74,6 +74,15 @@ impl Isa {
     }
 }
 
+/// A remark on the tier this CPU gets, when it is not the obvious one.
+pub fn tier_note() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::best() == Isa::Avx2 && std::is_x86_feature_detected!("avx512f") {
+        return Some("this CPU has AVX-512 without VNNI: int8 products run on the AVX2 tier (vpmaddwd, or vpmaddubsw for 7-bit weights)");
+    }
+    None
+}
+
 /// The widest vectors the auto-vectorised kernels (`simd_dispatch!`) may use: the CPU's, capped
 /// by `OCTET_ISA` (`scalar` → baseline, `avx2` → AVX2 + FMA), so that a forced tier runs every
 /// int8 and elementwise kernel as a CPU of that tier would.

@@ -37,12 +37,23 @@ pub struct Options {
     pub bias_correction: bool,
     /// Softmax output grid: the fixed `[0, 1]` (scale 1/256) or calibrated `[0, max p]`.
     pub softmax_calibrated: bool,
+    /// 7-bit weights, `[−64, 64]` (ONNX Runtime's `reduce_range`): exact in `vpmaddubsw` kernels.
+    pub reduce_range: bool,
 }
 
 impl Options {
     /// The defaults of `preset`: per-channel weights, every outlier remedy, the calibrated softmax grid.
     pub fn new(preset: Preset) -> Options {
-        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: true }
+        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: true, reduce_range: false }
+    }
+
+    /// The largest weight code these options allow.
+    pub fn weight_qmax(&self) -> f32 {
+        if self.reduce_range {
+            octet_graph::qparams::REDUCED_WEIGHT_QMAX
+        } else {
+            octet_graph::qparams::WEIGHT_QMAX
+        }
     }
 }
 

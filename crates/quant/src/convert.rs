@@ -50,8 +50,8 @@ fn corrected_bias(bias: &Tensor, weight: &ConstantQdq, out_axis: usize, mean: &[
     Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
 }
 
-/// Chooses every parameter and lists the Q/DQ to insert.
-pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool) -> Conversion {
+/// Chooses every parameter and lists the Q/DQ to insert; weight codes lie in `[−weight_qmax, weight_qmax]`.
+pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool, weight_qmax: f32) -> Conversion {
     let mut params: HashMap<ValueId, QParams> = HashMap::new();
     let mut values = Vec::new();
     for (g, group) in ann.groups.iter().enumerate() {
@@ -90,12 +90,7 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     for c in &ann.constants {
         let value = (**typed.fact(c.value).value.as_ref().expect("constants have values")).clone();
         let p = match &c.kind {
-            ConstantKind::Weight { axis: Some(a), .. } => QParams::per_channel_symmetric(value.as_f32().expect("float weight"), value.shape(), *a),
-            ConstantKind::Weight { axis: None, .. } => {
-                let w = value.as_f32().expect("float weight");
-                let (lo, hi) = w.iter().fold((0.0f32, 0.0f32), |(a, b), &x| (a.min(x), b.max(x)));
-                QParams::from_range(lo, hi, QType::S8, true)
-            }
+            ConstantKind::Weight { axis, .. } => QParams::symmetric_weights(value.as_f32().expect("float weight"), value.shape(), *axis, weight_qmax),
             ConstantKind::Bias { input, weight } => {
                 let sx = params[input].scale[0];
                 let sw = &constants[*weight].params;

@@ -81,7 +81,7 @@ pub fn prepare(model: &OnnxModel, samples: &[Vec<Tensor>], opts: &Options, threa
     let mut proto = model.proto.clone();
     octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
     let outliers = if opts.smooth || opts.wide_residual {
-        outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, threads)?
+        outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, opts.weight_qmax(), threads)?
     } else {
         outliers::OutlierReport::default()
     };
@@ -130,7 +130,7 @@ pub fn quantize_prepared(
     let annotation = annotate::annotate(g, &typed, &opts);
     let session = Session::new(g.clone(), threads)?;
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, progress)?;
-    let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction);
+    let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax());
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
 
     let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();

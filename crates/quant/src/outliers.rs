@@ -180,13 +180,13 @@ pub struct Smoothing {
     pub error_after: f64,
 }
 
-/// `round_ties_even(x.clamp(−127, 127))` by the add-and-subtract of 1.5·2²³, which rounds to
-/// even in the default rounding mode and stays a vector instruction (`round_ties_even` is a
-/// libm call here).
+/// `round_ties_even(x)` for `|x| ≤ 2²²` by the add-and-subtract of 1.5·2²³, which rounds to even
+/// in the default rounding mode and stays a vector instruction (`round_ties_even` is a libm call
+/// here).
 #[inline(always)]
 fn round_to_even_small(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    (x.clamp(-127.0, 127.0) + MAGIC) - MAGIC
+    (x + MAGIC) - MAGIC
 }
 
 /// Sampled LayerNorm output rows `x` (`m × k`), the reading Linears' weights side by side `w`
@@ -197,19 +197,21 @@ struct Migration<'a> {
     k: usize,
     n: usize,
     reference: Vec<f32>,
+    /// Largest weight code (eq. 4).
+    weight_qmax: f32,
     threads: Threads,
 }
 
 impl<'a> Migration<'a> {
-    fn new(x: &'a [f32], w: &'a [f32], k: usize, n: usize, threads: usize) -> Migration<'a> {
+    fn new(x: &'a [f32], w: &'a [f32], k: usize, n: usize, weight_qmax: f32, threads: usize) -> Migration<'a> {
         let m = x.len() / k;
         let mut reference = vec![0.0f32; m * n];
         matmul(m, n, k, x, MatLayout::row_major(k), w, MatLayout::row_major(n), &mut reference, false, Threads(threads));
-        Migration { x, w, k, n, reference, threads: Threads(threads) }
+        Migration { x, w, k, n, reference, weight_qmax, threads: Threads(threads) }
     }
 
     /// Relative squared error of `x·w` computed from 8-bit `x / s` (per tensor, u8 min/max) and
-    /// 8-bit `s·w` (per output channel, s8 symmetric, eq. 4). `wq` is scratch for the weights.
+    /// 8-bit `s·w` (per output channel, s8 symmetric in `[−weight_qmax, weight_qmax]`, eq. 4). `wq` is scratch for the weights.
     fn error(&self, s: &[f32], wq: &mut Vec<f32>) -> f64 {
         let (k, n) = (self.k, self.n);
         let xs: Vec<f32> = self.x.chunks_exact(k).flat_map(|r| r.iter().zip(s).map(|(v, s)| v / s)).collect();
@@ -222,10 +224,11 @@ impl<'a> Migration<'a> {
                 *m = m.max((v * sk).abs());
             }
         }
-        let scale: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+        let qmax = self.weight_qmax;
+        let scale: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / qmax } else { 1.0 }).collect();
         wq.clear();
         for (row, &sk) in self.w.chunks_exact(n).zip(s) {
-            wq.extend(row.iter().zip(&scale).map(|(&v, &sc)| round_to_even_small((v * sk) / sc) * sc));
+            wq.extend(row.iter().zip(&scale).map(|(&v, &sc)| round_to_even_small(((v * sk) / sc).clamp(-qmax, qmax)) * sc));
         }
         let mut out = vec![0.0f32; self.reference.len()];
         matmul(xq.len() / k, n, k, &xq, MatLayout::row_major(k), wq, MatLayout::row_major(n), &mut out, false, self.threads);
@@ -298,6 +301,7 @@ pub fn prepare(
     samples: &[Vec<Tensor>],
     smooth: bool,
     wide_residual: bool,
+    weight_qmax: f32,
     threads: usize,
 ) -> Result<OutlierReport, Error> {
     let (candidates, stats) = collect(graph, samples, smooth, wide_residual, threads)?;
@@ -342,7 +346,7 @@ pub fn prepare(
             }
             let wmax: Vec<f32> = w.chunks_exact(n_total).map(|r| r.iter().fold(0.0f32, |m, v| m.max(v.abs()))).collect();
             let ones = vec![1.0f32; k];
-            let migration = Migration::new(&st.rows, &w, k, n_total, threads);
+            let migration = Migration::new(&st.rows, &w, k, n_total, weight_qmax, threads);
             let mut scratch = Vec::with_capacity(w.len());
             let before = migration.error(&ones, &mut scratch);
             let mut best = (before, None, ones);
