@@ -151,7 +151,7 @@ fn linear_bias<'a>(q: &Qdq<'a>, p: &Node) -> Option<&'a Node> {
 
 /// Builds the report, with symbolic input dims set to `batch`.
 pub fn check(model: &Path, batch: usize) -> Result<Report> {
-    let m = octet_onnx::load(model)?;
+    let m = octet_onnx::load_for_inference(model)?;
     let g = &m.graph;
     let shapes: Vec<Vec<usize>> =
         g.inputs.iter().map(|i| i.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { batch }).collect()).collect();

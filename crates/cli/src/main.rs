@@ -392,7 +392,7 @@ fn dispatch(command: Command) -> Result<()> {
                 ObserverArg::Mse => Method::Mse,
             };
             let eval_data = match (&eval, target_drop) {
-                (Some(e), Some(_)) => Some(compare::load_data(e, labels.as_deref(), &octet_onnx::load(&model)?.graph, &images.preprocess(), None)?),
+                (Some(e), Some(_)) => Some(compare::load_data(e, labels.as_deref(), &octet_onnx::load_for_inference(&model)?.graph, &images.preprocess(), None)?),
                 _ => None,
             };
             let request = quantize::Request {
@@ -424,7 +424,7 @@ fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Compare { float, quantized, data, labels, samples, batch, node_samples, top, html, images, threads, json } => {
-            let graph = octet_onnx::load(&float)?.graph;
+            let graph = octet_onnx::load_for_inference(&float)?.graph;
             let data = compare::load_data(&data, labels.as_deref(), &graph, &images.preprocess(), samples)?;
             let request = compare::Request {
                 float: &float,

@@ -19,7 +19,8 @@ pub enum Engine {
 
 /// Loads a model into a session that uses `threads` threads.
 pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
-    session(octet_onnx::load(model)?.graph, threads, engine)
+    let graph = octet_onnx::load_for_inference(model)?.graph;
+    session(graph, threads, engine)
 }
 
 /// A session for an imported graph.

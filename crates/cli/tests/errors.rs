@@ -176,3 +176,45 @@ fn check_reports_every_node() {
     let erf = nodes.iter().find(|n| n["op"] == "Erf").unwrap();
     assert!(erf["why"].as_str().unwrap().contains("runs as one op"), "{erf}");
 }
+
+/// The dynamo ViT fixture (weights in `model.onnx.data`) copied into `dir`, with the first
+/// external initializer's `key` set to `value`; returns the model path and that initializer's name.
+fn external_variant(dir: &Path, key: &str, value: &str) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fixture("vit_dynamo", "model.onnx.data"), dir.join("model.onnx.data")).unwrap();
+    let mut m = ModelProto::decode(std::fs::read(fixture("vit_dynamo", "model.onnx")).unwrap().as_slice()).unwrap();
+    let init = m.graph.as_mut().unwrap().initializer.iter_mut().find(|t| !t.external_data.is_empty()).unwrap();
+    let entry = init.external_data.iter_mut().find(|e| e.key() == key).unwrap();
+    entry.value = Some(value.to_string());
+    let name = init.name().to_string();
+    let path = dir.join("model.onnx").display().to_string();
+    save(&m, &path);
+    (path, name)
+}
+
+#[test]
+fn external_data_stays_inside_the_model_folder() {
+    let s = Scratch::new("errors-external-escape");
+    let inner = s.path("models/vit");
+    let (ok_model, _) = external_variant(&inner, "location", "model.onnx.data");
+    assert!(octet(&["check", &ok_model]).0, "the unmodified copy loads");
+
+    let (m, name) = external_variant(&inner, "location", "../../../../../../../../etc/passwd");
+    fails_with(&["check", &m], &[&name, "'../../../../../../../../etc/passwd'", "leaves the model's folder"]);
+    let (m, name) = external_variant(&inner, "location", "/etc/hostname");
+    fails_with(&["check", &m], &[&name, "'/etc/hostname'", "not a path relative"]);
+
+    std::fs::write(s.path("models/secret.bin"), vec![7u8; 1 << 20]).unwrap();
+    std::os::unix::fs::symlink(s.path("models/secret.bin"), inner.join("link.data")).unwrap();
+    let (m, name) = external_variant(&inner, "location", "link.data");
+    let (ok, _, err) = octet(&["check", &m]);
+    assert!(!ok && err.contains(&name) && err.contains("outside the model's folder"), "{err}");
+    assert!(!err.contains("1048576"), "the error must not reveal the foreign file's size: {err}");
+
+    let (m, name) = external_variant(&inner, "offset", "999999999999");
+    fails_with(&["check", &m], &[&name, "reach past its end"]);
+    let (m, _) = external_variant(&inner, "offset", "0");
+    let (m2, name) = external_variant(&inner, "length", "18446744073709551615");
+    assert_eq!(m, m2);
+    fails_with(&["check", &m2], &[&name, "reach past its end"]);
+}

@@ -13,7 +13,7 @@ use crate::proto::attribute_proto::AttributeType;
 use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
 use crate::proto::type_proto::Value as TypeValue;
 use crate::proto::{ModelProto, NodeProto};
-use crate::tensor::{dtype_name, tensor_from_proto};
+use crate::tensor::{dtype_name, take_tensor, tensor_from_proto};
 
 /// Why a model could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -40,16 +40,29 @@ pub struct OnnxModel {
     /// `producer_name producer_version`, e.g. `pytorch 2.15.0`.
     pub producer: String,
     /// The file as decoded, for rewriting (QDQ export); nodes are in the order of `graph.nodes`.
+    /// Its initializers hold no inline data when loaded by [`load_for_inference`].
     pub proto: ModelProto,
     /// The folder external data paths are relative to.
     pub base: PathBuf,
 }
 
-/// Loads an ONNX file; external data is looked up next to it.
+/// Loads an ONNX file; external data is looked up next to it (and must stay in its folder).
 pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
+    load_file(path, true)
+}
+
+/// [`load`] for callers that run the graph and never rewrite the file: the initializers' bytes
+/// move into the graph instead of being kept in `proto` as well, so the weights are held once.
+pub fn load_for_inference(path: &Path) -> Result<OnnxModel, ImportError> {
+    load_file(path, false)
+}
+
+fn load_file(path: &Path, keep_data: bool) -> Result<OnnxModel, ImportError> {
     let bytes = std::fs::read(path).map_err(|error| ImportError::Io { path: path.to_path_buf(), error })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    load_bytes(&bytes, path, base)
+    let model = decode(&bytes, path)?;
+    drop(bytes);
+    import(model, path, base, keep_data)
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -59,14 +72,22 @@ fn is_default_domain(d: &str) -> bool {
 /// Imports a serialized model. `path` names it in messages; `base` is the folder of its
 /// external data files.
 pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, ImportError> {
+    import(decode(bytes, path)?, path, base, true)
+}
+
+fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto, ImportError> {
+    ModelProto::decode(bytes).map_err(|e| ImportError::NotOnnx { path: path.to_path_buf(), reason: format!("the protobuf does not parse ({e}); is the file truncated or corrupt?") })
+}
+
+fn import(mut model: ModelProto, path: &Path, base: &Path, keep_data: bool) -> Result<OnnxModel, ImportError> {
     let not_onnx = |reason: String| ImportError::NotOnnx { path: path.to_path_buf(), reason };
     let invalid = |message: String| ImportError::Invalid { path: path.to_path_buf(), message };
-    let model = ModelProto::decode(bytes).map_err(|e| not_onnx(format!("the protobuf does not parse ({e}); is the file truncated or corrupt?")))?;
-    let g = model.graph.as_ref().ok_or_else(|| not_onnx("it has no graph".into()))?;
     if model.ir_version() <= 0 || model.opset_import.is_empty() {
         return Err(not_onnx("it has no IR version or no opset import".into()));
     }
     let opset = model.opset_import.iter().find(|o| is_default_domain(o.domain())).map(|o| o.version()).unwrap_or(OPSETS.0 as i64);
+    let (ir_version, producer) = (model.ir_version(), format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string());
+    let g = model.graph.as_mut().ok_or_else(|| not_onnx("it has no graph".into()))?;
     if opset < OPSETS.0 as i64 || opset > OPSETS.1 as i64 {
         return Err(ImportError::Opset { path: path.to_path_buf(), opset, min: OPSETS.0, max: OPSETS.1 });
     }
@@ -74,8 +95,9 @@ pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, I
 
     let mut graph = Graph::default();
     let mut index = HashMap::new();
-    for init in &g.initializer {
-        let t = tensor_from_proto(init, base).map_err(|m| invalid(format!("initializer '{}': {m}", init.name())))?;
+    for init in &mut g.initializer {
+        let t = if keep_data { tensor_from_proto(init, base) } else { take_tensor(init, base) };
+        let t = t.map_err(|m| invalid(format!("initializer '{}': {m}", init.name())))?;
         let v = graph.value(init.name(), &mut index);
         graph.constants.insert(v, Arc::new(t));
     }
@@ -114,8 +136,7 @@ pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, I
     if graph.outputs.is_empty() {
         return Err(invalid("the graph has no outputs".into()));
     }
-    let producer = format!("{} {}", model.producer_name(), model.producer_version()).trim().to_string();
-    Ok(OnnxModel { graph, opset, ir_version: model.ir_version(), producer, proto: model, base: base.to_path_buf() })
+    Ok(OnnxModel { graph, opset, ir_version, producer, proto: model, base: base.to_path_buf() })
 }
 
 fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>) -> Result<Node, ImportError> {

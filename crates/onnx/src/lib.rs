@@ -12,5 +12,5 @@ pub mod qdq;
 mod tensor;
 
 pub use export::{inline_external_data, save};
-pub use import::{load, load_bytes, ImportError, OnnxModel};
+pub use import::{load, load_bytes, load_for_inference, ImportError, OnnxModel};
 pub use tensor::dtype_name;

@@ -16,25 +16,63 @@ fn from_le<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
     raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
 }
 
-/// Reads the bytes an external-data tensor points at. `base` is the model's folder.
+/// The file an external-data `location` names, if it is safe to read: a relative path that,
+/// symlinks resolved, stays inside the model's folder `base` (as ONNX's checker and ONNX Runtime
+/// require). Anything else would let a downloaded model read files of the machine it runs on.
+fn confined(location: &str, base: &Path) -> Result<std::path::PathBuf, String> {
+    let relative = Path::new(location);
+    if location.is_empty() || relative.is_absolute() || relative.has_root() {
+        return Err(format!("external data location '{location}' is not a path relative to the model's folder"));
+    }
+    if relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("external data location '{location}' leaves the model's folder ('..')"));
+    }
+    let folder = base.canonicalize().map_err(|e| format!("the model's folder '{}' cannot be resolved: {e}", base.display()))?;
+    let path = base.join(relative);
+    let resolved = path.canonicalize().map_err(|e| format!("external data file '{}' cannot be read: {e}", path.display()))?;
+    if !resolved.starts_with(&folder) {
+        return Err(format!("external data location '{location}' resolves to '{}', outside the model's folder", resolved.display()));
+    }
+    Ok(resolved)
+}
+
+/// Reads the bytes an external-data tensor points at (`base` is the model's folder), after
+/// checking the location (see [`confined`]) and that offset and length lie inside the file.
 pub(crate) fn external_bytes(t: &TensorProto, base: &Path) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
     let get = |k: &str| t.external_data.iter().find(|e| e.key() == k).map(|e| e.value().to_string());
     let location = get("location").ok_or("external data without a location")?;
-    let path = base.join(&location);
-    let file = std::fs::read(&path).map_err(|e| format!("external data file '{}' cannot be read: {e}", path.display()))?;
-    let parse = |k: &str| get(k).map(|v| v.parse::<usize>().map_err(|_| format!("bad external data {k} '{v}'"))).transpose();
+    let path = confined(&location, base)?;
+    let mut file = std::fs::File::open(&path).map_err(|e| format!("external data file '{}' cannot be read: {e}", path.display()))?;
+    let size = file.metadata().map_err(|e| format!("external data file '{}' cannot be read: {e}", path.display()))?.len();
+    let parse = |k: &str| get(k).map(|v| v.parse::<u64>().map_err(|_| format!("bad external data {k} '{v}'"))).transpose();
     let offset = parse("offset")?.unwrap_or(0);
-    let length = parse("length")?.unwrap_or(file.len().saturating_sub(offset));
-    file.get(offset..offset + length)
-        .map(|b| b.to_vec())
-        .ok_or_else(|| format!("external data file '{}' has {} bytes, the tensor needs {offset}..{}", path.display(), file.len(), offset + length))
+    let length = parse("length")?.unwrap_or(size.saturating_sub(offset));
+    let end = offset.checked_add(length).filter(|&e| e <= size);
+    let Some(_) = end else {
+        return Err(format!("external data file '{location}' has {size} bytes; offset {offset} and length {length} reach past its end"));
+    };
+    let mut bytes = vec![0u8; usize::try_from(length).map_err(|_| format!("external data length {length} does not fit in memory"))?];
+    file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut bytes)).map_err(|e| format!("external data file '{location}' cannot be read: {e}"))?;
+    Ok(bytes)
 }
 
 /// Converts a TensorProto. `base` is the folder that external data paths are relative to.
 pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<Tensor, String> {
+    tensor_from_parts(t, t.raw_data.clone(), base)
+}
+
+/// Converts a TensorProto, moving its inline bytes out of it instead of copying them (the
+/// proto keeps its name, type and dims).
+pub(crate) fn take_tensor(t: &mut TensorProto, base: &Path) -> Result<Tensor, String> {
+    let raw = t.raw_data.take();
+    tensor_from_parts(t, raw, base)
+}
+
+fn tensor_from_parts(t: &TensorProto, raw: Option<Vec<u8>>, base: &Path) -> Result<Tensor, String> {
     let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<Result<_, _>>()?;
     let external = t.data_location == Some(DataLocation::External as i32);
-    let raw: Option<Vec<u8>> = if external { Some(external_bytes(t, base)?) } else { t.raw_data.clone() };
+    let raw: Option<Vec<u8>> = if external { Some(external_bytes(t, base)?) } else { raw };
     let code = t.data_type();
     let data = match (DataType::try_from(code), raw) {
         (Ok(DataType::Float), Some(r)) => Data::F32(from_le(&r, f32::from_le_bytes)),

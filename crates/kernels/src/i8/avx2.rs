@@ -117,7 +117,7 @@ unsafe fn tile_maddubs<const R: usize, const P: usize>(k: usize, a: *const u8, l
     for g in 0..k / 4 {
         maddubs_group(&mut acc, &rows, b, k4, g, 4);
     }
-    if k % 4 != 0 {
+    if !k.is_multiple_of(4) {
         maddubs_group(&mut acc, &rows, b, k4, k / 4, k % 4);
     }
     store(&acc, c, ldc, cols);
