@@ -78,18 +78,23 @@ MODELS = {
     "vit_s16": ("vit_small_patch16_224", "vit_s16_ts"),
     "vit_b16": ("vit_base_patch16_224", "vit_b16_ts"),
 }
-ENGINES = ["octet-fp32", "octet-int8", "octet-int8-gemm", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
-OCTET_PRESET = {"octet-int8": "full-int8", "octet-int8-gemm": "int8-gemm"}
+ENGINES = ["octet-fp32", "octet-int8", "octet-int8-rr", "octet-int8-gemm", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
+# engine: octet quantize arguments (octet-int8-rr: 7-bit weights, which octet's AVX2 tier runs on vpmaddubsw)
+OCTET_PRESET = {"octet-int8": ["--preset", "full-int8"], "octet-int8-rr": ["--preset", "full-int8", "--reduce-range"],
+                "octet-int8-gemm": ["--preset", "int8-gemm"]}
 # short column titles
-TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-gemm": "oct gemm",
+TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm",
          "ort-fp32": "ORT f32", "ort-int8": "ORT i8", "ov-fp32": "OV f32", "ov-int8": "OV i8"}
 RATIOS = [  # (title, numerator, denominator)
     ("o8/ORT8", "octet-int8", "ort-int8"),
     ("o8/OV8", "octet-int8", "ov-int8"),
     ("o8/o32", "octet-int8", "octet-fp32"),
+    ("o8rr/o32", "octet-int8-rr", "octet-fp32"),
+    ("o8rr/ORT8", "octet-int8-rr", "ort-int8"),
 ]
 AGREEMENT_PAIRS = [  # (label, engine, reference)
     ("octet int8 vs octet fp32", "octet-int8", "octet-fp32"),
+    ("octet int8 --reduce-range vs octet fp32", "octet-int8-rr", "octet-fp32"),
     ("octet int8-gemm vs octet fp32", "octet-int8-gemm", "octet-fp32"),
     ("ORT int8 vs ORT fp32", "ort-int8", "ort-fp32"),
     ("OpenVINO int8 vs OpenVINO fp32", "ov-int8", "ov-fp32"),
@@ -372,15 +377,15 @@ def source_id(path):
     return {"path": os.path.relpath(path, ROOT), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def prepare_octet(args, model, src, calib_path, preset, octet_hash):
-    settings = {"tool": "octet quantize", "octet_sha256": octet_hash, "preset": preset, "source": source_id(src),
+def prepare_octet(args, model, src, calib_path, quantize_args, octet_hash):
+    settings = {"tool": "octet quantize", "octet_sha256": octet_hash, "args": quantize_args, "source": source_id(src),
                 "calib": os.path.basename(calib_path)}
 
     def build(d):
         run_octet(args.octet, ["quantize", src, "--calib", calib_path, "-o", os.path.join(d, "model.onnx"),
-                               "--preset", preset], tries=2)
+                               *quantize_args], tries=2)
 
-    return cached(model, f"octet-{preset}", settings, "model.onnx", build, args.refresh)
+    return cached(model, "octet" + "".join(quantize_args).replace("--", "-"), settings, "model.onnx", build, args.refresh)
 
 
 def prepare_ort(args, model, src, calib, calib_path):

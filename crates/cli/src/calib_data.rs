@@ -40,16 +40,24 @@ impl Default for Preprocess {
 
 /// Decodes one image and applies the transform: a `[1, 3, size, size]` float32 tensor.
 pub fn preprocess_image(path: &Path, p: &Preprocess) -> Result<Tensor> {
-    let img = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open '{}'", path.display()))?
         .with_guessed_format()
-        .with_context(|| format!("cannot read '{}'", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("'{}' is not a readable JPEG or PNG image: {e}", path.display()))?
-        .to_rgb8();
+        .with_context(|| format!("cannot read '{}'", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(limits.max_alloc.unwrap_or(u64::MAX).min(octet_graph::limits::max_tensor_bytes()));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| anyhow::anyhow!("'{}' is not a readable JPEG or PNG image: {e}", path.display()))?.to_rgb8();
     let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        bail!("'{}' is an empty image ({w}×{h})", path.display());
+    }
     let short = (p.size as f32 / p.crop_pct).floor() as u32;
-    let (nw, nh) = if w <= h { (short, (short as u64 * h as u64 / w as u64) as u32) } else { ((short as u64 * w as u64 / h as u64) as u32, short) };
+    let long = |a: u32, b: u32| short as u64 * a as u64 / b as u64;
+    let (nw, nh) = if w <= h { (short as u64, long(h, w)) } else { (long(w, h), short as u64) };
+    let resized_shape = [nh as usize, nw as usize, 3];
+    octet_graph::limits::check_tensor(octet_graph::DType::U8, &resized_shape).map_err(|m| anyhow::anyhow!("'{}' ({w}×{h}) resized for the crop: {m}", path.display()))?;
+    let (nw, nh) = (u32::try_from(nw)?, u32::try_from(nh)?);
     if nw < p.size || nh < p.size {
         bail!("'{}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", path.display(), p.size, p.size, p.crop_pct);
     }

@@ -22,6 +22,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest tensor a model may create, e.g. 8G (default: the memory available now; also set by
+    /// OCTET_MAX_MEMORY). A model whose shapes exceed it is refused with the node, op, shape and
+    /// bytes, before anything that large is allocated.
+    #[arg(long, global = true, value_parser = parse_max_memory)]
+    max_memory: Option<u64>,
+}
+
+fn parse_max_memory(s: &str) -> Result<u64, String> {
+    octet_graph::limits::parse_size(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -303,6 +312,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(bytes) = cli.max_memory {
+        octet_graph::limits::set_max_tensor_bytes(bytes);
+    }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -36,6 +36,17 @@ fn from_npy<R: std::io::Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tenso
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
     let bad = |e: std::io::Error| anyhow::anyhow!("{what} is truncated or malformed: {e}");
+    let dtype = match descr.trim_matches('\'') {
+        "<f4" => DType::F32,
+        "<f8" => DType::F64,
+        "<i8" => DType::I64,
+        "<i4" => DType::I32,
+        "|i1" => DType::I8,
+        "|u1" => DType::U8,
+        "|b1" => DType::Bool,
+        other => bail!("{what} holds elements of numpy type {other}, which octet does not read"),
+    };
+    octet_graph::limits::check_tensor(dtype, &shape).map_err(|m| anyhow::anyhow!("{what}: header {m}"))?;
     let data = match descr.trim_matches('\'') {
         "<f4" => Data::F32(npy.into_vec().map_err(bad)?),
         "<f8" => Data::F64(npy.into_vec().map_err(bad)?),

@@ -218,3 +218,73 @@ fn external_data_stays_inside_the_model_folder() {
     assert_eq!(m, m2);
     fails_with(&["check", &m2], &[&name, "reach past its end"]);
 }
+
+fn hostile(name: &str) -> String {
+    common::root().join("tests/fixtures/hostile").join(format!("{name}.onnx")).display().to_string()
+}
+
+#[test]
+fn allocation_bombs_are_refused_before_allocating() {
+    let s = Scratch::new("errors-bombs");
+    for (model, shape, op, dims) in [
+        ("expand", vec![1], "Expand", "[100000, 100000, 100000]"),
+        ("constant_of_shape", vec![1], "ConstantOfShape", "[1000000, 1000000, 1000000]"),
+        ("resize", vec![1, 1, 2, 2], "Resize", "[1, 1, 2000000000, 2000000000]"),
+    ] {
+        npy_f32(&s.text("x.npy"), shape);
+        let needles = ["node 'bomb'", op, dims, "bytes, more than the limit", "--max-memory"];
+        fails_with(&["run", &hostile(model), "-i", &s.text("x.npy"), "-o", &s.text("out.npy")], &needles);
+        fails_with(&["check", &hostile(model)], &["node 'bomb'", op, dims]);
+    }
+    npy_f32(&s.text("x.npy"), vec![1]);
+    fails_with(&["run", &hostile("reshape_overflow"), "-i", &s.text("x.npy"), "-o", &s.text("out.npy")], &["node 'bomb'", "Reshape"]);
+}
+
+#[test]
+fn the_tensor_limit_is_set_by_flag_or_environment() {
+    let s = Scratch::new("errors-limit");
+    let (model, x) = (fixture("vit_ts", "model.onnx"), fixture("vit_ts", "input.npy"));
+    fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "1180K"], &["node '/blocks/blocks.0/mlp/fc1/MatMul' (MatMul)", "output shape [2, 197, 768] of float32 needs 1210368 bytes, more than the limit of 1208320 bytes"]);
+    fails_with(&["--max-memory", "1K", "run", &model, "-i", &x, "-o", &s.text("out.npy")], &["input.npy", "header shape [2, 3, 224, 224] of float32 needs 1204224 bytes"]);
+    fails_with(&["check", &model, "--max-memory", "lots"], &["'lots' is not a size"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["check", &model]).env("OCTET_MAX_MEMORY", "100K").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("more than the limit of 102400 bytes"), "{err}");
+    assert!(octet(&["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "64M"]).0, "a sufficient limit runs");
+}
+
+#[test]
+fn quantized_models_refuse_non_finite_inputs_float_models_propagate_them() {
+    let s = Scratch::new("errors-nan");
+    let model = hostile("qdq_relu");
+    let (x_path, out_path) = (s.text("x.npy"), s.text("out.npy"));
+    for (bad, what) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+        octet_cli::npy::write(&s.path("x.npy"), &octet_graph::Tensor::f32(vec![1, 4], vec![0.5, bad, 1.0, 2.0])).unwrap();
+        for engine in [&[][..], &["--reference"][..]] {
+            let mut args = vec!["run", model.as_str(), "-i", &x_path, "-o", &out_path];
+            args.extend_from_slice(engine);
+            fails_with(&args, &["input 'x' holds", what, "flat index 1", "no 8-bit code"]);
+        }
+    }
+    let float = common::root().join("tests/node/test_add/model.onnx").display().to_string();
+    let shape = octet_cli::npy::read(&common::root().join("tests/node/test_add/input_0.npy")).unwrap().shape().to_vec();
+    let n: usize = shape.iter().product();
+    let mut x = vec![1.0f32; n];
+    x[3] = f32::NAN;
+    octet_cli::npy::write(&s.path("a.npy"), &octet_graph::Tensor::f32(shape.clone(), x)).unwrap();
+    octet_cli::npy::write(&s.path("b.npy"), &octet_graph::Tensor::f32(shape, vec![2.0; n])).unwrap();
+    let (ok, _, err) = octet(&["run", &float, "-i", &format!("x={}", s.text("a.npy")), "-i", &format!("y={}", s.text("b.npy")), "-o", &s.text("sum.npy")]);
+    assert!(ok, "{err}");
+    let sum = octet_cli::npy::read(&s.path("sum.npy")).unwrap();
+    let v = sum.as_f32().unwrap();
+    assert!(v[3].is_nan() && v.iter().enumerate().all(|(i, x)| i == 3 || *x == 3.0), "{v:?}");
+}
+
+#[test]
+fn images_whose_resize_would_exhaust_memory_are_refused() {
+    let s = Scratch::new("errors-image-bomb");
+    std::fs::create_dir_all(s.path("calib")).unwrap();
+    image::RgbImage::new(1_000_000, 1).save(s.path("calib/strip.png")).unwrap();
+    let args = ["quantize", &fixture("vit_ts", "model.onnx"), "--calib", &s.text("calib"), "-o", &s.text("q.onnx")];
+    fails_with(&args, &["strip.png", "(1000000×1) resized for the crop", "more than the limit"]);
+}

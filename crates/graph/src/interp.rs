@@ -129,6 +129,8 @@ type PlanKey = Vec<(Vec<usize>, Option<Vec<u64>>)>;
 /// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
 pub struct Session {
     graph: Graph,
+    /// The graph quantizes activations (a QDQ model): its inputs must be finite.
+    quantized: bool,
     lowering: Option<Lowering>,
     by_value: Vec<bool>,
     ctx: EvalCtx,
@@ -149,7 +151,8 @@ impl Session {
             .iter()
             .map(|i| graph.nodes.iter().any(|n| n.op.value_operands().iter().any(|&k| n.inputs.get(k) == Some(&Some(i.value)))))
             .collect();
-        Ok(Session { graph, lowering: None, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
+        let quantized = graph.nodes.iter().any(|n| n.op.name() == "QuantizeLinear");
+        Ok(Session { graph, quantized, lowering: None, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
     }
 
     /// A session whose plans are rewritten by `lowering` (octet's int8 kernels).
@@ -200,7 +203,26 @@ impl Session {
             let names: Vec<&str> = (0..self.graph.inputs.len()).map(|i| self.graph.input_name(i)).collect();
             return Err(Error::Input(format!("the model takes {} inputs ({}), {} were given", names.len(), names.join(", "), inputs.len())));
         }
+        if self.quantized {
+            for (i, t) in inputs.iter().enumerate() {
+                if let Some((at, v)) = first_non_finite(t) {
+                    return Err(Error::Input(format!(
+                        "input '{}' holds {v} at flat index {at}: a quantized model has no 8-bit code for NaN or infinity, so it refuses them rather than return finite numbers (float models propagate them)",
+                        self.graph.input_name(i)
+                    )));
+                }
+            }
+        }
         let plan = self.plan(&inputs)?;
         self.pool.install(|| plan.run_hooked(inputs, &self.ctx, hooks))
+    }
+}
+
+/// The first NaN or infinity of a float tensor: its flat index and value.
+fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
+    match t.data() {
+        crate::tensor::Data::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+        crate::tensor::Data::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+        _ => None,
     }
 }

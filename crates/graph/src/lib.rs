@@ -6,6 +6,7 @@ pub mod attrs;
 pub mod error;
 pub mod graph;
 pub mod interp;
+pub mod limits;
 pub mod op;
 pub mod qparams;
 pub mod ops;

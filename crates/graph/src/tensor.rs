@@ -31,6 +31,15 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64)
     }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
 }
 
 impl fmt::Display for DType {

@@ -27,6 +27,15 @@ fn node_error(node: &Node, message: String) -> Error {
     Error::Node { node: node.name.clone(), op: node.op.name().to_string(), message }
 }
 
+/// Refuses a node whose outputs would exceed the tensor size limit ([`crate::limits`]), before
+/// they are computed or allocated.
+fn check_sizes(node: &Node, outputs: &[Fact]) -> Result<()> {
+    for f in outputs {
+        crate::limits::check_tensor(f.dtype, &f.shape).map_err(|m| node_error(node, format!("output {m}")))?;
+    }
+    Ok(())
+}
+
 /// Checks concrete input shapes against the declared dims; symbols with one name take one size.
 pub fn check_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
     if shapes.len() != graph.inputs.len() {
@@ -96,12 +105,14 @@ impl TypedGraph {
                 .collect::<Result<_>>()?;
             let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
             let deferred = lowering.is_some() && node.op.name() == "DequantizeLinear" && inputs[0].is_some_and(|f| f.shape.iter().product::<usize>() > 1);
+            let inferred = node.op.infer(&inputs).map_err(|m| node_error(node, m))?;
+            check_sizes(node, &inferred)?;
             let out_facts: Vec<Fact> = if all_constant && node.op.foldable() && !deferred {
                 let tensors: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
                 let out = node.op.eval(&tensors, &EvalCtx::default()).map_err(|m| node_error(node, m))?;
                 out.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()
             } else {
-                node.op.infer(&inputs).map_err(|m| node_error(node, m))?
+                inferred
             };
             if out_facts.len() < node.outputs.len() {
                 return Err(node_error(node, format!("produces {} outputs, the model uses {}", out_facts.len(), node.outputs.len())));

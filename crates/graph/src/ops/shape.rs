@@ -577,6 +577,7 @@ impl ConstantOfShape {
             return Err(format!("negative dim in shape {spec:?}"));
         }
         let shape: Vec<usize> = spec.iter().map(|&d| d as usize).collect();
+        crate::limits::check_tensor(self.value.dtype(), &shape).map_err(|m| format!("output {m}"))?;
         let n = numel(&shape);
         Ok(Tensor::from_parts(shape, self.value.data().gather(std::iter::repeat_n(0, n))))
     }
