@@ -288,3 +288,39 @@ fn images_whose_resize_would_exhaust_memory_are_refused() {
     let args = ["quantize", &fixture("vit_ts", "model.onnx"), "--calib", &s.text("calib"), "-o", &s.text("q.onnx")];
     fails_with(&args, &["strip.png", "(1000000×1) resized for the crop", "more than the limit"]);
 }
+
+/// Runs a hostile fixture on named inputs; returns (success, stderr, output if any).
+fn run_hostile(s: &Scratch, model: &str, inputs: &[(&str, octet_graph::Tensor)]) -> (bool, String, Option<octet_graph::Tensor>) {
+    let mut args = vec!["run".to_string(), hostile(model)];
+    for (name, t) in inputs {
+        let p = s.path(&format!("{name}.npy"));
+        octet_cli::npy::write(&p, t).unwrap();
+        args.extend(["-i".to_string(), format!("{name}={}", p.display())]);
+    }
+    args.extend(["-o".to_string(), s.text("y.npy")]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = octet(&argv);
+    (ok, err, ok.then(|| octet_cli::npy::read(&s.path("y.npy")).unwrap()))
+}
+
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    use octet_graph::{Data, Tensor};
+    let s = Scratch::new("errors-fuzz-regressions");
+    let (ok, err, y) = run_hostile(&s, "int64_add_overflow", &[("x", Tensor::from_parts(vec![2], Data::I64(vec![1, -1])))]);
+    assert!(ok, "{err}");
+    assert!(y.unwrap().data() == &Data::I64(vec![i64::MIN, i64::MAX]), "integer Add wraps around as in ONNX Runtime");
+    let x = Tensor::f32(vec![2, 3], vec![1.0; 6]);
+    for shape in [vec![1i64 << 62, 1 << 62, 0], vec![-1, 1 << 62, 1 << 62], vec![i64::MAX, 2, 3]] {
+        let (ok, err, _) = run_hostile(&s, "reshape_input_shape", &[("x", x.clone()), ("shape", Tensor::from_parts(vec![3], Data::I64(shape.clone())))]);
+        assert!(!ok && err.contains("node 'reshape' (Reshape)"), "{shape:?}: {err}");
+    }
+    let x = Tensor::f32(vec![1, 1, 2, 2], vec![1.0; 4]);
+    for bad in [f32::INFINITY, f32::NAN, -2.0, 0.0] {
+        let (ok, err, _) = run_hostile(&s, "resize_input_scales", &[("x", x.clone()), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, bad, 2.0]))]);
+        assert!(!ok && err.contains("must be finite and positive"), "{bad}: {err}");
+    }
+    let (ok, err, y) = run_hostile(&s, "resize_input_scales", &[("x", x), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, 0.1, 1e30]))]);
+    assert!(ok, "an empty output is computed, not allocated for the other axis: {err}");
+    assert_eq!(y.unwrap().shape()[2], 0);
+}

@@ -34,20 +34,53 @@ impl Binary {
     }
 }
 
+/// Add, Sub, Mul and Div as ONNX runtimes compute them: IEEE arithmetic on floats,
+/// two's-complement wrap-around on integers (`i64::MIN / -1` included), never a panic.
+pub trait Arithmetic: Copy {
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    /// Callers rule out integer division by zero.
+    fn div(self, o: Self) -> Self;
+}
+
+macro_rules! float_arithmetic {
+    ($($t:ty),*) => {$(
+        impl Arithmetic for $t {
+            fn add(self, o: Self) -> Self { self + o }
+            fn sub(self, o: Self) -> Self { self - o }
+            fn mul(self, o: Self) -> Self { self * o }
+            fn div(self, o: Self) -> Self { self / o }
+        }
+    )*};
+}
+macro_rules! integer_arithmetic {
+    ($($t:ty),*) => {$(
+        impl Arithmetic for $t {
+            fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+            fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
+            fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            fn div(self, o: Self) -> Self { self.wrapping_div(o) }
+        }
+    )*};
+}
+float_arithmetic!(f32, f64);
+integer_arithmetic!(i64, i32, i8, u8);
+
 fn arith<T>(kind: BinaryKind, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> OpResult<Vec<T>>
 where
-    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T> + Element + PartialEq,
+    T: Copy + Default + Arithmetic + Element + PartialEq,
 {
     Ok(match kind {
-        BinaryKind::Add => binary(a, ash, b, bsh, out, |x, y| x + y),
-        BinaryKind::Sub => binary(a, ash, b, bsh, out, |x, y| x - y),
-        BinaryKind::Mul => binary(a, ash, b, bsh, out, |x, y| x * y),
+        BinaryKind::Add => binary(a, ash, b, bsh, out, T::add),
+        BinaryKind::Sub => binary(a, ash, b, bsh, out, T::sub),
+        BinaryKind::Mul => binary(a, ash, b, bsh, out, T::mul),
         BinaryKind::Div => {
             let integer = T::from_f64(0.5).to_f64() == 0.0;
             if integer && b.iter().any(|&y| y.to_f64() == 0.0) {
                 return Err("integer division by zero".into());
             }
-            binary(a, ash, b, bsh, out, |x, y| x / y)
+            binary(a, ash, b, bsh, out, T::div)
         }
         BinaryKind::Pow | BinaryKind::Equal => unreachable!("handled by the caller"),
     })

@@ -56,8 +56,8 @@ impl Resize {
                     return Err(format!("{} scales for {} axes", sc.len(), axes.len()));
                 }
                 for (&a, &s) in axes.iter().zip(&sc) {
-                    if s <= 0.0 {
-                        return Err(format!("scale {s} must be positive"));
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(format!("scale {s} must be finite and positive"));
                     }
                     out.scales[a] = s;
                     out.sizes[a] = (shape[a] as f32 * s).floor() as usize;
@@ -67,7 +67,13 @@ impl Resize {
                 if sz.len() != axes.len() {
                     return Err(format!("{} sizes for {} axes", sz.len(), axes.len()));
                 }
+                if let Some(s) = sz.iter().find(|&&s| s < 0) {
+                    return Err(format!("size {s} must not be negative"));
+                }
                 let ratios: Vec<f32> = axes.iter().zip(&sz).map(|(&a, &s)| s as f32 / shape[a] as f32).collect();
+                if ratios.iter().any(|r| !r.is_finite()) {
+                    return Err(format!("sizes {sz:?} from an input of shape {shape:?}: a ratio is not finite"));
+                }
                 let fixed = match self.aspect_policy.as_str() {
                     "not_larger" => Some(ratios.iter().cloned().fold(f32::INFINITY, f32::min)),
                     "not_smaller" => Some(ratios.iter().cloned().fold(0.0, f32::max)),
@@ -243,6 +249,12 @@ impl Op for Resize {
         let floats = |t: &Tensor| t.dtype().is_float().then(|| t.to_f64_vec().into_iter().map(|v| v as f32).collect());
         let (roi, scales, sizes) = Self::operands(inputs, floats, |t| t.to_i64_vec())?;
         let plan = self.plan(x.shape(), scales, sizes)?;
+        if numel(&plan.sizes) == 0 {
+            return Ok(vec![Tensor::f32(plan.sizes, Vec::new())]);
+        }
+        if let Some(a) = (0..x.rank()).find(|&a| x.shape()[a] == 0) {
+            return Err(format!("axis {a} of X {:?} is empty: there is nothing to resample to {} elements", x.shape(), plan.sizes[a]));
+        }
         let rank = x.rank();
         let roi = roi.filter(|r| !r.is_empty());
         let axes: Vec<usize> = match &self.axes {
@@ -264,8 +276,11 @@ impl Op for Resize {
                 }
                 None => (0.0, 1.0),
             };
+            let mut next = shape.clone();
+            next[axis] = plan.sizes[axis];
+            crate::limits::check_tensor(DType::F32, &next).map_err(|m| format!("resampling axis {axis}: intermediate {m}"))?;
             data = self.resample_axis(&data, &shape, axis, plan.sizes[axis], plan.scales[axis], roi_axis);
-            shape[axis] = plan.sizes[axis];
+            shape = next;
         }
         Ok(vec![Tensor::f32(shape, data)])
     }

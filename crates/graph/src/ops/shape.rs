@@ -58,14 +58,15 @@ impl Reshape {
             }
         }
         let total = numel(input);
+        let cannot = || format!("cannot reshape {input:?} ({total} elements) to {spec:?}");
         if let Some(i) = infer_at {
-            let rest: usize = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d).product();
+            let rest = out.iter().enumerate().filter(|(j, _)| *j != i).try_fold(1usize, |p, (_, &d)| p.checked_mul(d)).ok_or_else(cannot)?;
             if rest == 0 || !total.is_multiple_of(rest) {
-                return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
+                return Err(cannot());
             }
             out[i] = total / rest;
         }
-        if numel(&out) != total {
+        if out.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) != Some(total) {
             return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
         }
         Ok(out)

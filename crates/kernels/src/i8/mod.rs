@@ -34,7 +34,7 @@ impl PackedB {
         let mut col_sums = vec![0i32; n];
         for kk in 0..k {
             for (j, s) in col_sums.iter_mut().enumerate() {
-                *s += get(kk, j) as i32;
+                *s = s.wrapping_add(get(kk, j) as i32);
             }
         }
         let avx2_kernel = (isa == Isa::Avx2).then(|| avx2::Kernel::for_operand(k, n, get));
@@ -54,7 +54,7 @@ impl PackedB {
         let mut col_sums = vec![0i32; n];
         for kk in 0..k {
             for (s, &v) in col_sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
-                *s += v as i32;
+                *s = s.wrapping_add(v as i32);
             }
         }
         PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_rows(k, n, b, ld), col_sums }
@@ -65,7 +65,7 @@ impl PackedB {
         if isa != Isa::Avx512Vnni {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk]);
         }
-        let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().map(|&v| v as i32).sum()).collect();
+        let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32))).collect();
         PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_cols(k, n, bt, ld), col_sums }
     }
 
@@ -157,14 +157,18 @@ fn correct_zero_points(m: usize, k: usize, n: usize, a: &[u8], lda: usize, a_zp:
         return;
     }
     for i in 0..m {
-        let row_term = if b_zp != 0 { b_zp * a[i * lda..i * lda + k].iter().map(|&v| v as i32).sum::<i32>() - k as i32 * a_zp * b_zp } else { 0 };
+        let row_sum = a[i * lda..i * lda + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
+        let row_term = if b_zp != 0 { b_zp.wrapping_mul(row_sum).wrapping_sub((k as i32).wrapping_mul(a_zp).wrapping_mul(b_zp)) } else { 0 };
         let ci = &mut c[i * ldc..i * ldc + n];
         for (v, &cs) in ci.iter_mut().zip(&b.col_sums) {
-            *v -= a_zp * cs + row_term;
+            *v = v.wrapping_sub(a_zp.wrapping_mul(cs).wrapping_add(row_term));
         }
     }
 }
 
+/// i32 arithmetic wraps around on every tier (as `vpaddd` does), so that hostile shapes or
+/// biases give the same bits everywhere and never a panic; real models stay far from 2³¹.
+///
 /// How i32 accumulators become outputs: `v = (acc + bias_j) as f32 · scale_j`, then either
 /// `v` itself (f32 out) or `saturate(round_half_even(v) + zero_point)` (u8 or s8 out) (eq. 8).
 #[derive(Clone, Debug)]
@@ -211,14 +215,14 @@ crate::dispatch::simd_dispatch! {
                 OutType::F32 => {
                     let o = &mut out_f32[i * n..(i + 1) * n];
                     for j in 0..n {
-                        o[j] = (row[j] + bias[j]) as f32 * scales[j];
+                        o[j] = row[j].wrapping_add(bias[j]) as f32 * scales[j];
                     }
                 }
                 OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
                     let (lo, hi) = if matches!(e.out, OutType::U8 { .. }) { (0, 255) } else { (-128, 127) };
                     let o = &mut out_q[i * n..(i + 1) * n];
                     for j in 0..n {
-                        let v = elementwise::round_half_even((row[j] + bias[j]) as f32 * scales[j]) + zero_point;
+                        let v = elementwise::round_half_even(row[j].wrapping_add(bias[j]) as f32 * scales[j]) + zero_point;
                         o[j] = v.clamp(lo, hi) as u8;
                     }
                 }

@@ -9,7 +9,7 @@ pub fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mu
             let av = a[i * lda + kk] as i32;
             let brow = &b[kk * n..kk * n + n];
             for (cv, &bv) in ci.iter_mut().zip(brow) {
-                *cv += av * (bv as i8) as i32;
+                *cv = cv.wrapping_add(av * (bv as i8) as i32);
             }
         }
     }

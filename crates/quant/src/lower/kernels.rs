@@ -143,7 +143,7 @@ fn per_chunk(shape: Vec<usize>, chunks: usize, per: usize, out: Output, threads:
 pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     let z = input.zero_point + if input.signed { 128 } else { 0 };
     let bias = bias.unwrap_or_else(|| vec![0; weights.n]);
-    let folded = bias.iter().zip(weights.col_sums()).map(|(b, s)| b - z * s).collect();
+    let folded = bias.iter().zip(weights.col_sums()).map(|(b, s)| b.wrapping_sub(z.wrapping_mul(*s))).collect();
     make_epilogue(acc_scale, Some(folded), out)
 }
 
@@ -152,7 +152,7 @@ pub fn weights_epilogue(input: Affine, weights: &PackedB, acc_scale: &[f32], bia
 #[allow(clippy::too_many_arguments)]
 fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, f: &mut [f32], q: &mut [u8]) {
     if b.zero_point == 0 && a_zp != 0 {
-        let folded = Epilogue { bias: Some(b.col_sums().iter().map(|s| -a_zp * s).collect()), ..e.clone() };
+        let folded = Epilogue { bias: Some(b.col_sums().iter().map(|s| a_zp.wrapping_neg().wrapping_mul(*s)).collect()), ..e.clone() };
         gemm_u8s8_epilogue(m, a, lda, 0, b, &folded, f, q, &[]);
     } else {
         gemm_u8s8_epilogue(m, a, lda, a_zp, b, e, f, q, &[]);
