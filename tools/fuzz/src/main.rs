@@ -123,12 +123,19 @@ fn supervise(target: Target, args: &Args, seed: u64) -> anyhow::Result<usize> {
             .spawn()?;
         restart += 1;
         let current = dir.join("current");
-        let spawned = std::time::SystemTime::now();
+        // The clock of a hang starts at the spawn, at the worker's last input, or when this
+        // supervisor last woke after being suspended (a stopped machine is no hang).
+        let mut since = std::time::SystemTime::now();
+        let mut last_check = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait()? {
                 break Some(s);
             }
-            let progress = std::fs::metadata(&current).and_then(|m| m.modified()).map_or(spawned, |t| t.max(spawned));
+            if last_check.elapsed() > Duration::from_secs(2) {
+                since = std::time::SystemTime::now();
+            }
+            last_check = Instant::now();
+            let progress = std::fs::metadata(&current).and_then(|m| m.modified()).map_or(since, |t| t.max(since));
             if progress.elapsed().unwrap_or_default() > Duration::from_secs(args.hang_seconds) {
                 child.kill()?;
                 child.wait()?;
