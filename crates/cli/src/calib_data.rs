@@ -133,25 +133,38 @@ pub fn load(path: &Path, graph: &Graph, pre: &Preprocess, limit: Option<usize>) 
         }
         _ => bail!("'{}' is neither a .npy, a .npz nor a folder of images", path.display()),
     };
+    from_stacks(&stacks, graph, limit, &format!("'{}'", path.display()))
+}
+
+/// Splits named arrays of stacked samples (one per model input, samples along the first axis)
+/// into samples (at most `limit`); `what` names the data in errors. One array named `""` is the
+/// data of a single-input model.
+pub fn from_stacks(stacks: &[(String, Tensor)], graph: &Graph, limit: Option<usize>, what: &str) -> Result<Vec<Vec<Tensor>>> {
+    let names: Vec<&str> = (0..graph.inputs.len()).map(|i| graph.input_name(i)).collect();
+    let take = |n: usize| limit.map_or(n, |l| l.min(n));
+    let unnamed = matches!(stacks, [(n, _)] if n.is_empty());
+    if unnamed && names.len() != 1 {
+        bail!("the model has {} inputs ({}): {what} must name an array for each", names.len(), names.join(", "));
+    }
     let mut ordered = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let (_, t) = stacks.iter().find(|(n, _)| n == name).with_context(|| {
+        let (_, t) = stacks.iter().find(|(n, _)| n == name || unnamed).with_context(|| {
             let have: Vec<&str> = stacks.iter().map(|(n, _)| n.as_str()).collect();
-            format!("'{}' has no array for input '{name}' (it has: {})", path.display(), have.join(", "))
+            format!("{what} has no array for input '{name}' (it has: {})", have.join(", "))
         })?;
         let input = &graph.inputs[i];
         if t.dtype() != input.dtype {
-            bail!("'{}': the data for input '{name}' is {}, the model takes {}", path.display(), t.dtype(), input.dtype);
+            bail!("{what}: the data for input '{name}' is {}, the model takes {}", t.dtype(), input.dtype);
         }
         let rank = input.dims.len();
         if t.rank() != rank && t.rank() + 1 != rank || t.rank() == 0 {
-            bail!("'{}': input '{name}' is {} but the data has shape {:?}; stack samples along the first axis", path.display(), input.describe_dims(), t.shape());
+            bail!("{what}: input '{name}' is {} but the data has shape {:?}; stack samples along the first axis", input.describe_dims(), t.shape());
         }
         ordered.push(t);
     }
     let n = ordered[0].shape()[0];
     if let Some((i, t)) = ordered.iter().enumerate().find(|(_, t)| t.shape()[0] != n) {
-        bail!("'{}': input '{}' has {} samples but '{}' has {n}", path.display(), names[i], t.shape()[0], names[0]);
+        bail!("{what}: input '{}' has {} samples but '{}' has {n}", names[i], t.shape()[0], names[0]);
     }
     Ok((0..take(n)).map(|s| ordered.iter().enumerate().map(|(i, t)| sample(t, s, graph.inputs[i].dims.len())).collect()).collect())
 }

@@ -60,7 +60,7 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
     let t = Instant::now();
     let q = quantize::quantize(&quantize::Request {
         model: &model,
-        calib: &calib,
+        calib: crate::quantize::Calibration::Path(&calib),
         output: &quantized,
         options: Options::new(preset),
         method: Method::Auto,

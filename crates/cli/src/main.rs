@@ -410,7 +410,7 @@ fn dispatch(command: Command) -> Result<()> {
             let request = quantize::Request {
                 target: target_drop.zip(eval_data.as_ref()).map(|(drop, data)| quantize::Target { drop, data }),
                 model: &model,
-                calib: &calib,
+                calib: quantize::Calibration::Path(&calib),
                 output: &output,
                 options: Options {
                     per_channel: !per_tensor,

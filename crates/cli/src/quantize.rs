@@ -14,10 +14,18 @@ use crate::calib_data::{self, Preprocess};
 use crate::compare::Data;
 use crate::run::{self, Engine};
 
+/// Where calibration samples come from.
+pub enum Calibration<'a> {
+    /// A `.npy`, a `.npz` or a folder of images (`calib_data::load`).
+    Path(&'a Path),
+    /// Named arrays of samples stacked along the first axis, one per model input.
+    Stacks(Vec<(String, Tensor)>),
+}
+
 /// What `quantize` was asked to do.
 pub struct Request<'a> {
     pub model: &'a Path,
-    pub calib: &'a Path,
+    pub calib: Calibration<'a>,
     pub output: &'a Path,
     pub options: Options,
     pub method: Method,
@@ -58,7 +66,10 @@ pub fn quantize(r: &Request) -> Result<Report> {
         bail!("the output '{}' must end in .onnx", r.output.display());
     }
     let model = octet_onnx::load(r.model)?;
-    let samples = calib_data::load(r.calib, &model.graph, &r.preprocess, r.samples)?;
+    let samples = match &r.calib {
+        Calibration::Path(p) => calib_data::load(p, &model.graph, &r.preprocess, r.samples)?,
+        Calibration::Stacks(stacks) => calib_data::from_stacks(stacks, &model.graph, r.samples, "the calibration data")?,
+    };
     let bar = if r.progress { ProgressBar::new(samples.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} runs [{elapsed} < {eta}]").expect("template"));
     let (q, fallback) = match &r.target {

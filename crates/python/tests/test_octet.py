@@ -1,0 +1,143 @@
+"""The Python package against the same fixtures and references as the Rust tests: ONNX Runtime's
+outputs (tests/fixtures/*/ort.npy), octet's own command-line reports, and the seed's module."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import octet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def fixture(name, file):
+    return os.path.join(FIXTURES, name, file)
+
+
+def cosine(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def seed_int8(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("seed") / "seed.int8.onnx")
+    calib = np.random.default_rng(1).standard_normal((16, 16, 128)).astype(np.float32)
+    report = octet.quantize(fixture("seed_attention_ts", "model.onnx"), out, calib, progress=False)
+    assert report["output"] == out and report["samples"] == 16
+    return out
+
+
+def test_session_matches_onnxruntime_on_a_float_model():
+    sess = octet.InferenceSession(fixture("vit_ts", "model.onnx"), threads=2)
+    (i,) = sess.get_inputs()
+    assert (i.name, i.type) == ("input", "tensor(float)") and i.shape[1:] == [3, 224, 224] and isinstance(i.shape[0], str)
+    x = np.load(fixture("vit_ts", "input.npy"))
+    (y,) = sess.run(None, {"input": x})
+    ref = np.load(fixture("vit_ts", "ort.npy"))
+    assert y.shape == ref.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    assert sess.run([sess.get_outputs()[0].name], {"input": x})[0].shape == ref.shape
+
+
+def test_quantize_from_arrays_runs_on_int8_kernels(seed_int8):
+    x = np.load(fixture("seed_attention_ts", "input.npy"))
+    ref = np.load(fixture("seed_attention_ts", "ort.npy"))
+    (y,) = octet.InferenceSession(seed_int8).run(None, {octet.InferenceSession(seed_int8).get_inputs()[0].name: x})
+    assert cosine(y, ref) > 0.99
+    report = octet.check(seed_int8)
+    status = {n["name"]: n["status"] for n in report["nodes"]}
+    assert all(status[n] == "int8" for n in ["/MatMul", "/MatMul_1", "/Mul", "/qkv/MatMul", "/proj/MatMul"]), status
+    assert report["isa"] == octet.isa()
+
+
+def test_quantize_takes_dicts_iterables_and_image_folders(tmp_path):
+    model = fixture("seed_attention_ts", "model.onnx")
+    name = octet.InferenceSession(model).get_inputs()[0].name
+    calib = np.random.default_rng(2).standard_normal((8, 16, 128)).astype(np.float32)
+    a = octet.quantize(model, str(tmp_path / "a.onnx"), {name: calib}, progress=False)
+    b = octet.quantize(model, str(tmp_path / "b.onnx"), (calib[i:i + 2] for i in range(0, 8, 2)), progress=False)
+    assert a["samples"] == b["samples"] == 8
+    assert open(tmp_path / "a.onnx", "rb").read() == open(tmp_path / "b.onnx", "rb").read(), "the same samples, however given, give the same file"
+    folder = os.path.join(FIXTURES, "images")
+    c = octet.quantize(fixture("vit_ts", "model.onnx"), str(tmp_path / "c.onnx"), folder, preset="int8-gemm", samples=4, progress=False)
+    assert c["samples"] == 4
+
+
+def test_layouts_cross_without_changing_results(seed_int8):
+    sess = octet.InferenceSession(seed_int8)
+    name = sess.get_inputs()[0].name
+    x = np.load(fixture("seed_attention_ts", "input.npy"))
+    (want,) = sess.run(None, {name: x})
+    fortran = np.asfortranarray(x)
+    strided = np.repeat(x, 2, axis=2)[:, :, ::2]
+    readonly = x.copy()
+    readonly.setflags(write=False)
+    for arr in (fortran, strided, readonly):
+        (got,) = sess.run(None, {name: arr})
+        assert np.array_equal(got, want)
+
+
+def test_errors_are_octet_errors_with_the_cli_messages(tmp_path, seed_int8):
+    with pytest.raises(octet.ModelError, match="cannot read"):
+        octet.InferenceSession(str(tmp_path / "absent.onnx"))
+    (tmp_path / "text.onnx").write_text("not a model")
+    with pytest.raises(octet.ModelError, match="is not an ONNX model"):
+        octet.InferenceSession(str(tmp_path / "text.onnx"))
+    sess = octet.InferenceSession(seed_int8)
+    name = sess.get_inputs()[0].name
+    x = np.load(fixture("seed_attention_ts", "input.npy"))
+    with pytest.raises(octet.InputError, match="float64"):
+        sess.run(None, {name: x.astype(np.float64)})
+    with pytest.raises(octet.InputError, match="int16"):
+        sess.run(None, {name: x.astype(np.int16)})
+    with pytest.raises(octet.Error, match=r"\[1, 16, 64\]"):
+        sess.run(None, {name: x[:, :, :64]})
+    with pytest.raises(octet.InputError, match="no input 'nope'"):
+        sess.run(None, {"nope": x})
+    with pytest.raises(octet.InputError, match="missing input"):
+        sess.run(None, {})
+    with pytest.raises(octet.InputError, match="numpy array"):
+        sess.run(None, {name: x.tolist()})
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(octet.InputError, match="NaN"):
+        sess.run(None, {name: bad})
+    with pytest.raises(octet.Error, match="must end in .onnx"):
+        octet.quantize(fixture("seed_attention_ts", "model.onnx"), str(tmp_path / "q.bin"), x, progress=False)
+    assert issubclass(octet.ModelError, octet.Error) and issubclass(octet.InputError, octet.Error)
+
+
+def test_one_session_serves_many_threads_bit_identically(seed_int8):
+    sess = octet.InferenceSession(seed_int8, threads=1)
+    name = sess.get_inputs()[0].name
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1, 16, 128)).astype(np.float32) for _ in range(8)]
+    want = [sess.run(None, {name: x})[0] for x in xs]
+    failures = []
+
+    def worker(k):
+        for _ in range(100):
+            (got,) = sess.run(None, {name: xs[k]})
+            if not np.array_equal(got, want[k]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_ops_and_compare(tmp_path, seed_int8):
+    table = octet.ops()
+    assert any(op["op"] == "MatMul" for op in table), table[:2]
+    x = np.random.default_rng(4).standard_normal((6, 16, 128)).astype(np.float32)
+    report = octet.compare(fixture("seed_attention_ts", "model.onnx"), seed_int8, x, node_samples=4, progress=False)
+    assert report["outputs"]["cosine"] > 0.99
+    assert "SQNR" in report.text()
+    report.to_html(str(tmp_path / "r.html"))
+    assert open(tmp_path / "r.html").read().startswith("<!doctype html>")
