@@ -12,6 +12,11 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+/// As in the `octet` binary: large tensors are allocated and freed on every run, and mimalloc
+/// keeps their pages instead of returning them to the OS and faulting them in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pyo3::create_exception!(_octet, Error, PyException, "Every error octet raises: the message is the one the `octet` command prints.");
 pyo3::create_exception!(_octet, ModelError, Error, "The model file cannot be read, is not ONNX, or uses something octet does not support.");
 pyo3::create_exception!(_octet, InputError, Error, "Inputs or data do not fit the model: names, dtypes, shapes, values.");
@@ -33,14 +38,19 @@ fn input_err(message: String) -> PyErr {
     InputError::new_err(message)
 }
 
-/// A numpy array (any layout, read-only or not) as a tensor: one copy, in logical order.
+/// A numpy array (any layout, read-only or not) as a tensor: one copy, in logical order (a
+/// memcpy when the array is C-contiguous).
 fn to_tensor(a: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     macro_rules! try_dtype {
         ($t:ty, $variant:ident) => {
             if let Ok(arr) = a.cast::<PyArrayDyn<$t>>() {
                 let view = arr.readonly();
                 let v = view.as_array();
-                return Ok(Tensor::from_parts(v.shape().to_vec(), Data::$variant(v.iter().copied().collect())));
+                let data = match view.as_slice() {
+                    Ok(s) => s.to_vec(),
+                    Err(_) => v.iter().copied().collect(),
+                };
+                return Ok(Tensor::from_parts(v.shape().to_vec(), Data::$variant(data)));
             }
         };
     }
