@@ -46,9 +46,9 @@ fn to_tensor(a: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
             if let Ok(arr) = a.cast::<PyArrayDyn<$t>>() {
                 let view = arr.readonly();
                 let v = view.as_array();
-                let data = match view.as_slice() {
-                    Ok(s) => s.to_vec(),
-                    Err(_) => v.iter().copied().collect(),
+                let data = match v.as_slice() {
+                    Some(s) => s.to_vec(),
+                    None => v.iter().copied().collect(),
                 };
                 return Ok(Tensor::from_parts(v.shape().to_vec(), Data::$variant(data)));
             }
