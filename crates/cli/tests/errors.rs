@@ -320,6 +320,8 @@ fn fuzzer_findings_stay_fixed() {
         let (ok, err, _) = run_hostile(&s, "resize_input_scales", &[("x", x.clone()), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, bad, 2.0]))]);
         assert!(!ok && err.contains("must be finite and positive"), "{bad}: {err}");
     }
+    fails_with(&["check", &hostile("conv_zero_stride")], &["node 'conv' (Conv)", "stride 0 must be at least 1"]);
+    fails_with(&["check", &hostile("conv_empty_kernel")], &["node 'conv' (Conv)", "empty spatial axis"]);
     let (ok, err, y) = run_hostile(&s, "resize_input_scales", &[("x", x), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, 0.1, 1e30]))]);
     assert!(ok, "an empty output is computed, not allocated for the other axis: {err}");
     assert_eq!(y.unwrap().shape()[2], 0);

@@ -161,8 +161,10 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 
 impl Tensor {
     /// A tensor from a shape and a buffer; `None` when the buffer length does not match.
+    /// The tensor, if `data` holds exactly the elements `shape` asks for (checked arithmetic: a
+    /// shape whose size overflows matches nothing).
     pub fn new(shape: Vec<usize>, data: Data) -> Option<Tensor> {
-        (numel(&shape) == data.len()).then_some(Tensor { shape, data })
+        (shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == Some(data.len())).then_some(Tensor { shape, data })
     }
 
     /// Panics when the buffer length does not match the shape: for buffers the caller sized.

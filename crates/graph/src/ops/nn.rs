@@ -219,22 +219,24 @@ impl Conv {
         let mut out = [1usize; 2];
         for i in 0..2 {
             let Some(a) = axis(i) else { continue };
-            stride[i] = get(&self.strides, a, 1) as usize;
-            dil[i] = get(&self.dilations, a, 1) as usize;
+            let at_least = |v: i64, min: i64, what: &str| usize::try_from(v).ok().filter(|&u| u as i64 >= min).ok_or_else(|| format!("{what} {v} must be at least {min}"));
+            stride[i] = at_least(get(&self.strides, a, 1), 1, "stride")?;
+            dil[i] = at_least(get(&self.dilations, a, 1), 1, "dilation")?;
             let (size, kern) = dims[i];
-            let eff = dil[i] * (kern - 1) + 1;
+            let too_large = || format!("kernel {w:?} with dilations {:?} and pads {:?} is too large", self.dilations, self.pads);
+            let eff = kern.checked_sub(1).ok_or_else(|| format!("kernel {w:?} has an empty spatial axis"))?.checked_mul(dil[i]).and_then(|e| e.checked_add(1)).ok_or_else(too_large)?;
             let (pb, pe) = match self.auto_pad.as_str() {
                 "SAME_UPPER" | "SAME_LOWER" => {
                     let o = size.div_ceil(stride[i]);
-                    let total = ((o - 1) * stride[i] + eff).saturating_sub(size);
+                    let total = o.saturating_sub(1).checked_mul(stride[i]).and_then(|t| t.checked_add(eff)).ok_or_else(too_large)?.saturating_sub(size);
                     let small = total / 2;
                     if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
                 }
                 "VALID" => (0, 0),
-                _ => (get(&self.pads, a, 0) as usize, get(&self.pads, a + spatial, 0) as usize),
+                _ => (at_least(get(&self.pads, a, 0), 0, "pad")?, at_least(get(&self.pads, a + spatial, 0), 0, "pad")?),
             };
             pad_begin[i] = pb;
-            let padded = size + pb + pe;
+            let padded = size.checked_add(pb).and_then(|p| p.checked_add(pe)).ok_or_else(too_large)?;
             if padded < eff {
                 return Err(format!("kernel {w:?} is larger than the padded input {x:?}"));
             }

@@ -356,7 +356,7 @@ impl Split {
                 (0..self.outputs).map(|i| part.min(dim.saturating_sub(i * part))).collect()
             }
         };
-        if sizes.len() != self.outputs || sizes.iter().sum::<usize>() != dim {
+        if sizes.len() != self.outputs || sizes.iter().try_fold(0usize, |t, &n| t.checked_add(n)) != Some(dim) {
             return Err(format!("split sizes {sizes:?} do not divide axis {axis} of {s:?} into {} outputs", self.outputs));
         }
         Ok((axis, sizes))
