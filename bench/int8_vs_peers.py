@@ -38,10 +38,10 @@ the same samples for every quantizer. Quantized / converted models are cached un
 target/bench/<model>/ keyed by the source model, the settings and the tool version (for octet: the
 sha256 of the binary, so a rebuilt octet requantizes); --refresh rebuilds them.
 
-    python3 -m venv /work/venv-fixtures
-    /work/venv-fixtures/bin/pip install -r bench/requirements.txt
+    python3 -m venv target/venv-fixtures
+    target/venv-fixtures/bin/pip install -r bench/requirements.txt
     cargo build --release
-    /work/venv-fixtures/bin/python bench/int8_vs_peers.py \\
+    target/venv-fixtures/bin/python bench/int8_vs_peers.py \\
         [--models vit_s16,vit_b16] [--batches 1,8] [--threads 1,2] [--rounds 5] [--iters 10] \\
         [--warmup 2] [--engines all] [--json results.json]
 
