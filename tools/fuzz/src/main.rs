@@ -112,7 +112,9 @@ fn supervise(target: Target, args: &Args, seed: u64) -> anyhow::Result<usize> {
     let mut restart = 0u64;
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
-        let mut child = Command::new(std::env::current_exe()?)
+        // /proc/self/exe is this very binary even after a rebuild replaced the file.
+        let exe = if Path::new("/proc/self/exe").exists() { PathBuf::from("/proc/self/exe") } else { std::env::current_exe()? };
+        let mut child = Command::new(exe)
             .args([target.name(), "--worker", "--seconds", &left.to_string()])
             .arg("--corpus")
             .arg(&args.corpus)
@@ -162,9 +164,13 @@ fn supervise(target: Target, args: &Args, seed: u64) -> anyhow::Result<usize> {
     Ok(crashes)
 }
 
+/// FNV-1a of an input, to name the files it is saved in.
+fn fnv(input: &[u8]) -> u64 {
+    input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 fn save_crash(out: &Path, target: Target, input: &[u8], kind: &str) -> anyhow::Result<PathBuf> {
-    let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    let path = out.join("crashes").join(format!("{}-{hash:016x}", target.name()));
+    let path = out.join("crashes").join(format!("{}-{:016x}", target.name(), fnv(input)));
     std::fs::write(&path, input)?;
     std::fs::write(path.with_extension("txt"), kind)?;
     Ok(path)
@@ -185,7 +191,10 @@ fn worker(target: Target, args: &Args, seed: u64) -> ExitCode {
     let dir = args.out.join(target.name());
     let scratch = dir.join("scratch");
     let _ = std::fs::create_dir_all(&scratch);
+    let grown = dir.join("corpus");
+    let _ = std::fs::create_dir_all(&grown);
     let mut corpus = target.seeds(&args.corpus);
+    corpus.extend(Target::files(&grown));
     if corpus.is_empty() {
         eprintln!("no seeds for {}", target.name());
         return ExitCode::FAILURE;
@@ -213,6 +222,7 @@ fn worker(target: Target, args: &Args, seed: u64) -> ExitCode {
         match outcome {
             Ok(signature) => {
                 if seen.insert(signature) {
+                    let _ = std::fs::write(grown.join(format!("{:016x}", fnv(&input))), &input);
                     corpus.push(input);
                 }
             }

@@ -38,7 +38,12 @@ impl Target {
 
     /// The seed inputs: every file in `corpus/<name>/`.
     pub fn seeds(self, corpus: &Path) -> Vec<Vec<u8>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(corpus.join(self.name())).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        Target::files(&corpus.join(self.name()))
+    }
+
+    /// The contents of every file in `dir`, in name order.
+    pub fn files(dir: &Path) -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         files.sort();
         files.iter().filter_map(|f| std::fs::read(f).ok()).collect()
     }
