@@ -63,6 +63,55 @@ impl Kernel {
     }
 }
 
+/// [`Kernel::for_operand`] for a row-major `k × n` operand (row stride `ld`).
+pub fn kernel_for_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Kernel {
+    let fits = (0..k / 2).all(|i| {
+        let (r0, r1) = (&b[2 * i * ld..][..n], &b[(2 * i + 1) * ld..][..n]);
+        r0.iter().zip(r1).all(|(&x, &y)| (x as i32).abs() + (y as i32).abs() <= 128)
+    });
+    if fits { Kernel::Maddubs } else { Kernel::Madd }
+}
+
+/// [`Kernel::for_operand`] for the transpose of a row-major `n × k` operand (row stride `ld`):
+/// the pairs of k are adjacent bytes of a row.
+pub fn kernel_for_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Kernel {
+    let fits = (0..n).all(|j| bt[j * ld..][..k].chunks(2).all(|p| p.iter().map(|&x| (x as i32).abs()).sum::<i32>() <= 128));
+    if fits { Kernel::Maddubs } else { Kernel::Madd }
+}
+
+/// [`pack`] from a row-major `k × n` source (row stride `ld`), read row by row (for operands
+/// packed at run time: attention's K and V).
+pub fn pack_rows(kernel: Kernel, k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
+    let group = kernel.group();
+    let groups = k.div_ceil(group);
+    let mut out = vec![0u8; n.div_ceil(NR) * groups * NR * group];
+    for kk in 0..k {
+        let (g, r) = (kk / group, kk % group);
+        for (j, &v) in b[kk * ld..][..n].iter().enumerate() {
+            out[(((j / NR) * groups + g) * NR + j % NR) * group + r] = v as u8;
+        }
+    }
+    out
+}
+
+/// [`pack`] from the transpose of a row-major `n × k` source: a column's `group` k are
+/// contiguous in `bt`, and are copied together.
+pub fn pack_cols(kernel: Kernel, k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
+    let group = kernel.group();
+    let groups = k.div_ceil(group);
+    let mut out = vec![0u8; n.div_ceil(NR) * groups * NR * group];
+    for j in 0..n {
+        let (p, jj) = (j / NR, j % NR);
+        for (g, chunk) in bt[j * ld..][..k].chunks(group).enumerate() {
+            let at = ((p * groups + g) * NR + jj) * group;
+            for (d, &v) in out[at..at + chunk.len()].iter_mut().zip(chunk) {
+                *d = v as u8;
+            }
+        }
+    }
+    out
+}
+
 /// Packs `get(k, j)` for `kernel`.
 pub fn pack(kernel: Kernel, k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Vec<u8> {
     super::pack_panels(k, n, NR, kernel.group(), |kk, j| get(kk, j) as u8)

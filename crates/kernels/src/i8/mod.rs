@@ -48,7 +48,7 @@ impl PackedB {
 
     /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
     pub fn from_rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
-        if isa != Isa::Avx512Vnni {
+        if isa == Isa::Scalar {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j]);
         }
         let mut col_sums = vec![0i32; n];
@@ -57,16 +57,30 @@ impl PackedB {
                 *s = s.wrapping_add(v as i32);
             }
         }
-        PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_rows(k, n, b, ld), col_sums }
+        let (avx2_kernel, data) = match isa {
+            Isa::Avx2 => {
+                let kernel = avx2::kernel_for_rows(k, n, b, ld);
+                (Some(kernel), avx2::pack_rows(kernel, k, n, b, ld))
+            }
+            _ => (None, vnni::pack_rows(k, n, b, ld)),
+        };
+        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
     }
 
     /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
     pub fn from_cols(isa: Isa, k: usize, n: usize, zero_point: i32, bt: &[i8], ld: usize) -> PackedB {
-        if isa != Isa::Avx512Vnni {
+        if isa == Isa::Scalar {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk]);
         }
         let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32))).collect();
-        PackedB { isa, k, n, zero_point, avx2_kernel: None, data: vnni::pack_cols(k, n, bt, ld), col_sums }
+        let (avx2_kernel, data) = match isa {
+            Isa::Avx2 => {
+                let kernel = avx2::kernel_for_cols(k, n, bt, ld);
+                (Some(kernel), avx2::pack_cols(kernel, k, n, bt, ld))
+            }
+            _ => (None, vnni::pack_cols(k, n, bt, ld)),
+        };
+        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
     }
 
     /// `Σ_k s8[k][j]` per column.

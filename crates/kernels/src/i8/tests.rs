@@ -117,13 +117,13 @@ fn avx2_kernel_follows_the_pair_bound() {
 #[test]
 fn packing_from_columns_equals_packing_from_rows() {
     for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-        for (k, n) in [(1, 1), (5, 17), (64, 197), (197, 64), (13, 33)] {
-            let b: Vec<i8> = values(k * n, (k * 3 + n) as u64).into_iter().map(|v| v as i8).collect();
+        for (k, n, w) in [(1, 1, Weights::Full), (5, 17, Weights::Full), (64, 197, Weights::Full), (197, 64, Weights::Full), (13, 33, Weights::Full), (7, 9, Weights::SevenBit), (64, 197, Weights::SevenBit), (197, 64, Weights::SevenBit)] {
+            let b = right_operand(k, n, (k * 3 + n) as u64, w);
             let bt: Vec<i8> = (0..n).flat_map(|j| (0..k).map(move |kk| (j, kk))).map(|(j, kk)| b[kk * n + j]).collect();
             let (r, c) = (PackedB::from_rows(isa, k, n, 3, &b, n), PackedB::from_cols(isa, k, n, 3, &bt, k));
             let generic = PackedB::pack(isa, k, n, 3, |kk, j| b[kk * n + j]);
-            assert_eq!((&r.data, &r.col_sums), (&generic.data, &generic.col_sums), "{} rows k={k} n={n}", isa.name());
-            assert_eq!((&c.data, &c.col_sums), (&generic.data, &generic.col_sums), "{} cols k={k} n={n}", isa.name());
+            assert_eq!((&r.data, &r.col_sums, r.kernel_name()), (&generic.data, &generic.col_sums, generic.kernel_name()), "{} rows k={k} n={n}", isa.name());
+            assert_eq!((&c.data, &c.col_sums, c.kernel_name()), (&generic.data, &generic.col_sums, generic.kernel_name()), "{} cols k={k} n={n}", isa.name());
         }
     }
 }
