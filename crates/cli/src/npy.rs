@@ -47,15 +47,14 @@ fn from_npy<R: std::io::Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tenso
         other => bail!("{what} holds elements of numpy type {other}, which octet does not read"),
     };
     octet_graph::limits::check_tensor(dtype, &shape).map_err(|m| anyhow::anyhow!("{what}: header {m}"))?;
-    let data = match descr.trim_matches('\'') {
-        "<f4" => Data::F32(npy.into_vec().map_err(bad)?),
-        "<f8" => Data::F64(npy.into_vec().map_err(bad)?),
-        "<i8" => Data::I64(npy.into_vec().map_err(bad)?),
-        "<i4" => Data::I32(npy.into_vec().map_err(bad)?),
-        "|i1" => Data::I8(npy.into_vec().map_err(bad)?),
-        "|u1" => Data::U8(npy.into_vec().map_err(bad)?),
-        "|b1" => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
-        other => bail!("{what} holds elements of numpy type {other}, which octet does not read"),
+    let data = match dtype {
+        DType::F32 => Data::F32(npy.into_vec().map_err(bad)?),
+        DType::F64 => Data::F64(npy.into_vec().map_err(bad)?),
+        DType::I64 => Data::I64(npy.into_vec().map_err(bad)?),
+        DType::I32 => Data::I32(npy.into_vec().map_err(bad)?),
+        DType::I8 => Data::I8(npy.into_vec().map_err(bad)?),
+        DType::U8 => Data::U8(npy.into_vec().map_err(bad)?),
+        DType::Bool => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
     };
     let n = data.len();
     // Fortran order is C order of the reversed shape: read it so, then reverse the axes.

@@ -150,6 +150,11 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// [`numel`] with overflow checked: `None` for shapes from untrusted data that no buffer holds.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// Row-major strides of a shape, in elements.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -164,7 +169,7 @@ impl Tensor {
     /// The tensor, if `data` holds exactly the elements `shape` asks for (checked arithmetic: a
     /// shape whose size overflows matches nothing).
     pub fn new(shape: Vec<usize>, data: Data) -> Option<Tensor> {
-        (shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == Some(data.len())).then_some(Tensor { shape, data })
+        (checked_numel(&shape) == Some(data.len())).then_some(Tensor { shape, data })
     }
 
     /// Panics when the buffer length does not match the shape: for buffers the caller sized.

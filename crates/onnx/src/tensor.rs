@@ -92,7 +92,7 @@ fn tensor_from_parts(t: &TensorProto, raw: Option<Vec<u8>>, base: &Path) -> Resu
         _ => return Err(format!("data type {} is not supported", dtype_name(code))),
     };
     let n = data.len();
-    Tensor::new(shape.clone(), data).ok_or_else(|| match shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) {
+    Tensor::new(shape.clone(), data).ok_or_else(|| match octet_graph::tensor::checked_numel(&shape) {
         Some(want) => format!("shape {shape:?} needs {want} elements, the data holds {n}"),
         None => format!("shape {shape:?} has more elements than memory can address; the data holds {n}"),
     })

@@ -66,7 +66,7 @@ impl Reshape {
             }
             out[i] = total / rest;
         }
-        if out.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) != Some(total) {
+        if crate::tensor::checked_numel(&out) != Some(total) {
             return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
         }
         Ok(out)
