@@ -6,24 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use octet_cli::npy;
-use octet_graph::Session;
 use serde_json::Value;
-
-fn run_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
-    let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
-    let n_in = model.graph.inputs.len();
-    let inputs = (0..n_in).map(|i| npy::read(&dir.join(format!("input_{i}.npy"))).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
-    let session = Session::new(model.graph, 1).map_err(|e| e.to_string())?;
-    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
-    for (i, got) in outputs.iter().enumerate() {
-        let want = npy::read(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
-        common::all_close(got, &want, rtol, atol).map_err(|e| format!("output {i}: {e}"))?;
-    }
-    Ok(())
-}
 
 #[test]
 fn onnx_backend_node_tests_match_manifest() {
@@ -36,7 +20,7 @@ fn onnx_backend_node_tests_match_manifest() {
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let (rtol, atol) = (case["rtol"].as_f64().unwrap_or(1e-3), case["atol"].as_f64().unwrap_or(1e-7));
-        let outcome = std::panic::catch_unwind(|| run_case(&node_dir.join(name), rtol, atol))
+        let outcome = std::panic::catch_unwind(|| common::run_node_case(&node_dir.join(name), rtol, atol))
             .unwrap_or_else(|_| Err("PANIC".to_string()));
         let prefix = format!("{}/", node_dir.display());
         results.insert(name.to_string(), match outcome {

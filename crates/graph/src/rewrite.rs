@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::graph::{Node, ValueId};
 use crate::ops::elementwise::{Unary, UnaryKind};
-use crate::ops::nn::{LayerNorm, ReduceMean};
+use crate::ops::nn::LayerNorm;
+use crate::ops::reduction::{Reduce, ReduceKind};
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
 
@@ -75,7 +76,7 @@ impl<'a> Matcher<'a> {
 
     /// Does this ReduceMean node average over exactly the last axis, keeping dims?
     fn mean_over_last(&self, n: &Node) -> bool {
-        let Some(op) = n.op.downcast::<ReduceMean>() else { return false };
+        let Some(op) = n.op.downcast::<Reduce>().filter(|r| r.kind == ReduceKind::Mean) else { return false };
         let Some(x) = n.inputs[0] else { return false };
         let rank = self.g.fact(x).shape.len() as i64;
         let axes = match n.inputs.get(1).copied().flatten() {

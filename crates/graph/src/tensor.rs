@@ -8,9 +8,15 @@ use std::fmt;
 pub enum DType {
     F32,
     F64,
+    /// IEEE half precision: stored as such, computed in f32.
+    F16,
     I64,
     I32,
+    I16,
     I8,
+    U64,
+    U32,
+    U16,
     U8,
     Bool,
 }
@@ -20,23 +26,37 @@ impl DType {
         match self {
             DType::F32 => "float32",
             DType::F64 => "float64",
+            DType::F16 => "float16",
             DType::I64 => "int64",
             DType::I32 => "int32",
+            DType::I16 => "int16",
             DType::I8 => "int8",
+            DType::U64 => "uint64",
+            DType::U32 => "uint32",
+            DType::U16 => "uint16",
             DType::U8 => "uint8",
             DType::Bool => "bool",
         }
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::F16)
+    }
+
+    pub fn is_signed_integer(self) -> bool {
+        matches!(self, DType::I64 | DType::I32 | DType::I16 | DType::I8)
+    }
+
+    pub fn is_unsigned_integer(self) -> bool {
+        matches!(self, DType::U64 | DType::U32 | DType::U16 | DType::U8)
     }
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
@@ -53,9 +73,14 @@ impl fmt::Display for DType {
 pub enum Data {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    F16(Vec<half::f16>),
     I64(Vec<i64>),
     I32(Vec<i32>),
+    I16(Vec<i16>),
     I8(Vec<i8>),
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    U16(Vec<u16>),
     U8(Vec<u8>),
     Bool(Vec<bool>),
 }
@@ -67,9 +92,14 @@ macro_rules! with_data {
         match $data {
             $crate::Data::F32($v) => $body,
             $crate::Data::F64($v) => $body,
+            $crate::Data::F16($v) => $body,
             $crate::Data::I64($v) => $body,
             $crate::Data::I32($v) => $body,
+            $crate::Data::I16($v) => $body,
             $crate::Data::I8($v) => $body,
+            $crate::Data::U64($v) => $body,
+            $crate::Data::U32($v) => $body,
+            $crate::Data::U16($v) => $body,
             $crate::Data::U8($v) => $body,
             $crate::Data::Bool($v) => $body,
         }
@@ -83,9 +113,14 @@ macro_rules! map_data {
         match $data {
             $crate::Data::F32($v) => $crate::Data::F32($body),
             $crate::Data::F64($v) => $crate::Data::F64($body),
+            $crate::Data::F16($v) => $crate::Data::F16($body),
             $crate::Data::I64($v) => $crate::Data::I64($body),
             $crate::Data::I32($v) => $crate::Data::I32($body),
+            $crate::Data::I16($v) => $crate::Data::I16($body),
             $crate::Data::I8($v) => $crate::Data::I8($body),
+            $crate::Data::U64($v) => $crate::Data::U64($body),
+            $crate::Data::U32($v) => $crate::Data::U32($body),
+            $crate::Data::U16($v) => $crate::Data::U16($body),
             $crate::Data::U8($v) => $crate::Data::U8($body),
             $crate::Data::Bool($v) => $crate::Data::Bool($body),
         }
@@ -97,9 +132,14 @@ impl Data {
         match self {
             Data::F32(_) => DType::F32,
             Data::F64(_) => DType::F64,
+            Data::F16(_) => DType::F16,
             Data::I64(_) => DType::I64,
             Data::I32(_) => DType::I32,
+            Data::I16(_) => DType::I16,
             Data::I8(_) => DType::I8,
+            Data::U64(_) => DType::U64,
+            Data::U32(_) => DType::U32,
+            Data::U16(_) => DType::U16,
             Data::U8(_) => DType::U8,
             Data::Bool(_) => DType::Bool,
         }
@@ -118,12 +158,74 @@ impl Data {
         match dtype {
             DType::F32 => Data::F32(vec![0.0; len]),
             DType::F64 => Data::F64(vec![0.0; len]),
+            DType::F16 => Data::F16(vec![half::f16::ZERO; len]),
             DType::I64 => Data::I64(vec![0; len]),
             DType::I32 => Data::I32(vec![0; len]),
+            DType::I16 => Data::I16(vec![0; len]),
             DType::I8 => Data::I8(vec![0; len]),
+            DType::U64 => Data::U64(vec![0; len]),
+            DType::U32 => Data::U32(vec![0; len]),
+            DType::U16 => Data::U16(vec![0; len]),
             DType::U8 => Data::U8(vec![0; len]),
             DType::Bool => Data::Bool(vec![false; len]),
         }
+    }
+
+    /// A buffer of `len` elements of `dtype`, element `i` converted from `f(i)` by
+    /// [`Element::from_f64`].
+    pub fn from_fn(dtype: DType, len: usize, f: impl Fn(usize) -> f64) -> Data {
+        fn build<T: Element>(len: usize, f: impl Fn(usize) -> f64) -> Vec<T> {
+            (0..len).map(|i| T::from_f64(f(i))).collect()
+        }
+        match dtype {
+            DType::F32 => Data::F32(build(len, f)),
+            DType::F64 => Data::F64(build(len, f)),
+            DType::F16 => Data::F16(build(len, f)),
+            DType::I64 => Data::I64(build(len, f)),
+            DType::I32 => Data::I32(build(len, f)),
+            DType::I16 => Data::I16(build(len, f)),
+            DType::I8 => Data::I8(build(len, f)),
+            DType::U64 => Data::U64(build(len, f)),
+            DType::U32 => Data::U32(build(len, f)),
+            DType::U16 => Data::U16(build(len, f)),
+            DType::U8 => Data::U8(build(len, f)),
+            DType::Bool => Data::Bool(build(len, f)),
+        }
+    }
+
+    /// A buffer of `dtype` from i64 values by [`Element::from_i64`] (integer truncation).
+    pub fn from_i64s(dtype: DType, v: &[i64]) -> Data {
+        fn build<T: Element>(v: &[i64]) -> Vec<T> {
+            v.iter().map(|&x| T::from_i64(x)).collect()
+        }
+        match dtype {
+            DType::F32 => Data::F32(build(v)),
+            DType::F64 => Data::F64(build(v)),
+            DType::F16 => Data::F16(build(v)),
+            DType::I64 => Data::I64(v.to_vec()),
+            DType::I32 => Data::I32(build(v)),
+            DType::I16 => Data::I16(build(v)),
+            DType::I8 => Data::I8(build(v)),
+            DType::U64 => Data::U64(build(v)),
+            DType::U32 => Data::U32(build(v)),
+            DType::U16 => Data::U16(build(v)),
+            DType::U8 => Data::U8(build(v)),
+            DType::Bool => Data::Bool(build(v)),
+        }
+    }
+
+    /// Appends `other`'s elements; false (and nothing appended) when the types differ.
+    pub fn extend_from(&mut self, other: &Data) -> bool {
+        macro_rules! extend {
+            ($($v:ident),*) => {
+                match (self, other) {
+                    $((Data::$v(o), Data::$v(v)) => o.extend_from_slice(v),)*
+                    _ => return false,
+                }
+            };
+        }
+        extend!(F32, F64, F16, I64, I32, I16, I8, U64, U32, U16, U8, Bool);
+        true
     }
 
     /// The elements at `indices`, in that order.
@@ -260,11 +362,8 @@ impl Tensor {
     pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
         match &self.data {
             Data::I64(v) => Some(v.clone()),
-            Data::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
-            Data::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
-            Data::U8(v) => Some(v.iter().map(|&x| x as i64).collect()),
-            Data::Bool(v) => Some(v.iter().map(|&x| x as i64).collect()),
-            _ => None,
+            Data::F32(_) | Data::F64(_) | Data::F16(_) => None,
+            d => Some(with_data!(d, v => v.iter().map(|&x| x.to_i64()).collect())),
         }
     }
 
@@ -282,7 +381,12 @@ impl Tensor {
 /// Conversion of any element type to f64, used by casts and diagnostics.
 pub trait Element: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
+    /// Saturating for integers (NaN to 0), as Rust's `as` converts.
     fn from_f64(v: f64) -> Self;
+    /// Exact for every integer type (u64 above `i64::MAX` wraps); floats truncate.
+    fn to_i64(self) -> i64;
+    /// Two's-complement truncation for integers, as ONNX casts between integer types.
+    fn from_i64(v: i64) -> Self;
 }
 
 macro_rules! element_num {
@@ -290,10 +394,27 @@ macro_rules! element_num {
         impl Element for $t {
             fn to_f64(self) -> f64 { self as f64 }
             fn from_f64(v: f64) -> Self { v as $t }
+            fn to_i64(self) -> i64 { self as i64 }
+            fn from_i64(v: i64) -> Self { v as $t }
         }
     )*};
 }
-element_num!(f32, f64, i64, i32, i8, u8);
+element_num!(f32, f64, i64, i32, i16, i8, u64, u32, u16, u8);
+
+impl Element for half::f16 {
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+    fn to_i64(self) -> i64 {
+        self.to_f32() as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        half::f16::from_f64(v as f64)
+    }
+}
 
 impl Element for bool {
     fn to_f64(self) -> f64 {
@@ -301,6 +422,12 @@ impl Element for bool {
     }
     fn from_f64(v: f64) -> Self {
         v != 0.0
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
     }
 }
 

@@ -58,11 +58,16 @@ fn to_tensor(a: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     try_dtype!(f64, F64);
     try_dtype!(i64, I64);
     try_dtype!(i32, I32);
+    try_dtype!(half::f16, F16);
+    try_dtype!(i16, I16);
     try_dtype!(i8, I8);
+    try_dtype!(u64, U64);
+    try_dtype!(u32, U32);
+    try_dtype!(u16, U16);
     try_dtype!(u8, U8);
     try_dtype!(bool, Bool);
     let kind = a.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| a.get_type().to_string());
-    Err(input_err(format!("{what} is {kind}; octet takes numpy arrays of float32, float64, int64, int32, int8, uint8 or bool")))
+    Err(input_err(format!("{what} is {kind}; octet takes numpy arrays of float32, float64, float16, signed or unsigned integers, or bool")))
 }
 
 /// A tensor as a numpy array that owns the tensor's buffer (no copy).
@@ -78,7 +83,12 @@ fn to_array<'py>(py: Python<'py>, t: Tensor) -> PyResult<Bound<'py, PyAny>> {
         Data::F64(v) => arr!(v),
         Data::I64(v) => arr!(v),
         Data::I32(v) => arr!(v),
+        Data::F16(v) => arr!(v),
+        Data::I16(v) => arr!(v),
         Data::I8(v) => arr!(v),
+        Data::U64(v) => arr!(v),
+        Data::U32(v) => arr!(v),
+        Data::U16(v) => arr!(v),
         Data::U8(v) => arr!(v),
         Data::Bool(v) => arr!(v),
     })
@@ -90,7 +100,12 @@ fn numpy_type(d: DType) -> &'static str {
         DType::F64 => "tensor(double)",
         DType::I64 => "tensor(int64)",
         DType::I32 => "tensor(int32)",
+        DType::F16 => "tensor(float16)",
+        DType::I16 => "tensor(int16)",
         DType::I8 => "tensor(int8)",
+        DType::U64 => "tensor(uint64)",
+        DType::U32 => "tensor(uint32)",
+        DType::U16 => "tensor(uint16)",
         DType::U8 => "tensor(uint8)",
         DType::Bool => "tensor(bool)",
     }

@@ -201,6 +201,10 @@ fn run(recipe: &[u8]) -> anyhow::Result<String> {
             DType::I8 => Data::I8((0..n).map(|_| value() as i8).collect()),
             DType::U8 => Data::U8((0..n).map(|_| value()).collect()),
             DType::Bool => Data::Bool((0..n).map(|_| value() & 1 == 1).collect()),
+            other => {
+                let v: Vec<f64> = (0..n).map(|_| value() as f64 - 128.0).collect();
+                Data::from_fn(other, n, |i| v[i])
+            }
         };
         inputs.push(Tensor::from_parts(shape, data));
     }

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use octet_graph::Tensor;
 
@@ -58,4 +58,20 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs one exported ONNX backend node test (`model.onnx`, `input_<i>.npy`, `output_<i>.npy`)
+/// on a float session and compares as the backend test runner does.
+pub fn run_node_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
+    let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let n_in = model.graph.inputs.len();
+    let read = |name: String| octet_cli::npy::read(&dir.join(name)).map_err(|e| e.to_string());
+    let inputs = (0..n_in).map(|i| read(format!("input_{i}.npy"))).collect::<Result<Vec<_>, _>>()?;
+    let session = octet_graph::Session::new(model.graph, 1).map_err(|e| e.to_string())?;
+    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+    for (i, got) in outputs.iter().enumerate() {
+        let want = read(format!("output_{i}.npy"))?;
+        all_close(got, &want, rtol, atol).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    Ok(())
 }

@@ -2,10 +2,17 @@
 //! opset, how each runs in float and in int8, and how each is built from its attributes. The
 //! support matrix (`octet ops`), `octet check` and `doc/operators.md` are generated from it.
 
+pub mod attention;
 pub mod broadcast;
 pub mod elementwise;
+pub mod generator;
+pub mod layout;
+pub mod math;
 pub mod nn;
+pub mod norm;
+pub mod pool;
 pub mod quant;
+pub mod reduction;
 pub mod resize;
 pub mod shape;
 pub mod view;
@@ -15,10 +22,11 @@ use std::sync::Arc;
 use crate::attrs::{Attr, Attrs};
 use crate::error::OpResult;
 use crate::op::Op;
-use elementwise::{dtype_from_onnx, Binary, BinaryKind, Cast, Unary, UnaryKind, Where};
+use elementwise::{dtype_from_onnx, Binary, BinaryKind, Cast, Unary, UnaryKind, Variadic, Where};
+use reduction::{ArgExtreme, Reduce, ReduceKind};
 
 /// The lowest and highest default-domain opset a model may declare.
-pub const OPSETS: (u32, u32) = (11, 28);
+pub const OPSETS: (u32, u32) = (1, 28);
 
 /// What a node needs to build its op.
 pub struct BuildCtx<'a> {
@@ -171,25 +179,99 @@ fn gelu(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
 
 const FLOAT: Int8Support = Int8Support::FloatBetweenDqQ;
 
+fn reduce(c: &BuildCtx, kind: ReduceKind) -> OpResult<Arc<dyn Op>> {
+    ok(Reduce {
+        kind,
+        axes: attr_before(c, "axes", kind.axes_input_since())?,
+        keepdims: c.attrs.int_or("keepdims", 1)? != 0,
+        noop_with_empty_axes: c.attrs.int_or("noop_with_empty_axes", 0)? != 0,
+    })
+}
+
+fn arg_extreme(c: &BuildCtx, max: bool) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(ArgExtreme { max, axis: a.int_or("axis", 0)?, keepdims: a.int_or("keepdims", 1)? != 0, select_last_index: a.int_or("select_last_index", 0)? != 0 })
+}
+
+fn softmax_like(c: &BuildCtx, kind: nn::SoftmaxKind) -> OpResult<Arc<dyn Op>> {
+    let flatten = c.opset < 13;
+    ok(nn::Softmax { kind, axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
+}
+
+fn variadic(name: &'static str, kind: BinaryKind, mean: bool) -> OpResult<Arc<dyn Op>> {
+    ok(Variadic { name, kind, mean })
+}
+
+fn pool(c: &BuildCtx, kind: pool::PoolKind) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(pool::Pool {
+        kind,
+        kernel: a.ints("kernel_shape")?.ok_or("kernel_shape is required")?,
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        auto_pad: a.string_or("auto_pad", "NOTSET")?,
+        ceil_mode: a.int_or("ceil_mode", 0)? != 0,
+        storage_order_col: a.int_or("storage_order", 0)? != 0,
+        outputs: c.num_outputs,
+    })
+}
+
+fn normalization(c: &BuildCtx, kind: norm::NormKind, epsilon: f32) -> OpResult<Arc<dyn Op>> {
+    ok(norm::Normalization { kind, epsilon: c.attrs.float_or("epsilon", epsilon)? as f64 })
+}
+
+fn reduction_mode(c: &BuildCtx) -> OpResult<layout::Reduction> {
+    layout::Reduction::parse(&c.attrs.string_or("reduction", "none")?)
+}
+
+fn alpha(c: &BuildCtx, default: f32) -> OpResult<f32> {
+    c.attrs.float_or("alpha", default)
+}
+
 /// Every supported operator, alphabetically.
 pub static REGISTRY: &[OpDef] = &[
-    OpDef { name: "Add", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Add) },
+    OpDef { name: "Abs", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |_| unary(UnaryKind::Abs) },
+    OpDef { name: "Acos", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Acos) },
+    OpDef { name: "Acosh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Acosh) },
+    OpDef { name: "Add", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Add) },
+    OpDef { name: "And", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::And) },
+    OpDef { name: "ArgMax", since: 1, float_kernel: "row scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| arg_extreme(c, true) },
+    OpDef { name: "ArgMin", since: 1, float_kernel: "row scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| arg_extreme(c, false) },
+    OpDef { name: "Asin", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Asin) },
+    OpDef { name: "Asinh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Asinh) },
+    OpDef { name: "Atan", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Atan) },
+    OpDef { name: "Atanh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Atanh) },
+    OpDef { name: "Attention", since: 23, float_kernel: "f64 reference loops", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "masks, causal and sliding windows, KV cache, grouped-query heads, softcap, every QK output mode", build: |c| { let a = c.attrs; let heads = |n: &str| -> OpResult<Option<usize>> { Ok(a.get(n).map(|_| a.int_or(n, 0)).transpose()?.map(|v| v.max(0) as usize)) }; ok(attention::Attention { scale: a.get("scale").map(|_| a.float_or("scale", 1.0)).transpose()?.map(f64::from), is_causal: a.int_or("is_causal", 0)? != 0, q_num_heads: heads("q_num_heads")?, kv_num_heads: heads("kv_num_heads")?, softcap: a.float_or("softcap", 0.0)? as f64, qk_matmul_output_mode: a.int_or("qk_matmul_output_mode", 0)?, left_window: a.int_or("left_window_size", -1)?, right_window: a.int_or("right_window_size", -1)?, outputs: c.num_outputs }) } },
+    OpDef { name: "AveragePool", since: 7, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| pool(c, pool::PoolKind::Average { count_include_pad: c.attrs.int_or("count_include_pad", 0)? != 0 }) },
+    OpDef { name: "BatchNormalization", since: 7, float_kernel: "per-channel affine (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "inference form (running statistics); training_mode is not supported", build: |c| if c.attrs.int_or("training_mode", 0)? != 0 || c.num_outputs > 1 { Err("BatchNormalization in training mode is not supported (inference only)".into()) } else { normalization(c, norm::NormKind::Batch, 1e-5) } },
+    OpDef { name: "BitShift", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "signed integers: arithmetic right shift", build: |c| binary(BinaryKind::BitShift { left: c.attrs.string_or("direction", "")? == "LEFT" }) },
+    OpDef { name: "BitwiseAnd", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseAnd) },
+    OpDef { name: "BitwiseNot", since: 18, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::BitwiseNot) },
+    OpDef { name: "BitwiseOr", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseOr) },
+    OpDef { name: "BitwiseXor", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseXor) },
     OpDef {
         name: "Cast",
-        since: 11,
+        since: 6,
         float_kernel: "elementwise",
         quant: QuantRule::NotQuantized, int8: FLOAT,
-        notes: "to float32, float64, int64, int32, int8, uint8, bool",
+        notes: "between float32/64/16, signed and unsigned integers of 8 to 64 bits, bool; no bfloat16, float8, int4 or strings",
         build: |c| {
             let to = c.attrs.int_or("to", 1)?;
             ok(Cast { to: dtype_from_onnx(to).ok_or_else(|| format!("Cast to ONNX type {to} is not supported"))? })
         },
     },
-    OpDef { name: "Concat", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
-    OpDef { name: "Constant", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "sparse values are not supported", build: constant },
+    OpDef { name: "CastLike", since: 15, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(layout::CastLike) },
+    OpDef { name: "Ceil", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Ceil) },
+    OpDef { name: "Celu", since: 12, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Celu { alpha: alpha(c, 1.0)? }) },
+    OpDef { name: "CenterCropPad", since: 18, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::CenterCropPad { axes: c.attrs.ints("axes")? }) },
+    OpDef { name: "Clip", since: 6, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "bounds: attributes before opset 11, inputs from 11", build: |c| ok(elementwise::Clip { min: if c.opset < 11 { Some(c.attrs.float_or("min", f32::MIN)?) } else { None }, max: if c.opset < 11 { Some(c.attrs.float_or("max", f32::MAX)?) } else { None } }) },
+    OpDef { name: "Compress", since: 9, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "the condition must be known when the model is planned", build: |c| ok(layout::Compress { axis: c.attrs.get("axis").map(|_| c.attrs.int_or("axis", 0)).transpose()? }) },
+    OpDef { name: "Concat", since: 4, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "Constant", since: 1, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "sparse values are not supported", build: constant },
     OpDef {
         name: "ConstantOfShape",
-        since: 11,
+        since: 9,
         float_kernel: "folded at load",
         quant: QuantRule::NotQuantized, int8: FLOAT,
         notes: "",
@@ -197,7 +279,7 @@ pub static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "Conv",
-        since: 11,
+        since: 1,
         float_kernel: "im2col + gemm crate matmul",
         quant: QuantRule::Matmul, int8: Int8Support::Kernel("im2col + u8×s8 GEMM (2-D, group 1)"),
         notes: "1-D and 2-D",
@@ -212,20 +294,32 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
+    OpDef { name: "Cos", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Cos) },
+    OpDef { name: "Cosh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Cosh) },
+    OpDef { name: "CumProd", since: 26, float_kernel: "running product (f64)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(math::Cumulative { product: true, exclusive: c.attrs.int_or("exclusive", 0)? != 0, reverse: c.attrs.int_or("reverse", 0)? != 0 }) },
+    OpDef { name: "CumSum", since: 11, float_kernel: "running sum (f64)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(math::Cumulative { product: false, exclusive: c.attrs.int_or("exclusive", 0)? != 0, reverse: c.attrs.int_or("reverse", 0)? != 0 }) },
+    OpDef { name: "DepthToSpace", since: 1, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "DCR and CRD modes", build: |c| ok(layout::DepthSpace { to_space: true, blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize, crd: c.attrs.string_or("mode", "DCR")? == "CRD" }) },
     OpDef {
         name: "DequantizeLinear",
-        since: 11,
+        since: 10,
         float_kernel: "elementwise",
         quant: QuantRule::NotQuantized, int8: Int8Support::QdqBoundary,
-        notes: "per tensor and per axis; uint8, int8, int32 inputs; no blocked quantization",
+        notes: "per tensor and per axis; uint8, int8, uint16, int16, int32 inputs; no blocked quantization",
         build: |c| ok(quant::DequantizeLinear { axis: c.attrs.int_or("axis", 1)? }),
     },
-    OpDef { name: "Div", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
-    OpDef { name: "Equal", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
-    OpDef { name: "Erf", since: 11, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Erf) },
-    OpDef { name: "Expand", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |_| ok(shape::Expand) },
-    OpDef { name: "Flatten", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
-    OpDef { name: "Gather", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "Div", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
+    OpDef { name: "Dropout", since: 7, float_kernel: "identity (inference)", quant: QuantRule::SharesInput, int8: MOVE, notes: "inference only; the mask output is all true", build: |c| ok(norm::Dropout { mask: c.num_outputs > 1 }) },
+    OpDef { name: "Elu", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Elu { alpha: alpha(c, 1.0)? }) },
+    OpDef { name: "Equal", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
+    OpDef { name: "Erf", since: 9, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Erf) },
+    OpDef { name: "Exp", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Exp) },
+    OpDef { name: "Expand", since: 8, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |_| ok(shape::Expand) },
+    OpDef { name: "EyeLike", since: 9, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::EyeLike { dtype: match c.attrs.get("dtype") { Some(_) => { let code = c.attrs.int_or("dtype", 1)?; Some(dtype_from_onnx(code).ok_or_else(|| format!("EyeLike dtype {code} is not supported"))?) } None => None }, k: c.attrs.int_or("k", 0)? }) },
+    OpDef { name: "Flatten", since: 1, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
+    OpDef { name: "Floor", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Floor) },
+    OpDef { name: "Gather", since: 1, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "GatherElements", since: 11, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::GatherElements { axis: c.attrs.int_or("axis", 0)? }) },
+    OpDef { name: "GatherND", since: 11, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::GatherNd { batch_dims: c.attrs.int_or("batch_dims", 0)?.max(0) as usize }) },
     OpDef {
         name: "Gelu",
         since: 20,
@@ -236,7 +330,7 @@ pub static REGISTRY: &[OpDef] = &[
     },
     OpDef {
         name: "Gemm",
-        since: 11,
+        since: 7,
         float_kernel: "gemm crate matmul (transposes as strides)",
         quant: QuantRule::Matmul, int8: GEMM,
         notes: "",
@@ -250,7 +344,20 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
-    OpDef { name: "Identity", since: 11, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
+    OpDef { name: "GlobalAveragePool", since: 1, float_kernel: "reduction over spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| ok(pool::GlobalPool { kind: pool::PoolKind::Average { count_include_pad: false } }) },
+    OpDef { name: "GlobalLpPool", since: 2, float_kernel: "reduction over spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(pool::GlobalPool { kind: pool::PoolKind::Lp { p: c.attrs.int_or("p", 2)? as f64 } }) },
+    OpDef { name: "GlobalMaxPool", since: 1, float_kernel: "reduction over spatial axes", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(pool::GlobalPool { kind: pool::PoolKind::Max }) },
+    OpDef { name: "Greater", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Greater) },
+    OpDef { name: "GreaterOrEqual", since: 12, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::GreaterOrEqual) },
+    OpDef { name: "GroupNormalization", since: 18, float_kernel: "per (N, group) moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "scale and bias per group before opset 21, per channel from 21", build: |c| normalization(c, norm::NormKind::Group { groups: c.attrs.int_or("num_groups", 1)?.max(0) as usize, per_group_affine: c.opset < 21 }, 1e-5) },
+    OpDef { name: "HardSigmoid", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::HardSigmoid { alpha: alpha(c, 0.2)?, beta: c.attrs.float_or("beta", 0.5)? }) },
+    OpDef { name: "HardSwish", since: 14, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::HardSwish) },
+    OpDef { name: "Hardmax", since: 1, float_kernel: "row kernel", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| softmax_like(c, nn::SoftmaxKind::Hardmax) },
+    OpDef { name: "Identity", since: 1, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "tensors only (no sequences or optionals)", build: |_| ok(shape::Identity) },
+    OpDef { name: "InstanceNormalization", since: 6, float_kernel: "per (N, C) moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| normalization(c, norm::NormKind::Instance, 1e-5) },
+    OpDef { name: "IsInf", since: 10, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| unary(UnaryKind::IsInf { positive: c.attrs.int_or("detect_positive", 1)? != 0, negative: c.attrs.int_or("detect_negative", 1)? != 0 }) },
+    OpDef { name: "IsNaN", since: 9, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::IsNaN) },
+    OpDef { name: "LRN", since: 1, float_kernel: "channel windows (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(norm::Lrn { alpha: c.attrs.float_or("alpha", 1e-4)? as f64, beta: c.attrs.float_or("beta", 0.75)? as f64, bias: c.attrs.float_or("bias", 1.0)? as f64, size: c.attrs.int_or("size", 1)?.max(1) as usize }) },
     OpDef {
         name: "LayerNormalization",
         since: 17,
@@ -261,15 +368,35 @@ pub static REGISTRY: &[OpDef] = &[
             ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
         },
     },
-    OpDef { name: "MatMul", since: 11, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: GEMM, notes: "", build: |_| ok(nn::MatMul) },
-    OpDef { name: "Mul", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
-    OpDef { name: "Pow", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| binary(BinaryKind::Pow) },
+    OpDef { name: "LeakyRelu", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::LeakyRelu { alpha: alpha(c, 0.01)? }) },
+    OpDef { name: "Less", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Less) },
+    OpDef { name: "LessOrEqual", since: 12, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::LessOrEqual) },
+    OpDef { name: "Log", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Log) },
+    OpDef { name: "LogSoftmax", since: 1, float_kernel: "row kernel (f32)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| softmax_like(c, nn::SoftmaxKind::LogSoftmax) },
+    OpDef { name: "LpNormalization", since: 1, float_kernel: "row norms (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "p = 1 or 2", build: |c| ok(norm::LpNormalization { axis: c.attrs.int_or("axis", -1)?, p: c.attrs.int_or("p", 2)? }) },
+    OpDef { name: "LpPool", since: 2, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| pool(c, pool::PoolKind::Lp { p: c.attrs.int_or("p", 2)? as f64 }) },
+    OpDef { name: "MatMul", since: 1, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: GEMM, notes: "", build: |_| ok(nn::MatMul) },
+    OpDef { name: "Max", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Max", BinaryKind::Max, false) },
+    OpDef { name: "MaxPool", since: 1, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::SharesInput, int8: FLOAT, notes: "with the Indices output", build: |c| pool(c, pool::PoolKind::Max) },
+    OpDef { name: "Mean", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Mean", BinaryKind::Add, true) },
+    OpDef { name: "MeanVarianceNormalization", since: 9, float_kernel: "moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| normalization(c, norm::NormKind::MeanVariance { axes: c.attrs.ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]) }, 0.0) },
+    OpDef { name: "Min", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Min", BinaryKind::Min, false) },
+    OpDef { name: "Mish", since: 18, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Mish) },
+    OpDef { name: "Mod", since: 10, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| binary(BinaryKind::Mod { fmod: c.attrs.int_or("fmod", 0)? != 0 }) },
+    OpDef { name: "Mul", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
+    OpDef { name: "Neg", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |_| unary(UnaryKind::Neg) },
+    OpDef { name: "Not", since: 1, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Not) },
+    OpDef { name: "OneHot", since: 9, float_kernel: "index map", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(layout::OneHot { axis: c.attrs.int_or("axis", -1)? }) },
+    OpDef { name: "Or", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Or) },
+    OpDef { name: "PRelu", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::PRelu) },
+    OpDef { name: "Pad", since: 2, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "constant, reflect, edge, wrap; pads: attribute before opset 11", build: |c| ok(layout::Pad { mode: match c.attrs.string_or("mode", "constant")?.as_str() { "constant" => layout::PadMode::Constant, "reflect" => layout::PadMode::Reflect, "edge" => layout::PadMode::Edge, "wrap" => layout::PadMode::Wrap, m => return Err(format!("unknown Pad mode '{m}'")) }, pads_attr: attr_before(c, "pads", 11)?, value_attr: c.attrs.float_or("value", 0.0)? }) },
+    OpDef { name: "Pow", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| binary(BinaryKind::Pow) },
     OpDef {
         name: "QuantizeLinear",
-        since: 11,
+        since: 10,
         float_kernel: "elementwise, round half to even",
         quant: QuantRule::NotQuantized, int8: Int8Support::QdqBoundary,
-        notes: "per tensor and per axis; to uint8, int8, int32; no blocked quantization",
+        notes: "per tensor and per axis; to uint8, int8, uint16, int16, int32; no blocked quantization",
         build: |c| {
             let od = c.attrs.int_or("output_dtype", 0)?;
             let output_dtype = if od == 0 { None } else { Some(dtype_from_onnx(od).ok_or_else(|| format!("output_dtype {od} is not supported"))?) };
@@ -279,22 +406,21 @@ pub static REGISTRY: &[OpDef] = &[
             ok(quant::QuantizeLinear { axis: c.attrs.int_or("axis", 1)?, output_dtype })
         },
     },
-    OpDef {
-        name: "ReduceMean",
-        since: 11,
-        float_kernel: "f64 accumulation",
-        quant: QuantRule::Observed, int8: FLOAT,
-        notes: "",
-        build: |c| {
-            ok(nn::ReduceMean {
-                axes: attr_before(c, "axes", 18)?,
-                keepdims: c.attrs.int_or("keepdims", 1)? != 0,
-                noop_with_empty_axes: c.attrs.int_or("noop_with_empty_axes", 0)? != 0,
-            })
-        },
-    },
-    OpDef { name: "Relu", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Relu) },
-    OpDef { name: "Reshape", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
+    OpDef { name: "RMSNormalization", since: 23, float_kernel: "row moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| normalization(c, norm::NormKind::Rms { axis: c.attrs.int_or("axis", -1)? }, 1e-5) },
+    OpDef { name: "Range", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(generator::Range) },
+    OpDef { name: "Reciprocal", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Reciprocal) },
+    OpDef { name: "ReduceL1", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::L1) },
+    OpDef { name: "ReduceL2", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::L2) },
+    OpDef { name: "ReduceLogSum", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::LogSum) },
+    OpDef { name: "ReduceLogSumExp", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::LogSumExp) },
+    OpDef { name: "ReduceMax", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::Observed, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::Max) },
+    OpDef { name: "ReduceMean", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::Observed, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::Mean) },
+    OpDef { name: "ReduceMin", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::Observed, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::Min) },
+    OpDef { name: "ReduceProd", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::Prod) },
+    OpDef { name: "ReduceSum", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::Sum) },
+    OpDef { name: "ReduceSumSquare", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::SumSquare) },
+    OpDef { name: "Relu", since: 6, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Relu) },
+    OpDef { name: "Reshape", since: 5, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Reshape { allow_zero: c.attrs.int_or("allowzero", 0)? != 0 }) },
     OpDef {
         name: "Resize",
         since: 11,
@@ -303,42 +429,73 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "nearest, linear, cubic; every coordinate mode; antialias",
         build: resize,
     },
-    OpDef { name: "Shape", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },
-    OpDef { name: "Sigmoid", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
+    OpDef { name: "ReverseSequence", since: 10, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::ReverseSequence { batch_axis: c.attrs.int_or("batch_axis", 1)?.clamp(0, 1) as usize, time_axis: c.attrs.int_or("time_axis", 0)?.clamp(0, 1) as usize }) },
+    OpDef { name: "RotaryEmbedding", since: 23, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "interleaved or half-split pairs; partial rotary dims", build: |c| { let a = c.attrs; let opt = |n: &str| -> OpResult<Option<usize>> { Ok(a.get(n).map(|_| a.int_or(n, 0)).transpose()?.map(|v| v.max(0) as usize)) }; ok(attention::RotaryEmbedding { interleaved: a.int_or("interleaved", 0)? != 0, num_heads: opt("num_heads")?, rotary_dim: opt("rotary_embedding_dim")? }) } },
+    OpDef { name: "Round", since: 11, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Round) },
+    OpDef { name: "Scatter", since: 9, float_kernel: "copy, then writes in index order", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "deprecated form of ScatterElements", build: |c| ok(layout::ScatterElements { name: "Scatter", axis: c.attrs.int_or("axis", 0)?, reduction: layout::Reduction::None }) },
+    OpDef { name: "ScatterElements", since: 11, float_kernel: "copy, then writes in index order", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "reductions none, add, mul, max, min", build: |c| ok(layout::ScatterElements { name: "ScatterElements", axis: c.attrs.int_or("axis", 0)?, reduction: reduction_mode(c)? }) },
+    OpDef { name: "ScatterND", since: 11, float_kernel: "copy, then writes in index order", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "reductions none, add, mul, max, min", build: |c| ok(layout::ScatterNd { reduction: reduction_mode(c)? }) },
+    OpDef { name: "Selu", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Selu { alpha: alpha(c, 1.673_263_2)?, gamma: c.attrs.float_or("gamma", 1.050_701)? }) },
+    OpDef { name: "Shape", since: 1, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(shape::Shape { start: c.attrs.int_or("start", 0)?, end: c.attrs.ints("end")?.map(|v| v[0]) }) },
+    OpDef { name: "Shrink", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |c| unary(UnaryKind::Shrink { bias: c.attrs.float_or("bias", 0.0)?, lambd: c.attrs.float_or("lambd", 0.5)? }) },
+    OpDef { name: "Sigmoid", since: 6, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sigmoid) },
+    OpDef { name: "Sign", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |_| unary(UnaryKind::Sign) },
+    OpDef { name: "Sin", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sin) },
+    OpDef { name: "Sinh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sinh) },
+    OpDef { name: "Size", since: 1, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(layout::Size) },
     OpDef {
         name: "Slice",
-        since: 11,
+        since: 1,
         float_kernel: "strided copy",
         quant: QuantRule::SharesInput, int8: MOVE,
         notes: "",
-        build: |_| ok(shape::Slice),
+        build: |c| {
+            let attrs = if c.opset < 10 {
+                let need = |n: &str| c.attrs.ints(n)?.ok_or_else(|| format!("Slice before opset 10 needs the '{n}' attribute"));
+                Some((need("starts")?, need("ends")?, c.attrs.ints("axes")?))
+            } else {
+                None
+            };
+            ok(shape::Slice { attrs })
+        },
     },
     OpDef {
         name: "Softmax",
-        since: 11,
+        since: 1,
         float_kernel: "vectorised row kernel",
         quant: QuantRule::FixedOutput, int8: Int8Support::Kernel("exp of integer logit differences (last axis)"),
         notes: "",
         build: |c| {
             let flatten = c.opset < 13;
-            ok(nn::Softmax { axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
+            ok(nn::Softmax { kind: nn::SoftmaxKind::Softmax, axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
         },
     },
+    OpDef { name: "Softplus", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softplus) },
+    OpDef { name: "Softsign", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softsign) },
+    OpDef { name: "SpaceToDepth", since: 1, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::DepthSpace { to_space: false, blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize, crd: c.attrs.string_or("mode", "DCR")? == "CRD" }) },
     OpDef {
         name: "Split",
-        since: 11,
+        since: 2,
         float_kernel: "strided copy",
         quant: QuantRule::SharesInput, int8: MOVE,
         notes: "",
         build: |c| ok(shape::Split { axis: c.attrs.int_or("axis", 0)?, split: attr_before(c, "split", 13)?, outputs: c.num_outputs }),
     },
-    OpDef { name: "Sqrt", since: 11, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sqrt) },
-    OpDef { name: "Squeeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
-    OpDef { name: "Sub", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Sub) },
-    OpDef { name: "Tanh", since: 11, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tanh) },
-    OpDef { name: "Transpose", since: 11, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
-    OpDef { name: "Unsqueeze", since: 11, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
-    OpDef { name: "Where", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(Where) },
+    OpDef { name: "Sqrt", since: 6, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Sqrt) },
+    OpDef { name: "Squeeze", since: 1, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Squeeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Sub", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Sub) },
+    OpDef { name: "Sum", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Sum", BinaryKind::Add, false) },
+    OpDef { name: "Swish", since: 24, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Swish { alpha: alpha(c, 1.0)? }) },
+    OpDef { name: "Tan", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tan) },
+    OpDef { name: "Tanh", since: 6, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tanh) },
+    OpDef { name: "ThresholdedRelu", since: 10, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::ThresholdedRelu { alpha: alpha(c, 1.0)? }) },
+    OpDef { name: "Tile", since: 6, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(layout::Tile) },
+    OpDef { name: "TopK", since: 1, float_kernel: "sort per row", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "k: attribute before opset 10; results always sorted", build: |c| ok(math::TopK { axis: c.attrs.int_or("axis", -1)?, largest: c.attrs.int_or("largest", 1)? != 0, k_attr: if c.opset < 10 { Some(c.attrs.int_or("k", 0)?) } else { None } }) },
+    OpDef { name: "Transpose", since: 1, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
+    OpDef { name: "Trilu", since: 14, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::Trilu { upper: c.attrs.int_or("upper", 1)? != 0 }) },
+    OpDef { name: "Unsqueeze", since: 1, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
+    OpDef { name: "Where", since: 9, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(Where) },
+    OpDef { name: "Xor", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Xor) },
 ];
 
 /// The registry entry of an operator.

@@ -1,4 +1,4 @@
-//! Compute-heavy float ops: MatMul, Gemm, Conv, Softmax, LayerNormalization, ReduceMean.
+//! Compute-heavy float ops: MatMul, Gemm, Conv, Softmax, LayerNormalization.
 
 use octet_kernels::f32::{self as k, MatLayout, Threads};
 use rayon::prelude::*;
@@ -316,42 +316,85 @@ impl Op for Conv {
 
 // ---------------------------------------------------------------- Softmax
 
-/// Softmax along `axis`. Opset < 13 treats the input as 2-D, flattened at `axis`.
+/// Which row function a [`Softmax`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftmaxKind {
+    Softmax,
+    LogSoftmax,
+    /// 1 at the first maximum of the row, 0 elsewhere.
+    Hardmax,
+}
+
+/// Softmax, LogSoftmax or Hardmax along `axis`. Opset < 13 treats the input as 2-D, flattened
+/// at `axis`. float16 and float64 inputs are computed in f32.
 #[derive(Debug)]
 pub struct Softmax {
+    pub kind: SoftmaxKind,
     pub axis: i64,
     pub flatten: bool,
 }
 
+impl Softmax {
+    fn rows(&self, row: &mut [f32]) {
+        match self.kind {
+            SoftmaxKind::Softmax => k::softmax_rows(row, row.len()),
+            SoftmaxKind::LogSoftmax => {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                let log = sum.ln() as f32;
+                row.iter_mut().for_each(|v| *v = *v - max - log);
+            }
+            SoftmaxKind::Hardmax => {
+                let first = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                row.iter_mut().enumerate().for_each(|(i, v)| *v = if i == first { 1.0 } else { 0.0 });
+            }
+        }
+    }
+}
+
 impl Op for Softmax {
     fn name(&self) -> &'static str {
-        "Softmax"
+        match self.kind {
+            SoftmaxKind::Softmax => "Softmax",
+            SoftmaxKind::LogSoftmax => "LogSoftmax",
+            SoftmaxKind::Hardmax => "Hardmax",
+        }
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "input")?;
-        expect_f32(x, "input")?;
+        if !x.dtype.is_float() {
+            return Err(format!("{} takes floats, got {}", self.name(), x.dtype));
+        }
         norm_axis(self.axis, x.shape.len())?;
-        Ok(vec![Fact::new(DType::F32, x.shape.clone())])
+        Ok(vec![Fact::new(x.dtype, x.shape.clone())])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let axis = norm_axis(self.axis, x.rank())?;
         let s = x.shape();
-        let mut out = f32_of(x, "input")?.to_vec();
+        let mut out = match x.as_f32() {
+            Some(v) => v.to_vec(),
+            None => x.to_f64_vec().into_iter().map(|v| v as f32).collect(),
+        };
         let (row, inner) = if self.flatten { (numel(&s[axis..]), 1) } else { (s[axis], numel(&s[axis + 1..])) };
-        if inner == 1 {
-            k::softmax_rows(&mut out, row);
-        } else {
-            let mut buf = vec![0.0f32; row];
-            for block in out.chunks_mut(row * inner) {
-                for j in 0..inner {
-                    buf.iter_mut().enumerate().for_each(|(i, b)| *b = block[i * inner + j]);
-                    k::softmax_rows(&mut buf, row);
-                    buf.iter().enumerate().for_each(|(i, b)| block[i * inner + j] = *b);
+        if row > 0 {
+            if inner == 1 && self.kind == SoftmaxKind::Softmax {
+                k::softmax_rows(&mut out, row);
+            } else if inner == 1 {
+                out.chunks_mut(row).for_each(|r| self.rows(r));
+            } else {
+                let mut buf = vec![0.0f32; row];
+                for block in out.chunks_mut(row * inner) {
+                    for j in 0..inner {
+                        buf.iter_mut().enumerate().for_each(|(i, b)| *b = block[i * inner + j]);
+                        self.rows(&mut buf);
+                        buf.iter().enumerate().for_each(|(i, b)| block[i * inner + j] = *b);
+                    }
                 }
             }
         }
-        Ok(vec![Tensor::f32(s.to_vec(), out)])
+        let t = Tensor::f32(s.to_vec(), out);
+        Ok(vec![if x.dtype() == DType::F32 { t } else { super::elementwise::cast(&t, x.dtype()) }])
     }
     op_any!();
 }
@@ -429,68 +472,4 @@ impl Op for LayerNorm {
     op_any!();
 }
 
-// ---------------------------------------------------------------- ReduceMean
 
-/// Mean over `axes` (attribute before opset 18, input from 18; all axes when none are given
-/// unless `noop_with_empty_axes`).
-#[derive(Debug)]
-pub struct ReduceMean {
-    pub axes: Option<Vec<i64>>,
-    pub keepdims: bool,
-    pub noop_with_empty_axes: bool,
-}
-
-impl ReduceMean {
-    fn plan(&self, s: &[usize], axes: Option<Vec<i64>>) -> OpResult<(Vec<bool>, Vec<usize>)> {
-        let axes = axes.or_else(|| self.axes.clone()).unwrap_or_default();
-        let mut reduced = vec![axes.is_empty() && !self.noop_with_empty_axes; s.len()];
-        for a in axes {
-            reduced[norm_axis(a, s.len())?] = true;
-        }
-        let out = s
-            .iter()
-            .zip(&reduced)
-            .filter_map(|(&d, &r)| match (r, self.keepdims) {
-                (false, _) => Some(d),
-                (true, true) => Some(1),
-                (true, false) => None,
-            })
-            .collect();
-        Ok((reduced, out))
-    }
-    fn axes_input<T>(inputs: &[Option<&T>], ints: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<Option<Vec<i64>>> {
-        optional(inputs, 1).map(|t| ints(t).ok_or_else(|| "axes must be a constant integer tensor".to_string())).transpose()
-    }
-}
-
-impl Op for ReduceMean {
-    fn name(&self) -> &'static str {
-        "ReduceMean"
-    }
-    fn value_operands(&self) -> &'static [usize] {
-        &[1]
-    }
-    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
-        let x = required(inputs, 0, "data")?;
-        let axes = Self::axes_input(inputs, |f| f.const_ints())?;
-        Ok(vec![Fact::new(x.dtype, self.plan(&x.shape, axes)?.1)])
-    }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
-        let x = required(inputs, 0, "data")?;
-        let axes = Self::axes_input(inputs, |t| t.to_i64_vec())?;
-        let s = x.shape();
-        let (reduced, out_shape) = self.plan(s, axes)?;
-        let kept: Vec<usize> = s.iter().zip(&reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
-        let ost = strides(&kept);
-        let ist = strides(s);
-        let count: usize = s.iter().zip(&reduced).filter(|(_, &r)| r).map(|(&d, _)| d).product();
-        let mut acc = vec![0.0f64; numel(&kept)];
-        for (i, v) in x.to_f64_vec().into_iter().enumerate() {
-            let o: usize = (0..s.len()).map(|a| if reduced[a] { 0 } else { (i / ist[a]) % s[a] * ost[a] }).sum();
-            acc[o] += v;
-        }
-        let mean: Vec<f64> = acc.into_iter().map(|v| v / count.max(1) as f64).collect();
-        Ok(vec![Tensor::from_parts(out_shape, super::elementwise::from_f64(x.dtype(), mean))])
-    }
-    op_any!();
-}

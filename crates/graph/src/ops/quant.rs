@@ -32,7 +32,7 @@ fn zero_points(zp: Option<&Tensor>, len: usize) -> OpResult<Vec<i64>> {
     }
 }
 
-/// Float → 8-bit (uint8 unless the zero point or `output_dtype` says int8).
+/// Float → 8-, 16- or 32-bit integers (uint8 unless the zero point or `output_dtype` says another).
 #[derive(Debug)]
 pub struct QuantizeLinear {
     pub axis: i64,
@@ -43,7 +43,7 @@ impl QuantizeLinear {
     fn out_dtype(&self, zp: Option<DType>) -> OpResult<DType> {
         let dt = zp.or(self.output_dtype).unwrap_or(DType::U8);
         match dt {
-            DType::U8 | DType::I8 | DType::I32 => Ok(dt),
+            DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::I32 => Ok(dt),
             other => Err(format!("quantizing to {other} is not supported")),
         }
     }
@@ -75,23 +75,21 @@ impl Op for QuantizeLinear {
         let (lo, hi) = match dtype {
             DType::U8 => (0.0, 255.0),
             DType::I8 => (-128.0, 127.0),
+            DType::U16 => (0.0, 65535.0),
+            DType::I16 => (-32768.0, 32767.0),
             _ => (i32::MIN as f64, i32::MAX as f64),
         };
         let q = x.to_f64_vec().into_iter().zip(&idx).map(|(v, &i)| {
             let r = (v as f32 / s[i] as f32).round_ties_even() as f64 + z[i] as f64;
             r.clamp(lo, hi)
         });
-        let data = match dtype {
-            DType::U8 => Data::U8(q.map(|v| v as u8).collect()),
-            DType::I8 => Data::I8(q.map(|v| v as i8).collect()),
-            _ => Data::I32(q.map(|v| v as i32).collect()),
-        };
+        let data = Data::from_i64s(dtype, &q.map(|v| v as i64).collect::<Vec<_>>());
         Ok(vec![Tensor::from_parts(x.shape().to_vec(), data)])
     }
     op_any!();
 }
 
-/// 8- or 32-bit integers → float32.
+/// 8-, 16- or 32-bit integers → float32.
 #[derive(Debug)]
 pub struct DequantizeLinear {
     pub axis: i64,
@@ -103,7 +101,7 @@ impl Op for DequantizeLinear {
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "x")?;
-        if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I32) {
+        if !matches!(x.dtype, DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::I32) {
             return Err(format!("cannot dequantize {}", x.dtype));
         }
         Ok(vec![Fact::new(DType::F32, x.shape.clone())])

@@ -284,7 +284,13 @@ fn clamp_slice(dim: usize, start: i64, end: i64, step: i64) -> (i64, usize) {
 
 /// Extracts a strided slice (starts, ends, axes and steps are inputs, as from opset 10).
 #[derive(Debug)]
-pub struct Slice;
+pub struct Slice {
+    /// Before opset 10, starts, ends and axes were attributes.
+    pub attrs: Option<SliceAttrs>,
+}
+
+/// Slice's starts, ends and optional axes as attributes (opsets 1 to 9).
+pub type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
 
 impl Slice {
     fn view(&self, s: &[usize], starts: Vec<i64>, ends: Vec<i64>, axes: Option<Vec<i64>>, steps: Option<Vec<i64>>) -> OpResult<View> {
@@ -307,6 +313,9 @@ impl Slice {
         Ok(view)
     }
     fn operands<T>(&self, inputs: &[Option<&T>], ints: impl Fn(&T, &str) -> OpResult<Vec<i64>>) -> OpResult<SliceOperands> {
+        if let Some((s, e, a)) = &self.attrs {
+            return Ok((s.clone(), e.clone(), a.clone(), None));
+        }
         Ok((
             ints(required(inputs, 1, "starts")?, "starts")?,
             ints(required(inputs, 2, "ends")?, "ends")?,

@@ -71,15 +71,8 @@ pub fn concat_data(parts: &[&Data]) -> Option<Data> {
     let first = parts.first()?;
     let mut out = Data::zeros(first.dtype(), 0);
     for p in parts {
-        match (&mut out, p) {
-            (Data::F32(o), Data::F32(v)) => o.extend_from_slice(v),
-            (Data::F64(o), Data::F64(v)) => o.extend_from_slice(v),
-            (Data::I64(o), Data::I64(v)) => o.extend_from_slice(v),
-            (Data::I32(o), Data::I32(v)) => o.extend_from_slice(v),
-            (Data::I8(o), Data::I8(v)) => o.extend_from_slice(v),
-            (Data::U8(o), Data::U8(v)) => o.extend_from_slice(v),
-            (Data::Bool(o), Data::Bool(v)) => o.extend_from_slice(v),
-            _ => return None,
+        if !out.extend_from(p) {
+            return None;
         }
     }
     Some(out)

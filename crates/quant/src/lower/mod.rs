@@ -304,8 +304,8 @@ fn moves_data(m: &M, at: usize) -> Option<Rewrite> {
 /// Elementwise ops of one activation (unary, or with constant scalars) as a table.
 fn table(m: &M, at: usize) -> Option<Rewrite> {
     let t = &m.g.nodes[at];
-    let unary = t.op.downcast::<Unary>().is_some();
-    let scalar_binary = t.op.downcast::<Binary>().is_some_and(|b| b.0 != BinaryKind::Equal);
+    let unary = t.op.downcast::<Unary>().is_some_and(|u| u.0.is_float_valued());
+    let scalar_binary = t.op.downcast::<Binary>().is_some_and(|b| b.0.is_arithmetic());
     if !unary && !scalar_binary {
         return None;
     }
@@ -366,7 +366,7 @@ fn binary(m: &M, at: usize) -> Option<Rewrite> {
 
 fn softmax(m: &M, at: usize) -> Option<Rewrite> {
     let t = &m.g.nodes[at];
-    let s = t.op.downcast::<Softmax>()?;
+    let s = t.op.downcast::<Softmax>().filter(|s| s.kind == octet_graph::ops::nn::SoftmaxKind::Softmax)?;
     let rank = m.g.fact(t.outputs[0]).shape.len() as i64;
     if !(s.axis == -1 || s.axis == rank - 1) {
         return None;

@@ -1,0 +1,354 @@
+//! The transformer ops of recent opsets (ONNX "nn" group): Attention (opset 23) and
+//! RotaryEmbedding (opset 23). Computed in f64, stored in the input's type.
+
+use super::elementwise::from_f64;
+use crate::error::OpResult;
+use crate::op::{optional, required, EvalCtx, Fact, Op};
+use crate::op_any;
+use crate::tensor::{DType, Tensor};
+
+/// Scaled dot-product attention with optional mask, causal and sliding-window masking, KV cache
+/// (past and present keys and values), grouped-query heads, softcap and the QK output modes.
+#[derive(Debug)]
+pub struct Attention {
+    pub scale: Option<f64>,
+    pub is_causal: bool,
+    pub q_num_heads: Option<usize>,
+    pub kv_num_heads: Option<usize>,
+    pub softcap: f64,
+    pub qk_matmul_output_mode: i64,
+    pub left_window: i64,
+    pub right_window: i64,
+    pub outputs: usize,
+}
+
+/// A (batch, heads, sequence, head size) view of Q, K or V.
+struct Heads {
+    b: usize,
+    h: usize,
+    s: usize,
+    d: usize,
+    v: Vec<f64>,
+}
+
+impl Heads {
+    fn at(&self, b: usize, h: usize, s: usize) -> &[f64] {
+        let o = ((b * self.h + h) * self.s + s) * self.d;
+        &self.v[o..o + self.d]
+    }
+}
+
+/// Shapes of the outputs: Y, present key, present value, QK.
+struct Dims {
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    past: usize,
+    skv: usize,
+    dk: usize,
+    dv: usize,
+    three_d: bool,
+}
+
+impl Attention {
+    fn dims(&self, q: &[usize], k: &[usize], v: &[usize], past: Option<&[usize]>) -> OpResult<Dims> {
+        if q.len() != k.len() || q.len() != v.len() || !(3..=4).contains(&q.len()) {
+            return Err(format!("Q {q:?}, K {k:?} and V {v:?} must all be 3-D or all 4-D"));
+        }
+        let three_d = q.len() == 3;
+        let (b, hq, sq, dk, hkv, skv, dv) = if three_d {
+            let (hq, hkv) = (self.q_num_heads.ok_or("3-D inputs need q_num_heads")?, self.kv_num_heads.ok_or("3-D inputs need kv_num_heads")?);
+            if hq == 0 || hkv == 0 || !q[2].is_multiple_of(hq) || !k[2].is_multiple_of(hkv) || !v[2].is_multiple_of(hkv) {
+                return Err(format!("hidden sizes of Q {q:?}, K {k:?}, V {v:?} do not split into {hq} and {hkv} heads"));
+            }
+            (q[0], hq, q[1], q[2] / hq, hkv, k[1], v[2] / hkv)
+        } else {
+            (q[0], q[1], q[2], q[3], k[1], k[2], v[3])
+        };
+        let (kd, vs) = if three_d { (k[2] / hkv, v[1]) } else { (k[3], v[2]) };
+        if k[0] != b || v[0] != b || kd != dk || vs != skv || hkv == 0 || hq % hkv != 0 || (!three_d && v[1] != hkv) {
+            return Err(format!("Q {q:?}, K {k:?} and V {v:?} do not describe one attention"));
+        }
+        let past_len = match past {
+            Some(p) if p.len() == 4 && p[0] == b && p[1] == hkv && p[3] == dk => p[2],
+            Some(p) => return Err(format!("past_key {p:?} does not match K {k:?}")),
+            None => 0,
+        };
+        Ok(Dims { b, hq, hkv, sq, past: past_len, skv: past_len + skv, dk, dv, three_d })
+    }
+
+    fn output_facts(&self, d: &Dims, dtype: DType) -> Vec<Fact> {
+        let y = if d.three_d { vec![d.b, d.sq, d.hq * d.dv] } else { vec![d.b, d.hq, d.sq, d.dv] };
+        let mut out = vec![
+            Fact::new(dtype, y),
+            Fact::new(dtype, vec![d.b, d.hkv, d.skv, d.dk]),
+            Fact::new(dtype, vec![d.b, d.hkv, d.skv, d.dv]),
+            Fact::new(dtype, vec![d.b, d.hq, d.sq, d.skv]),
+        ];
+        out.truncate(self.outputs.max(1));
+        out
+    }
+
+    /// Q, K or V as (batch, heads, seq, size); 3-D inputs are split into heads.
+    fn heads(t: &Tensor, heads: usize, three_d: bool) -> Heads {
+        let s = t.shape();
+        let v = t.to_f64_vec();
+        if !three_d {
+            return Heads { b: s[0], h: s[1], s: s[2], d: s[3], v };
+        }
+        let (b, n, d) = (s[0], s[1], s[2] / heads);
+        let mut out = vec![0.0; v.len()];
+        for bi in 0..b {
+            for si in 0..n {
+                for h in 0..heads {
+                    let src = (bi * n + si) * heads * d + h * d;
+                    let dst = ((bi * heads + h) * n + si) * d;
+                    out[dst..dst + d].copy_from_slice(&v[src..src + d]);
+                }
+            }
+        }
+        Heads { b, h: heads, s: n, d, v: out }
+    }
+
+    /// The past cache followed by the new keys or values along the sequence axis.
+    fn present(past: Option<&Tensor>, new: Heads) -> Heads {
+        let Some(p) = past else { return new };
+        let pv = p.to_f64_vec();
+        let ps = p.shape()[2];
+        let s = ps + new.s;
+        let mut v = Vec::with_capacity(new.b * new.h * s * new.d);
+        for b in 0..new.b {
+            for h in 0..new.h {
+                let o = (b * new.h + h) * ps * new.d;
+                v.extend_from_slice(&pv[o..o + ps * new.d]);
+                for i in 0..new.s {
+                    v.extend_from_slice(new.at(b, h, i));
+                }
+            }
+        }
+        Heads { b: new.b, h: new.h, s, d: new.d, v }
+    }
+}
+
+impl Op for Attention {
+    fn name(&self) -> &'static str {
+        "Attention"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (q, k, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?);
+        if !q.dtype.is_float() {
+            return Err(format!("Attention takes floats, got {}", q.dtype));
+        }
+        let d = self.dims(&q.shape, &k.shape, &v.shape, optional(inputs, 4).map(|f| f.shape.as_slice()))?;
+        Ok(self.output_facts(&d, q.dtype))
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (q, k, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?);
+        let (mask, past_k, past_v, nonpad) = (optional(inputs, 3), optional(inputs, 4), optional(inputs, 5), optional(inputs, 6));
+        if past_k.is_some() != past_v.is_some() {
+            return Err("past_key and past_value must be given together".into());
+        }
+        let d = self.dims(q.shape(), k.shape(), v.shape(), past_k.map(|t| t.shape()))?;
+        let qh = Self::heads(q, d.hq, d.three_d);
+        let kh = Self::present(past_k, Self::heads(k, d.hkv, d.three_d));
+        let vh = Self::present(past_v, Self::heads(v, d.hkv, d.three_d));
+        let nonpad: Option<Vec<i64>> = nonpad.map(|t| t.to_i64_vec().ok_or("nonpad_kv_seqlen must be integers")).transpose()?;
+        if nonpad.as_ref().is_some_and(|n| n.len() != d.b) {
+            return Err("nonpad_kv_seqlen needs one length per batch entry".into());
+        }
+
+        let full = [d.b, d.hq, d.sq, d.skv];
+        let (mask_v, mask_st, mask_len, mask_bool) = match mask {
+            Some(m) => {
+                let ms = m.shape();
+                let last = *ms.last().ok_or("attn_mask must have rank ≥ 1")?;
+                let fits = ms.iter().rev().skip(1).zip(full.iter().rev().skip(1)).all(|(&m, &f)| m == 1 || m == f);
+                if last > d.skv || ms.len() > 4 || !fits {
+                    return Err(format!("attn_mask {ms:?} does not fit {full:?}"));
+                }
+                // Broadcast onto (B, H, Sq, Skv) except along the last axis, which is read as
+                // is and padded (with "masked") up to Skv.
+                let own = crate::tensor::strides(ms);
+                let st: Vec<usize> = (0..4)
+                    .map(|a| {
+                        let i = a as isize - (4 - ms.len() as isize);
+                        match i {
+                            _ if i < 0 => 0,
+                            i if a == 3 => own[i as usize],
+                            i if ms[i as usize] == 1 => 0,
+                            i => own[i as usize],
+                        }
+                    })
+                    .collect();
+                (m.to_f64_vec(), st, last, m.dtype() == DType::Bool)
+            }
+            None => (Vec::new(), vec![0; 4], 0, false),
+        };
+        let scale = self.scale.unwrap_or(1.0 / (d.dk as f64).sqrt()).sqrt();
+        let reps = d.hq / d.hkv;
+        let (mut y, mut qk_out) = (vec![0.0; d.b * d.hq * d.sq * d.dv], vec![0.0; d.b * d.hq * d.sq * d.skv]);
+        let mut row = vec![0.0f64; d.skv];
+        let mut bias = vec![0.0f64; d.skv];
+        for b in 0..d.b {
+            let offset = match (&nonpad, past_k) {
+                (Some(n), None) => n[b] - d.sq as i64,
+                _ => d.past as i64,
+            };
+            for h in 0..d.hq {
+                let kvh = h / reps;
+                for i in 0..d.sq {
+                    let qi = qh.at(b, h, i);
+                    for (j, bj) in bias.iter_mut().enumerate() {
+                        let mut m = 0.0;
+                        if mask.is_some() {
+                            if j >= mask_len {
+                                m = f64::NEG_INFINITY;
+                            } else {
+                                let at = b * mask_st[0] + h * mask_st[1] + i * mask_st[2] + j * mask_st[3];
+                                let e = mask_v[at];
+                                m = if mask_bool { if e != 0.0 { 0.0 } else { f64::NEG_INFINITY } } else { e };
+                            }
+                        }
+                        let p = i as i64 + offset;
+                        let j = j as i64;
+                        if self.is_causal && j > p {
+                            m = f64::NEG_INFINITY;
+                        }
+                        if (self.left_window >= 0 && p - j > self.left_window) || (self.right_window >= 0 && j - p > self.right_window) {
+                            m = f64::NEG_INFINITY;
+                        }
+                        if nonpad.as_ref().is_some_and(|n| j >= n[b]) {
+                            m = f64::NEG_INFINITY;
+                        }
+                        *bj = m;
+                    }
+                    for (j, r) in row.iter_mut().enumerate() {
+                        let kj = kh.at(b, kvh, j);
+                        let mut s: f64 = qi.iter().zip(kj).map(|(a, c)| (a * scale) * (c * scale)).sum();
+                        if self.softcap > 0.0 {
+                            s = (s / self.softcap).tanh() * self.softcap;
+                        }
+                        *r = s;
+                    }
+                    let out_row = ((b * d.hq + h) * d.sq + i) * d.skv;
+                    if self.qk_matmul_output_mode <= 1 {
+                        qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
+                    }
+                    row.iter_mut().zip(&bias).for_each(|(r, m)| *r += m);
+                    if self.qk_matmul_output_mode == 2 {
+                        qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
+                    }
+                    let all_masked = bias.iter().all(|m| *m == f64::NEG_INFINITY);
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let safe = if max == f64::NEG_INFINITY { 0.0 } else { max };
+                    row.iter_mut().for_each(|r| *r = (*r - safe).exp());
+                    let sum: f64 = row.iter().sum();
+                    let sum = if sum == 0.0 { 1.0 } else { sum };
+                    row.iter_mut().for_each(|r| *r = if all_masked { 0.0 } else { *r / sum });
+                    if self.qk_matmul_output_mode == 3 {
+                        qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
+                    }
+                    let yo = ((b * d.hq + h) * d.sq + i) * d.dv;
+                    for (j, &p) in row.iter().enumerate() {
+                        if p != 0.0 {
+                            for (o, &e) in y[yo..yo + d.dv].iter_mut().zip(vh.at(b, kvh, j)) {
+                                *o += p * e;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if d.three_d {
+            let mut t = vec![0.0; y.len()];
+            for b in 0..d.b {
+                for h in 0..d.hq {
+                    for i in 0..d.sq {
+                        let src = ((b * d.hq + h) * d.sq + i) * d.dv;
+                        let dst = (b * d.sq + i) * d.hq * d.dv + h * d.dv;
+                        t[dst..dst + d.dv].copy_from_slice(&y[src..src + d.dv]);
+                    }
+                }
+            }
+            y = t;
+        }
+        let dtype = q.dtype();
+        let facts = self.output_facts(&d, dtype);
+        let values = [y, kh.v, vh.v, qk_out];
+        Ok(facts.into_iter().zip(values).map(|(f, v)| Tensor::from_parts(f.shape, from_f64(dtype, v))).collect())
+    }
+    op_any!();
+}
+
+/// Rotary position embedding: rotates pairs of the first `rotary_embedding_dim` features
+/// (interleaved pairs, or the two halves) by angles from the cos and sin caches.
+#[derive(Debug)]
+pub struct RotaryEmbedding {
+    pub interleaved: bool,
+    pub num_heads: Option<usize>,
+    pub rotary_dim: Option<usize>,
+}
+
+impl Op for RotaryEmbedding {
+    fn name(&self) -> &'static str {
+        "RotaryEmbedding"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "X")?;
+        if !x.dtype.is_float() || !(3..=4).contains(&x.shape.len()) {
+            return Err(format!("RotaryEmbedding takes a 3-D or 4-D float tensor, got {} {:?}", x.dtype, x.shape));
+        }
+        Ok(vec![Fact::new(x.dtype, x.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (x, cos, sin) = (required(inputs, 0, "X")?, required(inputs, 1, "cos_cache")?, required(inputs, 2, "sin_cache")?);
+        let ids = optional(inputs, 3).map(|t| t.to_i64_vec().ok_or("position_ids must be integers")).transpose()?;
+        let s = x.shape();
+        // As (batch, seq, heads, head size), the layout the op is defined on.
+        let (b, seq, heads, hd, bsnh) = if s.len() == 4 {
+            (s[0], s[2], s[1], s[3], false)
+        } else {
+            let n = self.num_heads.filter(|&n| n > 0 && s[2] % n == 0).ok_or("3-D input needs num_heads dividing the hidden size")?;
+            (s[0], s[1], n, s[2] / n, true)
+        };
+        let rot = self.rotary_dim.filter(|&r| r > 0).unwrap_or(hd);
+        if rot > hd || !rot.is_multiple_of(2) {
+            return Err(format!("rotary_embedding_dim {rot} must be even and at most the head size {hd}"));
+        }
+        let half = rot / 2;
+        let (cv, sv) = (cos.to_f64_vec(), sin.to_f64_vec());
+        let cs = cos.shape();
+        if cs.last() != Some(&half) || sin.shape() != cs {
+            return Err(format!("cos/sin caches {cs:?} must end in rotary_dim / 2 = {half}"));
+        }
+        let row_of = |bi: usize, si: usize| -> OpResult<usize> {
+            match (&ids, cs.len()) {
+                (Some(p), 2) => {
+                    let pos = *p.get(bi * seq + si).ok_or("position_ids are too short")?;
+                    usize::try_from(pos).ok().filter(|&r| r < cs[0]).ok_or_else(|| format!("position id {pos} is outside the cache"))
+                }
+                (None, 3) if cs[0] == b && cs[1] == seq => Ok(bi * seq + si),
+                _ => Err(format!("cos/sin caches {cs:?} need position_ids (2-D caches) or (batch, seq, dim/2) caches")),
+            }
+        };
+        let v = x.to_f64_vec();
+        let mut out = v.clone();
+        for bi in 0..b {
+            for si in 0..seq {
+                let r = row_of(bi, si)? * half;
+                for h in 0..heads {
+                    let base = if bsnh { ((bi * seq + si) * heads + h) * hd } else { ((bi * heads + h) * seq + si) * hd };
+                    for k in 0..half {
+                        let (i1, i2) = if self.interleaved { (base + 2 * k, base + 2 * k + 1) } else { (base + k, base + k + half) };
+                        let (c, sn) = (cv[r + k], sv[r + k]);
+                        out[i1] = v[i1] * c - v[i2] * sn;
+                        out[i2] = v[i2] * c + v[i1] * sn;
+                    }
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(s.to_vec(), from_f64(x.dtype(), out))])
+    }
+    op_any!();
+}
