@@ -7,6 +7,7 @@ pub mod broadcast;
 pub mod elementwise;
 pub mod generator;
 pub mod layout;
+pub mod loss;
 pub mod math;
 pub mod nn;
 pub mod norm;
@@ -14,6 +15,7 @@ pub mod pool;
 pub mod quant;
 pub mod reduction;
 pub mod resize;
+pub mod sampling;
 pub mod shape;
 pub mod view;
 
@@ -235,6 +237,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Acos", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Acos) },
     OpDef { name: "Acosh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Acosh) },
     OpDef { name: "Add", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "", build: |_| binary(BinaryKind::Add) },
+    OpDef { name: "AffineGrid", since: 20, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "2-D and 3-D", build: |c| ok(sampling::AffineGrid { align_corners: c.attrs.int_or("align_corners", 0)? != 0 }) },
     OpDef { name: "And", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::And) },
     OpDef { name: "ArgMax", since: 1, float_kernel: "row scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| arg_extreme(c, true) },
     OpDef { name: "ArgMin", since: 1, float_kernel: "row scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| arg_extreme(c, false) },
@@ -266,6 +269,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Celu", since: 12, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Celu { alpha: alpha(c, 1.0)? }) },
     OpDef { name: "CenterCropPad", since: 18, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::CenterCropPad { axes: c.attrs.ints("axes")? }) },
     OpDef { name: "Clip", since: 6, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "bounds: attributes before opset 11, inputs from 11", build: |c| ok(elementwise::Clip { min: if c.opset < 11 { Some(c.attrs.float_or("min", f32::MIN)?) } else { None }, max: if c.opset < 11 { Some(c.attrs.float_or("max", f32::MAX)?) } else { None } }) },
+    OpDef { name: "Col2Im", since: 18, float_kernel: "f64, any number of spatial axes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(sampling::Col2Im { dilations: c.attrs.ints("dilations")?, pads: c.attrs.ints("pads")?, strides: c.attrs.ints("strides")? }) },
     OpDef { name: "Compress", since: 9, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "the condition must be known when the model is planned", build: |c| ok(layout::Compress { axis: c.attrs.get("axis").map(|_| c.attrs.int_or("axis", 0)).transpose()? }) },
     OpDef { name: "Concat", since: 4, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef { name: "Constant", since: 1, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "sparse values are not supported", build: constant },
@@ -349,6 +353,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "GlobalMaxPool", since: 1, float_kernel: "reduction over spatial axes", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(pool::GlobalPool { kind: pool::PoolKind::Max }) },
     OpDef { name: "Greater", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Greater) },
     OpDef { name: "GreaterOrEqual", since: 12, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::GreaterOrEqual) },
+    OpDef { name: "GridSample", since: 16, float_kernel: "f64, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "nearest, linear, cubic (and opset 16's bilinear, bicubic); zeros, border, reflection padding", build: |c| ok(sampling::GridSample { mode: match c.attrs.string_or("mode", if c.opset < 20 { "bilinear" } else { "linear" })?.as_str() { "nearest" => sampling::SampleMode::Nearest, "linear" | "bilinear" => sampling::SampleMode::Linear, "cubic" | "bicubic" => sampling::SampleMode::Cubic, m => return Err(format!("unknown GridSample mode '{m}'")) }, padding: match c.attrs.string_or("padding_mode", "zeros")?.as_str() { "zeros" => sampling::Padding::Zeros, "border" => sampling::Padding::Border, "reflection" => sampling::Padding::Reflection, m => return Err(format!("unknown padding_mode '{m}'")) }, align_corners: c.attrs.int_or("align_corners", 0)? != 0 }) },
     OpDef { name: "GroupNormalization", since: 18, float_kernel: "per (N, group) moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "scale and bias per group before opset 21, per channel from 21", build: |c| normalization(c, norm::NormKind::Group { groups: c.attrs.int_or("num_groups", 1)?.max(0) as usize, per_group_affine: c.opset < 21 }, 1e-5) },
     OpDef { name: "HardSigmoid", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::HardSigmoid { alpha: alpha(c, 0.2)?, beta: c.attrs.float_or("beta", 0.5)? }) },
     OpDef { name: "HardSwish", since: 14, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::HardSwish) },
@@ -385,6 +390,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Mod", since: 10, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| binary(BinaryKind::Mod { fmod: c.attrs.int_or("fmod", 0)? != 0 }) },
     OpDef { name: "Mul", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
     OpDef { name: "Neg", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |_| unary(UnaryKind::Neg) },
+    OpDef { name: "NegativeLogLikelihoodLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(loss::Loss { softmax: false, reduction: match c.attrs.string_or("reduction", "mean")?.as_str() { "none" => loss::LossReduction::None, "sum" => loss::LossReduction::Sum, "mean" => loss::LossReduction::Mean, r => return Err(format!("unknown reduction '{r}'")) }, ignore_index: c.attrs.get("ignore_index").map(|_| c.attrs.int_or("ignore_index", 0)).transpose()?, outputs: c.num_outputs }) },
     OpDef { name: "Not", since: 1, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Not) },
     OpDef { name: "OneHot", since: 9, float_kernel: "index map", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(layout::OneHot { axis: c.attrs.int_or("axis", -1)? }) },
     OpDef { name: "Or", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Or) },
@@ -470,6 +476,7 @@ pub static REGISTRY: &[OpDef] = &[
             ok(nn::Softmax { kind: nn::SoftmaxKind::Softmax, axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
         },
     },
+    OpDef { name: "SoftmaxCrossEntropyLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "with the log-probability output", build: |c| ok(loss::Loss { softmax: true, reduction: match c.attrs.string_or("reduction", "mean")?.as_str() { "none" => loss::LossReduction::None, "sum" => loss::LossReduction::Sum, "mean" => loss::LossReduction::Mean, r => return Err(format!("unknown reduction '{r}'")) }, ignore_index: c.attrs.get("ignore_index").map(|_| c.attrs.int_or("ignore_index", 0)).transpose()?, outputs: c.num_outputs }) },
     OpDef { name: "Softplus", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softplus) },
     OpDef { name: "Softsign", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softsign) },
     OpDef { name: "SpaceToDepth", since: 1, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::DepthSpace { to_space: false, blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize, crd: c.attrs.string_or("mode", "DCR")? == "CRD" }) },

@@ -1,0 +1,330 @@
+//! Spatial sampling ops: GridSample (ONNX "tensor" group), AffineGrid and Col2Im ("nn" group),
+//! over any number of spatial axes. Computed in f64.
+
+use super::elementwise::from_f64;
+use super::layout::unravel;
+use crate::error::OpResult;
+use crate::op::{required, EvalCtx, Fact, Op};
+use crate::op_any;
+use crate::tensor::{numel, strides, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleMode {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Zeros,
+    Border,
+    Reflection,
+}
+
+/// Reads `X[n, c]` at the image coordinates `grid[n, …]` (normalised to [-1, 1], the last grid
+/// axis listing x first), interpolating and padding as asked.
+#[derive(Debug)]
+pub struct GridSample {
+    pub mode: SampleMode,
+    pub padding: Padding,
+    pub align_corners: bool,
+}
+
+/// Reflects `x` into `[lo, hi]` by the nearer border until it lies inside.
+fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
+    let range = hi - lo;
+    if range <= 0.0 {
+        return lo;
+    }
+    let (dx, from_low) = if x < lo { (lo - x, true) } else if x > hi { (x - hi, false) } else { return x };
+    let n = (dx / range).floor();
+    let r = dx - n * range;
+    let even = (n as i64) % 2 == 0;
+    match (from_low, even) {
+        (true, true) | (false, false) => lo + r,
+        (true, false) | (false, true) => hi - r,
+    }
+}
+
+fn cubic_coeffs(t: f64) -> [f64; 4] {
+    let a = -0.75;
+    let x = t.abs();
+    let far = |x: f64| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    let near = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    [far(x + 1.0), near(x), near(1.0 - x), far(2.0 - x)]
+}
+
+impl GridSample {
+    fn borders(&self, dims: &[usize]) -> Vec<(f64, f64)> {
+        dims.iter().map(|&d| if self.align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) }).collect()
+    }
+
+    fn pixel(&self, plane: &[f64], dims: &[usize], st: &[usize], idx: &[i64], borders: &[(f64, f64)]) -> f64 {
+        let mut off = 0usize;
+        for a in 0..dims.len() {
+            let d = dims[a] as i64;
+            let i = match self.padding {
+                Padding::Zeros if idx[a] < 0 || idx[a] >= d => return 0.0,
+                Padding::Zeros => idx[a],
+                Padding::Border => idx[a].clamp(0, d - 1),
+                Padding::Reflection => (reflect(idx[a] as f64, borders[a].0, borders[a].1) as i64).clamp(0, d - 1),
+            };
+            off += i as usize * st[a];
+        }
+        plane[off]
+    }
+
+    fn sample(&self, plane: &[f64], dims: &[usize], st: &[usize], x: &[f64], borders: &[(f64, f64)]) -> f64 {
+        let dn = dims.len();
+        let taps: &[i64] = match self.mode {
+            SampleMode::Nearest => {
+                let idx: Vec<i64> = x.iter().map(|&v| v as i64).collect();
+                return self.pixel(plane, dims, st, &idx, borders);
+            }
+            SampleMode::Linear => &[0, 1],
+            SampleMode::Cubic => &[-1, 0, 1, 2],
+        };
+        let base: Vec<i64> = x.iter().map(|v| v.floor() as i64).collect();
+        let weights: Vec<Vec<f64>> = x
+            .iter()
+            .zip(&base)
+            .map(|(&v, &b)| {
+                let t = v - b as f64;
+                if self.mode == SampleMode::Linear { vec![1.0 - t, t] } else { cubic_coeffs(t).to_vec() }
+            })
+            .collect();
+        let k = taps.len();
+        let mut sum = 0.0;
+        let mut corner = vec![0usize; dn];
+        let mut idx = vec![0i64; dn];
+        for c in 0..k.pow(dn as u32) {
+            unravel(c, &vec![k; dn], &mut corner);
+            let mut w = 1.0;
+            for a in 0..dn {
+                idx[a] = base[a] + taps[corner[a]];
+                w *= weights[a][corner[a]];
+            }
+            if w != 0.0 {
+                sum += w * self.pixel(plane, dims, st, &idx, borders);
+            }
+        }
+        sum
+    }
+}
+
+impl Op for GridSample {
+    fn name(&self) -> &'static str {
+        "GridSample"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (x, g) = (required(inputs, 0, "X")?, required(inputs, 1, "grid")?);
+        let sp = x.shape.len().saturating_sub(2);
+        if sp == 0 || g.shape.len() != sp + 2 || g.shape[0] != x.shape[0] || g.shape[sp + 1] != sp || !x.dtype.is_float() {
+            return Err(format!("X {:?} and grid {:?} do not describe a {sp}-D sampling", x.shape, g.shape));
+        }
+        Ok(vec![Fact::new(x.dtype, x.shape[..2].iter().chain(&g.shape[1..=sp]).copied().collect())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (xt, gt) = (required(inputs, 0, "X")?, required(inputs, 1, "grid")?);
+        let shape = self.infer(&[Some(&Fact::new(xt.dtype(), xt.shape().to_vec())), Some(&Fact::new(gt.dtype(), gt.shape().to_vec()))])?.remove(0).shape;
+        let s = xt.shape();
+        let (dims, sp) = (&s[2..], s.len() - 2);
+        let st = strides(dims);
+        let plane_len = numel(dims);
+        let points = numel(&gt.shape()[1..=sp]);
+        let (xv, gv) = (xt.to_f64_vec(), gt.to_f64_vec());
+        let borders = self.borders(dims);
+        let mut out = Vec::with_capacity(numel(&shape));
+        let mut x = vec![0.0; sp];
+        for n in 0..s[0] {
+            for c in 0..s[1] {
+                let plane = &xv[(n * s[1] + c) * plane_len..][..plane_len];
+                for p in 0..points {
+                    let g = &gv[(n * points + p) * sp..][..sp];
+                    for a in 0..sp {
+                        let norm = g[sp - 1 - a];
+                        let d = dims[a] as f64;
+                        let mut v = if self.align_corners { (norm + 1.0) / 2.0 * (d - 1.0) } else { ((norm + 1.0) * d - 1.0) / 2.0 };
+                        if self.mode == SampleMode::Nearest {
+                            v = v.round_ties_even();
+                        }
+                        let (lo, hi) = borders[a];
+                        if v < lo || v > hi {
+                            v = match self.padding {
+                                Padding::Border => v.clamp(0.0, d - 1.0),
+                                Padding::Reflection => reflect(v, lo, hi),
+                                Padding::Zeros => v,
+                            };
+                        }
+                        x[a] = v;
+                    }
+                    out.push(self.sample(plane, dims, &st, &x, &borders));
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(shape, from_f64(xt.dtype(), out))])
+    }
+    op_any!();
+}
+
+/// The sampling grid of an affine transform `theta` (N × D × (D + 1)) over an output `size`
+/// (N, C, spatial…): normalised coordinates, x first along the last axis.
+#[derive(Debug)]
+pub struct AffineGrid {
+    pub align_corners: bool,
+}
+
+impl AffineGrid {
+    fn out_shape(theta: &[usize], size: &[i64]) -> OpResult<Vec<usize>> {
+        let sp = size.len().checked_sub(2).filter(|&s| (2..=3).contains(&s)).ok_or_else(|| format!("size {size:?} must be (N, C, H, W) or (N, C, D, H, W)"))?;
+        if size.iter().any(|&d| d < 0) || theta != [size[0] as usize, sp, sp + 1] {
+            return Err(format!("theta {theta:?} does not fit size {size:?}"));
+        }
+        Ok(std::iter::once(size[0] as usize).chain(size[2..].iter().map(|&d| d as usize)).chain([sp]).collect())
+    }
+}
+
+impl Op for AffineGrid {
+    fn name(&self) -> &'static str {
+        "AffineGrid"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (t, size) = (required(inputs, 0, "theta")?, required(inputs, 1, "size")?);
+        let size = size.const_ints().ok_or("size must be a constant")?;
+        Ok(vec![Fact::new(t.dtype, Self::out_shape(&t.shape, &size)?)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (t, size) = (required(inputs, 0, "theta")?, required(inputs, 1, "size")?);
+        let size = size.to_i64_vec().ok_or("size must be integers")?;
+        let shape = Self::out_shape(t.shape(), &size)?;
+        let sp = size.len() - 2;
+        let dims: Vec<usize> = size[2..].iter().map(|&d| d as usize).collect();
+        let coord = |i: usize, d: usize| -> f64 {
+            if self.align_corners {
+                if d <= 1 { 0.0 } else { -1.0 + 2.0 * i as f64 / (d - 1) as f64 }
+            } else {
+                (2.0 * i as f64 + 1.0) / d as f64 - 1.0
+            }
+        };
+        let th = t.to_f64_vec();
+        let points = numel(&dims);
+        let mut out = Vec::with_capacity(numel(&shape));
+        let mut pos = vec![0usize; sp];
+        for n in 0..shape[0] {
+            let m = &th[n * sp * (sp + 1)..][..sp * (sp + 1)];
+            for p in 0..points {
+                unravel(p, &dims, &mut pos);
+                // Homogeneous source point, x first: (x, y[, z], 1).
+                let src: Vec<f64> = (0..sp).map(|a| coord(pos[sp - 1 - a], dims[sp - 1 - a])).chain([1.0]).collect();
+                for r in 0..sp {
+                    out.push((0..=sp).map(|k| m[r * (sp + 1) + k] * src[k]).sum());
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(shape, from_f64(t.dtype(), out))])
+    }
+    op_any!();
+}
+
+/// Rearranges column blocks (N, C·Πblock, L) back into an image (N, C, image…), summing overlaps.
+#[derive(Debug)]
+pub struct Col2Im {
+    pub dilations: Option<Vec<i64>>,
+    pub pads: Option<Vec<i64>>,
+    pub strides: Option<Vec<i64>>,
+}
+
+impl Col2Im {
+    fn plan(&self, x: &[usize], image: &[i64], block: &[i64]) -> OpResult<(Vec<usize>, Vec<usize>, Vec<[usize; 4]>)> {
+        let sp = image.len();
+        if block.len() != sp || x.len() != 3 || image.iter().chain(block).any(|&d| d <= 0) {
+            return Err(format!("input {x:?}, image_shape {image:?} and block_shape {block:?} do not fit"));
+        }
+        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d).max(0) as usize;
+        let blocks: Vec<usize> = block.iter().map(|&b| b as usize).collect();
+        let bprod: usize = blocks.iter().product();
+        if x[1] % bprod != 0 {
+            return Err(format!("{} rows are not a multiple of the block size {bprod}", x[1]));
+        }
+        // Per axis: (image size, dilation, pad begin, stride)
+        let axes: Vec<[usize; 4]> = (0..sp).map(|a| [image[a] as usize, get(&self.dilations, a, 1).max(1), get(&self.pads, a, 0), get(&self.strides, a, 1).max(1)]).collect();
+        let counts: Vec<usize> = axes
+            .iter()
+            .zip(&blocks)
+            .enumerate()
+            .map(|(a, ([size, dil, pb, st], &b))| {
+                let pe = get(&self.pads, a + sp, 0);
+                let eff = (b - 1) * dil + 1;
+                (size + pb + pe).checked_sub(eff).map(|span| span / st + 1).unwrap_or(0)
+            })
+            .collect();
+        if numel(&counts) != x[2] {
+            return Err(format!("{} columns, but the geometry gives {}", x[2], numel(&counts)));
+        }
+        Ok((blocks, counts, axes))
+    }
+}
+
+impl Op for Col2Im {
+    fn name(&self) -> &'static str {
+        "Col2Im"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1, 2]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "input")?;
+        let image = required(inputs, 1, "image_shape")?.const_ints().ok_or("image_shape must be a constant")?;
+        let block = required(inputs, 2, "block_shape")?.const_ints().ok_or("block_shape must be a constant")?;
+        let (blocks, _, _) = self.plan(&x.shape, &image, &block)?;
+        let c = x.shape[1] / numel(&blocks);
+        Ok(vec![Fact::new(x.dtype, [x.shape[0], c].into_iter().chain(image.iter().map(|&d| d as usize)).collect())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "input")?;
+        let image = required(inputs, 1, "image_shape")?.to_i64_vec().ok_or("image_shape must be integers")?;
+        let block = required(inputs, 2, "block_shape")?.to_i64_vec().ok_or("block_shape must be integers")?;
+        let s = x.shape();
+        let (blocks, counts, axes) = self.plan(s, &image, &block)?;
+        let sp = image.len();
+        let bprod = numel(&blocks);
+        let c = s[1] / bprod;
+        let img: Vec<usize> = axes.iter().map(|a| a[0]).collect();
+        let ist = strides(&img);
+        let plane = numel(&img);
+        let v = x.to_f64_vec();
+        let mut out = vec![0.0; s[0] * c * plane];
+        let (mut bpos, mut lpos) = (vec![0usize; sp], vec![0usize; sp]);
+        for n in 0..s[0] {
+            for ch in 0..c {
+                for b in 0..bprod {
+                    unravel(b, &blocks, &mut bpos);
+                    for l in 0..s[2] {
+                        unravel(l, &counts, &mut lpos);
+                        let mut off = 0usize;
+                        let mut inside = true;
+                        for a in 0..sp {
+                            let [size, dil, pb, st] = axes[a];
+                            let p = (lpos[a] * st + bpos[a] * dil) as i64 - pb as i64;
+                            if p < 0 || p >= size as i64 {
+                                inside = false;
+                                break;
+                            }
+                            off += p as usize * ist[a];
+                        }
+                        if inside {
+                            out[(n * c + ch) * plane + off] += v[((n * s[1]) + ch * bprod + b) * s[2] + l];
+                        }
+                    }
+                }
+            }
+        }
+        let shape = [s[0], c].into_iter().chain(img).collect();
+        Ok(vec![Tensor::from_parts(shape, from_f64(x.dtype(), out))])
+    }
+    op_any!();
+}
