@@ -298,6 +298,8 @@ pub static REGISTRY: &[OpDef] = &[
             })
         },
     },
+    OpDef { name: "ConvInteger", since: 10, float_kernel: "exact i64 accumulation, any number of spatial axes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| { let a = c.attrs; ok(quant::IntegerConv { qlinear: false, strides: a.ints("strides")?, dilations: a.ints("dilations")?, pads: a.ints("pads")?, auto_pad: a.string_or("auto_pad", "NOTSET")?, group: a.int_or("group", 1)?.max(1) as usize }) } },
+    OpDef { name: "ConvTranspose", since: 1, float_kernel: "f64 scatter, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "groups, output_padding, output_shape, auto_pad", build: |c| { let a = c.attrs; ok(nn::ConvTranspose { strides: a.ints("strides")?, dilations: a.ints("dilations")?, pads: a.ints("pads")?, output_padding: a.ints("output_padding")?, output_shape: a.ints("output_shape")?, auto_pad: a.string_or("auto_pad", "NOTSET")?, group: a.int_or("group", 1)?.max(1) as usize }) } },
     OpDef { name: "Cos", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Cos) },
     OpDef { name: "Cosh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Cosh) },
     OpDef { name: "CumProd", since: 26, float_kernel: "running product (f64)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(math::Cumulative { product: true, exclusive: c.attrs.int_or("exclusive", 0)? != 0, reverse: c.attrs.int_or("reverse", 0)? != 0 }) },
@@ -313,6 +315,7 @@ pub static REGISTRY: &[OpDef] = &[
     },
     OpDef { name: "Div", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Div) },
     OpDef { name: "Dropout", since: 7, float_kernel: "identity (inference)", quant: QuantRule::SharesInput, int8: MOVE, notes: "inference only; the mask output is all true", build: |c| ok(norm::Dropout { mask: c.num_outputs > 1 }) },
+    OpDef { name: "DynamicQuantizeLinear", since: 11, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(quant::DynamicQuantizeLinear) },
     OpDef { name: "Elu", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Elu { alpha: alpha(c, 1.0)? }) },
     OpDef { name: "Equal", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "no strings", build: |_| binary(BinaryKind::Equal) },
     OpDef { name: "Erf", since: 9, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Erf) },
@@ -381,6 +384,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "LpNormalization", since: 1, float_kernel: "row norms (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "p = 1 or 2", build: |c| ok(norm::LpNormalization { axis: c.attrs.int_or("axis", -1)?, p: c.attrs.int_or("p", 2)? }) },
     OpDef { name: "LpPool", since: 2, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| pool(c, pool::PoolKind::Lp { p: c.attrs.int_or("p", 2)? as f64 }) },
     OpDef { name: "MatMul", since: 1, float_kernel: "gemm crate matmul, batched with rayon", quant: QuantRule::Matmul, int8: GEMM, notes: "", build: |_| ok(nn::MatMul) },
+    OpDef { name: "MatMulInteger", since: 10, float_kernel: "exact i64 accumulation", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(quant::MatMulInteger) },
     OpDef { name: "Max", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Max", BinaryKind::Max, false) },
     OpDef { name: "MaxPool", since: 1, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::SharesInput, int8: FLOAT, notes: "with the Indices output", build: |c| pool(c, pool::PoolKind::Max) },
     OpDef { name: "Mean", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Mean", BinaryKind::Add, true) },
@@ -397,6 +401,8 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "PRelu", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::PRelu) },
     OpDef { name: "Pad", since: 2, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "constant, reflect, edge, wrap; pads: attribute before opset 11", build: |c| ok(layout::Pad { mode: match c.attrs.string_or("mode", "constant")?.as_str() { "constant" => layout::PadMode::Constant, "reflect" => layout::PadMode::Reflect, "edge" => layout::PadMode::Edge, "wrap" => layout::PadMode::Wrap, m => return Err(format!("unknown Pad mode '{m}'")) }, pads_attr: attr_before(c, "pads", 11)?, value_attr: c.attrs.float_or("value", 0.0)? }) },
     OpDef { name: "Pow", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| binary(BinaryKind::Pow) },
+    OpDef { name: "QLinearConv", since: 10, float_kernel: "exact i64 accumulation, f64 requantization", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| { let a = c.attrs; ok(quant::IntegerConv { qlinear: true, strides: a.ints("strides")?, dilations: a.ints("dilations")?, pads: a.ints("pads")?, auto_pad: a.string_or("auto_pad", "NOTSET")?, group: a.int_or("group", 1)?.max(1) as usize }) } },
+    OpDef { name: "QLinearMatMul", since: 10, float_kernel: "exact i64 accumulation, f64 requantization", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(quant::QLinearMatMul) },
     OpDef {
         name: "QuantizeLinear",
         since: 10,

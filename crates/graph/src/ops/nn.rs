@@ -27,15 +27,15 @@ fn expect_f32(f: &Fact, what: &str) -> OpResult<()> {
 pub struct MatMul;
 
 /// The shapes of a numpy matmul: batch shape, M, K, N and the output shape.
-struct MatMulDims {
+pub(crate) struct MatMulDims {
     batch: Vec<usize>,
     m: usize,
     k: usize,
     n: usize,
-    out: Vec<usize>,
+    pub(crate) out: Vec<usize>,
 }
 
-fn matmul_dims(a: &[usize], b: &[usize]) -> OpResult<MatMulDims> {
+pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> OpResult<MatMulDims> {
     if a.is_empty() || b.is_empty() {
         return Err("operands must have rank ≥ 1".into());
     }
@@ -55,6 +55,32 @@ fn matmul_dims(a: &[usize], b: &[usize]) -> OpResult<MatMulDims> {
         out.push(n);
     }
     Ok(MatMulDims { batch, m, k: ka, n, out })
+}
+
+/// Exact integer numpy matmul (for MatMulInteger and QLinearMatMul): returns the `out`-shaped
+/// product of already zero-point-shifted operands.
+pub(crate) fn integer_matmul(a: &[i64], a_shape: &[usize], b: &[i64], b_shape: &[usize]) -> OpResult<(Vec<i64>, Vec<usize>)> {
+    let d = matmul_dims(a_shape, b_shape)?;
+    let (m, kk, n) = (d.m, d.k, d.n);
+    let a2: Vec<usize> = if a_shape.len() == 1 { vec![1, a_shape[0]] } else { a_shape.to_vec() };
+    let b2: Vec<usize> = if b_shape.len() == 1 { vec![b_shape[0], 1] } else { b_shape.to_vec() };
+    let (sa, sb) = (broadcast_strides(&a2[..a2.len() - 2], &d.batch), broadcast_strides(&b2[..b2.len() - 2], &d.batch));
+    let mut c = vec![0i64; numel(&d.batch) * m * n];
+    let mut idx = vec![0usize; d.batch.len()];
+    for (bi, block) in c.chunks_mut(m * n).enumerate() {
+        super::layout::unravel(bi, &d.batch, &mut idx);
+        let ao: usize = idx.iter().zip(&sa).map(|(i, s)| i * s).sum::<usize>() * m * kk;
+        let bo: usize = idx.iter().zip(&sb).map(|(i, s)| i * s).sum::<usize>() * kk * n;
+        for i in 0..m {
+            for p in 0..kk {
+                let av = a[ao + i * kk + p];
+                for j in 0..n {
+                    block[i * n + j] += av * b[bo + p * n + j];
+                }
+            }
+        }
+    }
+    Ok((c, d.out))
 }
 
 /// `c = a · b` for numpy-matmul operands; `c` is `out`-shaped and zero-initialised by the caller.
@@ -473,3 +499,135 @@ impl Op for LayerNorm {
 }
 
 
+
+// ---------------------------------------------------------------- ConvTranspose
+
+/// Transposed convolution over any number of spatial axes, with groups, strides, dilations,
+/// output padding, explicit pads, `auto_pad` or `output_shape` (as ONNX's reference computes
+/// them). Computed in f64 by scattering each input element through the kernel.
+#[derive(Debug)]
+pub struct ConvTranspose {
+    pub strides: Option<Vec<i64>>,
+    pub dilations: Option<Vec<i64>>,
+    pub pads: Option<Vec<i64>>,
+    pub output_padding: Option<Vec<i64>>,
+    pub output_shape: Option<Vec<i64>>,
+    pub auto_pad: String,
+    pub group: usize,
+}
+
+/// Per spatial axis: stride, dilation, padding before, output size.
+struct TransposeAxis {
+    stride: usize,
+    dilation: usize,
+    pad_begin: i64,
+    out: usize,
+}
+
+impl ConvTranspose {
+    fn geometry(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<TransposeAxis>> {
+        let sp = x.len().checked_sub(2).filter(|&s| s > 0).ok_or("X must have N, C and spatial axes")?;
+        let g = self.group.max(1);
+        if w.len() != x.len() || w[0] != x[1] || x[1] % g != 0 {
+            return Err(format!("W {w:?} does not fit X {x:?} with group {g}"));
+        }
+        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
+        let same = matches!(self.auto_pad.as_str(), "SAME_UPPER" | "SAME_LOWER");
+        (0..sp)
+            .map(|i| {
+                let stride = usize::try_from(get(&self.strides, i, 1)).ok().filter(|&s| s > 0).ok_or("strides must be positive")?;
+                let dilation = usize::try_from(get(&self.dilations, i, 1)).ok().filter(|&s| s > 0).ok_or("dilations must be positive")?;
+                let eff = ((w[2 + i] as i64 - 1) * dilation as i64 + 1).max(0);
+                let full = stride as i64 * (x[2 + i] as i64 - 1) + get(&self.output_padding, i, 0) + eff;
+                let (pad_begin, out) = if self.pads.is_none() && same {
+                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len() - sp + i).copied()).unwrap_or(x[2 + i] as i64 * stride as i64);
+                    let total = full - out;
+                    let begin = if self.auto_pad == "SAME_UPPER" { total / 2 } else { total - total / 2 };
+                    (begin, out)
+                } else {
+                    let (pb, pe) = (get(&self.pads, i, 0), get(&self.pads, i + sp, 0));
+                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len() - sp + i).copied()).unwrap_or(full - pb - pe);
+                    (pb, out)
+                };
+                let out = usize::try_from(out).map_err(|_| format!("output size {out} along spatial axis {i} is negative"))?;
+                Ok(TransposeAxis { stride, dilation, pad_begin, out })
+            })
+            .collect()
+    }
+}
+
+impl Op for ConvTranspose {
+    fn name(&self) -> &'static str {
+        "ConvTranspose"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (x, w) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);
+        if !x.dtype.is_float() {
+            return Err(format!("ConvTranspose takes floats, got {}", x.dtype));
+        }
+        let g = self.geometry(&x.shape, &w.shape)?;
+        Ok(vec![Fact::new(x.dtype, [x.shape[0], w.shape[1] * self.group.max(1)].into_iter().chain(g.iter().map(|a| a.out)).collect())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (xt, wt) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);
+        let (xs, ws) = (xt.shape(), wt.shape());
+        let geo = self.geometry(xs, ws)?;
+        let groups = self.group.max(1);
+        let (cg, mg) = (xs[1] / groups, ws[1]);
+        let m = mg * groups;
+        let in_sp = &xs[2..];
+        let k_sp = &ws[2..];
+        let out_sp: Vec<usize> = geo.iter().map(|a| a.out).collect();
+        let (in_plane, k_plane, out_plane) = (numel(in_sp), numel(k_sp), numel(&out_sp));
+        let ost = strides(&out_sp);
+        let (x, w) = (xt.to_f64_vec(), wt.to_f64_vec());
+        let bias = optional(inputs, 2).map(|b| b.to_f64_vec());
+        let mut y = vec![0.0f64; xs[0] * m * out_plane];
+        let (mut ip, mut kp) = (vec![0usize; in_sp.len()], vec![0usize; k_sp.len()]);
+        let mut targets = vec![None; in_plane * k_plane];
+        for i in 0..in_plane {
+            super::layout::unravel(i, in_sp, &mut ip);
+            for k in 0..k_plane {
+                super::layout::unravel(k, k_sp, &mut kp);
+                let mut off = 0usize;
+                let mut inside = true;
+                for (a, ax) in geo.iter().enumerate() {
+                    let o = (ip[a] * ax.stride + kp[a] * ax.dilation) as i64 - ax.pad_begin;
+                    if o < 0 || o >= ax.out as i64 {
+                        inside = false;
+                        break;
+                    }
+                    off += o as usize * ost[a];
+                }
+                targets[i * k_plane + k] = inside.then_some(off);
+            }
+        }
+        for n in 0..xs[0] {
+            for g in 0..groups {
+                for c in 0..cg {
+                    let ci = g * cg + c;
+                    let xrow = &x[(n * xs[1] + ci) * in_plane..][..in_plane];
+                    for mo in 0..mg {
+                        let wrow = &w[(ci * mg + mo) * k_plane..][..k_plane];
+                        let yrow = &mut y[(n * m + g * mg + mo) * out_plane..][..out_plane];
+                        for (i, &xv) in xrow.iter().enumerate() {
+                            for (k, &wv) in wrow.iter().enumerate() {
+                                if let Some(o) = targets[i * k_plane + k] {
+                                    yrow[o] += xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(b) = &bias {
+                for (mo, &bv) in b.iter().enumerate().take(m) {
+                    y[(n * m + mo) * out_plane..][..out_plane].iter_mut().for_each(|e| *e += bv);
+                }
+            }
+        }
+        let shape = [xs[0], m].into_iter().chain(out_sp).collect();
+        Ok(vec![Tensor::from_parts(shape, super::elementwise::from_f64(xt.dtype(), y))])
+    }
+    op_any!();
+}

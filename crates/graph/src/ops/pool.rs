@@ -31,18 +31,19 @@ pub struct Pool {
 
 /// Per spatial axis: input size, kernel, stride, dilation, padding before and after, output size.
 #[derive(Clone, Copy, Debug)]
-struct Axis {
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    pad_begin: usize,
-    pad_end: usize,
-    out: usize,
+pub(crate) struct Axis {
+    pub(crate) size: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) dilation: usize,
+    pub(crate) pad_begin: usize,
+    pub(crate) pad_end: usize,
+    pub(crate) out: usize,
 }
 
 impl Pool {
-    fn geometry(&self, x: &[usize]) -> OpResult<Vec<Axis>> {
+    /// The window geometry over `x`'s spatial axes (also what the integer convolutions use).
+    pub(crate) fn geometry(&self, x: &[usize]) -> OpResult<Vec<Axis>> {
         let spatial = x.len().checked_sub(2).filter(|&s| s > 0).ok_or_else(|| format!("pooling needs N, C and spatial axes, got {x:?}"))?;
         if self.kernel.len() != spatial {
             return Err(format!("kernel_shape {:?} does not match {spatial} spatial axes", self.kernel));
