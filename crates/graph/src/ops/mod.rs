@@ -13,6 +13,7 @@ pub mod nn;
 pub mod norm;
 pub mod pool;
 pub mod quant;
+pub mod recurrent_state;
 pub mod reduction;
 pub mod resize;
 pub mod sampling;
@@ -265,6 +266,7 @@ pub static REGISTRY: &[OpDef] = &[
         },
     },
     OpDef { name: "CastLike", since: 15, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(layout::CastLike) },
+    OpDef { name: "CausalConvWithState", since: 27, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "activation none or silu/swish", build: |c| ok(recurrent_state::CausalConvWithState { silu: match c.attrs.string_or("activation", "none")?.as_str() { "none" => false, "silu" | "swish" => true, a => return Err(format!("unknown activation '{a}'")) } }) },
     OpDef { name: "Ceil", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Ceil) },
     OpDef { name: "Celu", since: 12, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Celu { alpha: alpha(c, 1.0)? }) },
     OpDef { name: "CenterCropPad", since: 18, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(layout::CenterCropPad { axes: c.attrs.ints("axes")? }) },
@@ -379,6 +381,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "LeakyRelu", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::LeakyRelu { alpha: alpha(c, 0.01)? }) },
     OpDef { name: "Less", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::Less) },
     OpDef { name: "LessOrEqual", since: 12, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::LessOrEqual) },
+    OpDef { name: "LinearAttention", since: 27, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "linear, gated, delta, gated_delta update rules; grouped-query heads", build: |c| { let a = c.attrs; ok(recurrent_state::LinearAttention { rule: match a.string_or("update_rule", "gated_delta")?.as_str() { "linear" => recurrent_state::UpdateRule::Linear, "gated" => recurrent_state::UpdateRule::Gated, "delta" => recurrent_state::UpdateRule::Delta, "gated_delta" => recurrent_state::UpdateRule::GatedDelta, r => return Err(format!("unknown update_rule '{r}'")) }, q_heads: a.int_or("q_num_heads", 0)?.max(0) as usize, kv_heads: a.int_or("kv_num_heads", 0)?.max(0) as usize, scale: a.float_or("scale", 0.0)? as f64 }) } },
     OpDef { name: "Log", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Log) },
     OpDef { name: "LogSoftmax", since: 1, float_kernel: "row kernel (f32)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| softmax_like(c, nn::SoftmaxKind::LogSoftmax) },
     OpDef { name: "LpNormalization", since: 1, float_kernel: "row norms (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "p = 1 or 2", build: |c| ok(norm::LpNormalization { axis: c.attrs.int_or("axis", -1)?, p: c.attrs.int_or("p", 2)? }) },
@@ -501,6 +504,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Swish", since: 24, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::Swish { alpha: alpha(c, 1.0)? }) },
     OpDef { name: "Tan", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tan) },
     OpDef { name: "Tanh", since: 6, float_kernel: "vectorised", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Tanh) },
+    OpDef { name: "TensorScatter", since: 24, float_kernel: "copy, then writes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "linear and circular modes", build: |c| ok(recurrent_state::TensorScatter { axis: c.attrs.int_or("axis", -2)?, circular: c.attrs.string_or("mode", "linear")? == "circular" }) },
     OpDef { name: "ThresholdedRelu", since: 10, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::ThresholdedRelu { alpha: alpha(c, 1.0)? }) },
     OpDef { name: "Tile", since: 6, float_kernel: "index map", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |_| ok(layout::Tile) },
     OpDef { name: "TopK", since: 1, float_kernel: "sort per row", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "k: attribute before opset 10; results always sorted", build: |c| ok(math::TopK { axis: c.attrs.int_or("axis", -1)?, largest: c.attrs.int_or("largest", 1)? != 0, k_attr: if c.opset < 10 { Some(c.attrs.int_or("k", 0)?) } else { None } }) },
