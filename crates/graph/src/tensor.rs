@@ -214,6 +214,46 @@ impl Data {
         }
     }
 
+    /// The elements as little-endian bytes (bool: one byte, 0 or 1).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::F64(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::F16(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::I32(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::I16(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::I8(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::U64(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::U32(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::U16(v) => v.iter().flat_map(|e| e.to_le_bytes()).collect(),
+            Data::U8(v) => v.clone(),
+            Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        }
+    }
+
+    /// Elements of `dtype` from little-endian bytes (a trailing partial element is dropped;
+    /// bool: any non-zero byte is true).
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Data {
+        fn le<T, const N: usize>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N).map(|c| f(c.try_into().expect("N bytes"))).collect()
+        }
+        match dtype {
+            DType::F32 => Data::F32(le(bytes, f32::from_le_bytes)),
+            DType::F64 => Data::F64(le(bytes, f64::from_le_bytes)),
+            DType::F16 => Data::F16(le(bytes, half::f16::from_le_bytes)),
+            DType::I64 => Data::I64(le(bytes, i64::from_le_bytes)),
+            DType::I32 => Data::I32(le(bytes, i32::from_le_bytes)),
+            DType::I16 => Data::I16(le(bytes, i16::from_le_bytes)),
+            DType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DType::U64 => Data::U64(le(bytes, u64::from_le_bytes)),
+            DType::U32 => Data::U32(le(bytes, u32::from_le_bytes)),
+            DType::U16 => Data::U16(le(bytes, u16::from_le_bytes)),
+            DType::U8 => Data::U8(bytes.to_vec()),
+            DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        }
+    }
+
     /// Appends `other`'s elements; false (and nothing appended) when the types differ.
     pub fn extend_from(&mut self, other: &Data) -> bool {
         macro_rules! extend {

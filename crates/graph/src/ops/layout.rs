@@ -795,3 +795,268 @@ impl Op for CastLike {
     op_any!();
 }
 
+
+/// Output facts of an op whose output sizes depend on input values (NonZero, Unique,
+/// NonMaxSuppression): every input must be known when the model is planned (a constant, or a
+/// graph input planned by value); the op is then evaluated on them.
+pub(crate) fn infer_by_value(op: &dyn Op, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+    let values: Vec<Option<&Tensor>> = inputs
+        .iter()
+        .map(|f| f.map(|f| f.value.as_deref().ok_or_else(|| format!("{}'s output size depends on its inputs' values, which must be known when the model is planned", op.name()))).transpose())
+        .collect::<OpResult<_>>()?;
+    Ok(op.eval(&values, &EvalCtx::default())?.into_iter().map(|t| Fact::constant(Arc::new(t))).collect())
+}
+
+// ---------------------------------------------------------------- NonZero, Unique
+
+/// The indices of the non-zero elements, one row per axis (int64, 2-D).
+#[derive(Debug)]
+pub struct NonZero;
+
+impl Op for NonZero {
+    fn name(&self) -> &'static str {
+        "NonZero"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[0]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        infer_by_value(self, inputs)
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let s = x.shape();
+        let hits: Vec<usize> = x.to_f64_vec().iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect();
+        let r = s.len().max(1);
+        let mut out = vec![0i64; r * hits.len()];
+        let mut pos = vec![0usize; s.len()];
+        for (k, &i) in hits.iter().enumerate() {
+            unravel(i, s, &mut pos);
+            for a in 0..s.len() {
+                out[a * hits.len() + k] = pos[a] as i64;
+            }
+        }
+        Ok(vec![Tensor::i64(vec![if s.is_empty() { 1 } else { s.len() }, hits.len()], out)])
+    }
+    op_any!();
+}
+
+/// The unique elements (or slices along `axis`), sorted or in order of first occurrence, with
+/// first indices, inverse indices and counts.
+#[derive(Debug)]
+pub struct Unique {
+    pub axis: Option<i64>,
+    pub sorted: bool,
+    pub outputs: usize,
+}
+
+impl Op for Unique {
+    fn name(&self) -> &'static str {
+        "Unique"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[0]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        infer_by_value(self, inputs)
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let s = x.shape().to_vec();
+        let (axis, count, inner, outer) = match self.axis {
+            Some(a) => {
+                let a = norm_axis(a, s.len())?;
+                (Some(a), s[a], numel(&s[a + 1..]), numel(&s[..a]))
+            }
+            None => (None, x.len(), 1, 1),
+        };
+        let v = x.to_f64_vec();
+        // Slice i as a key: its elements in row-major order.
+        let key = |i: usize| -> Vec<f64> { (0..outer).flat_map(|o| (0..inner).map(move |j| (o, j))).map(|(o, j)| v[(o * count + i) * inner + j]).collect() };
+        let keys: Vec<Vec<f64>> = (0..count).map(key).collect();
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut inverse = vec![0usize; count];
+        for i in 0..count {
+            match firsts.iter().position(|&f| keys[f] == keys[i]) {
+                Some(u) => inverse[i] = u,
+                None => {
+                    inverse[i] = firsts.len();
+                    firsts.push(i);
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..firsts.len()).collect();
+        if self.sorted {
+            order.sort_by(|&a, &b| keys[firsts[a]].partial_cmp(&keys[firsts[b]]).unwrap_or(std::cmp::Ordering::Equal));
+        }
+        let mut rank = vec![0usize; firsts.len()];
+        for (r, &u) in order.iter().enumerate() {
+            rank[u] = r;
+        }
+        let picked: Vec<usize> = order.iter().map(|&u| firsts[u]).collect();
+        let counts: Vec<i64> = order.iter().map(|&u| inverse.iter().filter(|&&i| i == u).count() as i64).collect();
+        let y = match axis {
+            None => Tensor::from_parts(vec![picked.len()], x.data().gather(picked.iter().copied())),
+            Some(a) => {
+                let mut shape = s.clone();
+                shape[a] = picked.len();
+                let idx = (0..outer).flat_map(|o| picked.iter().flat_map(move |&p| (0..inner).map(move |j| (o * count + p) * inner + j)));
+                Tensor::from_parts(shape, x.data().gather(idx.collect::<Vec<_>>().into_iter()))
+            }
+        };
+        let n = picked.len();
+        let mut out = vec![
+            y,
+            Tensor::i64(vec![n], picked.iter().map(|&p| p as i64).collect()),
+            Tensor::i64(vec![count], inverse.iter().map(|&u| rank[u] as i64).collect()),
+            Tensor::i64(vec![n], counts),
+        ];
+        out.truncate(self.outputs.max(1));
+        Ok(out)
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- MaxUnpool, Upsample
+
+/// Scatters pooled values back to the positions MaxPool's Indices name; zeros elsewhere.
+#[derive(Debug)]
+pub struct MaxUnpool {
+    pub kernel: Vec<i64>,
+    pub pads: Option<Vec<i64>>,
+    pub strides: Option<Vec<i64>>,
+}
+
+impl MaxUnpool {
+    fn shapes(&self, x: &[usize], output_shape: Option<Vec<i64>>) -> OpResult<(Vec<usize>, Vec<usize>)> {
+        let sp = self.kernel.len();
+        if x.len() != sp + 2 {
+            return Err(format!("X {x:?} does not match kernel_shape {:?}", self.kernel));
+        }
+        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
+        let mut inferred = x[..2].to_vec();
+        for a in 0..sp {
+            let d = (x[2 + a] as i64 - 1) * get(&self.strides, a, 1) - get(&self.pads, a, 0) - get(&self.pads, a + sp, 0) + self.kernel[a];
+            inferred.push(usize::try_from(d).map_err(|_| format!("unpooled size {d} is negative"))?);
+        }
+        let out = match output_shape {
+            Some(o) => o.iter().map(|&d| usize::try_from(d).map_err(|_| format!("output_shape {o:?} is negative"))).collect::<OpResult<Vec<_>>>()?,
+            None => inferred.clone(),
+        };
+        if out.len() != inferred.len() || out.iter().zip(&inferred).any(|(o, i)| o < i) {
+            return Err(format!("output_shape {out:?} is smaller than the unpooled {inferred:?}"));
+        }
+        Ok((inferred, out))
+    }
+}
+
+impl Op for MaxUnpool {
+    fn name(&self) -> &'static str {
+        "MaxUnpool"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[2]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "X")?;
+        let os = optional(inputs, 2).map(|f| const_ints(f, "output_shape")).transpose()?;
+        Ok(vec![Fact::new(x.dtype, self.shapes(&x.shape, os)?.1)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (x, it) = (required(inputs, 0, "X")?, required(inputs, 1, "I")?);
+        let os = optional(inputs, 2).map(|t| ints_of(t, "output_shape")).transpose()?;
+        let (inferred, shape) = self.shapes(x.shape(), os)?;
+        let idx = ints_of(it, "I")?;
+        if idx.len() != x.len() {
+            return Err("I must have X's shape".into());
+        }
+        let n = numel(&inferred);
+        let mut target = vec![None; n];
+        for (k, &i) in idx.iter().enumerate() {
+            let i = usize::try_from(i).ok().filter(|&i| i < n).ok_or_else(|| format!("index {i} is outside the unpooled tensor"))?;
+            target[i] = Some(k);
+        }
+        let ist = strides(&inferred);
+        remap(x, shape, None, |o| {
+            if o.iter().zip(&inferred).any(|(a, b)| a >= b) {
+                return None;
+            }
+            target[offset(o, &ist)]
+        })
+    }
+    op_any!();
+}
+
+/// Upsample (opsets 7–9): nearest-neighbour repetition by integer scales.
+#[derive(Debug)]
+pub struct Upsample {
+    pub scales_attr: Option<Vec<f32>>,
+}
+
+impl Upsample {
+    fn scales<T>(&self, inputs: &[Option<&T>], floats: impl Fn(&T) -> Option<Vec<f64>>) -> OpResult<Vec<usize>> {
+        let s = match &self.scales_attr {
+            Some(s) => s.iter().map(|&v| v as f64).collect(),
+            None => floats(required(inputs, 1, "scales")?).ok_or("scales must be known when the model is planned")?,
+        };
+        s.iter().map(|&v| if v >= 1.0 && v.fract() == 0.0 && v < 1e6 { Ok(v as usize) } else { Err(format!("Upsample supports integer scales ≥ 1 (nearest), got {v}")) }).collect()
+    }
+}
+
+impl Op for Upsample {
+    fn name(&self) -> &'static str {
+        "Upsample"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "X")?;
+        let s = self.scales(inputs, |f| f.value.as_ref().map(|t| t.to_f64_vec()))?;
+        if s.len() != x.shape.len() {
+            return Err(format!("scales {s:?} do not match X {:?}", x.shape));
+        }
+        Ok(vec![Fact::new(x.dtype, x.shape.iter().zip(&s).map(|(d, k)| d * k).collect())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let s = self.scales(inputs, |t| Some(t.to_f64_vec()))?;
+        let xs = x.shape().to_vec();
+        if s.len() != xs.len() {
+            return Err(format!("scales {s:?} do not match X {xs:?}"));
+        }
+        let st = strides(&xs);
+        let shape: Vec<usize> = xs.iter().zip(&s).map(|(d, k)| d * k).collect();
+        remap(x, shape, None, |o| Some(o.iter().zip(&s).zip(&st).map(|((i, k), st)| i / k * st).sum()))
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- BitCast
+
+/// Reinterprets the bytes of each element as another type of the same width.
+#[derive(Debug)]
+pub struct BitCast {
+    pub to: crate::tensor::DType,
+}
+
+impl Op for BitCast {
+    fn name(&self) -> &'static str {
+        "BitCast"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "input")?;
+        if x.dtype.size() != self.to.size() {
+            return Err(format!("BitCast needs types of one width: {} and {}", x.dtype, self.to));
+        }
+        Ok(vec![Fact::new(self.to, x.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "input")?;
+        if x.dtype().size() != self.to.size() {
+            return Err(format!("BitCast needs types of one width: {} and {}", x.dtype(), self.to));
+        }
+        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::from_le_bytes(self.to, &x.data().to_le_bytes()))])
+    }
+    op_any!();
+}

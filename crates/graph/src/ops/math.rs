@@ -142,3 +142,176 @@ impl Op for TopK {
     }
     op_any!();
 }
+
+/// Determinant of each square matrix in the last two axes (LU with partial pivoting, f64).
+#[derive(Debug)]
+pub struct Det;
+
+impl Op for Det {
+    fn name(&self) -> &'static str {
+        "Det"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "X")?;
+        let r = x.shape.len();
+        if r < 2 || x.shape[r - 1] != x.shape[r - 2] || !x.dtype.is_float() {
+            return Err(format!("Det takes float square matrices, got {} {:?}", x.dtype, x.shape));
+        }
+        Ok(vec![Fact::new(x.dtype, x.shape[..r - 2].to_vec())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let s = x.shape();
+        let n = s[s.len() - 1];
+        let v = x.to_f64_vec();
+        let dets: Vec<f64> = v
+            .chunks(n * n)
+            .map(|m| {
+                let mut a = m.to_vec();
+                let mut det = 1.0;
+                for c in 0..n {
+                    let p = (c..n).max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs())).unwrap_or(c);
+                    if a[p * n + c] == 0.0 {
+                        return 0.0;
+                    }
+                    if p != c {
+                        for k in 0..n {
+                            a.swap(p * n + k, c * n + k);
+                        }
+                        det = -det;
+                    }
+                    det *= a[c * n + c];
+                    for r in c + 1..n {
+                        let f = a[r * n + c] / a[c * n + c];
+                        for k in c..n {
+                            a[r * n + k] -= f * a[c * n + k];
+                        }
+                    }
+                }
+                det
+            })
+            .collect();
+        Ok(vec![Tensor::from_parts(s[..s.len() - 2].to_vec(), super::elementwise::from_f64(x.dtype(), dets))])
+    }
+    op_any!();
+}
+
+/// Einstein summation over any equation (`...` broadcasting, implicit output in sorted label
+/// order), by direct loops over every label: for the small contractions models use it for.
+#[derive(Debug)]
+pub struct Einsum {
+    pub equation: String,
+}
+
+/// A parsed equation: per input its axis labels, then the output's (`'.'`-free; ellipsis axes
+/// get labels from 'A' on).
+struct EinsumPlan {
+    inputs: Vec<Vec<char>>,
+    output: Vec<char>,
+    sizes: std::collections::BTreeMap<char, usize>,
+}
+
+impl Einsum {
+    fn plan(&self, shapes: &[&[usize]]) -> OpResult<EinsumPlan> {
+        let eq: String = self.equation.chars().filter(|c| !c.is_whitespace()).collect();
+        let (lhs, rhs) = match eq.split_once("->") {
+            Some((l, r)) => (l.to_string(), Some(r.to_string())),
+            None => (eq.clone(), None),
+        };
+        let terms: Vec<&str> = lhs.split(',').collect();
+        if terms.len() != shapes.len() {
+            return Err(format!("equation '{}' has {} operands, got {}", self.equation, terms.len(), shapes.len()));
+        }
+        let ellipsis_rank = terms.iter().zip(shapes).map(|(t, s)| if t.contains("...") { s.len() + 3 - t.len() } else { 0 }).max().unwrap_or(0);
+        let ell: Vec<char> = (0..ellipsis_rank).map(|i| (b'A' + i as u8) as char).collect();
+        let expand = |t: &str, rank: usize| -> OpResult<Vec<char>> {
+            match t.split_once("...") {
+                Some((a, b)) => {
+                    let n = rank.checked_sub(a.len() + b.len()).ok_or_else(|| format!("term '{t}' has more labels than axes"))?;
+                    Ok(a.chars().chain(ell[ellipsis_rank - n..].iter().copied()).chain(b.chars()).collect())
+                }
+                None => Ok(t.chars().collect()),
+            }
+        };
+        let mut sizes = std::collections::BTreeMap::new();
+        let mut inputs = Vec::new();
+        for (t, s) in terms.iter().zip(shapes) {
+            let labels = expand(t, s.len())?;
+            if labels.len() != s.len() || labels.iter().any(|c| !c.is_ascii_alphabetic()) {
+                return Err(format!("term '{t}' does not label the {} axes of its operand", s.len()));
+            }
+            for (&c, &d) in labels.iter().zip(s.iter()) {
+                let e = sizes.entry(c).or_insert(d);
+                if *e == 1 {
+                    *e = d;
+                } else if d != 1 && *e != d {
+                    return Err(format!("label '{c}' has sizes {e} and {d}"));
+                }
+            }
+            inputs.push(labels);
+        }
+        let output = match rhs {
+            Some(r) => expand(&r, ellipsis_rank + r.replace("...", "").len())?,
+            None => {
+                let counts = inputs.iter().flatten().fold(std::collections::BTreeMap::new(), |mut m, c| {
+                    *m.entry(*c).or_insert(0) += 1;
+                    m
+                });
+                ell.iter().copied().chain(counts.iter().filter(|(c, n)| **n == 1 && c.is_ascii_lowercase()).map(|(c, _)| *c)).collect()
+            }
+        };
+        if let Some(c) = output.iter().find(|c| !sizes.contains_key(c)) {
+            return Err(format!("output label '{c}' appears in no operand"));
+        }
+        Ok(EinsumPlan { inputs, output, sizes })
+    }
+}
+
+impl Op for Einsum {
+    fn name(&self) -> &'static str {
+        "Einsum"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let facts: Vec<&Fact> = inputs.iter().flatten().copied().collect();
+        let first = facts.first().ok_or("Einsum needs inputs")?;
+        let shapes: Vec<&[usize]> = facts.iter().map(|f| f.shape.as_slice()).collect();
+        let p = self.plan(&shapes)?;
+        Ok(vec![Fact::new(first.dtype, p.output.iter().map(|c| p.sizes[c]).collect())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+        let first = ts.first().ok_or("Einsum needs inputs")?;
+        let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+        let p = self.plan(&shapes)?;
+        let labels: Vec<char> = p.sizes.keys().copied().collect();
+        let dims: Vec<usize> = labels.iter().map(|c| p.sizes[c]).collect();
+        let pos = |c: &char| labels.iter().position(|l| l == c).expect("known label");
+        // Per operand, per label: the element stride (0 where the label is absent or broadcast).
+        let strides_of = |ls: &[char], shape: &[usize]| -> Vec<usize> {
+            let own = crate::tensor::strides(shape);
+            let mut st = vec![0usize; labels.len()];
+            for (a, c) in ls.iter().enumerate() {
+                if shape[a] != 1 {
+                    st[pos(c)] += own[a];
+                }
+            }
+            st
+        };
+        let in_st: Vec<Vec<usize>> = p.inputs.iter().zip(&shapes).map(|(l, s)| strides_of(l, s)).collect();
+        let out_shape: Vec<usize> = p.output.iter().map(|c| p.sizes[c]).collect();
+        let out_st = strides_of(&p.output, &out_shape);
+        let values: Vec<Vec<f64>> = ts.iter().map(|t| t.to_f64_vec()).collect();
+        let mut out = vec![0.0f64; numel(&out_shape)];
+        let mut idx = vec![0usize; labels.len()];
+        for flat in 0..numel(&dims) {
+            super::layout::unravel(flat, &dims, &mut idx);
+            let mut prod = 1.0;
+            for (v, st) in values.iter().zip(&in_st) {
+                prod *= v[idx.iter().zip(st).map(|(i, s)| i * s).sum::<usize>()];
+            }
+            out[idx.iter().zip(&out_st).map(|(i, s)| i * s).sum::<usize>()] += prod;
+        }
+        Ok(vec![Tensor::from_parts(out_shape, super::elementwise::from_f64(first.dtype(), out))])
+    }
+    op_any!();
+}
