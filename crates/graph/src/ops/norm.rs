@@ -235,7 +235,8 @@ impl Op for Lrn {
     op_any!();
 }
 
-/// Dropout in inference: the input unchanged, and an all-true mask when asked for.
+/// Dropout in inference (or in training with ratio 0, which keeps everything): the input
+/// unchanged, and an all-true mask when asked for.
 #[derive(Debug)]
 pub struct Dropout {
     pub mask: bool,
@@ -255,15 +256,67 @@ impl Op for Dropout {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
-        if let Some(t) = optional(inputs, 2) {
-            if t.scalar_value().is_some_and(|v| v != 0.0) {
-                return Err("Dropout in training mode is not supported (inference only)".into());
-            }
+        let training = optional(inputs, 2).and_then(|t| t.scalar_value()).is_some_and(|v| v != 0.0);
+        let ratio = optional(inputs, 1).and_then(|t| t.scalar_value()).unwrap_or(0.5);
+        if training && ratio != 0.0 {
+            return Err("Dropout in training mode drops at random: only ratio 0 is supported".into());
         }
         let mut out = vec![x.clone()];
         if self.mask {
             out.push(Tensor::from_parts(x.shape().to_vec(), crate::tensor::Data::Bool(vec![true; x.len()])));
         }
+        Ok(out)
+    }
+    op_any!();
+}
+
+/// BatchNormalization with `training_mode = 1`: normalises with the batch's own statistics and
+/// also returns the running mean and variance updated with `momentum`.
+#[derive(Debug)]
+pub struct BatchNormTraining {
+    pub epsilon: f64,
+    pub momentum: f64,
+    pub outputs: usize,
+}
+
+impl Op for BatchNormTraining {
+    fn name(&self) -> &'static str {
+        "BatchNormalization"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = float_input(inputs, "BatchNormalization")?;
+        if x.shape.len() < 2 {
+            return Err(format!("BatchNormalization needs N and C axes, got {:?}", x.shape));
+        }
+        let mut out = vec![Fact::new(x.dtype, x.shape.clone()), Fact::new(x.dtype, vec![x.shape[1]]), Fact::new(x.dtype, vec![x.shape[1]])];
+        out.truncate(self.outputs.max(1));
+        Ok(out)
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "X")?;
+        let s = x.shape();
+        let c = s[1];
+        let scale = per_channel(optional(inputs, 1), c, 1.0, "scale")?;
+        let bias = per_channel(optional(inputs, 2), c, 0.0, "B")?;
+        let run_mean = per_channel(optional(inputs, 3), c, 0.0, "input_mean")?;
+        let run_var = per_channel(optional(inputs, 4), c, 1.0, "input_var")?;
+        let v = x.to_f64_vec();
+        let reduced: Vec<bool> = (0..s.len()).map(|a| a != 1).collect();
+        let (_, mean, var) = moments(&v, s, &reduced);
+        let y = v.iter().enumerate().map(|(i, &e)| {
+            let ch = channel_of(i, s);
+            (e - mean[ch]) / (var[ch] + self.epsilon).sqrt() * scale[ch] + bias[ch]
+        });
+        let m = self.momentum;
+        let new_mean = run_mean.iter().zip(&mean).map(|(r, b)| r * m + b * (1.0 - m)).collect();
+        let new_var = run_var.iter().zip(&var).map(|(r, b)| r * m + b * (1.0 - m)).collect();
+        let dtype = x.dtype();
+        let mut out = vec![
+            Tensor::from_parts(s.to_vec(), from_f64(dtype, y.collect())),
+            Tensor::from_parts(vec![c], from_f64(dtype, new_mean)),
+            Tensor::from_parts(vec![c], from_f64(dtype, new_var)),
+        ];
+        out.truncate(self.outputs.max(1));
         Ok(out)
     }
     op_any!();

@@ -328,3 +328,90 @@ impl Op for Col2Im {
     }
     op_any!();
 }
+
+/// 2-D deformable convolution: each kernel tap samples X bilinearly (zeros outside) at its
+/// regular position plus a learned offset, optionally scaled by a mask.
+#[derive(Debug)]
+pub struct DeformConv {
+    pub strides: Option<Vec<i64>>,
+    pub dilations: Option<Vec<i64>>,
+    pub pads: Option<Vec<i64>>,
+    pub group: usize,
+    pub offset_group: usize,
+}
+
+impl DeformConv {
+    fn check(&self, x: &[usize], w: &[usize], off: &[usize]) -> OpResult<()> {
+        let (g, og) = (self.group.max(1), self.offset_group.max(1));
+        if x.len() != 4 || w.len() != 4 || off.len() != 4 {
+            return Err(format!("only 2-D deformable convolution is supported: X {x:?}, W {w:?}, offset {off:?}"));
+        }
+        if x[1] != w[1] * g || w[0] % g != 0 || x[1] % og != 0 || off[1] != og * w[2] * w[3] * 2 || off[0] != x[0] {
+            return Err(format!("X {x:?}, W {w:?} and offset {off:?} do not fit group {g} and offset_group {og}"));
+        }
+        Ok(())
+    }
+}
+
+impl Op for DeformConv {
+    fn name(&self) -> &'static str {
+        "DeformConv"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (x, w, off) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?, required(inputs, 2, "offset")?);
+        self.check(&x.shape, &w.shape, &off.shape)?;
+        Ok(vec![Fact::new(x.dtype, vec![x.shape[0], w.shape[0], off.shape[2], off.shape[3]])])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (xt, wt, ot) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?, required(inputs, 2, "offset")?);
+        let (xs, ws, os) = (xt.shape(), wt.shape(), ot.shape());
+        self.check(xs, ws, os)?;
+        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d) as f64;
+        let (sh, sw, dh, dw) = (get(&self.strides, 0, 1), get(&self.strides, 1, 1), get(&self.dilations, 0, 1), get(&self.dilations, 1, 1));
+        let (ph, pw) = (get(&self.pads, 0, 0), get(&self.pads, 1, 0));
+        let (n, c, ih, iw) = (xs[0], xs[1], xs[2], xs[3]);
+        let (m, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+        let (oh, ow) = (os[2], os[3]);
+        let (g, og) = (self.group.max(1), self.offset_group.max(1));
+        let (x, w, off) = (xt.to_f64_vec(), wt.to_f64_vec(), ot.to_f64_vec());
+        let mask = crate::op::optional(inputs, 4).map(|t| t.to_f64_vec());
+        let bias = crate::op::optional(inputs, 3).map(|t| t.to_f64_vec());
+        let pixel = |plane: &[f64], y: i64, xx: i64| if y < 0 || xx < 0 || y >= ih as i64 || xx >= iw as i64 { 0.0 } else { plane[y as usize * iw + xx as usize] };
+        let bilinear = |plane: &[f64], y: f64, xx: f64| {
+            let (y0, x0) = (y.floor(), xx.floor());
+            let (ty, tx) = (y - y0, xx - x0);
+            let (y0, x0) = (y0 as i64, x0 as i64);
+            (1.0 - ty) * ((1.0 - tx) * pixel(plane, y0, x0) + tx * pixel(plane, y0, x0 + 1)) + ty * ((1.0 - tx) * pixel(plane, y0 + 1, x0) + tx * pixel(plane, y0 + 1, x0 + 1))
+        };
+        let taps = kh * kw;
+        let mut out = vec![0.0f64; n * m * oh * ow];
+        for b in 0..n {
+            for mo in 0..m {
+                let grp = mo / (m / g);
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut sum = bias.as_ref().map_or(0.0, |bv| bv[mo]);
+                        for ci in 0..cg {
+                            let ch = grp * cg + ci;
+                            let ogi = ch / (c / og);
+                            let plane = &x[(b * c + ch) * ih * iw..][..ih * iw];
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let tap = ki * kw + kj;
+                                    let at = |k: usize| off[(((b * og + ogi) * taps + tap) * 2 + k) * oh * ow + i * ow + j];
+                                    let y = i as f64 * sh - ph + ki as f64 * dh + at(0);
+                                    let xx = j as f64 * sw - pw + kj as f64 * dw + at(1);
+                                    let mk = mask.as_ref().map_or(1.0, |mv| mv[((b * og + ogi) * taps + tap) * oh * ow + i * ow + j]);
+                                    sum += w[((mo * cg + ci) * kh + ki) * kw + kj] * mk * bilinear(plane, y, xx);
+                                }
+                            }
+                        }
+                        out[((b * m + mo) * oh + i) * ow + j] = sum;
+                    }
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(vec![n, m, oh, ow], from_f64(xt.dtype(), out))])
+    }
+    op_any!();
+}
