@@ -30,6 +30,15 @@ fn onnx_backend_node_tests_match_manifest() {
     }
     let passed = results.values().filter(|v| *v == "pass").count();
     println!("{passed} of {} node tests pass", results.len());
+    let mut per_op: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let entry = per_op.entry(case["op_type"].as_str().unwrap()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(results[case["name"].as_str().unwrap()] == "pass");
+    }
+    for (op, (n, ok)) in &per_op {
+        println!("  {op:<32} {ok:>3} of {n:>3}");
+    }
     if std::env::var_os("OCTET_UPDATE_MANIFEST").is_some() {
         std::fs::write(&manifest_path, serde_json::to_string_pretty(&results).unwrap() + "\n").unwrap();
         return;

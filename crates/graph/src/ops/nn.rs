@@ -528,7 +528,7 @@ impl ConvTranspose {
     fn geometry(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<TransposeAxis>> {
         let sp = x.len().checked_sub(2).filter(|&s| s > 0).ok_or("X must have N, C and spatial axes")?;
         let g = self.group.max(1);
-        if w.len() != x.len() || w[0] != x[1] || x[1] % g != 0 {
+        if w.len() != x.len() || w[0] != x[1] || !x[1].is_multiple_of(g) {
             return Err(format!("W {w:?} does not fit X {x:?} with group {g}"));
         }
         let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);

@@ -250,7 +250,7 @@ impl IntegerConv {
     }
     fn out_shape(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<usize>> {
         let g = self.group.max(1);
-        if w.len() != x.len() || x.len() < 3 || x[1] != w[1] * g || w[0] % g != 0 {
+        if w.len() != x.len() || x.len() < 3 || x[1] != w[1] * g || !w[0].is_multiple_of(g) {
             return Err(format!("W {w:?} does not fit X {x:?} with group {g}"));
         }
         let geo = self.window(w).geometry(x)?;

@@ -29,7 +29,7 @@ pub struct LinearAttention {
 impl LinearAttention {
     fn dims(&self, q: &[usize], k: &[usize], v: &[usize]) -> OpResult<(usize, usize, usize, usize)> {
         let (hq, hk) = (self.q_heads, self.kv_heads);
-        if q.len() != 3 || k.len() != 3 || v.len() != 3 || hq == 0 || hk == 0 || hq % hk != 0 || q[2] % hq != 0 || v[2] % hk != 0 {
+        if q.len() != 3 || k.len() != 3 || v.len() != 3 || hq == 0 || hk == 0 || hq % hk != 0 || !q[2].is_multiple_of(hq) || !v[2].is_multiple_of(hk) {
             return Err(format!("query {q:?}, key {k:?}, value {v:?} do not split into {hq} and {hk} heads"));
         }
         let (dk, dv) = (q[2] / hq, v[2] / hk);

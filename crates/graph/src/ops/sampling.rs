@@ -238,8 +238,11 @@ pub struct Col2Im {
     pub strides: Option<Vec<i64>>,
 }
 
+/// Block sizes, block counts per axis, and per axis (image size, dilation, pad begin, stride).
+type Col2ImPlan = (Vec<usize>, Vec<usize>, Vec<[usize; 4]>);
+
 impl Col2Im {
-    fn plan(&self, x: &[usize], image: &[i64], block: &[i64]) -> OpResult<(Vec<usize>, Vec<usize>, Vec<[usize; 4]>)> {
+    fn plan(&self, x: &[usize], image: &[i64], block: &[i64]) -> OpResult<Col2ImPlan> {
         let sp = image.len();
         if block.len() != sp || x.len() != 3 || image.iter().chain(block).any(|&d| d <= 0) {
             return Err(format!("input {x:?}, image_shape {image:?} and block_shape {block:?} do not fit"));
@@ -247,10 +250,9 @@ impl Col2Im {
         let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d).max(0) as usize;
         let blocks: Vec<usize> = block.iter().map(|&b| b as usize).collect();
         let bprod: usize = blocks.iter().product();
-        if x[1] % bprod != 0 {
+        if !x[1].is_multiple_of(bprod) {
             return Err(format!("{} rows are not a multiple of the block size {bprod}", x[1]));
         }
-        // Per axis: (image size, dilation, pad begin, stride)
         let axes: Vec<[usize; 4]> = (0..sp).map(|a| [image[a] as usize, get(&self.dilations, a, 1).max(1), get(&self.pads, a, 0), get(&self.strides, a, 1).max(1)]).collect();
         let counts: Vec<usize> = axes
             .iter()
@@ -346,7 +348,7 @@ impl DeformConv {
         if x.len() != 4 || w.len() != 4 || off.len() != 4 {
             return Err(format!("only 2-D deformable convolution is supported: X {x:?}, W {w:?}, offset {off:?}"));
         }
-        if x[1] != w[1] * g || w[0] % g != 0 || x[1] % og != 0 || off[1] != og * w[2] * w[3] * 2 || off[0] != x[0] {
+        if x[1] != w[1] * g || !w[0].is_multiple_of(g) || !x[1].is_multiple_of(og) || off[1] != og * w[2] * w[3] * 2 || off[0] != x[0] {
             return Err(format!("X {x:?}, W {w:?} and offset {off:?} do not fit group {g} and offset_group {og}"));
         }
         Ok(())
