@@ -20,6 +20,7 @@ ONNX Runtime but counts as an octet failure with that reason.
 from __future__ import annotations
 
 import argparse
+import os
 import collections
 import json
 import shutil
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools" / "fixtures"))
 from make_node_tests import walk_nodes  # noqa: E402
 OUT = REPO / "target" / "node-all"
-RUNNER = REPO / "target" / "release" / "examples" / "node_tests"
+RUNNER = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "examples" / "node_tests"
 
 
 def plain(v):

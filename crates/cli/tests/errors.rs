@@ -329,3 +329,25 @@ fn fuzzer_findings_stay_fixed() {
     assert!(ok, "an empty output is computed, not allocated for the other axis: {err}");
     assert_eq!(y.unwrap().shape()[2], 0);
 }
+
+#[test]
+fn models_doc_lists_every_zoo_model_with_both_exporters() {
+    let root = common::root();
+    let list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("tools/zoo/models.json")).unwrap()).unwrap();
+    let doc = std::fs::read_to_string(root.join("doc/models.md")).unwrap_or_default();
+    let rows: Vec<(String, String)> = doc
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| model") && !l.starts_with("| ---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect();
+    let mut want = Vec::new();
+    for m in list["models"].as_array().unwrap() {
+        for exporter in ["torchscript", "dynamo"] {
+            want.push((m["name"].as_str().unwrap().to_string(), exporter.to_string()));
+        }
+    }
+    assert!(rows == want, "doc/models.md is stale (it must list tools/zoo/models.json, in order, once per exporter): regenerate it with `python tools/zoo/zoo.py`");
+}

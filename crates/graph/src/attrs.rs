@@ -1,8 +1,10 @@
 //! Node attributes, independent of the file format they came from.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::error::OpResult;
+use crate::ops::control_flow::Body;
 use crate::tensor::Tensor;
 
 /// One attribute value.
@@ -15,6 +17,8 @@ pub enum Attr {
     String(String),
     Strings(Vec<String>),
     Tensor(Tensor),
+    /// A subgraph (If's branches, Loop's and Scan's body).
+    Graph(Arc<Body>),
 }
 
 /// The attributes of a node by name.
@@ -73,6 +77,14 @@ impl Attrs {
         match self.get(name) {
             Some(Attr::Tensor(t)) => Some(t),
             _ => None,
+        }
+    }
+
+    /// A subgraph attribute, or an error naming it.
+    pub fn graph(&self, name: &str) -> OpResult<Arc<Body>> {
+        match self.get(name) {
+            Some(Attr::Graph(g)) => Ok(g.clone()),
+            _ => Err(format!("the '{name}' subgraph attribute is required")),
         }
     }
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
 use crate::proto::type_proto::Value as TypeValue;
-use crate::proto::{ModelProto, NodeProto};
+use crate::proto::{GraphProto, ModelProto, NodeProto};
 use crate::tensor::{dtype_name, take_tensor, tensor_from_proto};
 
 /// Why a model could not be imported.
@@ -126,7 +126,7 @@ fn import(mut model: ModelProto, path: &Path, base: &Path, keep_data: bool) -> R
         graph.inputs.push(Input { value: v, dtype, dims });
     }
     for (i, n) in g.node.iter().enumerate() {
-        let node = import_node(n, i, opset, base, &mut graph, &mut index)?;
+        let node = import_node(n, i, opset, base, &mut graph, &mut index, 0)?;
         graph.nodes.push(node);
     }
     for vi in &g.output {
@@ -139,7 +139,53 @@ fn import(mut model: ModelProto, path: &Path, base: &Path, keep_data: bool) -> R
     Ok(OnnxModel { graph, opset, ir_version, producer, proto: model, base: base.to_path_buf() })
 }
 
-fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>) -> Result<Node, ImportError> {
+/// The subgraph attributes of the control-flow ops, in the order their captured values follow
+/// the node's inputs.
+const SUBGRAPH_ATTRIBUTES: &[&str] = &["then_branch", "else_branch", "body"];
+
+/// Subgraphs nest at most this deep (a hostile file could otherwise exhaust the stack).
+const MAX_SUBGRAPH_DEPTH: usize = 16;
+
+/// A subgraph as a [`Body`]: its own initializers and nodes; the names it reads without
+/// defining them are the values it captures from enclosing scopes.
+fn import_body(g: &GraphProto, opset: u32, base: &Path, depth: usize) -> Result<ops::control_flow::Body, ImportError> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(octet_graph::Error::Node { node: g.name().to_string(), op: "subgraph".into(), message: format!("subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH}") }.into());
+    }
+    let invalid = |message: String| ImportError::Invalid { path: base.to_path_buf(), message };
+    let mut graph = Graph::default();
+    let mut index = HashMap::new();
+    let mut defined = std::collections::HashSet::new();
+    for init in &g.initializer {
+        let t = tensor_from_proto(init, base).map_err(|m| invalid(format!("initializer '{}': {m}", init.name())))?;
+        let v = graph.value(init.name(), &mut index);
+        graph.constants.insert(v, Arc::new(t));
+        defined.insert(v);
+    }
+    let formal: Vec<usize> = g.input.iter().map(|vi| graph.value(vi.name(), &mut index)).collect();
+    defined.extend(formal.iter().copied());
+    let mut captured = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        let node = import_node(n, i, opset, base, &mut graph, &mut index, depth)?;
+        for v in node.inputs.iter().flatten() {
+            if !defined.contains(v) && !captured.contains(v) {
+                captured.push(*v);
+            }
+        }
+        defined.extend(node.outputs.iter().copied());
+        graph.nodes.push(node);
+    }
+    for vi in &g.output {
+        let v = graph.value(vi.name(), &mut index);
+        if !defined.contains(&v) && !captured.contains(&v) {
+            captured.push(v);
+        }
+        graph.outputs.push(v);
+    }
+    Ok(ops::control_flow::Body { graph, formal, captured })
+}
+
+fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>, depth: usize) -> Result<Node, ImportError> {
     let name = if n.name().is_empty() { format!("{}_{i}", n.op_type()) } else { n.name().to_string() };
     let op_type = n.op_type();
     let def = ops::lookup(op_type).filter(|_| is_default_domain(n.domain()));
@@ -170,12 +216,22 @@ fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Gra
                 let t = a.t.as_ref().ok_or_else(|| node_err(format!("attribute '{}' holds no tensor", a.name())))?;
                 Attr::Tensor(tensor_from_proto(t, base).map_err(|m| node_err(format!("attribute '{}': {m}", a.name())))?)
             }
+            AttributeType::Graph => {
+                let g = a.g.as_ref().ok_or_else(|| node_err(format!("attribute '{}' holds no graph", a.name())))?;
+                Attr::Graph(Arc::new(import_body(g, opset, base, depth + 1).map_err(|e| node_err(format!("subgraph '{}': {e}", a.name())))?))
+            }
             other => return Err(node_err(format!("attribute '{}' of type {} is not supported", a.name(), other.as_str_name())).into()),
         };
         attrs.0.insert(a.name().to_string(), value);
     }
-    let op = (def.build)(&BuildCtx { attrs: &attrs, opset, num_outputs: n.output.len() }).map_err(node_err)?;
-    let inputs = n.input.iter().map(|s| (!s.is_empty()).then(|| graph.value(s, index))).collect();
+    let op = (def.build)(&BuildCtx { attrs: &attrs, opset, num_inputs: n.input.len(), num_outputs: n.output.len() }).map_err(node_err)?;
+    let mut inputs: Vec<Option<usize>> = n.input.iter().map(|s| (!s.is_empty()).then(|| graph.value(s, index))).collect();
+    // Values of this scope that the node's subgraphs read, in the order the control-flow ops take them.
+    for key in SUBGRAPH_ATTRIBUTES {
+        if let Some(Attr::Graph(body)) = attrs.0.get(*key) {
+            inputs.extend(body.captured.iter().map(|&v| Some(graph.value(&body.graph.names[v], index))));
+        }
+    }
     let outputs = n
         .output
         .iter()

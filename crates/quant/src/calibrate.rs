@@ -57,6 +57,29 @@ impl Hooks for Collect<'_> {
     }
 }
 
+/// Collects the activations that hold NaN or infinities (attention masks written as −∞).
+struct NonFinite<'a> {
+    names: &'a [String],
+    found: Vec<String>,
+}
+
+impl Hooks for NonFinite<'_> {
+    fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
+        if t.dtype().is_float() && t.to_f64_vec().iter().any(|x| !x.is_finite()) {
+            self.found.push(self.names[v].clone());
+        }
+        Ok(())
+    }
+}
+
+/// The names of the values that hold NaN or infinities on `sample`: no 8-bit grid holds them,
+/// so they (and the ops that read them) stay float.
+pub fn non_finite_values(session: &Session, names: &[String], sample: &[Tensor]) -> Result<Vec<String>, Error> {
+    let mut hooks = NonFinite { names, found: Vec::new() };
+    session.run_hooked(sample.to_vec(), &mut hooks)?;
+    Ok(hooks.found)
+}
+
 /// Checks that no calibration input holds NaN or Inf.
 pub fn check_finite(samples: &[Vec<Tensor>], input_names: &[&str]) -> Result<(), Error> {
     for (s, inputs) in samples.iter().enumerate() {

@@ -127,8 +127,9 @@ pub fn quantize_prepared(
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
-    let annotation = annotate::annotate(g, &typed, &opts);
     let session = Session::new(g.clone(), threads)?;
+    opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
+    let annotation = annotate::annotate(g, &typed, &opts);
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, progress)?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax());
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);

@@ -210,7 +210,8 @@ impl Op for GlobalPool {
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let x = required(inputs, 0, "X")?;
-        if x.shape.len() < 2 || !x.dtype.is_float() {
+        let max_of_bytes = self.kind == PoolKind::Max && matches!(x.dtype, DType::U8 | DType::I8);
+        if x.shape.len() < 2 || !(x.dtype.is_float() || max_of_bytes) {
             return Err(format!("{} takes a float N×C×… tensor, got {} {:?}", self.name(), x.dtype, x.shape));
         }
         Ok(vec![Fact::new(x.dtype, x.shape.iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect())])
