@@ -57,7 +57,11 @@ impl Hooks for Collect<'_> {
     }
 }
 
-/// Collects the activations that hold NaN or infinities (attention masks written as −∞).
+/// Magnitudes from which a value is taken for an additive mask (−10⁴, −10⁹, the float minimum
+/// that exporters write for masked positions) rather than an activation.
+pub const MASK_MAGNITUDE: f64 = 1e4;
+
+/// Collects the activations that hold NaN, infinities or mask-sized magnitudes.
 struct NonFinite<'a> {
     names: &'a [String],
     found: Vec<String>,
@@ -65,15 +69,17 @@ struct NonFinite<'a> {
 
 impl Hooks for NonFinite<'_> {
     fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
-        if t.dtype().is_float() && t.to_f64_vec().iter().any(|x| !x.is_finite()) {
+        if t.dtype().is_float() && t.to_f64_vec().iter().any(|x| !x.is_finite() || x.abs() >= MASK_MAGNITUDE) {
             self.found.push(self.names[v].clone());
         }
         Ok(())
     }
 }
 
-/// The names of the values that hold NaN or infinities on `sample`: no 8-bit grid holds them,
-/// so they (and the ops that read them) stay float.
+/// The names of the values that hold NaN, infinities or magnitudes of at least
+/// [`MASK_MAGNITUDE`] on `sample` (additive attention masks and the scores they are added to):
+/// an 8-bit grid that spans them has no resolution left for the rest, so they (and the ops that
+/// read them) stay float.
 pub fn non_finite_values(session: &Session, names: &[String], sample: &[Tensor]) -> Result<Vec<String>, Error> {
     let mut hooks = NonFinite { names, found: Vec::new() };
     session.run_hooked(sample.to_vec(), &mut hooks)?;

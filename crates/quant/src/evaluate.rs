@@ -28,11 +28,15 @@ pub fn batches(graph: &Graph, samples: &[Vec<Tensor>], batch: usize) -> Result<V
         .collect()
 }
 
-/// Runs `session` on every batch and stacks its first output; `progress(done, total)` after each.
+/// Runs `session` on every batch and stacks its first float32 output (models may also pass
+/// token ids or masks through); `progress(done, total)` after each.
 pub fn first_output(session: &Session, batches: &[Vec<Tensor>], progress: &mut dyn FnMut(usize, usize)) -> Result<Tensor, Error> {
     let mut outs = Vec::with_capacity(batches.len());
+    let mut which = None;
     for (i, b) in batches.iter().enumerate() {
-        outs.push(session.run(b.clone())?.swap_remove(0));
+        let mut out = session.run(b.clone())?;
+        let k = *which.get_or_insert_with(|| out.iter().position(|t| t.as_f32().is_some()).unwrap_or(0));
+        outs.push(out.swap_remove(k));
         progress(i + 1, batches.len());
     }
     let parts: Vec<&Tensor> = outs.iter().collect();
@@ -81,7 +85,7 @@ pub struct OutputAgreement {
 /// Compares the stacked outputs of the two models (`[N, …, C]`, equal shapes).
 pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> Result<OutputAgreement, Error> {
     let (Some(x), Some(y)) = (float.as_f32(), quantized.as_f32()) else {
-        return Err(Error::Input("the first outputs are not float tensors".into()));
+        return Err(Error::Input("the model has no float32 output to compare".into()));
     };
     if float.shape() != quantized.shape() {
         return Err(Error::Input(format!("the outputs differ in shape: {:?} (float) and {:?} (quantized)", float.shape(), quantized.shape())));
