@@ -187,7 +187,9 @@ impl Op for Attention {
         };
         let scale = self.scale.unwrap_or(1.0 / (d.dk as f64).sqrt()).sqrt();
         let reps = d.hq / d.hkv;
-        let (mut y, mut qk_out) = (vec![0.0; d.b * d.hq * d.sq * d.dv], vec![0.0; d.b * d.hq * d.sq * d.skv]);
+        // The QK output is only materialised when the node asks for it (its 4th output).
+        let qk_len = if self.outputs > 3 { d.b * d.hq * d.sq * d.skv } else { 0 };
+        let (mut y, mut qk_out) = (vec![0.0; d.b * d.hq * d.sq * d.dv], vec![0.0; qk_len]);
         let mut row = vec![0.0f64; d.skv];
         let mut bias = vec![0.0f64; d.skv];
         for b in 0..d.b {
@@ -232,11 +234,11 @@ impl Op for Attention {
                         *r = s;
                     }
                     let out_row = ((b * d.hq + h) * d.sq + i) * d.skv;
-                    if self.qk_matmul_output_mode <= 1 {
+                    if qk_len > 0 && self.qk_matmul_output_mode <= 1 {
                         qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
                     }
                     row.iter_mut().zip(&bias).for_each(|(r, m)| *r += m);
-                    if self.qk_matmul_output_mode == 2 {
+                    if qk_len > 0 && self.qk_matmul_output_mode == 2 {
                         qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
                     }
                     let all_masked = bias.iter().all(|m| *m == f64::NEG_INFINITY);
@@ -246,7 +248,7 @@ impl Op for Attention {
                     let sum: f64 = row.iter().sum();
                     let sum = if sum == 0.0 { 1.0 } else { sum };
                     row.iter_mut().for_each(|r| *r = if all_masked { 0.0 } else { *r / sum });
-                    if self.qk_matmul_output_mode == 3 {
+                    if qk_len > 0 && self.qk_matmul_output_mode == 3 {
                         qk_out[out_row..out_row + d.skv].copy_from_slice(&row);
                     }
                     let yo = ((b * d.hq + h) * d.sq + i) * d.dv;

@@ -734,3 +734,32 @@ pub fn cast(x: &Tensor, to: DType) -> Tensor {
     };
     Tensor::from_parts(x.shape().to_vec(), data)
 }
+
+/// SwiGLU: `swish_α(a) · b` for two inputs of one shape.
+#[derive(Debug)]
+pub struct SwiGlu {
+    pub alpha: f32,
+}
+
+impl Op for SwiGlu {
+    fn name(&self) -> &'static str {
+        "SwiGLU"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        if a.shape != b.shape || a.dtype != b.dtype || !a.dtype.is_float() {
+            return Err(format!("SwiGLU takes two float inputs of one shape and type, got {} {:?} and {} {:?}", a.dtype, a.shape, b.dtype, b.shape));
+        }
+        Ok(vec![Fact::new(a.dtype, a.shape.clone())])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
+        if a.shape() != b.shape() {
+            return Err(format!("SwiGLU takes two inputs of one shape, got {:?} and {:?}", a.shape(), b.shape()));
+        }
+        let alpha = self.alpha as f64;
+        let v = a.to_f64_vec().into_iter().zip(b.to_f64_vec()).map(|(x, y)| x / (1.0 + (-alpha * x).exp()) * y).collect();
+        Ok(vec![Tensor::from_parts(a.shape().to_vec(), from_f64(a.dtype(), v))])
+    }
+    op_any!();
+}

@@ -126,6 +126,7 @@ impl Op for Window {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let n = Self::len(required(inputs, 0, "size")?)?;
+        crate::limits::check_tensor(self.dtype, &[n]).map_err(|m| format!("output {m}"))?;
         let denom = if self.periodic { n as f64 } else { n as f64 - 1.0 };
         let tau = std::f64::consts::TAU;
         let data = Data::from_fn(self.dtype, n, |i| {
@@ -171,6 +172,7 @@ impl Op for MelWeightMatrix {
         }
         let (bins, dft) = (bins as usize, dft as i64);
         let spec_bins = dft as usize / 2 + 1;
+        crate::limits::check_tensor(DType::F64, &[spec_bins, bins]).map_err(|m| format!("output {m}"))?;
         let mel = |hz: f64| 2595.0 * (hz / 700.0).ln_1p() / std::f64::consts::LN_10;
         let (lo_mel, hi_mel) = (mel(lo), mel(hi));
         let step = (hi_mel - lo_mel) / (bins + 2) as f64;

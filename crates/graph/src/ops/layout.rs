@@ -970,6 +970,7 @@ impl Op for MaxUnpool {
         if idx.len() != x.len() {
             return Err("I must have X's shape".into());
         }
+        crate::limits::check_tensor(x.dtype(), &inferred).map_err(|m| format!("unpooled tensor {m}"))?;
         let n = numel(&inferred);
         let mut target = vec![None; n];
         for (k, &i) in idx.iter().enumerate() {

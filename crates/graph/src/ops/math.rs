@@ -315,3 +315,101 @@ impl Op for Einsum {
     }
     op_any!();
 }
+
+/// DFT over one axis of a real (last dim 1) or complex (last dim 2) signal: forward, inverse,
+/// one-sided (real-input forward, or Hermitian-input inverse), zero-padded or truncated to
+/// `dft_length`. Direct O(n²) sums in f64.
+#[derive(Debug)]
+pub struct Dft {
+    pub inverse: bool,
+    pub onesided: bool,
+    /// Before opset 20, the axis was an attribute (default 1); from 20 it is input 2 (default -2).
+    pub axis_attr: Option<i64>,
+}
+
+impl Dft {
+    fn plan(&self, s: &[usize], len: Option<i64>, axis: Option<i64>) -> OpResult<(usize, usize, Vec<usize>)> {
+        if s.len() < 2 || !matches!(s[s.len() - 1], 1 | 2) {
+            return Err(format!("DFT takes a signal whose last axis is 1 (real) or 2 (complex), got {s:?}"));
+        }
+        let axis = norm_axis(self.axis_attr.or(axis).unwrap_or(-2), s.len())?;
+        if axis == s.len() - 1 {
+            return Err("the DFT axis cannot be the real/imaginary axis".into());
+        }
+        let n = match len {
+            Some(l) if l > 0 => l as usize,
+            Some(l) => return Err(format!("dft_length {l} must be positive")),
+            None if self.inverse && self.onesided => 2 * s[axis].saturating_sub(1),
+            None => s[axis],
+        };
+        let mut out = s.to_vec();
+        out[axis] = if self.onesided && !self.inverse { n / 2 + 1 } else { n };
+        *out.last_mut().expect("rank ≥ 2") = if self.inverse && self.onesided { 1 } else { 2 };
+        Ok((axis, n, out))
+    }
+    fn scalar_of<T>(inputs: &[Option<&T>], i: usize, get: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<Option<i64>> {
+        crate::op::optional(inputs, i).map(|t| get(t).and_then(|v| v.first().copied()).ok_or_else(|| format!("input {i} must be an integer scalar"))).transpose()
+    }
+}
+
+impl Op for Dft {
+    fn name(&self) -> &'static str {
+        "DFT"
+    }
+    fn value_operands(&self) -> &'static [usize] {
+        &[1, 2]
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let x = required(inputs, 0, "input")?;
+        let (len, axis) = (Self::scalar_of(inputs, 1, |f| f.const_ints())?, Self::scalar_of(inputs, 2, |f| f.const_ints())?);
+        Ok(vec![Fact::new(x.dtype, self.plan(&x.shape, len, axis)?.2)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let x = required(inputs, 0, "input")?;
+        let (len, axis) = (Self::scalar_of(inputs, 1, |t| t.to_i64_vec())?, Self::scalar_of(inputs, 2, |t| t.to_i64_vec())?);
+        let s = x.shape();
+        let (axis, n, out_shape) = self.plan(s, len, axis)?;
+        let (c_in, c_out) = (s[s.len() - 1], out_shape[out_shape.len() - 1]);
+        let (m_in, m_out) = (s[axis], out_shape[axis]);
+        let outer = numel(&s[..axis]);
+        let inner = numel(&s[axis + 1..s.len() - 1]);
+        let v = x.to_f64_vec();
+        let mut out = vec![0.0f64; numel(&out_shape)];
+        let tau = std::f64::consts::TAU;
+        for o in 0..outer {
+            for j in 0..inner {
+                let at = |k: usize| ((o * m_in + k) * inner + j) * c_in;
+                let z = |k: usize| -> (f64, f64) { if k < m_in { (v[at(k)], if c_in == 2 { v[at(k) + 1] } else { 0.0 }) } else { (0.0, 0.0) } };
+                for t in 0..m_out {
+                    let dst = ((o * m_out + t) * inner + j) * c_out;
+                    if self.inverse && self.onesided {
+                        // Real signal from a Hermitian spectrum (numpy's irfft).
+                        let half = n / 2;
+                        let mut acc = z(0).0;
+                        for k in 1..=half {
+                            let (re, im) = z(k);
+                            let th = tau * (k * t) as f64 / n as f64;
+                            let w = if n % 2 == 0 && k == half { 1.0 } else { 2.0 };
+                            acc += w * if n % 2 == 0 && k == half { re * th.cos() } else { re * th.cos() - im * th.sin() };
+                        }
+                        out[dst] = acc / n as f64;
+                        continue;
+                    }
+                    let sign = if self.inverse { 1.0 } else { -1.0 };
+                    let (mut re, mut im) = (0.0, 0.0);
+                    for k in 0..n.min(m_in) {
+                        let (a, b) = z(k);
+                        let th = sign * tau * ((k * t) % n) as f64 / n as f64;
+                        re += a * th.cos() - b * th.sin();
+                        im += a * th.sin() + b * th.cos();
+                    }
+                    let scale = if self.inverse { 1.0 / n as f64 } else { 1.0 };
+                    out[dst] = re * scale;
+                    out[dst + 1] = im * scale;
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(out_shape, super::elementwise::from_f64(x.dtype(), out))])
+    }
+    op_any!();
+}

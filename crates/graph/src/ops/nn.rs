@@ -584,6 +584,7 @@ impl Op for ConvTranspose {
         let bias = optional(inputs, 2).map(|b| b.to_f64_vec());
         let mut y = vec![0.0f64; xs[0] * m * out_plane];
         let (mut ip, mut kp) = (vec![0usize; in_sp.len()], vec![0usize; k_sp.len()]);
+        crate::limits::check_tensor(DType::I64, &[in_plane, k_plane]).map_err(|m| format!("the scatter table of input positions × kernel taps: {m}"))?;
         let mut targets = vec![None; in_plane * k_plane];
         for i in 0..in_plane {
             super::layout::unravel(i, in_sp, &mut ip);
