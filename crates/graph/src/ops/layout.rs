@@ -152,7 +152,10 @@ impl Pad {
     fn out_shape(s: &[usize], pads: &[(i64, i64)]) -> OpResult<Vec<usize>> {
         s.iter()
             .zip(pads)
-            .map(|(&d, &(b, e))| usize::try_from(d as i64 + b + e).map_err(|_| format!("pads {pads:?} crop more than the input {s:?} holds")))
+            .map(|(&d, &(b, e))| {
+                let size = (d as i64).checked_add(b).and_then(|v| v.checked_add(e)).ok_or_else(|| format!("pads {pads:?} overflow"))?;
+                usize::try_from(size).map_err(|_| format!("pads {pads:?} crop more than the input {s:?} holds"))
+            })
             .collect()
     }
 }
@@ -187,7 +190,7 @@ impl Op for Pad {
             let mut off = 0usize;
             for a in 0..s.len() {
                 let d = s[a] as i64;
-                let mut i = out[a] as i64 - pads[a].0;
+                let mut i = (out[a] as i64).checked_sub(pads[a].0)?;
                 if !(0..d).contains(&i) {
                     i = match mode {
                         PadMode::Constant => return None,
@@ -936,7 +939,12 @@ impl MaxUnpool {
         let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
         let mut inferred = x[..2].to_vec();
         for a in 0..sp {
-            let d = (x[2 + a] as i64 - 1) * get(&self.strides, a, 1) - get(&self.pads, a, 0) - get(&self.pads, a + sp, 0) + self.kernel[a];
+            let d = (x[2 + a] as i64 - 1)
+                .checked_mul(get(&self.strides, a, 1))
+                .and_then(|v| v.checked_sub(get(&self.pads, a, 0)))
+                .and_then(|v| v.checked_sub(get(&self.pads, a + sp, 0)))
+                .and_then(|v| v.checked_add(self.kernel[a]))
+                .ok_or("kernel_shape, strides and pads overflow")?;
             inferred.push(usize::try_from(d).map_err(|_| format!("unpooled size {d} is negative"))?);
         }
         let out = match output_shape {

@@ -537,16 +537,24 @@ impl ConvTranspose {
             .map(|i| {
                 let stride = usize::try_from(get(&self.strides, i, 1)).ok().filter(|&s| s > 0).ok_or("strides must be positive")?;
                 let dilation = usize::try_from(get(&self.dilations, i, 1)).ok().filter(|&s| s > 0).ok_or("dilations must be positive")?;
-                let eff = ((w[2 + i] as i64 - 1) * dilation as i64 + 1).max(0);
-                let full = stride as i64 * (x[2 + i] as i64 - 1) + get(&self.output_padding, i, 0) + eff;
+                let overflow = || format!("strides, dilations and output_padding overflow along spatial axis {i}");
+                let eff = (w[2 + i] as i64 - 1).checked_mul(dilation as i64).and_then(|v| v.checked_add(1)).ok_or_else(overflow)?.max(0);
+                let full = (stride as i64)
+                    .checked_mul(x[2 + i] as i64 - 1)
+                    .and_then(|v| v.checked_add(get(&self.output_padding, i, 0)))
+                    .and_then(|v| v.checked_add(eff))
+                    .ok_or_else(overflow)?;
                 let (pad_begin, out) = if self.pads.is_none() && same {
-                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len() - sp + i).copied()).unwrap_or(x[2 + i] as i64 * stride as i64);
-                    let total = full - out;
+                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len().wrapping_sub(sp).wrapping_add(i)).copied()).unwrap_or((x[2 + i] as i64).saturating_mul(stride as i64));
+                    let total = full.checked_sub(out).ok_or_else(overflow)?;
                     let begin = if self.auto_pad == "SAME_UPPER" { total / 2 } else { total - total / 2 };
                     (begin, out)
                 } else {
                     let (pb, pe) = (get(&self.pads, i, 0), get(&self.pads, i + sp, 0));
-                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len() - sp + i).copied()).unwrap_or(full - pb - pe);
+                    let out = match self.output_shape.as_ref().and_then(|o| o.get(o.len().wrapping_sub(sp).wrapping_add(i)).copied()) {
+                        Some(o) => o,
+                        None => full.checked_sub(pb).and_then(|v| v.checked_sub(pe)).ok_or_else(overflow)?,
+                    };
                     (pb, out)
                 };
                 let out = usize::try_from(out).map_err(|_| format!("output size {out} along spatial axis {i} is negative"))?;

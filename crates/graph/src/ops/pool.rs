@@ -60,7 +60,7 @@ impl Pool {
                 let (pad_begin, pad_end, out) = match self.auto_pad.as_str() {
                     "SAME_UPPER" | "SAME_LOWER" => {
                         let out = size.div_ceil(stride);
-                        let total = ((out.saturating_sub(1)) * stride + eff).saturating_sub(size);
+                        let total = out.saturating_sub(1).checked_mul(stride).and_then(|v| v.checked_add(eff)).ok_or("kernel and strides overflow")?.saturating_sub(size);
                         let small = total / 2;
                         let (b, e) = if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                         (b, e, out)
@@ -69,7 +69,7 @@ impl Pool {
                     _ => {
                         let nonneg = |v: i64| usize::try_from(v).map_err(|_| format!("pad {v} must not be negative"));
                         let (b, e) = (nonneg(get(&self.pads, i, 0))?, nonneg(get(&self.pads, i + spatial, 0))?);
-                        let padded = size + b + e;
+                        let padded = size.checked_add(b).and_then(|v| v.checked_add(e)).ok_or("pads overflow")?;
                         if padded < eff {
                             return Err(format!("kernel {:?} is larger than the padded input {x:?}", self.kernel));
                         }

@@ -85,6 +85,9 @@ impl GridSample {
             SampleMode::Linear => &[0, 1],
             SampleMode::Cubic => &[-1, 0, 1, 2],
         };
+        // Coordinates far outside read only padding: kept within a few pixels of the image so
+        // that the tap arithmetic stays small (zeros padding reads 0 there either way).
+        let x: Vec<f64> = x.iter().zip(dims).map(|(&v, &d)| if v.is_nan() { -4.0 } else { v.clamp(-4.0, d as f64 + 3.0) }).collect();
         let base: Vec<i64> = x.iter().map(|v| v.floor() as i64).collect();
         let weights: Vec<Vec<f64>> = x
             .iter()
@@ -260,8 +263,12 @@ impl Col2Im {
             .enumerate()
             .map(|(a, ([size, dil, pb, st], &b))| {
                 let pe = get(&self.pads, a + sp, 0);
-                let eff = (b - 1) * dil + 1;
-                (size + pb + pe).checked_sub(eff).map(|span| span / st + 1).unwrap_or(0)
+                let eff = (b - 1).checked_mul(*dil).and_then(|v| v.checked_add(1));
+                let padded = size.checked_add(*pb).and_then(|v| v.checked_add(pe));
+                match (eff, padded) {
+                    (Some(eff), Some(padded)) => padded.checked_sub(eff).map(|span| span / st + 1).unwrap_or(0),
+                    _ => usize::MAX,
+                }
             })
             .collect();
         if numel(&counts) != x[2] {
@@ -380,6 +387,10 @@ impl Op for DeformConv {
         let bias = crate::op::optional(inputs, 3).map(|t| t.to_f64_vec());
         let pixel = |plane: &[f64], y: i64, xx: i64| if y < 0 || xx < 0 || y >= ih as i64 || xx >= iw as i64 { 0.0 } else { plane[y as usize * iw + xx as usize] };
         let bilinear = |plane: &[f64], y: f64, xx: f64| {
+            // Far outside (or not a number) every tap reads the zero padding.
+            if !(y > -2.0 && y < ih as f64 + 1.0 && xx > -2.0 && xx < iw as f64 + 1.0) {
+                return 0.0;
+            }
             let (y0, x0) = (y.floor(), xx.floor());
             let (ty, tx) = (y - y0, xx - x0);
             let (y0, x0) = (y0 as i64, x0 as i64);
