@@ -428,3 +428,105 @@ impl Op for DeformConv {
     }
     op_any!();
 }
+
+/// RoiAlign: per region of interest, an output_height × output_width grid of bins, each the
+/// average (or max) of bilinear samples on a regular sub-grid, as ONNX's reference computes it.
+#[derive(Debug)]
+pub struct RoiAlign {
+    pub max: bool,
+    pub half_pixel: bool,
+    pub output_height: usize,
+    pub output_width: usize,
+    pub sampling_ratio: usize,
+    pub spatial_scale: f64,
+}
+
+impl RoiAlign {
+    /// The four corner offsets and weights of a sample at (y, x), or `None` outside the image.
+    fn corners(y: f64, x: f64, h: usize, w: usize) -> Option<[(usize, f64); 4]> {
+        if h == 0 || w == 0 || !(y >= -1.0 && y <= h as f64 && x >= -1.0 && x <= w as f64) {
+            return None;
+        }
+        let (mut y, mut x) = (y.max(0.0), x.max(0.0));
+        let (mut yl, mut xl) = (y as usize, x as usize);
+        let yh = if yl >= h - 1 {
+            yl = h - 1;
+            y = yl as f64;
+            yl
+        } else {
+            yl + 1
+        };
+        let xh = if xl >= w - 1 {
+            xl = w - 1;
+            x = xl as f64;
+            xl
+        } else {
+            xl + 1
+        };
+        let (ly, lx) = (y - yl as f64, x - xl as f64);
+        let (hy, hx) = (1.0 - ly, 1.0 - lx);
+        Some([(yl * w + xl, hy * hx), (yl * w + xh, hy * lx), (yh * w + xl, ly * hx), (yh * w + xh, ly * lx)])
+    }
+}
+
+impl Op for RoiAlign {
+    fn name(&self) -> &'static str {
+        "RoiAlign"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (x, rois, idx) = (required(inputs, 0, "X")?, required(inputs, 1, "rois")?, required(inputs, 2, "batch_indices")?);
+        if x.shape.len() != 4 || rois.shape.len() != 2 || rois.shape[1] != 4 || idx.shape != [rois.shape[0]] || !x.dtype.is_float() {
+            return Err(format!("X {:?}, rois {:?} and batch_indices {:?} must be (N, C, H, W), (R, 4) and (R)", x.shape, rois.shape, idx.shape));
+        }
+        Ok(vec![Fact::new(x.dtype, vec![rois.shape[0], x.shape[1], self.output_height, self.output_width])])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (xt, rt, it) = (required(inputs, 0, "X")?, required(inputs, 1, "rois")?, required(inputs, 2, "batch_indices")?);
+        let fact = self.infer(&[Some(&Fact::new(xt.dtype(), xt.shape().to_vec())), Some(&Fact::new(rt.dtype(), rt.shape().to_vec())), Some(&Fact::new(it.dtype(), it.shape().to_vec()))])?.remove(0);
+        let [n, c, h, w] = [xt.shape()[0], xt.shape()[1], xt.shape()[2], xt.shape()[3]];
+        let (ph, pw) = (self.output_height, self.output_width);
+        let (x, rois) = (xt.to_f64_vec(), rt.to_f64_vec());
+        let batch = it.to_i64_vec().ok_or("batch_indices must be integers")?;
+        let mut out = Vec::with_capacity(fact.shape.iter().product());
+        for (r, &b) in batch.iter().enumerate() {
+            let b = usize::try_from(b).ok().filter(|&b| b < n).ok_or_else(|| format!("batch index {b} is outside the batch of {n}"))?;
+            let off = if self.half_pixel { 0.5 } else { 0.0 };
+            let roi = &rois[r * 4..r * 4 + 4];
+            let (sw, sh) = (roi[0] * self.spatial_scale - off, roi[1] * self.spatial_scale - off);
+            let (mut rw, mut rh) = (roi[2] * self.spatial_scale - off - sw, roi[3] * self.spatial_scale - off - sh);
+            if !self.half_pixel {
+                rw = rw.max(1.0);
+                rh = rh.max(1.0);
+            }
+            let (bh, bw) = (rh / ph as f64, rw / pw as f64);
+            // Samples per bin and axis: the attribute, or enough to cover the bin (at most 256).
+            let grid = |extent: f64, bins: usize| if self.sampling_ratio > 0 { self.sampling_ratio.min(256) } else { (extent / bins as f64).ceil().clamp(0.0, 256.0) as usize };
+            let (gh, gw) = (grid(rh, ph), grid(rw, pw));
+            let count = (gh * gw).max(1) as f64;
+            for ch in 0..c {
+                let plane = &x[(b * c + ch) * h * w..][..h * w];
+                for py in 0..ph {
+                    for px in 0..pw {
+                        let (mut acc, mut best): (f64, Option<f64>) = (0.0, None);
+                        for iy in 0..gh {
+                            let y = sh + py as f64 * bh + (iy as f64 + 0.5) * bh / gh as f64;
+                            for ix in 0..gw {
+                                let xx = sw + px as f64 * bw + (ix as f64 + 0.5) * bw / gw as f64;
+                                let taps = Self::corners(y, xx, h, w).unwrap_or([(0, 0.0); 4]);
+                                if self.max {
+                                    let v = taps.iter().map(|&(p, wt)| wt * plane[p]).fold(f64::NEG_INFINITY, f64::max);
+                                    best = Some(best.map_or(v, |m| m.max(v)));
+                                } else {
+                                    acc += taps.iter().map(|&(p, wt)| wt * plane[p]).sum::<f64>();
+                                }
+                            }
+                        }
+                        out.push(if self.max { best.unwrap_or(0.0) } else { acc / count });
+                    }
+                }
+            }
+        }
+        Ok(vec![Tensor::from_parts(fact.shape, from_f64(xt.dtype(), out))])
+    }
+    op_any!();
+}
