@@ -141,3 +141,15 @@ def test_ops_and_compare(tmp_path, seed_int8):
     assert "SQNR" in report.text()
     report.to_html(str(tmp_path / "r.html"))
     assert open(tmp_path / "r.html").read().startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("case", ["test_cast_FLOAT16_to_DOUBLE", "test_add_uint16", "test_bitshift_right_int16", "test_add_uint64"])
+def test_session_takes_and_returns_every_numpy_element_type(case):
+    """ONNX's own node tests (tests/node): float16 and the 16/64-bit integer types in and out."""
+    d = os.path.join(ROOT, "tests", "node", case)
+    sess = octet.InferenceSession(os.path.join(d, "model.onnx"))
+    feed = {i.name: np.load(os.path.join(d, f"input_{k}.npy")) for k, i in enumerate(sess.get_inputs())}
+    (got,) = sess.run(None, feed)
+    want = np.load(os.path.join(d, "output_0.npy"))
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-3)
