@@ -30,20 +30,39 @@ impl Attrs {
         self.0.get(name)
     }
 
-    pub fn int_or(&self, name: &str, default: i64) -> OpResult<i64> {
+    /// An int attribute, `None` when absent.
+    pub fn int(&self, name: &str) -> OpResult<Option<i64>> {
         match self.get(name) {
-            None => Ok(default),
-            Some(Attr::Int(v)) => Ok(*v),
+            None => Ok(None),
+            Some(Attr::Int(v)) => Ok(Some(*v)),
             Some(other) => Err(format!("attribute '{name}' must be an int, got {other:?}")),
         }
     }
 
-    pub fn float_or(&self, name: &str, default: f32) -> OpResult<f32> {
+    pub fn int_or(&self, name: &str, default: i64) -> OpResult<i64> {
+        Ok(self.int(name)?.unwrap_or(default))
+    }
+
+    /// A float attribute (an int is taken as a float), `None` when absent.
+    pub fn float(&self, name: &str) -> OpResult<Option<f32>> {
         match self.get(name) {
-            None => Ok(default),
-            Some(Attr::Float(v)) => Ok(*v),
-            Some(Attr::Int(v)) => Ok(*v as f32),
+            None => Ok(None),
+            Some(Attr::Float(v)) => Ok(Some(*v)),
+            Some(Attr::Int(v)) => Ok(Some(*v as f32)),
             Some(other) => Err(format!("attribute '{name}' must be a float, got {other:?}")),
+        }
+    }
+
+    pub fn float_or(&self, name: &str, default: f32) -> OpResult<f32> {
+        Ok(self.float(name)?.unwrap_or(default))
+    }
+
+    /// A list-of-strings attribute, `None` when absent.
+    pub fn strings(&self, name: &str) -> OpResult<Option<Vec<String>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Attr::Strings(v)) => Ok(Some(v.clone())),
+            Some(other) => Err(format!("attribute '{name}' must be a list of strings, got {other:?}")),
         }
     }
 

@@ -111,6 +111,16 @@ pub fn optional<'a, T>(inputs: &[Option<&'a T>], i: usize) -> Option<&'a T> {
     inputs.get(i).copied().flatten()
 }
 
+/// Normalises a possibly negative index into an axis of `len` elements (numpy's rule), or an
+/// error naming it.
+pub fn norm_index(index: i64, len: usize) -> OpResult<usize> {
+    let j = if index < 0 { index.saturating_add(len as i64) } else { index };
+    if !(0..len as i64).contains(&j) {
+        return Err(format!("index {index} is out of range for an axis of {len}"));
+    }
+    Ok(j as usize)
+}
+
 /// Normalises a possibly negative axis against a rank.
 pub fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
     let r = rank as i64;

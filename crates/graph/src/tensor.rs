@@ -233,23 +233,23 @@ impl Data {
     }
 
     /// Elements of `dtype` from little-endian bytes (a trailing partial element is dropped;
-    /// bool: any non-zero byte is true).
-    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Data {
+    /// bool: any non-zero byte is true). uint8 takes the buffer as is.
+    pub fn from_le_bytes(dtype: DType, bytes: Vec<u8>) -> Data {
         fn le<T, const N: usize>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
             b.chunks_exact(N).map(|c| f(c.try_into().expect("N bytes"))).collect()
         }
         match dtype {
-            DType::F32 => Data::F32(le(bytes, f32::from_le_bytes)),
-            DType::F64 => Data::F64(le(bytes, f64::from_le_bytes)),
-            DType::F16 => Data::F16(le(bytes, half::f16::from_le_bytes)),
-            DType::I64 => Data::I64(le(bytes, i64::from_le_bytes)),
-            DType::I32 => Data::I32(le(bytes, i32::from_le_bytes)),
-            DType::I16 => Data::I16(le(bytes, i16::from_le_bytes)),
+            DType::F32 => Data::F32(le(&bytes, f32::from_le_bytes)),
+            DType::F64 => Data::F64(le(&bytes, f64::from_le_bytes)),
+            DType::F16 => Data::F16(le(&bytes, half::f16::from_le_bytes)),
+            DType::I64 => Data::I64(le(&bytes, i64::from_le_bytes)),
+            DType::I32 => Data::I32(le(&bytes, i32::from_le_bytes)),
+            DType::I16 => Data::I16(le(&bytes, i16::from_le_bytes)),
             DType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
-            DType::U64 => Data::U64(le(bytes, u64::from_le_bytes)),
-            DType::U32 => Data::U32(le(bytes, u32::from_le_bytes)),
-            DType::U16 => Data::U16(le(bytes, u16::from_le_bytes)),
-            DType::U8 => Data::U8(bytes.to_vec()),
+            DType::U64 => Data::U64(le(&bytes, u64::from_le_bytes)),
+            DType::U32 => Data::U32(le(&bytes, u32::from_le_bytes)),
+            DType::U16 => Data::U16(le(&bytes, u16::from_le_bytes)),
+            DType::U8 => Data::U8(bytes),
             DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
         }
     }
@@ -268,10 +268,31 @@ impl Data {
         true
     }
 
+    /// Elements read from `self` or `other` (one element type), in the order of `picks`; `None`
+    /// when the types differ. The index maps and scatters build their outputs with this.
+    pub fn pick(&self, other: &Data, picks: impl Iterator<Item = Pick>) -> Option<Data> {
+        macro_rules! pick {
+            ($($v:ident),*) => {
+                match (self, other) {
+                    $((Data::$v(a), Data::$v(b)) => Data::$v(picks.map(|p| match p { Pick::Own(i) => a[i], Pick::Other(j) => b[j] }).collect()),)*
+                    _ => return None,
+                }
+            };
+        }
+        Some(pick!(F32, F64, F16, I64, I32, I16, I8, U64, U32, U16, U8, Bool))
+    }
+
     /// The elements at `indices`, in that order.
     pub fn gather(&self, indices: impl Iterator<Item = usize>) -> Data {
         map_data!(self, v => indices.map(|i| v[i]).collect())
     }
+}
+
+/// Where [`Data::pick`] reads an element: the buffer itself or the other one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Own(usize),
+    Other(usize),
 }
 
 /// A dense row-major tensor.

@@ -12,10 +12,6 @@ pub fn dtype_name(code: i32) -> String {
     DataType::try_from(code).map(|d| d.as_str_name().to_string()).unwrap_or_else(|_| format!("type {code}"))
 }
 
-fn from_le<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
-}
-
 /// The file an external-data `location` names, if it is safe to read: a relative path that,
 /// symlinks resolved, stays inside the model's folder `base` (as ONNX's checker and ONNX Runtime
 /// require). Anything else would let a downloaded model read files of the machine it runs on.
@@ -74,30 +70,20 @@ fn tensor_from_parts(t: &TensorProto, raw: Option<Vec<u8>>, base: &Path) -> Resu
     let external = t.data_location == Some(DataLocation::External as i32);
     let raw: Option<Vec<u8>> = if external { Some(external_bytes(t, base)?) } else { raw };
     let code = t.data_type();
+    let dtype = octet_graph::ops::elementwise::dtype_from_onnx(code as i64).ok_or_else(|| format!("data type {} is not supported", dtype_name(code)))?;
     let data = match (DataType::try_from(code), raw) {
-        (Ok(DataType::Float), Some(r)) => Data::F32(from_le(&r, f32::from_le_bytes)),
+        (_, Some(r)) => Data::from_le_bytes(dtype, r),
         (Ok(DataType::Float), None) => Data::F32(t.float_data.clone()),
-        (Ok(DataType::Double), Some(r)) => Data::F64(from_le(&r, f64::from_le_bytes)),
         (Ok(DataType::Double), None) => Data::F64(t.double_data.clone()),
-        (Ok(DataType::Int64), Some(r)) => Data::I64(from_le(&r, i64::from_le_bytes)),
         (Ok(DataType::Int64), None) => Data::I64(t.int64_data.clone()),
-        (Ok(DataType::Int32), Some(r)) => Data::I32(from_le(&r, i32::from_le_bytes)),
         (Ok(DataType::Int32), None) => Data::I32(t.int32_data.clone()),
-        (Ok(DataType::Int8), Some(r)) => Data::I8(r.iter().map(|&b| b as i8).collect()),
         (Ok(DataType::Int8), None) => Data::I8(t.int32_data.iter().map(|&v| v as i8).collect()),
-        (Ok(DataType::Uint8), Some(r)) => Data::U8(r),
         (Ok(DataType::Uint8), None) => Data::U8(t.int32_data.iter().map(|&v| v as u8).collect()),
-        (Ok(DataType::Float16), Some(r)) => Data::F16(from_le(&r, half::f16::from_le_bytes)),
         (Ok(DataType::Float16), None) => Data::F16(t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16)).collect()),
-        (Ok(DataType::Int16), Some(r)) => Data::I16(from_le(&r, i16::from_le_bytes)),
         (Ok(DataType::Int16), None) => Data::I16(t.int32_data.iter().map(|&v| v as i16).collect()),
-        (Ok(DataType::Uint16), Some(r)) => Data::U16(from_le(&r, u16::from_le_bytes)),
         (Ok(DataType::Uint16), None) => Data::U16(t.int32_data.iter().map(|&v| v as u16).collect()),
-        (Ok(DataType::Uint32), Some(r)) => Data::U32(from_le(&r, u32::from_le_bytes)),
         (Ok(DataType::Uint32), None) => Data::U32(t.uint64_data.iter().map(|&v| v as u32).collect()),
-        (Ok(DataType::Uint64), Some(r)) => Data::U64(from_le(&r, u64::from_le_bytes)),
         (Ok(DataType::Uint64), None) => Data::U64(t.uint64_data.clone()),
-        (Ok(DataType::Bool), Some(r)) => Data::Bool(r.iter().map(|&b| b != 0).collect()),
         (Ok(DataType::Bool), None) => Data::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
         _ => return Err(format!("data type {} is not supported", dtype_name(code))),
     };

@@ -175,42 +175,22 @@ impl Binary {
     }
 }
 
-/// Add, Sub, Mul and Div as ONNX runtimes compute them: IEEE arithmetic on floats,
-/// two's-complement wrap-around on integers (`i64::MIN / -1` included), never a panic.
-pub trait Arithmetic: Copy {
-    fn add(self, o: Self) -> Self;
-    fn sub(self, o: Self) -> Self;
-    fn mul(self, o: Self) -> Self;
-    /// Callers rule out integer division by zero.
-    fn div(self, o: Self) -> Self;
-}
-
-macro_rules! float_arithmetic {
-    ($($t:ty),*) => {$(
-        impl Arithmetic for $t {
-            fn add(self, o: Self) -> Self { self + o }
-            fn sub(self, o: Self) -> Self { self - o }
-            fn mul(self, o: Self) -> Self { self * o }
-            fn div(self, o: Self) -> Self { self / o }
-        }
-    )*};
-}
-float_arithmetic!(f32, f64);
-
+/// Add, Sub, Mul or Div on f32 or f64 operands without widening (IEEE arithmetic). Integers take
+/// the exact i64 path of [`BinaryKind::integer`], which wraps as the narrow type would.
 fn arith<T>(kind: BinaryKind, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> Vec<T>
 where
-    T: Copy + Default + Arithmetic,
+    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>,
 {
     match kind {
-        BinaryKind::Add => binary(a, ash, b, bsh, out, T::add),
-        BinaryKind::Sub => binary(a, ash, b, bsh, out, T::sub),
-        BinaryKind::Mul => binary(a, ash, b, bsh, out, T::mul),
-        BinaryKind::Div => binary(a, ash, b, bsh, out, T::div),
+        BinaryKind::Add => binary(a, ash, b, bsh, out, |x, y| x + y),
+        BinaryKind::Sub => binary(a, ash, b, bsh, out, |x, y| x - y),
+        BinaryKind::Mul => binary(a, ash, b, bsh, out, |x, y| x * y),
+        BinaryKind::Div => binary(a, ash, b, bsh, out, |x, y| x / y),
         _ => unreachable!("only the four arithmetic ops have a native path"),
     }
 }
 
-/// `f` applied with broadcasting to both operands read as f64 (floats) — results in `dtype`.
+/// `f` applied with broadcasting to both operands read as f64.
 fn float_path(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
     binary(&a.to_f64_vec(), a.shape(), &b.to_f64_vec(), b.shape(), shape, f)
 }
@@ -325,9 +305,6 @@ impl Op for Variadic {
             let n = Tensor::from_parts(vec![], from_f64(acc.dtype(), vec![v.len() as f64]));
             acc = Binary(BinaryKind::Div).eval(&[Some(&acc), Some(&n)], ctx)?.remove(0);
         }
-        if let Some(first) = (v.len() == 1).then(|| v[0]) {
-            return Ok(vec![first.clone()]);
-        }
         Ok(vec![acc])
     }
 
@@ -336,7 +313,10 @@ impl Op for Variadic {
 
 /// A buffer of `dtype` from f64 values (saturating casts for integers).
 pub fn from_f64(dtype: DType, v: Vec<f64>) -> Data {
-    Data::from_fn(dtype, v.len(), |i| v[i])
+    match dtype {
+        DType::F64 => Data::F64(v),
+        _ => Data::from_fn(dtype, v.len(), |i| v[i]),
+    }
 }
 
 /// `out = cond ? x : y` with broadcasting.
@@ -497,7 +477,6 @@ impl UnaryKind {
             UnaryKind::Abs => x.wrapping_abs(),
             UnaryKind::Neg => x.wrapping_neg(),
             UnaryKind::Sign => x.signum(),
-            UnaryKind::Shrink { .. } | UnaryKind::Ceil | UnaryKind::Floor | UnaryKind::Round => return None,
             UnaryKind::BitwiseNot => !x,
             _ => return None,
         })
@@ -728,8 +707,9 @@ pub fn cast(x: &Tensor, to: DType) -> Tensor {
     let data = match (x.data(), to) {
         (Data::F64(v), DType::F32) => Data::F32(v.iter().map(|&e| e as f32).collect()),
         (d, DType::F32) => Data::F32(with_data!(d, v => v.iter().map(|&e| e.to_f64() as f32).collect())),
-        (d, to) if !d.dtype().is_float() && d.dtype() != DType::U64 => Data::from_i64s(to, &x.to_i64_vec().expect("integer")),
-        (Data::U64(v), to) if !to.is_float() => Data::from_i64s(to, &v.iter().map(|&e| e as i64).collect::<Vec<_>>()),
+        // Integers to integers (and narrow integers to floats) exactly through i64; uint64 to a
+        // float through f64, since its i64 image wraps above i64::MAX.
+        (d, to) if !(d.dtype().is_float() || d.dtype() == DType::U64 && to.is_float()) => Data::from_i64s(to, &x.to_i64_vec().expect("integer")),
         (_, to) => from_f64(to, x.to_f64_vec()),
     };
     Tensor::from_parts(x.shape().to_vec(), data)

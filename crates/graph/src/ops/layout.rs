@@ -8,17 +8,10 @@
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
+use super::shape::{const_ints, tensor_ints};
+use crate::op::{norm_axis, norm_index, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use crate::tensor::{numel, strides, Data, Tensor};
-
-fn ints_of(t: &Tensor, what: &str) -> OpResult<Vec<i64>> {
-    t.to_i64_vec().ok_or_else(|| format!("{what} must be an integer tensor, got {}", t.dtype()))
-}
-
-fn const_ints(f: &Fact, what: &str) -> OpResult<Vec<i64>> {
-    f.const_ints().ok_or_else(|| format!("the {what} operand must be a constant integer tensor (it is computed at run time)"))
-}
+use crate::tensor::{numel, strides, Data, Pick, Tensor};
 
 /// The multi-index of row-major element `i` of `shape`.
 pub(crate) fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {
@@ -32,24 +25,19 @@ pub(crate) fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {
 /// `map(i)` (a flat offset), or `fill` (default zero) where `map` gives `None`.
 fn remap(x: &Tensor, shape: Vec<usize>, fill: Option<&Tensor>, mut map: impl FnMut(&[usize]) -> Option<usize>) -> OpResult<Vec<Tensor>> {
     crate::limits::check_tensor(x.dtype(), &shape).map_err(|m| format!("output {m}"))?;
-    let n = numel(&shape);
-    let mut data = x.data().clone();
-    let fill_at = data.len();
-    let appended = match fill {
-        Some(f) if f.len() == 1 => data.extend_from(f.data()),
-        Some(_) => false,
-        None => data.extend_from(&Data::zeros(x.dtype(), 1)),
+    let zero = Data::zeros(x.dtype(), 1);
+    let fill = match fill {
+        Some(f) if f.len() == 1 && f.dtype() == x.dtype() => f.data(),
+        Some(_) => return Err(format!("the fill value must be one {} element", x.dtype())),
+        None => &zero,
     };
-    if !appended {
-        return Err(format!("the fill value must be one {} element", x.dtype()));
-    }
     let mut index = vec![0usize; shape.len()];
-    let idx = (0..n).map(|i| {
+    let picks = (0..numel(&shape)).map(|i| {
         unravel(i, &shape, &mut index);
-        map(&index).unwrap_or(fill_at)
+        map(&index).map_or(Pick::Other(0), Pick::Own)
     });
-    let idx: Vec<usize> = idx.collect();
-    Ok(vec![Tensor::from_parts(shape, data.gather(idx.into_iter()))])
+    let data = x.data().pick(fill, picks).expect("one element type");
+    Ok(vec![Tensor::from_parts(shape, data)])
 }
 
 fn offset(index: &[usize], st: &[usize]) -> usize {
@@ -103,7 +91,7 @@ impl Op for Tile {
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let s = x.shape().to_vec();
-        let shape = tile_shape(&s, &ints_of(required(inputs, 1, "repeats")?, "repeats")?)?;
+        let shape = tile_shape(&s, &tensor_ints(required(inputs, 1, "repeats")?, "repeats")?)?;
         let st = strides(&s);
         remap(x, shape, None, |i| Some(i.iter().zip(&s).zip(&st).map(|((&i, &d), &st)| (i % d) * st).sum()))
     }
@@ -175,7 +163,7 @@ impl Op for Pad {
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
         let s = x.shape().to_vec();
-        let pads = self.pads(s.len(), inputs, ints_of)?;
+        let pads = self.pads(s.len(), inputs, tensor_ints)?;
         let shape = Self::out_shape(&s, &pads)?;
         let fill = match (self.pads_attr.is_some(), optional(inputs, 2)) {
             (false, Some(v)) => v.clone(),
@@ -237,7 +225,7 @@ impl Op for Trilu {
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let k = match optional(inputs, 1) {
-            Some(t) => ints_of(t, "k")?.first().copied().ok_or("k must hold one value")?,
+            Some(t) => tensor_ints(t, "k")?.first().copied().ok_or("k must hold one value")?,
             None => 0,
         };
         let s = x.shape().to_vec();
@@ -346,7 +334,7 @@ impl Op for ReverseSequence {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
-        let lens = ints_of(required(inputs, 1, "sequence_lens")?, "sequence_lens")?;
+        let lens = tensor_ints(required(inputs, 1, "sequence_lens")?, "sequence_lens")?;
         let s = x.shape().to_vec();
         let st = strides(&s);
         let (ba, ta) = (self.batch_axis, self.time_axis);
@@ -404,7 +392,7 @@ impl Op for CenterCropPad {
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input_data")?;
         let s = x.shape().to_vec();
-        let shape = self.target(&s, &ints_of(required(inputs, 1, "shape")?, "shape")?)?;
+        let shape = self.target(&s, &tensor_ints(required(inputs, 1, "shape")?, "shape")?)?;
         let st = strides(&s);
         let shift: Vec<i64> = s.iter().zip(&shape).map(|(&d, &t)| if d >= t { ((d - t) / 2) as i64 } else { -(((t - d) / 2) as i64) }).collect();
         remap(x, shape.clone(), None, |o| {
@@ -430,14 +418,6 @@ pub struct GatherElements {
     pub axis: i64,
 }
 
-fn wrap_index(i: i64, d: usize) -> OpResult<usize> {
-    let j = if i < 0 { i + d as i64 } else { i };
-    if !(0..d as i64).contains(&j) {
-        return Err(format!("index {i} is out of range for an axis of {d}"));
-    }
-    Ok(j as usize)
-}
-
 impl Op for GatherElements {
     fn name(&self) -> &'static str {
         "GatherElements"
@@ -453,13 +433,13 @@ impl Op for GatherElements {
         let (x, it) = (required(inputs, 0, "data")?, required(inputs, 1, "indices")?);
         let s = x.shape().to_vec();
         let axis = norm_axis(self.axis, s.len())?;
-        let idx = ints_of(it, "indices")?;
+        let idx = tensor_ints(it, "indices")?;
         let ist = strides(it.shape());
         let st = strides(&s);
         let mut err = None;
         let out = remap(x, it.shape().to_vec(), None, |o| {
             let mut src = o.to_vec();
-            match wrap_index(idx[offset(o, &ist)], s[axis]) {
+            match norm_index(idx[offset(o, &ist)], s[axis]) {
                 Ok(j) => src[axis] = j,
                 Err(e) => {
                     err.get_or_insert(e);
@@ -502,7 +482,7 @@ impl Op for GatherNd {
         let (x, it) = (required(inputs, 0, "data")?, required(inputs, 1, "indices")?);
         let (s, is) = (x.shape().to_vec(), it.shape().to_vec());
         let shape = self.out_shape(&s, &is)?;
-        let idx = ints_of(it, "indices")?;
+        let idx = tensor_ints(it, "indices")?;
         let (b, k) = (self.batch_dims, *is.last().expect("checked"));
         let q = is.len() - 1;
         let ist = strides(&is);
@@ -513,7 +493,7 @@ impl Op for GatherNd {
             src.extend_from_slice(&o[..b]);
             let base: usize = o[..q].iter().zip(&ist).map(|(i, s)| i * s).sum();
             for j in 0..k {
-                match wrap_index(idx[base + j], s[b + j]) {
+                match norm_index(idx[base + j], s[b + j]) {
                     Ok(v) => src.push(v),
                     Err(e) => {
                         err.get_or_insert(e);
@@ -569,13 +549,12 @@ fn scatter(data: &Tensor, updates: &Tensor, offsets: &[usize], reduction: Reduct
         return Err(format!("updates are {} but data is {}", updates.dtype(), data.dtype()));
     }
     if reduction == Reduction::None {
-        let mut idx: Vec<usize> = (0..data.len()).collect();
+        let mut picks: Vec<Pick> = (0..data.len()).map(Pick::Own).collect();
         for (u, &o) in offsets.iter().enumerate() {
-            idx[o] = data.len() + u;
+            picks[o] = Pick::Other(u);
         }
-        let mut all = data.data().clone();
-        all.extend_from(updates.data());
-        return Ok(Tensor::from_parts(data.shape().to_vec(), all.gather(idx.into_iter())));
+        let out = data.data().pick(updates.data(), picks.into_iter()).expect("types checked above");
+        return Ok(Tensor::from_parts(data.shape().to_vec(), out));
     }
     let mut v = data.to_f64_vec();
     let u = updates.to_f64_vec();
@@ -608,13 +587,13 @@ impl Op for ScatterElements {
         if it.shape() != up.shape() || it.rank() != s.len() {
             return Err("indices and updates must have one shape, of data's rank".into());
         }
-        let idx = ints_of(it, "indices")?;
+        let idx = tensor_ints(it, "indices")?;
         let st = strides(s);
         let mut pos = vec![0usize; s.len()];
         let offsets = (0..idx.len())
             .map(|k| {
                 unravel(k, it.shape(), &mut pos);
-                pos[axis] = wrap_index(idx[k], s[axis])?;
+                pos[axis] = norm_index(idx[k], s[axis])?;
                 Ok(offset(&pos, &st))
             })
             .collect::<OpResult<Vec<usize>>>()?;
@@ -644,7 +623,7 @@ impl Op for ScatterNd {
         if k > s.len() {
             return Err(format!("index tuples of {k} exceed data's rank {}", s.len()));
         }
-        let idx = ints_of(it, "indices")?;
+        let idx = tensor_ints(it, "indices")?;
         let st = strides(s);
         let slice: usize = s[k..].iter().product();
         let n = idx.len() / k.max(1);
@@ -655,7 +634,7 @@ impl Op for ScatterNd {
         for t in 0..n {
             let mut base = 0;
             for j in 0..k {
-                base += wrap_index(idx[t * k + j], s[j])? * st[j];
+                base += norm_index(idx[t * k + j], s[j])? * st[j];
             }
             offsets.extend((0..slice).map(|e| base + e));
         }
@@ -762,7 +741,7 @@ impl Op for Compress {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
-        let (axis, keep, shape) = self.plan(x.shape(), &ints_of(required(inputs, 1, "condition")?, "condition")?)?;
+        let (axis, keep, shape) = self.plan(x.shape(), &tensor_ints(required(inputs, 1, "condition")?, "condition")?)?;
         let s = x.shape().to_vec();
         let st = strides(&s);
         remap(x, shape, None, |o| match axis {
@@ -972,9 +951,9 @@ impl Op for MaxUnpool {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (x, it) = (required(inputs, 0, "X")?, required(inputs, 1, "I")?);
-        let os = optional(inputs, 2).map(|t| ints_of(t, "output_shape")).transpose()?;
+        let os = optional(inputs, 2).map(|t| tensor_ints(t, "output_shape")).transpose()?;
         let (inferred, shape) = self.shapes(x.shape(), os)?;
-        let idx = ints_of(it, "I")?;
+        let idx = tensor_ints(it, "I")?;
         if idx.len() != x.len() {
             return Err("I must have X's shape".into());
         }
@@ -1065,7 +1044,7 @@ impl Op for BitCast {
         if x.dtype().size() != self.to.size() {
             return Err(format!("BitCast needs types of one width: {} and {}", x.dtype(), self.to));
         }
-        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::from_le_bytes(self.to, &x.data().to_le_bytes()))])
+        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::from_le_bytes(self.to, x.data().to_le_bytes()))])
     }
     op_any!();
 }

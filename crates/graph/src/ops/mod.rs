@@ -203,6 +203,7 @@ fn arg_extreme(c: &BuildCtx, max: bool) -> OpResult<Arc<dyn Op>> {
     ok(ArgExtreme { max, axis: a.int_or("axis", 0)?, keepdims: a.int_or("keepdims", 1)? != 0, select_last_index: a.int_or("select_last_index", 0)? != 0 })
 }
 
+/// Softmax, LogSoftmax, Hardmax: before opset 13 the input is flattened at `axis` (default 1).
 fn softmax_like(c: &BuildCtx, kind: nn::SoftmaxKind) -> OpResult<Arc<dyn Op>> {
     let flatten = c.opset < 13;
     ok(nn::Softmax { kind, axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
@@ -235,6 +236,50 @@ fn reduction_mode(c: &BuildCtx) -> OpResult<layout::Reduction> {
     layout::Reduction::parse(&c.attrs.string_or("reduction", "none")?)
 }
 
+/// A data-type attribute (an ONNX `TensorProto.DataType` code), `None` when absent.
+fn dtype_attr(c: &BuildCtx, name: &str) -> OpResult<Option<crate::tensor::DType>> {
+    c.attrs.int(name)?.map(|code| dtype_from_onnx(code).ok_or_else(|| format!("'{name}' names ONNX data type {code}, which octet does not support"))).transpose()
+}
+
+/// A non-negative int attribute as a size, `None` when absent.
+fn size_attr(c: &BuildCtx, name: &str) -> OpResult<Option<usize>> {
+    Ok(c.attrs.int(name)?.map(|v| v.max(0) as usize))
+}
+
+fn window(c: &BuildCtx, kind: generator::WindowKind) -> OpResult<Arc<dyn Op>> {
+    ok(generator::Window { kind, periodic: c.attrs.int_or("periodic", 1)? != 0, dtype: dtype_attr(c, "output_datatype")?.unwrap_or(crate::tensor::DType::F32) })
+}
+
+fn loss(c: &BuildCtx, softmax: bool) -> OpResult<Arc<dyn Op>> {
+    let reduction = match c.attrs.string_or("reduction", "mean")?.as_str() {
+        "none" => loss::LossReduction::None,
+        "sum" => loss::LossReduction::Sum,
+        "mean" => loss::LossReduction::Mean,
+        r => return Err(format!("unknown reduction '{r}'")),
+    };
+    ok(loss::Loss { softmax, reduction, ignore_index: c.attrs.int("ignore_index")?, outputs: c.num_outputs })
+}
+
+fn recurrent(c: &BuildCtx, kind: rnn::CellKind) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    let direction = a.string_or("direction", "forward")?;
+    let directions = match direction.as_str() {
+        "forward" | "reverse" => 1,
+        "bidirectional" => 2,
+        d => return Err(format!("unknown direction '{d}'")),
+    };
+    ok(rnn::Recurrent {
+        kind,
+        directions,
+        reverse_only: direction == "reverse",
+        hidden: size_attr(c, "hidden_size")?,
+        activations: rnn::activations(kind, a.strings("activations")?, a.floats("activation_alpha")?, a.floats("activation_beta")?, directions)?,
+        clip: a.float("clip")?.map(f64::from),
+        batch_first: a.int_or("layout", 0)? != 0,
+        outputs: c.num_outputs,
+    })
+}
+
 fn alpha(c: &BuildCtx, default: f32) -> OpResult<f32> {
     c.attrs.float_or("alpha", default)
 }
@@ -253,26 +298,23 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Asinh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Asinh) },
     OpDef { name: "Atan", since: 7, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Atan) },
     OpDef { name: "Atanh", since: 9, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Atanh) },
-    OpDef { name: "Attention", since: 23, float_kernel: "f64 reference loops", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "masks, causal and sliding windows, KV cache, grouped-query heads, softcap, every QK output mode", build: |c| { let a = c.attrs; let heads = |n: &str| -> OpResult<Option<usize>> { Ok(a.get(n).map(|_| a.int_or(n, 0)).transpose()?.map(|v| v.max(0) as usize)) }; ok(attention::Attention { scale: a.get("scale").map(|_| a.float_or("scale", 1.0)).transpose()?.map(f64::from), is_causal: a.int_or("is_causal", 0)? != 0, q_num_heads: heads("q_num_heads")?, kv_num_heads: heads("kv_num_heads")?, softcap: a.float_or("softcap", 0.0)? as f64, qk_matmul_output_mode: a.int_or("qk_matmul_output_mode", 0)?, left_window: a.int_or("left_window_size", -1)?, right_window: a.int_or("right_window_size", -1)?, outputs: c.num_outputs }) } },
+    OpDef { name: "Attention", since: 23, float_kernel: "f64 reference loops", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "masks, causal and sliding windows, KV cache, grouped-query heads, softcap, every QK output mode", build: |c| { let a = c.attrs; ok(attention::Attention { scale: a.float("scale")?.map(f64::from), is_causal: a.int_or("is_causal", 0)? != 0, q_num_heads: size_attr(c, "q_num_heads")?, kv_num_heads: size_attr(c, "kv_num_heads")?, softcap: a.float_or("softcap", 0.0)? as f64, qk_matmul_output_mode: a.int_or("qk_matmul_output_mode", 0)?, left_window: a.int_or("left_window_size", -1)?, right_window: a.int_or("right_window_size", -1)?, outputs: c.num_outputs }) } },
     OpDef { name: "AveragePool", since: 7, float_kernel: "window scan, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| pool(c, pool::PoolKind::Average { count_include_pad: c.attrs.int_or("count_include_pad", 0)? != 0 }) },
     OpDef { name: "BatchNormalization", since: 7, float_kernel: "per-channel affine (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "inference form, and training_mode (batch statistics, updated running mean and variance)", build: |c| if c.attrs.int_or("training_mode", 0)? != 0 { ok(norm::BatchNormTraining { epsilon: c.attrs.float_or("epsilon", 1e-5)? as f64, momentum: c.attrs.float_or("momentum", 0.9)? as f64, outputs: c.num_outputs }) } else if c.num_outputs > 1 { Err("BatchNormalization with running-statistics outputs needs training_mode = 1".into()) } else { normalization(c, norm::NormKind::Batch, 1e-5) } },
-    OpDef { name: "BitCast", since: 26, float_kernel: "reinterpret bytes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "between types of one width", build: |c| { let code = c.attrs.int_or("to", 0)?; ok(layout::BitCast { to: dtype_from_onnx(code).ok_or_else(|| format!("BitCast to ONNX type {code} is not supported"))? }) } },
+    OpDef { name: "BitCast", since: 26, float_kernel: "reinterpret bytes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "between types of one width", build: |c| ok(layout::BitCast { to: dtype_attr(c, "to")?.ok_or("BitCast needs 'to'")? }) },
     OpDef { name: "BitShift", since: 11, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "signed integers: arithmetic right shift", build: |c| binary(BinaryKind::BitShift { left: c.attrs.string_or("direction", "")? == "LEFT" }) },
     OpDef { name: "BitwiseAnd", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseAnd) },
     OpDef { name: "BitwiseNot", since: 18, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::BitwiseNot) },
     OpDef { name: "BitwiseOr", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseOr) },
     OpDef { name: "BitwiseXor", since: 18, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::BitwiseXor) },
-    OpDef { name: "BlackmanWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::Window { kind: generator::WindowKind::Blackman, periodic: c.attrs.int_or("periodic", 1)? != 0, dtype: match c.attrs.get("output_datatype") { Some(_) => { let code = c.attrs.int_or("output_datatype", 1)?; dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))? } None => crate::tensor::DType::F32 } }) },
+    OpDef { name: "BlackmanWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| window(c, generator::WindowKind::Blackman) },
     OpDef {
         name: "Cast",
         since: 6,
         float_kernel: "elementwise",
         quant: QuantRule::NotQuantized, int8: FLOAT,
         notes: "between float32/64/16, signed and unsigned integers of 8 to 64 bits, bool; no bfloat16, float8, int4 or strings",
-        build: |c| {
-            let to = c.attrs.int_or("to", 1)?;
-            ok(Cast { to: dtype_from_onnx(to).ok_or_else(|| format!("Cast to ONNX type {to} is not supported"))? })
-        },
+        build: |c| ok(Cast { to: dtype_attr(c, "to")?.ok_or("Cast needs 'to'")? }),
     },
     OpDef { name: "CastLike", since: 15, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(layout::CastLike) },
     OpDef { name: "CausalConvWithState", since: 27, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "activation none or silu/swish", build: |c| ok(recurrent_state::CausalConvWithState { silu: match c.attrs.string_or("activation", "none")?.as_str() { "none" => false, "silu" | "swish" => true, a => return Err(format!("unknown activation '{a}'")) } }) },
@@ -281,7 +323,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "CenterCropPad", since: 18, float_kernel: "index map", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(layout::CenterCropPad { axes: c.attrs.ints("axes")? }) },
     OpDef { name: "Clip", since: 6, float_kernel: "elementwise", quant: QuantRule::Observed, int8: TABLE, notes: "bounds: attributes before opset 11, inputs from 11", build: |c| ok(elementwise::Clip { min: if c.opset < 11 { Some(c.attrs.float_or("min", f32::MIN)?) } else { None }, max: if c.opset < 11 { Some(c.attrs.float_or("max", f32::MAX)?) } else { None } }) },
     OpDef { name: "Col2Im", since: 18, float_kernel: "f64, any number of spatial axes", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(sampling::Col2Im { dilations: c.attrs.ints("dilations")?, pads: c.attrs.ints("pads")?, strides: c.attrs.ints("strides")? }) },
-    OpDef { name: "Compress", since: 9, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "the condition must be known when the model is planned", build: |c| ok(layout::Compress { axis: c.attrs.get("axis").map(|_| c.attrs.int_or("axis", 0)).transpose()? }) },
+    OpDef { name: "Compress", since: 9, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "the condition must be known when the model is planned", build: |c| ok(layout::Compress { axis: c.attrs.int("axis")? }) },
     OpDef { name: "Concat", since: 4, float_kernel: "copy", quant: QuantRule::SharesInput, int8: FLOAT, notes: "", build: |c| ok(shape::Concat { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef { name: "Constant", since: 1, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "sparse values are not supported", build: constant },
     OpDef {
@@ -336,10 +378,10 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "Erf", since: 9, float_kernel: "vectorised rational approximation", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Erf) },
     OpDef { name: "Exp", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Exp) },
     OpDef { name: "Expand", since: 8, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |_| ok(shape::Expand) },
-    OpDef { name: "EyeLike", since: 9, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::EyeLike { dtype: match c.attrs.get("dtype") { Some(_) => { let code = c.attrs.int_or("dtype", 1)?; Some(dtype_from_onnx(code).ok_or_else(|| format!("EyeLike dtype {code} is not supported"))?) } None => None }, k: c.attrs.int_or("k", 0)? }) },
+    OpDef { name: "EyeLike", since: 9, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::EyeLike { dtype: dtype_attr(c, "dtype")?, k: c.attrs.int_or("k", 0)? }) },
     OpDef { name: "Flatten", since: 1, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Flatten { axis: c.attrs.int_or("axis", 1)? }) },
     OpDef { name: "Floor", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Floor) },
-    OpDef { name: "GRU", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, linear_before_reset, sequence_lens, layout, clip, activations", build: |c| { let a = c.attrs; let direction = a.string_or("direction", "forward")?; let directions = match direction.as_str() { "forward" | "reverse" => 1, "bidirectional" => 2, d => return Err(format!("unknown direction '{d}'")) }; let kind = rnn::CellKind::Gru { linear_before_reset: a.int_or("linear_before_reset", 0)? != 0 }; ok(rnn::Recurrent { kind, directions, reverse_only: direction == "reverse", hidden: a.get("hidden_size").map(|_| a.int_or("hidden_size", 0)).transpose()?.map(|h| h.max(0) as usize), activations: rnn::activations(kind, match a.get("activations") { Some(crate::attrs::Attr::Strings(v)) => Some(v.clone()), _ => None }, a.floats("activation_alpha")?, a.floats("activation_beta")?, directions)?, clip: a.get("clip").map(|_| a.float_or("clip", 0.0)).transpose()?.map(f64::from), batch_first: a.int_or("layout", 0)? != 0, outputs: c.num_outputs }) } },
+    OpDef { name: "GRU", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, linear_before_reset, sequence_lens, layout, clip, activations", build: |c| recurrent(c, rnn::CellKind::Gru { linear_before_reset: c.attrs.int_or("linear_before_reset", 0)? != 0 }) },
     OpDef { name: "Gather", since: 1, float_kernel: "copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Gather { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef { name: "GatherElements", since: 11, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(layout::GatherElements { axis: c.attrs.int_or("axis", 0)? }) },
     OpDef { name: "GatherND", since: 11, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(layout::GatherNd { batch_dims: c.attrs.int_or("batch_dims", 0)?.max(0) as usize }) },
@@ -374,8 +416,8 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "GreaterOrEqual", since: 12, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| binary(BinaryKind::GreaterOrEqual) },
     OpDef { name: "GridSample", since: 16, float_kernel: "f64, any number of spatial axes", quant: QuantRule::Observed, int8: FLOAT, notes: "nearest, linear, cubic (and opset 16's bilinear, bicubic); zeros, border, reflection padding", build: |c| ok(sampling::GridSample { mode: match c.attrs.string_or("mode", if c.opset < 20 { "bilinear" } else { "linear" })?.as_str() { "nearest" => sampling::SampleMode::Nearest, "linear" | "bilinear" => sampling::SampleMode::Linear, "cubic" | "bicubic" => sampling::SampleMode::Cubic, m => return Err(format!("unknown GridSample mode '{m}'")) }, padding: match c.attrs.string_or("padding_mode", "zeros")?.as_str() { "zeros" => sampling::Padding::Zeros, "border" => sampling::Padding::Border, "reflection" => sampling::Padding::Reflection, m => return Err(format!("unknown padding_mode '{m}'")) }, align_corners: c.attrs.int_or("align_corners", 0)? != 0 }) },
     OpDef { name: "GroupNormalization", since: 18, float_kernel: "per (N, group) moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "scale and bias per group before opset 21, per channel from 21", build: |c| normalization(c, norm::NormKind::Group { groups: c.attrs.int_or("num_groups", 1)?.max(0) as usize, per_group_affine: c.opset < 21 }, 1e-5) },
-    OpDef { name: "HammingWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::Window { kind: generator::WindowKind::Hamming, periodic: c.attrs.int_or("periodic", 1)? != 0, dtype: match c.attrs.get("output_datatype") { Some(_) => { let code = c.attrs.int_or("output_datatype", 1)?; dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))? } None => crate::tensor::DType::F32 } }) },
-    OpDef { name: "HannWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::Window { kind: generator::WindowKind::Hann, periodic: c.attrs.int_or("periodic", 1)? != 0, dtype: match c.attrs.get("output_datatype") { Some(_) => { let code = c.attrs.int_or("output_datatype", 1)?; dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))? } None => crate::tensor::DType::F32 } }) },
+    OpDef { name: "HammingWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| window(c, generator::WindowKind::Hamming) },
+    OpDef { name: "HannWindow", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| window(c, generator::WindowKind::Hann) },
     OpDef { name: "HardSigmoid", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |c| unary(UnaryKind::HardSigmoid { alpha: alpha(c, 0.2)?, beta: c.attrs.float_or("beta", 0.5)? }) },
     OpDef { name: "HardSwish", since: 14, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::HardSwish) },
     OpDef { name: "Hardmax", since: 1, float_kernel: "row kernel", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| softmax_like(c, nn::SoftmaxKind::Hardmax) },
@@ -385,7 +427,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "IsInf", since: 10, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| unary(UnaryKind::IsInf { positive: c.attrs.int_or("detect_positive", 1)? != 0, negative: c.attrs.int_or("detect_negative", 1)? != 0 }) },
     OpDef { name: "IsNaN", since: 9, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::IsNaN) },
     OpDef { name: "LRN", since: 1, float_kernel: "channel windows (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(norm::Lrn { alpha: c.attrs.float_or("alpha", 1e-4)? as f64, beta: c.attrs.float_or("beta", 0.75)? as f64, bias: c.attrs.float_or("bias", 1.0)? as f64, size: c.attrs.int_or("size", 1)?.max(1) as usize }) },
-    OpDef { name: "LSTM", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, peepholes, input_forget, sequence_lens, layout, clip, activations", build: |c| { let a = c.attrs; let direction = a.string_or("direction", "forward")?; let directions = match direction.as_str() { "forward" | "reverse" => 1, "bidirectional" => 2, d => return Err(format!("unknown direction '{d}'")) }; let kind = rnn::CellKind::Lstm { input_forget: a.int_or("input_forget", 0)? != 0 }; ok(rnn::Recurrent { kind, directions, reverse_only: direction == "reverse", hidden: a.get("hidden_size").map(|_| a.int_or("hidden_size", 0)).transpose()?.map(|h| h.max(0) as usize), activations: rnn::activations(kind, match a.get("activations") { Some(crate::attrs::Attr::Strings(v)) => Some(v.clone()), _ => None }, a.floats("activation_alpha")?, a.floats("activation_beta")?, directions)?, clip: a.get("clip").map(|_| a.float_or("clip", 0.0)).transpose()?.map(f64::from), batch_first: a.int_or("layout", 0)? != 0, outputs: c.num_outputs }) } },
+    OpDef { name: "LSTM", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, peepholes, input_forget, sequence_lens, layout, clip, activations", build: |c| recurrent(c, rnn::CellKind::Lstm { input_forget: c.attrs.int_or("input_forget", 0)? != 0 }) },
     OpDef {
         name: "LayerNormalization",
         since: 17,
@@ -412,13 +454,13 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "MaxUnpool", since: 9, float_kernel: "index map", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(layout::MaxUnpool { kernel: c.attrs.ints("kernel_shape")?.ok_or("kernel_shape is required")?, pads: c.attrs.ints("pads")?, strides: c.attrs.ints("strides")? }) },
     OpDef { name: "Mean", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Mean", BinaryKind::Add, true) },
     OpDef { name: "MeanVarianceNormalization", since: 9, float_kernel: "moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| normalization(c, norm::NormKind::MeanVariance { axes: c.attrs.ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]) }, 0.0) },
-    OpDef { name: "MelWeightMatrix", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::MelWeightMatrix { dtype: match c.attrs.get("output_datatype") { Some(_) => { let code = c.attrs.int_or("output_datatype", 1)?; dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))? } None => crate::tensor::DType::F32 } }) },
+    OpDef { name: "MelWeightMatrix", since: 17, float_kernel: "generated", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(generator::MelWeightMatrix { dtype: dtype_attr(c, "output_datatype")?.unwrap_or(crate::tensor::DType::F32) }) },
     OpDef { name: "Min", since: 6, float_kernel: "broadcast elementwise, any number of inputs", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |_| variadic("Min", BinaryKind::Min, false) },
     OpDef { name: "Mish", since: 18, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Mish) },
     OpDef { name: "Mod", since: 10, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| binary(BinaryKind::Mod { fmod: c.attrs.int_or("fmod", 0)? != 0 }) },
     OpDef { name: "Mul", since: 7, float_kernel: "broadcast elementwise", quant: QuantRule::Observed, int8: ARITH, notes: "by a positive constant scalar: a change of scale, no kernel", build: |_| binary(BinaryKind::Mul) },
     OpDef { name: "Neg", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "integers too", build: |_| unary(UnaryKind::Neg) },
-    OpDef { name: "NegativeLogLikelihoodLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| ok(loss::Loss { softmax: false, reduction: match c.attrs.string_or("reduction", "mean")?.as_str() { "none" => loss::LossReduction::None, "sum" => loss::LossReduction::Sum, "mean" => loss::LossReduction::Mean, r => return Err(format!("unknown reduction '{r}'")) }, ignore_index: c.attrs.get("ignore_index").map(|_| c.attrs.int_or("ignore_index", 0)).transpose()?, outputs: c.num_outputs }) },
+    OpDef { name: "NegativeLogLikelihoodLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |c| loss(c, false) },
     OpDef { name: "NonMaxSuppression", since: 10, float_kernel: "greedy per class (f64)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "output size depends on values: known when the model is planned", build: |c| ok(detection::NonMaxSuppression { center_point_box: c.attrs.int_or("center_point_box", 0)? != 0 }) },
     OpDef { name: "NonZero", since: 9, float_kernel: "scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "output size depends on values: known when the model is planned", build: |_| ok(layout::NonZero) },
     OpDef { name: "Not", since: 1, float_kernel: "elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| unary(UnaryKind::Not) },
@@ -436,8 +478,7 @@ pub static REGISTRY: &[OpDef] = &[
         quant: QuantRule::NotQuantized, int8: Int8Support::QdqBoundary,
         notes: "per tensor and per axis; to uint8, int8, uint16, int16, int32; no blocked quantization",
         build: |c| {
-            let od = c.attrs.int_or("output_dtype", 0)?;
-            let output_dtype = if od == 0 { None } else { Some(dtype_from_onnx(od).ok_or_else(|| format!("output_dtype {od} is not supported"))?) };
+            let output_dtype = if c.attrs.int_or("output_dtype", 0)? == 0 { None } else { dtype_attr(c, "output_dtype")? };
             if c.attrs.int_or("block_size", 0)? != 0 {
                 return Err("blocked quantization (block_size) is not supported".into());
             }
@@ -445,7 +486,7 @@ pub static REGISTRY: &[OpDef] = &[
         },
     },
     OpDef { name: "RMSNormalization", since: 23, float_kernel: "row moments (f64)", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| normalization(c, norm::NormKind::Rms { axis: c.attrs.int_or("axis", -1)? }, 1e-5) },
-    OpDef { name: "RNN", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, sequence_lens, layout, clip, activations", build: |c| { let a = c.attrs; let direction = a.string_or("direction", "forward")?; let directions = match direction.as_str() { "forward" | "reverse" => 1, "bidirectional" => 2, d => return Err(format!("unknown direction '{d}'")) }; let kind = rnn::CellKind::Rnn; ok(rnn::Recurrent { kind, directions, reverse_only: direction == "reverse", hidden: a.get("hidden_size").map(|_| a.int_or("hidden_size", 0)).transpose()?.map(|h| h.max(0) as usize), activations: rnn::activations(kind, match a.get("activations") { Some(crate::attrs::Attr::Strings(v)) => Some(v.clone()), _ => None }, a.floats("activation_alpha")?, a.floats("activation_beta")?, directions)?, clip: a.get("clip").map(|_| a.float_or("clip", 0.0)).transpose()?.map(f64::from), batch_first: a.int_or("layout", 0)? != 0, outputs: c.num_outputs }) } },
+    OpDef { name: "RNN", since: 7, float_kernel: "f64 recurrence", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "every direction, sequence_lens, layout, clip, activations", build: |c| recurrent(c, rnn::CellKind::Rnn) },
     OpDef { name: "Range", since: 11, float_kernel: "folded at load", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(generator::Range) },
     OpDef { name: "Reciprocal", since: 6, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Reciprocal) },
     OpDef { name: "ReduceL1", since: 1, float_kernel: "f64 accumulation (integers exact where the result is one)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes: attribute before opset 13 (ReduceSum) or 18, then input", build: |c| reduce(c, ReduceKind::L1) },
@@ -470,7 +511,7 @@ pub static REGISTRY: &[OpDef] = &[
     },
     OpDef { name: "ReverseSequence", since: 10, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(layout::ReverseSequence { batch_axis: c.attrs.int_or("batch_axis", 1)?.clamp(0, 1) as usize, time_axis: c.attrs.int_or("time_axis", 0)?.clamp(0, 1) as usize }) },
     OpDef { name: "RoiAlign", since: 10, float_kernel: "bilinear samples per bin (f64)", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "avg and max modes; half_pixel and output_half_pixel", build: |c| { let a = c.attrs; let size = |n: &str, d: i64| -> OpResult<usize> { Ok(a.int_or(n, d)?.clamp(0, 1 << 16) as usize) }; ok(sampling::RoiAlign { max: a.string_or("mode", "avg")? == "max", half_pixel: a.string_or("coordinate_transformation_mode", if c.opset < 16 { "output_half_pixel" } else { "half_pixel" })? == "half_pixel", output_height: size("output_height", 1)?, output_width: size("output_width", 1)?, sampling_ratio: size("sampling_ratio", 0)?, spatial_scale: a.float_or("spatial_scale", 1.0)? as f64 }) } },
-    OpDef { name: "RotaryEmbedding", since: 23, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "interleaved or half-split pairs; partial rotary dims", build: |c| { let a = c.attrs; let opt = |n: &str| -> OpResult<Option<usize>> { Ok(a.get(n).map(|_| a.int_or(n, 0)).transpose()?.map(|v| v.max(0) as usize)) }; ok(attention::RotaryEmbedding { interleaved: a.int_or("interleaved", 0)? != 0, num_heads: opt("num_heads")?, rotary_dim: opt("rotary_embedding_dim")? }) } },
+    OpDef { name: "RotaryEmbedding", since: 23, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "interleaved or half-split pairs; partial rotary dims", build: |c| ok(attention::RotaryEmbedding { interleaved: c.attrs.int_or("interleaved", 0)? != 0, num_heads: size_attr(c, "num_heads")?, rotary_dim: size_attr(c, "rotary_embedding_dim")? }) },
     OpDef { name: "Round", since: 11, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Round) },
     OpDef { name: "Scan", since: 8, float_kernel: "runs the body subgraph per slice", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "axes and directions per input and output; opset 8's batched form with full-length sequence_lens", build: |c| { let a = c.attrs; let n = a.int_or("num_scan_inputs", 0)?.max(0) as usize; let flags = |k: &str| -> OpResult<Vec<bool>> { Ok(a.ints(k)?.unwrap_or_default().iter().map(|&v| v != 0).collect()) }; ok(control_flow::Scan { body: a.graph("body")?, num_scan_inputs: n, input_axes: a.ints("scan_input_axes")?.unwrap_or_default(), output_axes: a.ints("scan_output_axes")?.unwrap_or_default(), input_reverse: flags(if c.opset < 9 { "directions" } else { "scan_input_directions" })?, output_reverse: flags("scan_output_directions")?, batched: c.opset < 9, declared_inputs: c.num_inputs }) } },
     OpDef { name: "Scatter", since: 9, float_kernel: "copy, then writes in index order", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "deprecated form of ScatterElements", build: |c| ok(layout::ScatterElements { name: "Scatter", axis: c.attrs.int_or("axis", 0)?, reduction: layout::Reduction::None }) },
@@ -506,12 +547,9 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "vectorised row kernel",
         quant: QuantRule::FixedOutput, int8: Int8Support::Kernel("exp of integer logit differences (last axis)"),
         notes: "",
-        build: |c| {
-            let flatten = c.opset < 13;
-            ok(nn::Softmax { kind: nn::SoftmaxKind::Softmax, axis: c.attrs.int_or("axis", if flatten { 1 } else { -1 })?, flatten })
-        },
+        build: |c| softmax_like(c, nn::SoftmaxKind::Softmax),
     },
-    OpDef { name: "SoftmaxCrossEntropyLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "with the log-probability output", build: |c| ok(loss::Loss { softmax: true, reduction: match c.attrs.string_or("reduction", "mean")?.as_str() { "none" => loss::LossReduction::None, "sum" => loss::LossReduction::Sum, "mean" => loss::LossReduction::Mean, r => return Err(format!("unknown reduction '{r}'")) }, ignore_index: c.attrs.get("ignore_index").map(|_| c.attrs.int_or("ignore_index", 0)).transpose()?, outputs: c.num_outputs }) },
+    OpDef { name: "SoftmaxCrossEntropyLoss", since: 12, float_kernel: "f64", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "with the log-probability output", build: |c| loss(c, true) },
     OpDef { name: "Softplus", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softplus) },
     OpDef { name: "Softsign", since: 1, float_kernel: "elementwise (f64)", quant: QuantRule::Observed, int8: TABLE, notes: "", build: |_| unary(UnaryKind::Softsign) },
     OpDef { name: "SpaceToDepth", since: 1, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(layout::DepthSpace { to_space: false, blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize, crd: c.attrs.string_or("mode", "DCR")? == "CRD" }) },
@@ -538,7 +576,7 @@ pub static REGISTRY: &[OpDef] = &[
     OpDef { name: "TopK", since: 1, float_kernel: "sort per row", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "k: attribute before opset 10; results always sorted", build: |c| ok(math::TopK { axis: c.attrs.int_or("axis", -1)?, largest: c.attrs.int_or("largest", 1)? != 0, k_attr: if c.opset < 10 { Some(c.attrs.int_or("k", 0)?) } else { None } }) },
     OpDef { name: "Transpose", since: 1, float_kernel: "strided copy", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Transpose { perm: c.attrs.ints("perm")? }) },
     OpDef { name: "Trilu", since: 14, float_kernel: "index map", quant: QuantRule::Observed, int8: FLOAT, notes: "", build: |c| ok(layout::Trilu { upper: c.attrs.int_or("upper", 1)? != 0 }) },
-    OpDef { name: "Unique", since: 11, float_kernel: "scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "output size depends on values: known when the model is planned", build: |c| ok(layout::Unique { axis: c.attrs.get("axis").map(|_| c.attrs.int_or("axis", 0)).transpose()?, sorted: c.attrs.int_or("sorted", 1)? != 0, outputs: c.num_outputs }) },
+    OpDef { name: "Unique", since: 11, float_kernel: "scan", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "output size depends on values: known when the model is planned", build: |c| ok(layout::Unique { axis: c.attrs.int("axis")?, sorted: c.attrs.int_or("sorted", 1)? != 0, outputs: c.num_outputs }) },
     OpDef { name: "Unsqueeze", since: 1, float_kernel: "view", quant: QuantRule::SharesInput, int8: MOVE, notes: "", build: |c| ok(shape::Unsqueeze { axes: attr_before(c, "axes", 13)? }) },
     OpDef { name: "Upsample", since: 7, float_kernel: "index map", quant: QuantRule::SharesInput, int8: MOVE, notes: "nearest with integer scales (opsets 7–9; later opsets use Resize)", build: |c| { if c.attrs.string_or("mode", "nearest")? != "nearest" { return Err("Upsample supports mode nearest; later opsets use Resize".into()); } ok(layout::Upsample { scales_attr: if c.opset < 9 { c.attrs.floats("scales")? } else { None } }) } },
     OpDef { name: "Where", since: 9, float_kernel: "broadcast elementwise", quant: QuantRule::NotQuantized, int8: FLOAT, notes: "", build: |_| ok(Where) },

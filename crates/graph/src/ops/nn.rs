@@ -234,40 +234,13 @@ impl Conv {
         if !(1..=2).contains(&spatial) || w.len() != x.len() {
             return Err(format!("only 1-D and 2-D convolutions are supported: X {x:?}, W {w:?}"));
         }
-        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
-        let (h, kh) = if spatial == 2 { (x[2], w[2]) } else { (1, 1) };
-        let (wd, kw) = (x[x.len() - 1], w[w.len() - 1]);
-        let dims = [(h, kh), (wd, kw)];
-        let axis = |i: usize| if spatial == 2 { Some(i) } else { (i == 1).then_some(0) };
-        let mut stride = [1usize; 2];
-        let mut dil = [1usize; 2];
-        let mut pad_begin = [0usize; 2];
-        let mut out = [1usize; 2];
-        for i in 0..2 {
-            let Some(a) = axis(i) else { continue };
-            let at_least = |v: i64, min: i64, what: &str| usize::try_from(v).ok().filter(|&u| u as i64 >= min).ok_or_else(|| format!("{what} {v} must be at least {min}"));
-            stride[i] = at_least(get(&self.strides, a, 1), 1, "stride")?;
-            dil[i] = at_least(get(&self.dilations, a, 1), 1, "dilation")?;
-            let (size, kern) = dims[i];
-            let too_large = || format!("kernel {w:?} with dilations {:?} and pads {:?} is too large", self.dilations, self.pads);
-            let eff = kern.checked_sub(1).ok_or_else(|| format!("kernel {w:?} has an empty spatial axis"))?.checked_mul(dil[i]).and_then(|e| e.checked_add(1)).ok_or_else(too_large)?;
-            let (pb, pe) = match self.auto_pad.as_str() {
-                "SAME_UPPER" | "SAME_LOWER" => {
-                    let o = size.div_ceil(stride[i]);
-                    let total = o.saturating_sub(1).checked_mul(stride[i]).and_then(|t| t.checked_add(eff)).ok_or_else(too_large)?.saturating_sub(size);
-                    let small = total / 2;
-                    if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
-                }
-                "VALID" => (0, 0),
-                _ => (at_least(get(&self.pads, a, 0), 0, "pad")?, at_least(get(&self.pads, a + spatial, 0), 0, "pad")?),
-            };
-            pad_begin[i] = pb;
-            let padded = size.checked_add(pb).and_then(|p| p.checked_add(pe)).ok_or_else(too_large)?;
-            if padded < eff {
-                return Err(format!("kernel {w:?} is larger than the padded input {x:?}"));
-            }
-            out[i] = (padded - eff) / stride[i] + 1;
-        }
+        let attrs = super::pool::WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: false };
+        let axes = super::pool::window_geometry(&x[2..], &w[2..], &attrs)?;
+        // A 1-D convolution is a 2-D one over a height of 1.
+        let unit = super::pool::Axis { size: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0, out: 1 };
+        let [hy, wx] = if spatial == 2 { [axes[0], axes[1]] } else { [unit, axes[0]] };
+        let (h, kh, wd, kw) = (hy.size, hy.kernel, wx.size, wx.kernel);
+        let (stride, dil, pad_begin, out) = ([hy.stride, wx.stride], [hy.dilation, wx.dilation], [hy.pad_begin, wx.pad_begin], [hy.out, wx.out]);
         let g = self.group.max(1);
         if x[1] != w[1] * g || !w[0].is_multiple_of(g) {
             return Err(format!("channels of X {x:?} and W {w:?} do not match group {g}"));

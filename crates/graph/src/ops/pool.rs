@@ -41,49 +41,65 @@ pub(crate) struct Axis {
     pub(crate) out: usize,
 }
 
+/// The window attributes shared by convolutions and pools, borrowed from the op.
+pub(crate) struct WindowAttrs<'a> {
+    pub(crate) strides: Option<&'a [i64]>,
+    pub(crate) dilations: Option<&'a [i64]>,
+    pub(crate) pads: Option<&'a [i64]>,
+    pub(crate) auto_pad: &'a str,
+    pub(crate) ceil_mode: bool,
+}
+
+/// The geometry of a sliding window of `kernel` over the spatial axes `spatial` (explicit pads,
+/// `auto_pad` SAME_UPPER/SAME_LOWER/VALID, dilations, `ceil_mode`), with checked arithmetic:
+/// the attributes come from untrusted files.
+pub(crate) fn window_geometry(spatial: &[usize], kernel: &[usize], a: &WindowAttrs) -> OpResult<Vec<Axis>> {
+    let n = spatial.len();
+    let get = |v: Option<&[i64]>, i: usize, d: i64| v.and_then(|v| v.get(i).copied()).unwrap_or(d);
+    let at_least_one = |v: i64, what: &str| usize::try_from(v).ok().filter(|&u| u >= 1).ok_or_else(|| format!("{what} {v} must be at least 1"));
+    (0..n)
+        .map(|i| {
+            let (size, kernel_size) = (spatial[i], kernel[i]);
+            let stride = at_least_one(get(a.strides, i, 1), "stride")?;
+            let dilation = at_least_one(get(a.dilations, i, 1), "dilation")?;
+            let too_large = || format!("kernel {kernel:?} with dilations {:?} and pads {:?} is too large", a.dilations, a.pads);
+            let eff = kernel_size.checked_sub(1).ok_or_else(|| format!("kernel {kernel:?} has an empty spatial axis"))?.checked_mul(dilation).and_then(|e| e.checked_add(1)).ok_or_else(too_large)?;
+            let (pad_begin, pad_end) = match a.auto_pad {
+                "SAME_UPPER" | "SAME_LOWER" => {
+                    let out = size.div_ceil(stride);
+                    let total = out.saturating_sub(1).checked_mul(stride).and_then(|v| v.checked_add(eff)).ok_or_else(too_large)?.saturating_sub(size);
+                    let small = total / 2;
+                    if a.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
+                }
+                "VALID" => (0, 0),
+                _ => {
+                    let nonneg = |v: i64| usize::try_from(v).map_err(|_| format!("pad {v} must not be negative"));
+                    (nonneg(get(a.pads, i, 0))?, nonneg(get(a.pads, i + n, 0))?)
+                }
+            };
+            let padded = size.checked_add(pad_begin).and_then(|v| v.checked_add(pad_end)).ok_or_else(too_large)?;
+            if padded < eff {
+                return Err(format!("kernel {kernel:?} is larger than the padded input {spatial:?}"));
+            }
+            let span = padded - eff;
+            let mut out = if a.ceil_mode { span.div_ceil(stride) + 1 } else { span / stride + 1 };
+            if a.ceil_mode && (out - 1) * stride >= size + pad_begin {
+                out -= 1;
+            }
+            Ok(Axis { size, kernel: kernel_size, stride, dilation, pad_begin, pad_end, out })
+        })
+        .collect()
+}
+
 impl Pool {
-    /// The window geometry over `x`'s spatial axes (also what the integer convolutions use).
-    pub(crate) fn geometry(&self, x: &[usize]) -> OpResult<Vec<Axis>> {
+    fn geometry(&self, x: &[usize]) -> OpResult<Vec<Axis>> {
         let spatial = x.len().checked_sub(2).filter(|&s| s > 0).ok_or_else(|| format!("pooling needs N, C and spatial axes, got {x:?}"))?;
         if self.kernel.len() != spatial {
             return Err(format!("kernel_shape {:?} does not match {spatial} spatial axes", self.kernel));
         }
-        let get = |v: &Option<Vec<i64>>, i: usize, d: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(d);
-        let positive = |v: i64, what: &str| usize::try_from(v).ok().filter(|&u| u >= 1).ok_or_else(|| format!("{what} {v} must be positive"));
-        (0..spatial)
-            .map(|i| {
-                let size = x[2 + i];
-                let kernel = positive(self.kernel[i], "kernel size")?;
-                let stride = positive(get(&self.strides, i, 1), "stride")?;
-                let dilation = positive(get(&self.dilations, i, 1), "dilation")?;
-                let eff = (kernel - 1).checked_mul(dilation).and_then(|e| e.checked_add(1)).ok_or("kernel too large")?;
-                let (pad_begin, pad_end, out) = match self.auto_pad.as_str() {
-                    "SAME_UPPER" | "SAME_LOWER" => {
-                        let out = size.div_ceil(stride);
-                        let total = out.saturating_sub(1).checked_mul(stride).and_then(|v| v.checked_add(eff)).ok_or("kernel and strides overflow")?.saturating_sub(size);
-                        let small = total / 2;
-                        let (b, e) = if self.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
-                        (b, e, out)
-                    }
-                    "VALID" => (0, 0, if size >= eff { (size - eff) / stride + 1 } else { 0 }),
-                    _ => {
-                        let nonneg = |v: i64| usize::try_from(v).map_err(|_| format!("pad {v} must not be negative"));
-                        let (b, e) = (nonneg(get(&self.pads, i, 0))?, nonneg(get(&self.pads, i + spatial, 0))?);
-                        let padded = size.checked_add(b).and_then(|v| v.checked_add(e)).ok_or("pads overflow")?;
-                        if padded < eff {
-                            return Err(format!("kernel {:?} is larger than the padded input {x:?}", self.kernel));
-                        }
-                        let span = padded - eff;
-                        let mut out = if self.ceil_mode { span.div_ceil(stride) + 1 } else { span / stride + 1 };
-                        if self.ceil_mode && (out - 1) * stride >= size + b {
-                            out -= 1;
-                        }
-                        (b, e, out)
-                    }
-                };
-                Ok(Axis { size, kernel, stride, dilation, pad_begin, pad_end, out })
-            })
-            .collect()
+        let kernel = self.kernel.iter().map(|&k| usize::try_from(k).map_err(|_| format!("kernel size {k} must not be negative"))).collect::<OpResult<Vec<_>>>()?;
+        let attrs = WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: self.ceil_mode };
+        window_geometry(&x[2..], &kernel, &attrs)
     }
 }
 

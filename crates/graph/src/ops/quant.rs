@@ -235,31 +235,22 @@ pub struct IntegerConv {
 }
 
 impl IntegerConv {
-    fn window(&self, w: &[usize]) -> super::pool::Pool {
-        super::pool::Pool {
-            kind: super::pool::PoolKind::Max,
-            kernel: w[2..].iter().map(|&k| k as i64).collect(),
-            strides: self.strides.clone(),
-            dilations: self.dilations.clone(),
-            pads: self.pads.clone(),
-            auto_pad: self.auto_pad.clone(),
-            ceil_mode: false,
-            storage_order_col: false,
-            outputs: 1,
-        }
+    fn geometry(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<super::pool::Axis>> {
+        let attrs = super::pool::WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: false };
+        super::pool::window_geometry(&x[2..], &w[2..], &attrs)
     }
     fn out_shape(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<usize>> {
         let g = self.group.max(1);
         if w.len() != x.len() || x.len() < 3 || x[1] != w[1] * g || !w[0].is_multiple_of(g) {
             return Err(format!("W {w:?} does not fit X {x:?} with group {g}"));
         }
-        let geo = self.window(w).geometry(x)?;
+        let geo = self.geometry(x, w)?;
         Ok([x[0], w[0]].into_iter().chain(geo.iter().map(|a| a.out)).collect())
     }
     /// Exact accumulators of the convolution of shifted operands.
     fn accumulate(&self, x: &[i64], xs: &[usize], w: &[i64], ws: &[usize]) -> OpResult<(Vec<f64>, Vec<usize>)> {
         let shape = self.out_shape(xs, ws)?;
-        let geo = self.window(ws).geometry(xs)?;
+        let geo = self.geometry(xs, ws)?;
         let g = self.group.max(1);
         let (cg, mg) = (ws[1], ws[0] / g);
         let (in_sp, k_sp, out_sp) = (&xs[2..], &ws[2..], &shape[2..]);

@@ -5,7 +5,7 @@ use super::elementwise::from_f64;
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use crate::tensor::{numel, strides, Tensor};
+use crate::tensor::{numel, strides, Pick, Tensor};
 
 /// Which state update LinearAttention applies per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,27 +205,29 @@ impl Op for TensorScatter {
         if writes.len() != cs[0] {
             return Err("write_indices needs one start per batch entry".into());
         }
+        if up.dtype() != cache.dtype() {
+            return Err(format!("update is {} but past_cache is {}", up.dtype(), cache.dtype()));
+        }
         let (cst, ust) = (strides(cs), strides(us));
         let inner = numel(&cs[axis + 1..]);
         let prefix = numel(&cs[..axis]);
-        let mut idx: Vec<usize> = (0..cache.len()).collect();
+        let mut picks: Vec<Pick> = (0..cache.len()).map(Pick::Own).collect();
         for p in 0..prefix {
             let batch = p / numel(&cs[1..axis]).max(1);
             for s in 0..us[axis] {
-                let mut at = writes[batch] + s as i64;
+                let mut at = writes[batch].saturating_add(s as i64);
                 if self.circular {
                     at = at.rem_euclid(cs[axis] as i64);
                 }
                 let at = usize::try_from(at).ok().filter(|&a| a < cs[axis]).ok_or_else(|| format!("write position {at} is outside the cache"))?;
                 let (dst, src) = (p * cs[axis] * inner + at * cst[axis], p * us[axis] * inner + s * ust[axis]);
                 for e in 0..inner {
-                    idx[dst + e] = cache.len() + src + e;
+                    picks[dst + e] = Pick::Other(src + e);
                 }
             }
         }
-        let mut all = cache.data().clone();
-        all.extend_from(up.data());
-        Ok(vec![Tensor::from_parts(cs.to_vec(), all.gather(idx.into_iter()))])
+        let out = cache.data().pick(up.data(), picks.into_iter()).expect("types checked above");
+        Ok(vec![Tensor::from_parts(cs.to_vec(), out)])
     }
     op_any!();
 }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use super::broadcast::broadcast_shapes;
 use super::view::{concat_data, View};
 use crate::error::OpResult;
-use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
+use crate::op::{norm_axis, norm_index, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
 use crate::tensor::{numel, strides, DType, Data, Tensor};
 
 /// Integer contents of a constant operand, or an error saying it must be constant.
-fn const_ints(f: &Fact, what: &str) -> OpResult<Vec<i64>> {
+pub(crate) fn const_ints(f: &Fact, what: &str) -> OpResult<Vec<i64>> {
     f.const_ints().ok_or_else(|| format!("the {what} operand must be a constant integer tensor (it is computed at run time)"))
 }
 
-fn tensor_ints(t: &Tensor, what: &str) -> OpResult<Vec<i64>> {
+pub(crate) fn tensor_ints(t: &Tensor, what: &str) -> OpResult<Vec<i64>> {
     t.to_i64_vec().ok_or_else(|| format!("the {what} operand must be an integer tensor, got {}", t.dtype()))
 }
 
@@ -528,13 +528,7 @@ impl Op for Gather {
         let (axis, out) = self.out_shape(x.shape(), i.shape())?;
         let dim = x.shape()[axis] as i64;
         let idx = tensor_ints(i, "indices")?;
-        let idx = idx
-            .iter()
-            .map(|&j| {
-                let k = if j < 0 { j + dim } else { j };
-                (0..dim).contains(&k).then_some(k as usize).ok_or_else(|| format!("index {j} is out of range for axis {axis} of size {dim}"))
-            })
-            .collect::<OpResult<Vec<_>>>()?;
+        let idx = idx.iter().map(|&j| norm_index(j, dim as usize).map_err(|e| format!("{e} (axis {axis})"))).collect::<OpResult<Vec<_>>>()?;
         let outer = numel(&x.shape()[..axis]);
         let inner = numel(&x.shape()[axis + 1..]);
         let positions = (0..outer).flat_map(|o| idx.iter().flat_map(move |&k| (0..inner).map(move |e| (o * dim as usize + k) * inner + e)));
