@@ -37,6 +37,9 @@ pub struct OpTime {
 struct OpTimes<'a>(&'a mut HashMap<&'static str, f64>);
 
 impl Hooks for OpTimes<'_> {
+    fn observes_values(&self) -> bool {
+        false
+    }
     fn node_done(&mut self, plan: &Plan, node: usize, time: Duration) {
         *self.0.entry(plan.graph.nodes[node].op.name()).or_default() += time.as_secs_f64() * 1e3;
     }

@@ -247,7 +247,7 @@ fn allocation_bombs_are_refused_before_allocating() {
 fn the_tensor_limit_is_set_by_flag_or_environment() {
     let s = Scratch::new("errors-limit");
     let (model, x) = (fixture("vit_ts", "model.onnx"), fixture("vit_ts", "input.npy"));
-    fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "1180K"], &["node '/blocks/blocks.0/mlp/fc1/MatMul' (MatMul)", "output shape [2, 197, 768] of float32 needs 1210368 bytes, more than the limit of 1208320 bytes"]);
+    fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "1180K"], &["node '/blocks/blocks.0/mlp/fc1/MatMul' (PackedMatMul)", "output shape [2, 197, 768] of float32 needs 1210368 bytes, more than the limit of 1208320 bytes"]);
     fails_with(&["--max-memory", "1K", "run", &model, "-i", &x, "-o", &s.text("out.npy")], &["input.npy", "header shape [2, 3, 224, 224] of float32 needs 1204224 bytes"]);
     fails_with(&["check", &model, "--max-memory", "lots"], &["'lots' is not a size"]);
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["check", &model]).env("OCTET_MAX_MEMORY", "100K").output().unwrap();

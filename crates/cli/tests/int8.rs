@@ -103,7 +103,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
         reference_session(&model).run_hooked(vec![input.clone()], &mut reference).unwrap();
         for isa in tiers() {
             let session = int8_session(&model, isa);
-            let plan = session.plan(std::slice::from_ref(&input)).unwrap();
+            let plan = session.plan(std::slice::from_ref(&input), true).unwrap();
             let g = &plan.graph;
             for node in g.nodes.iter().filter(|n| n.op.kernel().is_some()) {
                 // Values a rewrite created (a table moved before a Transpose) have no reference.

@@ -13,6 +13,11 @@ use crate::typed::{Lowering, TypedGraph};
 
 /// Observes a run: every computed value (graph inputs included) and every node's time.
 pub trait Hooks: Send {
+    /// False for hooks that ignore [`Hooks::value`]: their runs may use a plan whose fusions
+    /// remove intermediate values.
+    fn observes_values(&self) -> bool {
+        true
+    }
     /// Called once per value; an error aborts the run.
     fn value(&mut self, _v: ValueId, _t: &Tensor) -> Result<()> {
         Ok(())
@@ -23,7 +28,11 @@ pub trait Hooks: Send {
 /// Observes nothing.
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn observes_values(&self) -> bool {
+        false
+    }
+}
 
 /// A typed graph ready to run, with the last reader of every value precomputed.
 #[derive(Debug)]
@@ -122,8 +131,9 @@ impl Plan {
     }
 }
 
-/// What selects a plan: every input's shape, and the contents of inputs planned by value.
-type PlanKey = Vec<(Vec<usize>, Option<Vec<u64>>)>;
+/// What selects a plan: every input's shape, the contents of inputs planned by value, and
+/// whether its runs are observed value by value (then it keeps every intermediate value).
+type PlanKey = (Vec<(Vec<usize>, Option<Vec<u64>>)>, bool);
 
 /// A loaded model: plans are made on first use for each set of input shapes and reused.
 /// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
@@ -139,8 +149,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that runs on `threads` threads (at least 1).
-    pub fn new(graph: Graph, threads: usize) -> Result<Session> {
+    /// A session that runs on `threads` threads (at least 1). Its graph's MatMul weights are
+    /// packed for the float matmul ([`crate::rewrite::pack_matmul_weights`]).
+    pub fn new(mut graph: Graph, threads: usize) -> Result<Session> {
+        crate::rewrite::pack_matmul_weights(&mut graph);
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -166,13 +178,15 @@ impl Session {
         &self.graph
     }
 
-    /// The plan for these inputs, made now if new.
-    pub fn plan(&self, inputs: &[Tensor]) -> Result<Arc<Plan>> {
-        let key: PlanKey = inputs
+    /// The plan for these inputs, made now if new. An `observed` plan keeps every intermediate
+    /// value (for hooks that read them); the others also run the execution fusions.
+    pub fn plan(&self, inputs: &[Tensor], observed: bool) -> Result<Arc<Plan>> {
+        let shapes = inputs
             .iter()
             .zip(&self.by_value)
             .map(|(t, &v)| (t.shape().to_vec(), v.then(|| t.to_f64_vec().into_iter().map(f64::to_bits).collect())))
             .collect();
+        let key: PlanKey = (shapes, observed);
         if let Some(p) = self.plans.lock().expect("plan cache").get(&key) {
             return Ok(p.clone());
         }
@@ -181,7 +195,11 @@ impl Session {
             .zip(&self.by_value)
             .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
             .collect();
-        let plan = Arc::new(Plan::new(TypedGraph::specialize_facts(&self.graph, &facts, self.lowering.as_ref())?));
+        let mut typed = TypedGraph::specialize_facts(&self.graph, &facts, self.lowering.as_ref())?;
+        if !observed {
+            typed.fuse_for_execution()?;
+        }
+        let plan = Arc::new(Plan::new(typed));
         self.plans.lock().expect("plan cache").insert(key, plan.clone());
         Ok(plan)
     }
@@ -213,7 +231,7 @@ impl Session {
                 }
             }
         }
-        let plan = self.plan(&inputs)?;
+        let plan = self.plan(&inputs, hooks.observes_values())?;
         self.pool.install(|| plan.run_hooked(inputs, &self.ctx, hooks))
     }
 }

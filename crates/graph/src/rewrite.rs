@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::graph::{Node, ValueId};
+use octet_kernels::f32::PanelMatrix;
+
+use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::{Unary, UnaryKind};
-use crate::ops::nn::LayerNorm;
+use crate::ops::nn::{LayerNorm, PackedMatMul};
 use crate::ops::reduction::{Reduce, ReduceKind};
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
@@ -22,6 +24,10 @@ pub trait Pass: Sync {
 
 /// The passes `TypedGraph::specialize` runs, in order.
 pub static PASSES: &[&dyn Pass] = &[&FuseLayerNorm, &FuseGelu];
+
+/// Passes for plans whose runs nobody observes value by value (they remove intermediate values
+/// that calibration and `octet compare` read): [`TypedGraph::fuse_for_execution`].
+pub static EXECUTION_PASSES: &[&dyn Pass] = &[&FuseMatMulBias, &FuseMatMulActivation];
 
 /// Runs one pass over every node.
 pub fn run(g: &mut TypedGraph, pass: &dyn Pass) {
@@ -256,5 +262,110 @@ impl Pass for FuseGelu {
             return true;
         }
         false
+    }
+}
+
+/// Packs the weights of every MatMul whose `B` is a 2-D float32 initializer read by that node
+/// alone into panels ([`PackedMatMul`]), once per session, and drops the row-major copy: the
+/// values the graph computes stay the same (up to float rounding order), and its memory does not
+/// grow.
+pub fn pack_matmul_weights(graph: &mut Graph) {
+    let mut readers: std::collections::HashMap<ValueId, usize> = std::collections::HashMap::new();
+    for v in graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).chain(&graph.outputs) {
+        *readers.entry(*v).or_default() += 1;
+    }
+    for node in &mut graph.nodes {
+        if node.op.name() != "MatMul" || node.op.downcast::<crate::ops::nn::MatMul>().is_none() {
+            continue;
+        }
+        let (Some(a), Some(Some(b))) = (node.inputs.first().copied().flatten(), node.inputs.get(1).copied()) else { continue };
+        let Some(w) = graph.constants.get(&b) else { continue };
+        let (Some(data), [k, n]) = (w.as_f32(), w.shape()) else { continue };
+        if readers.get(&b) != Some(&1) || *k == 0 || *n == 0 {
+            continue;
+        }
+        let packed = PanelMatrix::pack(data, *k, *n);
+        graph.constants.remove(&b);
+        node.op = Arc::new(PackedMatMul { b: Arc::new(packed), bias: false, activation: None });
+        node.inputs = vec![Some(a)];
+    }
+}
+
+/// `Add(PackedMatMul(a), bias)` → `PackedMatMul(a, bias)` for a constant bias that
+/// varies along the last axis only: the bias goes into the matmul's output before the products
+/// are summed into it, saving a pass over the output.
+pub struct FuseMatMulBias;
+
+impl Pass for FuseMatMulBias {
+    fn name(&self) -> &'static str {
+        "fuse-matmul-bias"
+    }
+    fn pattern(&self) -> &'static str {
+        "Add(PackedMatMul(a), bias[n]) → PackedMatMul(a, bias), bias constant"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
+        let m = Matcher { g };
+        let add = &g.nodes[at];
+        if add.op.name() != "Add" {
+            return false;
+        }
+        let Some((x, y)) = m.inputs(add) else { return false };
+        let out_shape = &g.fact(add.outputs[0]).shape;
+        for (mm_out, bias) in [(x, y), (y, x)] {
+            let Some(mm) = m.single_use(mm_out, "PackedMatMul").filter(|_| !g.outputs.contains(&mm_out)) else { continue };
+            let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| !op.bias && op.activation.is_none()) else { continue };
+            let bf = g.fact(bias);
+            let along_last = bf.shape.last() == Some(&op.b.n()) && bf.shape.iter().rev().skip(1).all(|&d| d == 1);
+            if !bf.is_constant() || bf.dtype != crate::tensor::DType::F32 || !along_last || bf.shape.len() > out_shape.len() {
+                continue;
+            }
+            if &g.fact(mm_out).shape != out_shape {
+                continue;
+            }
+            let node = Node {
+                name: add.name.clone(),
+                op: Arc::new(PackedMatMul { b: op.b.clone(), bias: true, activation: None }),
+                inputs: vec![mm.inputs[0], Some(bias)],
+                outputs: add.outputs.clone(),
+                fused: vec![],
+            };
+            g.replace_node(at, node);
+            return true;
+        }
+        false
+    }
+}
+
+/// `Unary(PackedMatMul(…))` → `PackedMatMul(…)` with the unary op applied to each block of
+/// output rows while it is in cache, for the unary ops with a vectorised float kernel (GELU,
+/// Erf, Tanh, Sigmoid).
+pub struct FuseMatMulActivation;
+
+impl Pass for FuseMatMulActivation {
+    fn name(&self) -> &'static str {
+        "fuse-matmul-activation"
+    }
+    fn pattern(&self) -> &'static str {
+        "Gelu(PackedMatMul(a, …)) → PackedMatMul(a, …) with a GELU epilogue (also Erf, Tanh, Sigmoid)"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
+        let m = Matcher { g };
+        let act = &g.nodes[at];
+        let Some(kind) = act.op.downcast::<Unary>().map(|u| u.0).filter(|k| k.f32_kernel().is_some()) else { return false };
+        let Some(x) = act.inputs.first().copied().flatten() else { return false };
+        if g.outputs.contains(&x) || g.fact(x).dtype != crate::tensor::DType::F32 {
+            return false;
+        }
+        let Some(mm) = m.single_use(x, "PackedMatMul") else { return false };
+        let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| op.activation.is_none()) else { return false };
+        let node = Node {
+            name: act.name.clone(),
+            op: Arc::new(PackedMatMul { b: op.b.clone(), bias: op.bias, activation: Some(kind) }),
+            inputs: mm.inputs.clone(),
+            outputs: act.outputs.clone(),
+            fused: vec![],
+        };
+        g.replace_node(at, node);
+        true
     }
 }

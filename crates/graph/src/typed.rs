@@ -154,6 +154,17 @@ impl TypedGraph {
         Ok(typed)
     }
 
+    /// Runs [`rewrite::EXECUTION_PASSES`]: fusions that remove intermediate values, for plans
+    /// whose runs nobody observes value by value.
+    pub fn fuse_for_execution(&mut self) -> Result<()> {
+        for pass in rewrite::EXECUTION_PASSES {
+            rewrite::run(self, *pass);
+            self.remove_dead_nodes();
+            self.verify_in_debug(pass.name())?;
+        }
+        Ok(())
+    }
+
     /// Evaluates every node whose inputs are all constant and drops it.
     pub fn fold_constants(&mut self) -> Result<()> {
         let mut kept = Vec::with_capacity(self.nodes.len());

@@ -417,6 +417,18 @@ pub enum UnaryKind {
 }
 
 impl UnaryKind {
+    /// The vectorised in-place float32 kernel of this op, for the ops that have one.
+    pub fn f32_kernel(self) -> Option<fn(&mut [f32])> {
+        match self {
+            UnaryKind::Erf => Some(k::erf),
+            UnaryKind::Tanh => Some(k::tanh),
+            UnaryKind::Sigmoid => Some(k::sigmoid),
+            UnaryKind::GeluErf => Some(k::gelu_erf),
+            UnaryKind::GeluTanh => Some(k::gelu_tanh),
+            _ => None,
+        }
+    }
+
     pub fn onnx_name(self) -> &'static str {
         use UnaryKind::*;
         match self {
@@ -571,14 +583,7 @@ impl Op for Unary {
         let x = required(inputs, 0, "X")?;
         let out_dtype = self.out_dtype(x.dtype())?;
         let kind = self.0;
-        let vectorised: Option<fn(&mut [f32])> = match kind {
-            UnaryKind::Erf => Some(k::erf),
-            UnaryKind::Tanh => Some(k::tanh),
-            UnaryKind::Sigmoid => Some(k::sigmoid),
-            UnaryKind::GeluErf => Some(k::gelu_erf),
-            UnaryKind::GeluTanh => Some(k::gelu_tanh),
-            _ => None,
-        };
+        let vectorised = kind.f32_kernel();
         let shape = x.shape().to_vec();
         let data = match (kind, x.data()) {
             (_, Data::F32(v)) if vectorised.is_some() => {

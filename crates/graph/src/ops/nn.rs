@@ -1,9 +1,12 @@
 //! Compute-heavy float ops: MatMul, Gemm, Conv, Softmax, LayerNormalization.
 
+use std::sync::Arc;
+
 use octet_kernels::f32::{self as k, MatLayout, Threads};
 use rayon::prelude::*;
 
 use super::broadcast::{broadcast_shapes, broadcast_strides};
+use super::elementwise::UnaryKind;
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
@@ -131,6 +134,54 @@ impl Op for MatMul {
         );
         batched_matmul(f32_of(a, "A")?, &ash, f32_of(b, "B")?, &bsh, &d, &mut c, ctx.threads);
         Ok(vec![Tensor::f32(d.out, c)])
+    }
+    op_any!();
+}
+
+/// `A · B (+ bias)`, then an activation, for a constant `B[k×n]` held packed in panels: a MatMul
+/// whose weights a session packed once ([`crate::rewrite::pack_matmul_weights`]) and, in plans
+/// that nobody observes value by value, the bias Add and the activation that followed it
+/// ([`crate::rewrite::FuseMatMulBias`], [`crate::rewrite::FuseMatMulActivation`]).
+/// Inputs: `A[…, k]`, then `bias[n]` when `bias` is set.
+#[derive(Debug)]
+pub struct PackedMatMul {
+    pub b: Arc<k::PanelMatrix>,
+    pub bias: bool,
+    /// An elementwise op with a vectorised float kernel ([`UnaryKind::f32_kernel`]).
+    pub activation: Option<UnaryKind>,
+}
+
+impl Op for PackedMatMul {
+    fn name(&self) -> &'static str {
+        "PackedMatMul"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let a = required(inputs, 0, "A")?;
+        expect_f32(a, "A")?;
+        if a.shape.last() != Some(&self.b.k()) {
+            return Err(format!("A has shape {:?}, the packed B has {} rows", a.shape, self.b.k()));
+        }
+        if self.bias {
+            let bias = required(inputs, 1, "bias")?;
+            expect_f32(bias, "bias")?;
+            if numel(&bias.shape) != self.b.n() {
+                return Err(format!("bias has shape {:?}, not {} values", bias.shape, self.b.n()));
+            }
+        }
+        let mut out = a.shape.clone();
+        *out.last_mut().expect("checked above") = self.b.n();
+        Ok(vec![Fact::new(DType::F32, out)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let a = required(inputs, 0, "A")?;
+        let bias = if self.bias { Some(f32_of(required(inputs, 1, "bias")?, "bias")?) } else { None };
+        let mut out = a.shape().to_vec();
+        *out.last_mut().ok_or("A must not be a scalar")? = self.b.n();
+        let m = numel(&a.shape()[..a.rank() - 1]);
+        let mut c = vec![0.0f32; numel(&out)];
+        let epilogue = self.activation.and_then(UnaryKind::f32_kernel);
+        self.b.matmul(m, f32_of(a, "A")?, bias, epilogue, &mut c, Threads(ctx.threads));
+        Ok(vec![Tensor::f32(out, c)])
     }
     op_any!();
 }
