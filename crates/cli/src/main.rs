@@ -10,11 +10,12 @@ use octet_cli::inputs::InputArg;
 use octet_cli::{bench, calib_data, check, compare, ops_table, quantize, run};
 use octet_quant::{Method, Options, Preset};
 
-/// Large tensors are allocated and freed on every run; mimalloc keeps their pages instead of
-/// returning them to the OS and faulting them in again (glibc's malloc does, above its
-/// mmap threshold), which cost up to a quarter of a batch-8 run.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
+
+#[used]
+#[link_section = ".init_array"]
+static COMMIT_MEMORY_ON_USE: extern "C" fn() = octet_cli::commit_memory_on_use;
 
 /// octet: quantize vision transformers to int8 and run them fast on CPUs.
 #[derive(Parser)]

@@ -33,7 +33,7 @@ fn set(proto: &mut ModelProto, name: &str, t: &Tensor) {
         name: Some(name.into()),
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(DataType::Float as i32),
-        raw_data: Some(t.as_f32().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(t.as_f32().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
         ..Default::default()
     };
 }

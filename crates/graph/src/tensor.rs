@@ -234,22 +234,22 @@ impl Data {
 
     /// Elements of `dtype` from little-endian bytes (a trailing partial element is dropped;
     /// bool: any non-zero byte is true). uint8 takes the buffer as is.
-    pub fn from_le_bytes(dtype: DType, bytes: Vec<u8>) -> Data {
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Data {
         fn le<T, const N: usize>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
             b.chunks_exact(N).map(|c| f(c.try_into().expect("N bytes"))).collect()
         }
         match dtype {
-            DType::F32 => Data::F32(le(&bytes, f32::from_le_bytes)),
-            DType::F64 => Data::F64(le(&bytes, f64::from_le_bytes)),
-            DType::F16 => Data::F16(le(&bytes, half::f16::from_le_bytes)),
-            DType::I64 => Data::I64(le(&bytes, i64::from_le_bytes)),
-            DType::I32 => Data::I32(le(&bytes, i32::from_le_bytes)),
-            DType::I16 => Data::I16(le(&bytes, i16::from_le_bytes)),
+            DType::F32 => Data::F32(le(bytes, f32::from_le_bytes)),
+            DType::F64 => Data::F64(le(bytes, f64::from_le_bytes)),
+            DType::F16 => Data::F16(le(bytes, half::f16::from_le_bytes)),
+            DType::I64 => Data::I64(le(bytes, i64::from_le_bytes)),
+            DType::I32 => Data::I32(le(bytes, i32::from_le_bytes)),
+            DType::I16 => Data::I16(le(bytes, i16::from_le_bytes)),
             DType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
-            DType::U64 => Data::U64(le(&bytes, u64::from_le_bytes)),
-            DType::U32 => Data::U32(le(&bytes, u32::from_le_bytes)),
-            DType::U16 => Data::U16(le(&bytes, u16::from_le_bytes)),
-            DType::U8 => Data::U8(bytes),
+            DType::U64 => Data::U64(le(bytes, u64::from_le_bytes)),
+            DType::U32 => Data::U32(le(bytes, u32::from_le_bytes)),
+            DType::U16 => Data::U16(le(bytes, u16::from_le_bytes)),
+            DType::U8 => Data::U8(bytes.to_vec()),
             DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
         }
     }

@@ -17,7 +17,7 @@ pub fn inline_external_data(model: &mut ModelProto, base: &Path) -> Result<(), I
     for t in &mut g.initializer {
         if t.data_location == Some(DataLocation::External as i32) {
             let bytes = external_bytes(t, base).map_err(|message| ImportError::Invalid { path: base.to_path_buf(), message })?;
-            t.raw_data = Some(bytes);
+            t.raw_data = Some(bytes.into());
             t.external_data.clear();
             t.data_location = Some(DataLocation::Default as i32);
         }

@@ -48,21 +48,51 @@ pub struct OnnxModel {
 
 /// Loads an ONNX file; external data is looked up next to it (and must stay in its folder).
 pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
-    load_file(path, true)
-}
-
-/// [`load`] for callers that run the graph and never rewrite the file: the initializers' bytes
-/// move into the graph instead of being kept in `proto` as well, so the weights are held once.
-pub fn load_for_inference(path: &Path) -> Result<OnnxModel, ImportError> {
-    load_file(path, false)
-}
-
-fn load_file(path: &Path, keep_data: bool) -> Result<OnnxModel, ImportError> {
     let bytes = std::fs::read(path).map_err(|error| ImportError::Io { path: path.to_path_buf(), error })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let model = decode(&bytes, path)?;
-    drop(bytes);
-    import(model, path, base, keep_data)
+    import(decode(bytes::Bytes::from(bytes), path)?, path, base, None)
+}
+
+/// [`load`] for callers that run the graph and never rewrite the file: the file is mapped, not
+/// read, the initializers' bytes are sliced from the mapping (not copied) and each is handed back
+/// to the kernel once its tensor holds it, so that the weights are held once, not two or three
+/// times, while the model loads; `proto` keeps no initializer data.
+///
+/// As with any mapped file, the process gets SIGBUS if another process truncates the file while
+/// it loads.
+pub fn load_for_inference(path: &Path) -> Result<OnnxModel, ImportError> {
+    let io = |error| ImportError::Io { path: path.to_path_buf(), error };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    if file.metadata().map_err(io)?.len() == 0 {
+        return import(decode(bytes::Bytes::new(), path)?, path, base, None);
+    }
+    // SAFETY: the mapping is read-only and private; octet never writes the file it loads.
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
+    let model = decode(bytes::Bytes::from_owner(MappedFile(map.clone())), path)?;
+    import(model, path, base, Some(&map))
+}
+
+/// A mapped file as the owner of [`bytes::Bytes`] slices.
+struct MappedFile(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Gives the whole pages of `bytes` (a slice of `map`) back to the kernel: read again, they
+/// would be faulted in from the file, so this only lowers the resident memory.
+fn release_pages(map: &memmap2::Mmap, bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    let Some(offset) = (bytes.as_ptr() as usize).checked_sub(map.as_ptr() as usize) else { return };
+    let (start, end) = (offset.next_multiple_of(PAGE), (offset + bytes.len()) / PAGE * PAGE);
+    if offset + bytes.len() <= map.len() && start < end {
+        // SAFETY: the mapping is private and never written, so dropping its pages loses nothing.
+        // Failure (e.g. pages larger than 4 KiB) only leaves them resident.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+    }
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -72,14 +102,17 @@ fn is_default_domain(d: &str) -> bool {
 /// Imports a serialized model. `path` names it in messages; `base` is the folder of its
 /// external data files.
 pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, ImportError> {
-    import(decode(bytes, path)?, path, base, true)
+    import(decode(bytes::Bytes::copy_from_slice(bytes), path)?, path, base, None)
 }
 
-fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto, ImportError> {
+fn decode(bytes: bytes::Bytes, path: &Path) -> Result<ModelProto, ImportError> {
     ModelProto::decode(bytes).map_err(|e| ImportError::NotOnnx { path: path.to_path_buf(), reason: format!("the protobuf does not parse ({e}); is the file truncated or corrupt?") })
 }
 
-fn import(mut model: ModelProto, path: &Path, base: &Path, keep_data: bool) -> Result<OnnxModel, ImportError> {
+/// Imports a decoded model. With the `mapped` file it was decoded from, initializer bytes are
+/// taken out of the proto and their pages released ([`load_for_inference`]); without, the proto
+/// keeps them.
+fn import(mut model: ModelProto, path: &Path, base: &Path, mapped: Option<&memmap2::Mmap>) -> Result<OnnxModel, ImportError> {
     let not_onnx = |reason: String| ImportError::NotOnnx { path: path.to_path_buf(), reason };
     let invalid = |message: String| ImportError::Invalid { path: path.to_path_buf(), message };
     if model.ir_version() <= 0 || model.opset_import.is_empty() {
@@ -96,7 +129,17 @@ fn import(mut model: ModelProto, path: &Path, base: &Path, keep_data: bool) -> R
     let mut graph = Graph::default();
     let mut index = HashMap::new();
     for init in &mut g.initializer {
-        let t = if keep_data { tensor_from_proto(init, base) } else { take_tensor(init, base) };
+        let t = match mapped {
+            None => tensor_from_proto(init, base),
+            Some(map) => {
+                let raw = init.raw_data.clone();
+                let t = take_tensor(init, base);
+                if let Some(raw) = raw {
+                    release_pages(map, &raw);
+                }
+                t
+            }
+        };
         let t = t.map_err(|m| invalid(format!("initializer '{}': {m}", init.name())))?;
         let v = graph.value(init.name(), &mut index);
         graph.constants.insert(v, Arc::new(t));

@@ -53,7 +53,7 @@ fn int_tensor(name: &str, dims: &[usize], q: QType, values: &[i64]) -> TensorPro
         name: Some(name.into()),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(data_type(q) as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..Default::default()
     }
 }
@@ -63,7 +63,7 @@ fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
         name: Some(name.into()),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(DataType::Float as i32),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
         ..Default::default()
     }
 }

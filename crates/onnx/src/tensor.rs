@@ -58,21 +58,21 @@ pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<Tensor, String>
     tensor_from_parts(t, t.raw_data.clone(), base)
 }
 
-/// Converts a TensorProto, moving its inline bytes out of it instead of copying them (the
-/// proto keeps its name, type and dims).
+/// Converts a TensorProto, taking its inline bytes out of it (the proto keeps its name, type
+/// and dims): the bytes are released as soon as the tensor holds them.
 pub(crate) fn take_tensor(t: &mut TensorProto, base: &Path) -> Result<Tensor, String> {
     let raw = t.raw_data.take();
     tensor_from_parts(t, raw, base)
 }
 
-fn tensor_from_parts(t: &TensorProto, raw: Option<Vec<u8>>, base: &Path) -> Result<Tensor, String> {
+fn tensor_from_parts(t: &TensorProto, raw: Option<bytes::Bytes>, base: &Path) -> Result<Tensor, String> {
     let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<Result<_, _>>()?;
     let external = t.data_location == Some(DataLocation::External as i32);
-    let raw: Option<Vec<u8>> = if external { Some(external_bytes(t, base)?) } else { raw };
+    let raw: Option<bytes::Bytes> = if external { Some(external_bytes(t, base)?.into()) } else { raw };
     let code = t.data_type();
     let dtype = octet_graph::ops::elementwise::dtype_from_onnx(code as i64).ok_or_else(|| format!("data type {} is not supported", dtype_name(code)))?;
     let data = match (DataType::try_from(code), raw) {
-        (_, Some(r)) => Data::from_le_bytes(dtype, r),
+        (_, Some(r)) => Data::from_le_bytes(dtype, &r),
         (Ok(DataType::Float), None) => Data::F32(t.float_data.clone()),
         (Ok(DataType::Double), None) => Data::F64(t.double_data.clone()),
         (Ok(DataType::Int64), None) => Data::I64(t.int64_data.clone()),

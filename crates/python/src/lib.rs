@@ -12,10 +12,12 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-/// As in the `octet` binary: large tensors are allocated and freed on every run, and mimalloc
-/// keeps their pages instead of returning them to the OS and faulting them in again.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
+
+#[used]
+#[link_section = ".init_array"]
+static COMMIT_MEMORY_ON_USE: extern "C" fn() = octet_cli::commit_memory_on_use;
 
 pyo3::create_exception!(_octet, Error, PyException, "Every error octet raises: the message is the one the `octet` command prints.");
 pyo3::create_exception!(_octet, ModelError, Error, "The model file cannot be read, is not ONNX, or uses something octet does not support.");

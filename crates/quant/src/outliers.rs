@@ -267,7 +267,7 @@ fn set_input(proto: &mut ModelProto, node: usize, slot: usize, shape: &[usize], 
         name: Some(name.clone()),
         dims: shape.iter().map(|&d| d as i64).collect(),
         data_type: Some(DataType::Float as i32),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
         ..Default::default()
     });
     g.node[node].input[slot] = name;

@@ -1044,7 +1044,7 @@ impl Op for BitCast {
         if x.dtype().size() != self.to.size() {
             return Err(format!("BitCast needs types of one width: {} and {}", x.dtype(), self.to));
         }
-        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::from_le_bytes(self.to, x.data().to_le_bytes()))])
+        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::from_le_bytes(self.to, &x.data().to_le_bytes()))])
     }
     op_any!();
 }
