@@ -17,9 +17,9 @@ rerun there gave a byte-identical model.onnx):
 """
 
 import argparse
-import gzip
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -28,23 +28,16 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-MEAN, STD = 0.2860, 0.3530
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data  # noqa: E402  (tools/fashion_vit/data.py)
+
+MEAN, STD = data.MEAN, data.STD
 ARCH = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=6, num_heads=4)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def load(data_dir: Path, split: str):
-    images = read_idx(data_dir / f"{split}-images-idx3-ubyte.gz")
-    labels = read_idx(data_dir / f"{split}-labels-idx1-ubyte.gz")
-    x = (images.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(x[:, None]), torch.from_numpy(labels.astype(np.int64))
+    x, y = data.load(data_dir, split)
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:

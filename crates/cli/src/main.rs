@@ -83,8 +83,9 @@ enum SoftmaxGridArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ObserverArg {
-    /// Per tensor kind: percentile 99.999 for Linear/MatMul and unary-op outputs, softmax inputs
-    /// clipped below at their 1st percentile, min/max elsewhere.
+    /// Per tensor kind: MSE-optimal clipping for unary-op and scalar-multiply outputs, min/max
+    /// elsewhere (ranges that hold on data calibration never saw); with --int8-softmax, softmax
+    /// inputs clipped below at their 1st percentile.
     Auto,
     Minmax,
     Percentile,
@@ -206,7 +207,18 @@ enum Command {
         /// (faster there). Costs weight precision (doc/quantization.md).
         #[arg(long)]
         reduce_range: bool,
-        /// Softmax output grid: fixed [0, 1] or calibrated [0, largest probability seen].
+        /// Quantize attention logits and probabilities to 8 bits too. By default they stay float
+        /// between the two int8 attention matmuls: 8 bits lose what pretrained attention needs
+        /// (doc/quantization.md, section 9).
+        #[arg(long)]
+        int8_softmax: bool,
+        /// Quantize Linear and Conv outputs before the activation that follows them (GELU …),
+        /// which then runs as a 256-entry table: faster, but it rounds twice. By default the
+        /// activation runs in the product's epilogue and is quantized once.
+        #[arg(long)]
+        activation_tables: bool,
+        /// Softmax output grid with --int8-softmax: fixed [0, 1] or calibrated [0, largest
+        /// probability seen].
         #[arg(long, value_enum, default_value = "calibrated")]
         softmax_grid: SoftmaxGridArg,
         /// Do not migrate outlier scale from LayerNorms into the next Linears (SmoothQuant).
@@ -379,6 +391,8 @@ fn dispatch(command: Command) -> Result<()> {
             percentile,
             per_tensor,
             reduce_range,
+            int8_softmax,
+            activation_tables,
             softmax_grid,
             no_smooth,
             no_wide_residual,
@@ -421,6 +435,8 @@ fn dispatch(command: Command) -> Result<()> {
                     wide_residual: !no_wide_residual,
                     bias_correction: !no_bias_correction,
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
+                    int8_softmax,
+                    activation_tables,
                     ..Options::new(preset)
                 },
                 method,

@@ -42,7 +42,7 @@ fn accuracies(report: &Value) -> (f64, f64) {
 }
 
 #[test]
-fn both_presets_and_seven_bit_weights_stay_within_0_3_points_of_fp32() {
+fn both_presets_and_seven_bit_weights_stay_close_to_fp32() {
     let dir = Scratch::new("accuracy-presets");
     for (preset, weights) in [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range"))] {
         let mut args = vec!["--preset", preset];
@@ -53,8 +53,12 @@ fn both_presets_and_seven_bit_weights_stay_within_0_3_points_of_fp32() {
         let (f, i) = accuracies(&r);
         println!("{preset}: fp32 {f:.2} %, int8 {i:.2} %, agreement {:.2} %, cosine {:.5}", r["outputs"]["top1_agreement"], r["outputs"]["cosine"]);
         assert!(f >= 87.0, "the shipped model should be trained to ≥ 87 %, it has {f}");
-        assert!(f - i <= 0.3, "{preset}: int8 top-1 {i:.2} % is more than 0.3 points below fp32 {f:.2} %");
-        assert!(r["outputs"]["cosine"].as_f64().unwrap() > 0.99, "{preset}: {r}");
+        // The top-1 change is the balance of a few dozen flips either way (about 0.3 points of
+        // standard deviation on 2,000 images), so it gets two of them; the flips themselves and
+        // the cosine are the steadier measure. tools/fashion_vit/data.py makes the 10,000.
+        assert!(f - i <= 0.6, "{preset}: int8 top-1 {i:.2} % is more than 0.6 points below fp32 {f:.2} %");
+        assert!(r["outputs"]["top1_agreement"].as_f64().unwrap() >= 98.0, "{preset}: {r}");
+        assert!(r["outputs"]["cosine"].as_f64().unwrap() > 0.999, "{preset}: {r}");
     }
 }
 
@@ -113,7 +117,9 @@ fn target_drop_met_by_the_defaults_keeps_everything_int8() {
     assert_eq!(fb["attempts"].as_array().unwrap().len(), 1, "{fb}");
     assert!(fb["kept_float"].as_array().unwrap().is_empty());
     assert_eq!(fb["eval_samples"], 2000);
-    assert_eq!(r["ops_quantized"], r["ops_total"]);
+    let (quantized, in_kernels) = (r["ops_quantized"].as_u64().unwrap(), r["ops_in_kernels"].as_u64().unwrap());
+    assert_eq!(quantized + in_kernels, r["ops_total"].as_u64().unwrap(), "{r}");
+    assert_eq!(in_kernels, 6 * 3, "six blocks: softmax and P·V inside int8 attention, GELU in the fc1 epilogue: {r}");
 
     let missing = Command::new(env!("CARGO_BIN_EXE_octet")).args(["quantize", &model, "--calib", &calib, "-o", &out, "--target-drop", "0.3"]).output().unwrap();
     assert!(!missing.status.success());

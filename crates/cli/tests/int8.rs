@@ -25,14 +25,18 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Quantizes a fixture (calibrating on its own input) into the temp folder, once per process.
+/// `preset` is the preset's name, then any further flags (`"full-int8 --int8-softmax"`).
 fn qdq(name: &str, preset: &str) -> PathBuf {
     static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    let out = std::env::temp_dir().join(format!("octet-int8-{}-{name}-{preset}.onnx", std::process::id()));
+    let tag = preset.replace(' ', "");
+    let out = std::env::temp_dir().join(format!("octet-int8-{}-{name}-{tag}.onnx", std::process::id()));
     let mut done = DONE.lock().unwrap();
     if !done.contains(&out) {
         let model = fixture(name).join("model.onnx");
         let input = fixture(name).join("input.npy");
-        let (ok, _, err) = octet(&["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset", preset], &[]);
+        let mut args = vec!["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset"];
+        args.extend(preset.split(' '));
+        let (ok, _, err) = octet(&args, &[]);
         assert!(ok, "quantize {name} {preset}: {err}");
         done.push(out.clone());
     }
@@ -93,6 +97,8 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
         ("seed_attention_ts", "int8-gemm"),
         ("vit_ts", "full-int8"),
         ("vit_ts", "int8-gemm"),
+        ("seed_attention_ts", "full-int8 --int8-softmax --activation-tables"),
+        ("vit_ts", "full-int8 --int8-softmax --activation-tables"),
         ("dinov2_ts", "full-int8"),
         ("bert_like_dynamo", "full-int8"),
         ("vit_opset16_ts", "full-int8"),

@@ -35,8 +35,16 @@ pub struct Options {
     pub wide_residual: bool,
     /// Correct each Linear's bias for the mean error its quantized weights add (`b − E[x]·(Ŵ − W)`).
     pub bias_correction: bool,
-    /// Softmax output grid: the fixed `[0, 1]` (scale 1/256) or calibrated `[0, max p]`.
+    /// Softmax output grid (with `int8_softmax`): the fixed `[0, 1]` (scale 1/256) or
+    /// calibrated `[0, max p]`.
     pub softmax_calibrated: bool,
+    /// Quantize attention logits and probabilities to 8 bits too; by default they stay float
+    /// between the two int8 attention matmuls ([`attention_core`]).
+    pub int8_softmax: bool,
+    /// Quantize matrix products before the activations that follow them, which then run as
+    /// 256-entry tables; by default the activation runs in the product's epilogue and is
+    /// quantized once ([`activation_inputs`]).
+    pub activation_tables: bool,
     /// 7-bit weights, `[−64, 64]` (ONNX Runtime's `reduce_range`): exact in `vpmaddubsw` kernels.
     pub reduce_range: bool,
 }
@@ -44,7 +52,19 @@ pub struct Options {
 impl Options {
     /// The defaults of `preset`: per-channel weights, every outlier remedy, the calibrated softmax grid.
     pub fn new(preset: Preset) -> Options {
-        Options { preset, per_channel: true, exclude: Vec::new(), float_values: Vec::new(), smooth: true, wide_residual: true, bias_correction: true, softmax_calibrated: true, reduce_range: false }
+        Options {
+            preset,
+            per_channel: true,
+            exclude: Vec::new(),
+            float_values: Vec::new(),
+            smooth: true,
+            wide_residual: true,
+            bias_correction: true,
+            softmax_calibrated: true,
+            int8_softmax: false,
+            activation_tables: false,
+            reduce_range: false,
+        }
     }
 
     /// The largest weight code these options allow.
@@ -79,6 +99,9 @@ pub struct Unit {
     pub float_output: bool,
     /// Why a unit is not quantized.
     pub reason: String,
+    /// Not quantized in the file, but inside an int8 kernel of octet: the float softmax of int8
+    /// attention ([`attention_core`]), an activation in a GEMM epilogue ([`activation_inputs`]).
+    pub in_kernel: bool,
 }
 
 /// A constant stored as integers behind a DequantizeLinear.
@@ -190,6 +213,62 @@ fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId
     }
 }
 
+/// The attention cores of `typed`: for every `MatMul → [Mul, Div, Add, Sub] → Softmax → MatMul`
+/// (the probabilities being the left operand of every product that reads them), the logits
+/// from the first product to the Softmax and the probabilities. On 8 bits these lose what
+/// pretrained attention needs: peaked heads put most logits several grid steps below the
+/// maximum, and most probabilities of a 257-token row are below one step of a `[0, max p]` grid
+/// (doc/quantization.md, section 9).
+pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
+    /// The values from a MatMul output to `v` through elementwise arithmetic, `v` included.
+    fn logits(typed: &TypedGraph, v: ValueId, depth: usize) -> Option<Vec<ValueId>> {
+        let p = &typed.nodes[typed.producer(v)?];
+        let path = match p.op.name() {
+            "MatMul" => Some(Vec::new()),
+            "Mul" | "Div" | "Add" | "Sub" if depth > 0 => {
+                p.inputs.iter().flatten().filter(|&&i| !typed.fact(i).is_constant()).find_map(|&i| logits(typed, i, depth - 1))
+            }
+            _ => None,
+        };
+        path.map(|mut path| {
+            path.push(v);
+            path
+        })
+    }
+    let mut core = Vec::new();
+    for t in typed.nodes.iter().filter(|t| t.op.name() == "Softmax") {
+        let (Some(x), Some(&p)) = (t.inputs.first().copied().flatten(), t.outputs.first()) else { continue };
+        let readers: Vec<&octet_graph::Node> = typed.nodes.iter().filter(|n| n.inputs.contains(&Some(p))).collect();
+        let into_products = !readers.is_empty() && !typed.outputs.contains(&p) && readers.iter().all(|n| n.op.name() == "MatMul" && n.inputs[0] == Some(p) && n.inputs.get(1) != Some(&Some(p)));
+        if let Some(path) = logits(typed, x, 4).filter(|_| into_products) {
+            core.extend(path);
+            core.push(p);
+        }
+    }
+    core
+}
+
+/// The outputs of matrix products (MatMul, Gemm, Conv, with their bias Add) that only an
+/// activation with a float kernel reads (GELU, Erf, Tanh, Sigmoid): they stay float, so that the
+/// product and its activation are quantized once, after the activation, and run as one int8
+/// kernel with the activation in its epilogue (not as a table on 8-bit product outputs, which
+/// rounds twice).
+pub fn activation_inputs(typed: &TypedGraph) -> Vec<ValueId> {
+    let mut out = Vec::new();
+    for t in &typed.nodes {
+        let is_activation = t.op.downcast::<octet_graph::ops::elementwise::Unary>().is_some_and(|u| u.0.f32_kernel().is_some());
+        let Some(x) = t.inputs.first().copied().flatten().filter(|_| is_activation) else { continue };
+        let sole = typed.uses(x) == 1 && !typed.outputs.contains(&x);
+        let Some(p) = typed.producer(x).map(|p| &typed.nodes[p]).filter(|_| sole) else { continue };
+        let product = |n: &octet_graph::Node| matches!(n.op.name(), "MatMul" | "Gemm" | "Conv");
+        let bias_add = p.op.name() == "Add" && p.inputs.iter().flatten().any(|&i| typed.producer(i).is_some_and(|q| product(&typed.nodes[q]) && typed.uses(i) == 1));
+        if product(p) || bias_add {
+            out.push(x);
+        }
+    }
+    out
+}
+
 /// Annotates `graph` specialised as `typed`.
 pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation {
     let index: HashMap<&str, usize> = graph.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
@@ -200,6 +279,10 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     // Values kept float, spread over data movement: a Reshape or Transpose of a float value is
     // float too, and so is what it moves.
     let mut float_set: std::collections::HashSet<ValueId> = graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
+    let core: std::collections::HashSet<ValueId> = if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
+    float_set.extend(&core);
+    let activation_in: std::collections::HashSet<ValueId> = if opts.activation_tables { Default::default() } else { activation_inputs(typed).into_iter().collect() };
+    float_set.extend(&activation_in);
     loop {
         let before = float_set.len();
         for t in typed.nodes.iter().filter(|t| ops::lookup(t.op.name()).is_some_and(|d| d.quant == QuantRule::SharesInput)) {
@@ -279,8 +362,17 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         let float_value = |vs: &[ValueId]| vs.iter().find(|v| float_set.contains(v)).map(|&v| graph.names[v].clone());
         let wide = if def.quant == QuantRule::Matmul { None } else { float_value(&inputs).or_else(|| float_value(&outputs)) };
         let float_output = def.quant == QuantRule::Matmul && float_value(&outputs).is_some();
+        let in_core = |vs: &[ValueId]| vs.iter().any(|v| core.contains(v));
+        let float_probabilities = def.quant == QuantRule::Matmul && in_core(&inputs);
+        let epilogue_activation = inputs.iter().any(|v| activation_in.contains(v));
+        let core_op = float_probabilities || (def.quant != QuantRule::Matmul && in_core(&inputs));
+        let in_kernel = selected_by_preset && excluded.is_none() && (core_op || epilogue_activation);
         let (selected, reason) = match (selected_by_preset, excluded) {
             (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
+            (true, None) if core_op => (false, "attention probabilities and logits stay float (--int8-softmax quantizes them)".into()),
+            (true, None) if epilogue_activation => {
+                (false, "runs in the epilogue of the product before it, quantized once after it (--activation-tables quantizes its input)".into())
+            }
             (true, None) if wide.is_some() => (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default())),
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
@@ -296,7 +388,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 }
             }
         }
-        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason });
+        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel });
     }
 
     let mut unit_of = vec![None; graph.nodes.len()];

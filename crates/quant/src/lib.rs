@@ -34,6 +34,9 @@ pub struct Summary {
     pub samples: usize,
     /// Ops (units) quantized, of all that run.
     pub ops_quantized: usize,
+    /// Ops left float in the file that octet runs inside int8 kernels (the softmax of int8
+    /// attention, activations in GEMM epilogues).
+    pub ops_in_kernels: usize,
     pub ops_total: usize,
     /// Imported nodes inside quantized ops.
     pub nodes_quantized: usize,
@@ -145,6 +148,7 @@ pub fn quantize_prepared(
         observer: method,
         samples: cal.samples,
         ops_quantized: selected.len(),
+        ops_in_kernels: annotation.units.iter().filter(|u| u.in_kernel).count(),
         ops_total: annotation.units.len(),
         nodes_quantized: selected.iter().map(|u| u.nodes.len()).sum(),
         nodes_total: g.nodes.len(),

@@ -36,9 +36,9 @@ impl Method {
     pub fn for_kind(self, kind: crate::annotate::TensorKind) -> Method {
         use crate::annotate::TensorKind::*;
         match (self, kind) {
-            (Method::Auto, Elementwise | Matmul) => Method::Percentile(99.999),
             (Method::Auto, Logits) => Method::Floor(LOGIT_FLOOR_PERCENTILE),
-            (Method::Auto, Input | Residual | Norm | Probabilities) => Method::MinMax,
+            (Method::Auto, Elementwise) => Method::Mse,
+            (Method::Auto, Input | Residual | Norm | Matmul | Probabilities) => Method::MinMax,
             (m, _) => m,
         }
     }

@@ -110,7 +110,12 @@ struct Reader {
 /// A LayerNorm whose output only Linears read, directly or through a Gather of tokens (the
 /// class token before the head).
 struct Smoothable {
+    /// The node that produces the normalised output: a LayerNormalization, or the last node of
+    /// one spelled out ([`spelled_out_layer_norm`]).
     norm: usize,
+    /// Where γ and β are read: (node, input slot).
+    gamma: (usize, usize),
+    beta: Option<(usize, usize)>,
     output: ValueId,
     linears: Vec<Reader>,
     /// The Gathers between the LayerNorm and Linears: their outputs carry the smoothed values too.
@@ -149,19 +154,47 @@ fn linear_readers(g: &Graph, v: ValueId, gathers: &mut Vec<usize>) -> Option<Vec
     Some(out)
 }
 
+/// The (node, slot) of the constant operand of a two-input node, and the other input.
+fn constant_operand(g: &Graph, node: usize) -> Option<((usize, usize), ValueId)> {
+    match g.nodes[node].inputs.as_slice() {
+        [Some(a), Some(b)] if constant(g, *b).is_some() => Some(((node, 1), *a)),
+        [Some(a), Some(b)] if constant(g, *a).is_some() => Some(((node, 0), *b)),
+        _ => None,
+    }
+}
+
+/// γ and β of a LayerNorm spelled out as exporters write it (Hugging Face's DINOv2, opset < 17):
+/// `Add(Mul(Div(Sub(x, mean), Sqrt(…)), γ), β)` ending at node `add`.
+fn spelled_out_layer_norm(g: &Graph, add: usize) -> Option<((usize, usize), (usize, usize))> {
+    let producer = |v: ValueId, op: &str| g.nodes.iter().position(|n| n.outputs.contains(&v) && n.op.name() == op);
+    let (beta, scaled) = constant_operand(g, add)?;
+    let mul = producer(scaled, "Mul")?;
+    let (gamma, normalised) = constant_operand(g, mul)?;
+    let div = &g.nodes[producer(normalised, "Div")?];
+    let (centred, spread) = (div.inputs.first().copied().flatten()?, div.inputs.get(1).copied().flatten()?);
+    (producer(centred, "Sub").is_some() && producer(spread, "Sqrt").is_some()).then_some((gamma, beta))
+}
+
 fn smoothable(g: &Graph) -> Vec<Smoothable> {
     let mut out = Vec::new();
     for (i, n) in g.nodes.iter().enumerate() {
-        if n.op.name() != "LayerNormalization" || n.inputs.get(1).copied().flatten().is_none_or(|v| constant(g, v).is_none()) {
-            continue;
-        }
+        let (gamma, beta) = match n.op.name() {
+            "LayerNormalization" if n.inputs.get(1).copied().flatten().is_some_and(|v| constant(g, v).is_some()) => {
+                ((i, 1), n.inputs.get(2).copied().flatten().map(|_| (i, 2)))
+            }
+            "Add" => match spelled_out_layer_norm(g, i) {
+                Some((gamma, beta)) => (gamma, Some(beta)),
+                None => continue,
+            },
+            _ => continue,
+        };
         let y = n.outputs[0];
         if g.outputs.contains(&y) {
             continue;
         }
         let mut gathers = Vec::new();
         if let Some(linears) = linear_readers(g, y, &mut gathers).filter(|l| !l.is_empty()) {
-            out.push(Smoothable { norm: i, output: y, linears, gathers });
+            out.push(Smoothable { norm: i, gamma, beta, output: y, linears, gathers });
         }
     }
     out
@@ -310,8 +343,9 @@ pub fn prepare(
         for c in &candidates {
             let Some(st) = stats.get(&c.output).filter(|s| !s.rows.is_empty()) else { continue };
             let norm = &graph.nodes[c.norm];
-            let gamma = constant(graph, norm.inputs[1].expect("checked")).expect("checked");
-            let beta = norm.inputs.get(2).copied().flatten().and_then(|b| constant(graph, b));
+            let operand = |(node, slot): (usize, usize)| graph.nodes[node].inputs[slot].and_then(|v| constant(graph, v));
+            let gamma = operand(c.gamma).expect("checked");
+            let beta = c.beta.and_then(operand);
             let k = st.absmax.len();
             // Each reader's weight as a row-major [K, N] matrix, side by side.
             let weights: Vec<Vec<f32>> = c
@@ -363,9 +397,9 @@ pub fn prepare(
                     rename_output(proto, node);
                 }
                 let divided = |t: &Tensor| -> Vec<f32> { t.as_f32().expect("float LayerNorm parameters").iter().zip(&s).map(|(v, s)| v / s).collect() };
-                set_input(proto, c.norm, 1, &[k], &divided(gamma));
-                if let Some(b) = beta {
-                    set_input(proto, c.norm, 2, &[k], &divided(b));
+                set_input(proto, c.gamma.0, c.gamma.1, gamma.shape(), &divided(gamma));
+                if let (Some(b), Some((node, slot))) = (beta, c.beta) {
+                    set_input(proto, node, slot, b.shape(), &divided(b));
                 }
                 for r in &c.linears {
                     let t = constant(graph, r.weight).expect("checked");

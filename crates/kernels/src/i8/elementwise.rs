@@ -4,6 +4,7 @@
 //! kernel says otherwise.
 
 use crate::dispatch::simd_dispatch;
+use crate::f32::exp_nonpositive;
 
 /// Per-tensor parameters of 8-bit codes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -166,27 +167,6 @@ simd_dispatch! {
     }
 }
 
-/// `e^x` for `x ≤ 0`, relative error below 1e-5 (0 below −87): `2^(x·log2 e)` split into an
-/// integer power (exponent bits) and `2^f`, `|f| ≤ 1/2`, by its degree-5 Taylor polynomial.
-/// Cheaper than [`crate::f32::exp_scalar`]; for the softmax of 8-bit logits, whose outputs are
-/// quantized to steps far coarser than its error.
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    let t = x.max(-126.0) * std::f32::consts::LOG2_E;
-    let r = t + MAGIC;
-    let n = r - MAGIC;
-    let f = t - n;
-    let p = 1.0 + f * (std::f32::consts::LN_2 + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_355))));
-    let scale = f32::from_bits(((r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32).wrapping_add(127) << 23) as u32);
-    let y = p * scale;
-    if x < -87.0 {
-        0.0
-    } else {
-        y
-    }
-}
-
 simd_dispatch! {
     /// Softmax over rows of `n` 8-bit logits of scale `px.scale`, quantized to `po`:
     /// `e = exp(−s·(q_max − q))` on integer differences. Within one output step of the reference.
@@ -280,18 +260,3 @@ unsafe fn lookup_vbmi(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) -
     i
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_nonpositive_is_accurate() {
-        for i in 0..=86_999 {
-            let x = -(i as f32) * 0.001;
-            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
-            assert!(((got - want) / want).abs() < 1e-5, "exp({x}) = {got}, want {want}");
-        }
-        assert_eq!(exp_nonpositive(-200.0), 0.0);
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-    }
-}

@@ -197,6 +197,18 @@ pub struct Epilogue {
     /// For 8-bit outputs: a residual added after the table, `q(dq(y) + dq(r))`, with `r` passed
     /// to [`epilogue`] (the arithmetic of the residual Add it replaces).
     pub residual: Option<Residual>,
+    /// For 8-bit outputs: a float activation between the scaled accumulators and the
+    /// requantization (then `scale` gives the product's real values, not output steps).
+    pub activation: Option<Activation>,
+}
+
+/// A float function applied in an [`Epilogue`]: `q = saturate(round_half_even(f(v) / out_scale)
+/// + zero_point)` for the real product values `v`.
+#[derive(Clone, Copy, Debug)]
+pub struct Activation {
+    /// Elementwise, in place (a vectorised slice kernel such as `f32::gelu_erf`).
+    pub f: fn(&mut [f32]),
+    pub out_scale: f32,
 }
 
 /// Parameters of a residual epilogue: the GEMM's (table's) output, the residual, the sum.
@@ -223,6 +235,7 @@ crate::dispatch::simd_dispatch! {
         let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
         let scales: Vec<f32> = (0..n).map(scale).collect();
         let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+        let mut real = if e.activation.is_some() { vec![0.0f32; n] } else { Vec::new() };
         for i in 0..m {
             let row = &c[i * ldc..i * ldc + n];
             match e.out {
@@ -235,15 +248,37 @@ crate::dispatch::simd_dispatch! {
                 OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
                     let (lo, hi) = if matches!(e.out, OutType::U8 { .. }) { (0, 255) } else { (-128, 127) };
                     let o = &mut out_q[i * n..(i + 1) * n];
-                    for j in 0..n {
-                        let v = elementwise::round_half_even(row[j].wrapping_add(bias[j]) as f32 * scales[j]) + zero_point;
-                        o[j] = v.clamp(lo, hi) as u8;
+                    match e.activation {
+                        None => {
+                            for j in 0..n {
+                                let v = elementwise::round_half_even(row[j].wrapping_add(bias[j]) as f32 * scales[j]) + zero_point;
+                                o[j] = v.clamp(lo, hi) as u8;
+                            }
+                        }
+                        Some(act) => {
+                            for j in 0..n {
+                                real[j] = row[j].wrapping_add(bias[j]) as f32 * scales[j];
+                            }
+                            (act.f)(&mut real);
+                            requantize(&real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), o);
+                        }
                     }
                 }
             }
         }
         if e.out != OutType::F32 {
             epilogue_post(m, n, e, out_q, residual);
+        }
+    }
+}
+
+crate::dispatch::simd_dispatch! {
+    /// `out[i] = saturate(round_half_even(real[i] / scale) + zero_point)` as u8 bits (s8 stored
+    /// two's complement when `signed`).
+    pub fn requantize(real: &[f32], scale: f32, zero_point: i32, signed: bool, out: &mut [u8]) {
+        let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+        for (o, &v) in out.iter_mut().zip(real) {
+            *o = (elementwise::round_half_even(v / scale) + zero_point).clamp(lo, hi) as u8;
         }
     }
 }
@@ -296,6 +331,17 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
         let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
         let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
         assert!(scale.len() == n && bias.len() == n, "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
+        if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
+            assert!(out_q.len() >= m * n);
+            let mut real = vec![0.0f32; m * n];
+            let store = vnni::Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
+            // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
+            unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+            (act.f)(&mut real);
+            requantize(&real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), out_q);
+            epilogue_post(m, n, e, out_q, residual);
+            return;
+        }
         let store = match e.out {
             OutType::F32 => {
                 assert!(out_f32.len() >= m * n);

@@ -142,7 +142,7 @@ fn epilogue_is_the_same_on_every_tier() {
     let c: Vec<i32> = values(m * n * 4, 3).chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], 0]) - (1 << 23)).collect();
     let scale: Vec<f32> = (0..n).map(|j| 1e-5 * (j as f32 + 1.5)).collect();
     for out in [OutType::U8 { zero_point: 128 }, OutType::S8 { zero_point: -3 }, OutType::F32] {
-        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out, table: None, residual: None };
+        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out, table: None, residual: None, activation: None };
         let (mut f, mut q) = (vec![0.0f32; m * n], vec![0u8; m * n]);
         epilogue(m, n, &c, n, &e, &mut f, &mut q, &[]);
         for i in 0..m {
@@ -172,8 +172,8 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
         let q = |z: i32, signed: bool| Q8 { scale: 0.05, zero_point: z, signed };
         let outs = [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }];
         for out in outs {
-            for (t, r) in [(false, false), (true, false), (false, true), (true, true)] {
-                if out == OutType::F32 && (t || r) {
+            for (t, r, act) in [(false, false, false), (true, false, false), (false, true, false), (true, true, false), (false, false, true), (true, true, true)] {
+                if out == OutType::F32 && (t || r || act) {
                     continue;
                 }
                 let e = Epilogue {
@@ -182,6 +182,7 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
                     out,
                     table: t.then(|| table.clone()),
                     residual: r.then(|| Residual { y: q(131, false), r: q(40, false), out: q(7, false) }),
+                    activation: act.then_some(Activation { f: crate::f32::gelu_erf, out_scale: 0.37 }),
                 };
                 let reference = PackedB::from_rows(Isa::Scalar, k, n, 0, &b, n);
                 let mut c = vec![0i32; m * n];

@@ -162,8 +162,8 @@ fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epi
 /// The epilogue for an accumulator of scale `acc_scale[j]`: requantize to `out` or write f32.
 pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     match out {
-        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None, residual: None },
-        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None, residual: None },
+        Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None, residual: None, activation: None },
+        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None, residual: None, activation: None },
     }
 }
 
@@ -230,6 +230,9 @@ fn epilogue_name(e: &Epilogue) -> String {
     }
     if e.residual.is_some() {
         parts.push("residual add");
+    }
+    if e.activation.is_some() {
+        parts.push("f32 activation before requantizing");
     }
     parts.join(", ")
 }
@@ -640,17 +643,29 @@ impl Op for QMove {
 
 // ---------------------------------------------------------------- QAttention
 
-/// `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(P, V)` fused per (batch, head): the logits and the
-/// probabilities of one head stay in cache; the arithmetic is the three ops' own, so the result
-/// is theirs bit for bit.
+/// Attention fused per (batch, head), the logits and probabilities of one head staying in
+/// cache: `Q·Kᵀ` on the int8 GEMM, the softmax, and `P·V` on the int8 GEMM.
+///
+/// With an 8-bit softmax (`--int8-softmax` files) the arithmetic is that of the three lowered
+/// ops, bit for bit. With float logits and probabilities (octet's default files: `MatMul →
+/// [scale] → Softmax → MatMul` with no Q/DQ between), the logits are the exact i32 products
+/// scaled, the softmax runs in f32, and the probabilities go into `P·V` as 16-bit codes
+/// `round(p·65535)`, split into a high and a low byte that run through the u8×s8 GEMM each; the
+/// sum `256·hi + lo` cannot overflow because a row's probabilities add up to one.
 #[derive(Debug)]
 pub struct QAttention {
     pub scores: QMatMul,
-    pub softmax: QSoftmax,
+    /// `None`: float softmax and 16-bit probabilities (then `scores.output` is f32).
+    pub softmax: Option<QSoftmax>,
     pub context: QMatMul,
     /// Input 1 is K `[.., N, D]` (packed as its transpose) rather than Kᵀ `[.., D, N]`.
     pub keys_as_rows: bool,
+    /// A constant factor on the logits (the attention scale applied after `Q·Kᵀ`).
+    pub logit_scale: f32,
 }
+
+/// The parameters of 16-bit probability codes in [`QAttention`] (as the left operand of `P·V`).
+pub const PROBABILITY_CODES: Affine = Affine { scale: 1.0 / 65535.0, zero_point: 0, signed: false };
 
 impl QAttention {
     /// The shape of Kᵀ given input 1's shape.
@@ -681,24 +696,48 @@ impl Op for QAttention {
         let (q, q_zp) = as_u8(qt, self.scores.a)?;
         let (kb, k_zp) = right_operand(kt, self.scores.b)?;
         let (vb, v_zp) = right_operand(vt, self.context.b)?;
-        let Output::Quantized(sp) = self.scores.output else { return Err("scores must be quantized".into()) };
-        let e1 = make_epilogue(&[self.scores.a.scale * self.scores.b.scale], None, self.scores.output);
+        let e1 = make_epilogue(&[self.scores.a.scale * self.scores.b.scale * self.logit_scale], None, self.scores.output);
         let e2 = make_epilogue(&[self.context.a.scale * self.context.b.scale], None, self.context.output);
-        let (pi, po) = (sp.q8(), self.softmax.output.q8());
-        let p_zp = self.softmax.output.zero_point + if self.softmax.output.signed { 128 } else { 0 };
         let isa = self.scores.isa;
         let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
             let keys = &kb[i * k * n..(i + 1) * k * n];
             let kp = if self.keys_as_rows { PackedB::from_cols(isa, k, n, k_zp, keys, k) } else { PackedB::from_rows(isa, k, n, k_zp, keys, n) };
-            let vp = PackedB::from_rows(isa, n, d, v_zp, &vb[i * n * d..(i + 1) * n * d], d);
-            let mut logits = vec![0u8; m * n];
-            let mut p = vec![0u8; m * n];
-            gemm_epilogue(m, &q[i * m * k..], k, q_zp, &kp, &e1, &mut [], &mut logits);
-            ew::softmax_rows_q8(&logits, pi, n, po, &mut p);
-            if self.softmax.output.signed {
-                p.iter_mut().for_each(|b| *b ^= 0x80);
+            let values = &vb[i * n * d..(i + 1) * n * d];
+            let q = &q[i * m * k..];
+            match (&self.softmax, self.scores.output) {
+                (Some(softmax), Output::Quantized(sp)) => {
+                    let mut logits = vec![0u8; m * n];
+                    let mut p = vec![0u8; m * n];
+                    gemm_epilogue(m, q, k, q_zp, &kp, &e1, &mut [], &mut logits);
+                    ew::softmax_rows_q8(&logits, sp.q8(), n, softmax.output.q8(), &mut p);
+                    if softmax.output.signed {
+                        p.iter_mut().for_each(|b| *b ^= 0x80);
+                    }
+                    let p_zp = softmax.output.zero_point + if softmax.output.signed { 128 } else { 0 };
+                    let vp = PackedB::from_rows(isa, n, d, v_zp, values, d);
+                    gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
+                }
+                _ => {
+                    let mut p = vec![0.0f32; m * n];
+                    gemm_epilogue(m, q, k, q_zp, &kp, &e1, &mut p, &mut []);
+                    let (mut hi, mut lo, mut row_sums) = (vec![0u8; m * n], vec![0u8; m * n], vec![0i32; m]);
+                    octet_kernels::f32::softmax_rows_u16(&mut p, n, &mut hi, &mut lo, &mut row_sums);
+                    // V's zero point comes out of the sums: Σ p·(v − z) = Σ p·v − z·Σ p.
+                    let vp = PackedB::from_rows(isa, n, d, 0, values, d);
+                    let mut low = vec![0i32; m * d];
+                    octet_kernels::i8::with_scratch(m * d, |c| {
+                        octet_kernels::i8::gemm_u8s8(m, &hi, n, 0, &vp, c, d);
+                        octet_kernels::i8::gemm_u8s8(m, &lo, n, 0, &vp, &mut low, d);
+                        for ((row, low), &sum) in c.chunks_exact_mut(d).zip(low.chunks_exact(d)).zip(&row_sums) {
+                            let shift = v_zp.wrapping_mul(sum);
+                            for (c, l) in row.iter_mut().zip(low) {
+                                *c = c.wrapping_mul(256).wrapping_add(*l).wrapping_sub(shift);
+                            }
+                        }
+                        octet_kernels::i8::epilogue(m, d, c, d, &e2, f, out, &[]);
+                    });
+                }
             }
-            gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
         };
         let per = m * d;
         let tensor = per_chunk(shape, batches, per, self.context.output, ctx.threads, head);
@@ -708,7 +747,8 @@ impl Op for QAttention {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("fused attention per (batch, head): {} · softmax · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
+        let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities in two bytes" };
+        Some(format!("fused attention per (batch, head): {} · {softmax} · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
     }
     op_any!();
 }

@@ -442,7 +442,9 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 ///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
 /// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
 /// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue;
-/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention;
+/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention, and with float logits and
+///   probabilities `QMatMul(Q, Kᵀ) → [scale] → Softmax → MatMul(·, DQ(V))` → QAttention with
+///   16-bit probabilities;
 /// - `Transpose → Split` on 8-bit data → one strided copy per output.
 fn fuse_kernels(g: &mut TypedGraph) {
     let mut i = 0;
@@ -453,7 +455,12 @@ fn fuse_kernels(g: &mut TypedGraph) {
     }
     let mut i = 0;
     while i < g.nodes.len() {
-        let fused = epilogue_table(g, i).or_else(|| epilogue_residual(g, i)).or_else(|| attention(g, i)).or_else(|| transpose_split(g, i));
+        let fused = epilogue_table(g, i)
+            .or_else(|| epilogue_activation(g, i))
+            .or_else(|| epilogue_residual(g, i))
+            .or_else(|| attention(g, i))
+            .or_else(|| attention_float_softmax(g, i))
+            .or_else(|| transpose_split(g, i));
         if let Some((at, node)) = fused {
             g.replace_node(at, node);
             g.remove_dead_nodes();
@@ -511,6 +518,33 @@ fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
         return None;
     };
     Some((r, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs: g.nodes[r].outputs.clone(), fused: vec![] }))
+}
+
+/// `QLinear|QConv (f32 out) → float activation [→ Q]` (the product and its activation quantized
+/// once, after it: annotate::activation_inputs) → the activation in the GEMM's epilogue.
+fn epilogue_activation(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let r = sole_reader(g, n.outputs[0])?;
+    let kind = g.nodes[r].op.downcast::<Unary>()?.0;
+    let f = kind.f32_kernel()?;
+    let (output, outputs, removed) = output_of(&M { g }, g.nodes[r].outputs[0]);
+    let Output::Quantized(p) = output else { return None };
+    let with_activation = |e: &octet_kernels::i8::Epilogue, out: Output| -> Option<octet_kernels::i8::Epilogue> {
+        if !matches!(out, Output::F32) || e.table.is_some() || e.residual.is_some() {
+            return None;
+        }
+        let activation = Some(octet_kernels::i8::Activation { f, out_scale: p.scale });
+        Some(octet_kernels::i8::Epilogue { out: p.out_type(), activation, ..e.clone() })
+    };
+    let op: Arc<dyn Op> = if let Some(l) = n.op.downcast::<QLinear>() {
+        Arc::new(QLinear { epilogue: with_activation(&l.epilogue, l.output)?, output, ..l.clone() })
+    } else if let Some(c) = n.op.downcast::<QConv>() {
+        Arc::new(QConv { epilogue: with_activation(&c.epilogue, c.output)?, output, ..c.clone() })
+    } else {
+        return None;
+    };
+    let at = removed.first().copied().unwrap_or(r);
+    Some((at, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs, fused: vec![] }))
 }
 
 fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
@@ -577,16 +611,74 @@ fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     if g.nodes[b].inputs[0] != Some(g.nodes[s].outputs[0]) || !matches!(scores.output, Output::Quantized(p) if p == softmax.input) {
         return None;
     }
-    // Kᵀ made by a Transpose of the last two axes of K is read from K itself.
     let kt = a.inputs[1]?;
-    let keys = g.producer(kt).map(|t| &g.nodes[t]).filter(|_| sole_reader(g, kt) == Some(i)).and_then(|t| {
-        let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
-        let rank = g.fact(kt).shape.len();
-        let perm = tr.perm_for(rank).ok()?;
-        let swapped = (0..rank).map(|r| if r + 2 == rank { rank - 1 } else if r + 1 == rank { rank - 2 } else { r });
-        (rank >= 2 && perm.iter().copied().eq(swapped)).then_some(t.inputs[0]?)
-    });
-    let op = QAttention { scores: scores.clone(), softmax: softmax.clone(), context: context.clone(), keys_as_rows: keys.is_some() };
+    let keys = keys_of(g, kt, i);
+    let op = QAttention { scores: scores.clone(), softmax: Some(softmax.clone()), context: context.clone(), keys_as_rows: keys.is_some(), logit_scale: 1.0 };
     let inputs = vec![a.inputs[0], Some(keys.unwrap_or(kt)), g.nodes[b].inputs[1]];
     Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
+}
+
+/// K itself when `kt` (read by node `reader` alone) is an 8-bit Transpose of K's last two axes.
+fn keys_of(g: &TypedGraph, kt: ValueId, reader: usize) -> Option<ValueId> {
+    let t = g.producer(kt).map(|t| &g.nodes[t]).filter(|_| sole_reader(g, kt) == Some(reader))?;
+    let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
+    let rank = g.fact(kt).shape.len();
+    let perm = tr.perm_for(rank).ok()?;
+    let swapped = (0..rank).map(|r| if r + 2 == rank { rank - 1 } else if r + 1 == rank { rank - 2 } else { r });
+    (rank >= 2 && perm.iter().copied().eq(swapped)).then_some(t.inputs[0]?)
+}
+
+/// `QMatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax → MatMul(·, DQ(V)) [→ Q]` with float
+/// logits and probabilities (octet's default attention core, annotate::attention_core) →
+/// QAttention with 16-bit probabilities. Node `i` is the second product.
+fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let m = M { g };
+    let pv = &g.nodes[i];
+    if pv.op.name() != "MatMul" {
+        return None;
+    }
+    let (v, vp) = m.dq_activation(pv.inputs[1]?)?;
+    let p = pv.inputs[0]?;
+    let s = g.producer(p).filter(|_| sole_reader(g, p) == Some(i))?;
+    let softmax = g.nodes[s].op.downcast::<Softmax>().filter(|x| x.kind == octet_graph::ops::nn::SoftmaxKind::Softmax)?;
+    let rank = g.fact(p).shape.len() as i64;
+    if !(softmax.axis == -1 || softmax.axis == rank - 1) {
+        return None;
+    }
+    let (mut logits, mut reader, mut logit_scale) = (g.nodes[s].inputs[0]?, s, 1.0f32);
+    let a = loop {
+        let at = g.producer(logits).filter(|_| sole_reader(g, logits) == Some(reader))?;
+        let n = &g.nodes[at];
+        if n.op.downcast::<QMatMul>().is_some() {
+            break at;
+        }
+        let (x, k) = scalar_factor(g, n)?;
+        logit_scale *= k;
+        (logits, reader) = (x, at);
+    };
+    let scores = g.nodes[a].op.downcast::<QMatMul>()?;
+    if !matches!(scores.output, Output::F32) || g.fact(v).shape.len() != rank as usize {
+        return None;
+    }
+    let (output, outputs, removed) = output_of(&m, pv.outputs[0]);
+    let context = QMatMul { a: kernels::PROBABILITY_CODES, b: vp, output, isa: scores.isa };
+    let kt = g.nodes[a].inputs[1]?;
+    let keys = keys_of(g, kt, a);
+    let op = QAttention { scores: scores.clone(), softmax: None, context, keys_as_rows: keys.is_some(), logit_scale };
+    let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
+    let at = removed.first().copied().unwrap_or(i);
+    Some((at, Node { name: pv.name.clone(), op: Arc::new(op), inputs, outputs, fused: vec![] }))
+}
+
+/// A float Mul or Div of an activation by a positive constant scalar: the activation and the
+/// factor.
+fn scalar_factor(g: &TypedGraph, n: &Node) -> Option<(ValueId, f32)> {
+    let (a, b) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?);
+    let c = |v: ValueId| g.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
+    match (n.op.name(), c(a), c(b)) {
+        ("Mul", None, Some(k)) => Some((a, k as f32)),
+        ("Mul", Some(k), None) => Some((b, k as f32)),
+        ("Div", None, Some(k)) => Some((a, (1.0 / k) as f32)),
+        _ => None,
+    }
 }
