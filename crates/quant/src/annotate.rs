@@ -153,8 +153,11 @@ pub enum TensorKind {
     Norm,
     /// A Linear, Conv or MatMul output.
     Matmul,
-    /// A unary function's output (GELU and others) or a scalar multiply's.
+    /// An elementwise op's output: GELU and the other unary functions, a multiply by a constant
+    /// vector (LayerScale), a binary op of one activation.
     Elementwise,
+    /// A multiply by a constant scalar (the attention's `q · scale`): the input's range, scaled.
+    Scaled,
     /// A Softmax output.
     Probabilities,
     /// A Softmax input (attention logits): its largest values decide the output.
@@ -462,6 +465,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 (QuantRule::FixedOutput, _) => TensorKind::Probabilities,
                 (_, "LayerNormalization") => TensorKind::Norm,
                 (_, "Add" | "Sub" | "Concat") if u.inputs.len() >= 2 => TensorKind::Residual,
+                _ if scalar_scale(typed, &typed.nodes[u.planned]).is_some() => TensorKind::Scaled,
                 _ => TensorKind::Elementwise,
             },
         };

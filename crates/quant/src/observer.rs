@@ -38,7 +38,7 @@ impl Method {
         match (self, kind) {
             (Method::Auto, Logits) => Method::Floor(LOGIT_FLOOR_PERCENTILE),
             (Method::Auto, Elementwise) => Method::Mse,
-            (Method::Auto, Input | Residual | Norm | Matmul | Probabilities) => Method::MinMax,
+            (Method::Auto, Input | Residual | Norm | Matmul | Scaled | Probabilities) => Method::MinMax,
             (m, _) => m,
         }
     }
