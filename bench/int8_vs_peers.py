@@ -5,6 +5,8 @@ Engines (select with --engines):
 
     octet-fp32       octet on the float ONNX model
     octet-int8       octet on its own QDQ model: `octet quantize --preset full-int8`
+    octet-int8-fast  the same with `--int8-softmax --activation-tables` (8-bit attention softmax and
+                     activation tables: the faster, less accurate forms)
     octet-int8-gemm  octet on its own QDQ model: `octet quantize --preset int8-gemm`
     ort-fp32         ONNX Runtime (CPU EP, default graph optimizations) on the float model
     ort-int8         ONNX Runtime on its own QDQ model: quant_pre_process, then quantize_static
@@ -78,16 +80,19 @@ MODELS = {
     "vit_s16": ("vit_small_patch16_224", "vit_s16_ts"),
     "vit_b16": ("vit_base_patch16_224", "vit_b16_ts"),
 }
-ENGINES = ["octet-fp32", "octet-int8", "octet-int8-rr", "octet-int8-gemm", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
-# engine: octet quantize arguments (octet-int8-rr: 7-bit weights, which octet's AVX2 tier runs on vpmaddubsw)
+ENGINES = ["octet-fp32", "octet-int8", "octet-int8-fast", "octet-int8-rr", "octet-int8-gemm", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
+# engine: octet quantize arguments (octet-int8-rr: 7-bit weights, which octet's AVX2 tier runs on vpmaddubsw;
+# octet-int8-fast: 8-bit softmax and activation tables, the faster and less accurate forms)
 OCTET_PRESET = {"octet-int8": ["--preset", "full-int8"], "octet-int8-rr": ["--preset", "full-int8", "--reduce-range"],
+                "octet-int8-fast": ["--preset", "full-int8", "--int8-softmax", "--activation-tables"],
                 "octet-int8-gemm": ["--preset", "int8-gemm"]}
 # short column titles
-TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm",
+TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-fast": "oct i8 fast", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm",
          "ort-fp32": "ORT f32", "ort-int8": "ORT i8", "ov-fp32": "OV f32", "ov-int8": "OV i8"}
 RATIOS = [  # (title, numerator, denominator)
     ("o8/ORT8", "octet-int8", "ort-int8"),
     ("o8/OV8", "octet-int8", "ov-int8"),
+    ("o8f/OV8", "octet-int8-fast", "ov-int8"),
     ("o8/o32", "octet-int8", "octet-fp32"),
     ("o8rr/o32", "octet-int8-rr", "octet-fp32"),
     ("o8rr/ORT8", "octet-int8-rr", "ort-int8"),

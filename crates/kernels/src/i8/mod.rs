@@ -303,18 +303,41 @@ crate::dispatch::simd_dispatch! {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Calls `f` with this thread's i32 accumulator buffer of at least `len` values (reused across
-/// calls: allocating and zeroing a fresh one per GEMM costs more than some GEMMs).
-pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
+/// Calls `f` with `len` values of this thread's buffer in `cell`, reused across calls (allocating
+/// and zeroing a fresh one per GEMM costs more than some GEMMs); its contents are whatever the
+/// last user left. A nested call gets a fresh buffer.
+fn scratch<T: Copy + Default + 'static, R>(cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let mut f = Some(f);
+    let reused = cell.with(|s| {
+        let mut s = s.try_borrow_mut().ok()?;
         if s.len() < len {
-            s.resize(len, 0);
+            s.resize(len, T::default());
         }
-        f(&mut s[..len])
-    })
+        Some((f.take().expect("called once"))(&mut s[..len]))
+    });
+    match reused {
+        Some(r) => r,
+        None => (f.take().expect("not called yet"))(&mut vec![T::default(); len]),
+    }
+}
+
+/// [`scratch`] of i32 accumulators.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [i32]) -> R) -> R {
+    scratch(&SCRATCH, len, f)
+}
+
+/// [`scratch`] of f32 values.
+pub fn with_scratch_f32<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    scratch(&SCRATCH_F32, len, f)
+}
+
+/// [`scratch`] of bytes.
+pub fn with_scratch_u8<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    scratch(&SCRATCH_U8, len, f)
 }
 
 /// `a · B` for `m` rows and the epilogue `e` in one call: on AVX-512 VNNI (with both zero points
@@ -333,12 +356,13 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
         assert!(scale.len() == n && bias.len() == n, "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
         if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
             assert!(out_q.len() >= m * n);
-            let mut real = vec![0.0f32; m * n];
-            let store = vnni::Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
-            // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
-            unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
-            (act.f)(&mut real);
-            requantize(&real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), out_q);
+            with_scratch_f32(m * n, |real| {
+                let store = vnni::Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
+                // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
+                unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+                (act.f)(real);
+                requantize(real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), out_q);
+            });
             epilogue_post(m, n, e, out_q, residual);
             return;
         }

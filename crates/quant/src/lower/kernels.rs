@@ -718,23 +718,29 @@ impl Op for QAttention {
                     gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
                 }
                 _ => {
-                    let mut p = vec![0.0f32; m * n];
-                    gemm_epilogue(m, q, k, q_zp, &kp, &e1, &mut p, &mut []);
-                    let (mut hi, mut lo, mut row_sums) = (vec![0u8; m * n], vec![0u8; m * n], vec![0i32; m]);
-                    octet_kernels::f32::softmax_rows_u16(&mut p, n, &mut hi, &mut lo, &mut row_sums);
-                    // V's zero point comes out of the sums: Σ p·(v − z) = Σ p·v − z·Σ p.
-                    let vp = PackedB::from_rows(isa, n, d, 0, values, d);
-                    let mut low = vec![0i32; m * d];
-                    octet_kernels::i8::with_scratch(m * d, |c| {
-                        octet_kernels::i8::gemm_u8s8(m, &hi, n, 0, &vp, c, d);
-                        octet_kernels::i8::gemm_u8s8(m, &lo, n, 0, &vp, &mut low, d);
-                        for ((row, low), &sum) in c.chunks_exact_mut(d).zip(low.chunks_exact(d)).zip(&row_sums) {
-                            let shift = v_zp.wrapping_mul(sum);
-                            for (c, l) in row.iter_mut().zip(low) {
-                                *c = c.wrapping_mul(256).wrapping_add(*l).wrapping_sub(shift);
+                    use octet_kernels::i8::{epilogue, gemm_u8s8, with_scratch, with_scratch_f32, with_scratch_u8};
+                    let mut row_sums = vec![0i32; m];
+                    // The probabilities' high and low bytes, side by side.
+                    with_scratch_u8(2 * m * n, |bytes| {
+                        let (hi, lo) = bytes.split_at_mut(m * n);
+                        with_scratch_f32(m * n, |p| {
+                            gemm_epilogue(m, q, k, q_zp, &kp, &e1, p, &mut []);
+                            octet_kernels::f32::softmax_rows_u16(p, n, hi, lo, &mut row_sums);
+                        });
+                        // V's zero point comes out of the sums: Σ p·(v − z) = Σ p·v − z·Σ p.
+                        let vp = PackedB::from_rows(isa, n, d, 0, values, d);
+                        with_scratch(2 * m * d, |acc| {
+                            let (c, low) = acc.split_at_mut(m * d);
+                            gemm_u8s8(m, hi, n, 0, &vp, c, d);
+                            gemm_u8s8(m, lo, n, 0, &vp, low, d);
+                            for ((row, low), &sum) in c.chunks_exact_mut(d).zip(low.chunks_exact(d)).zip(&row_sums) {
+                                let shift = v_zp.wrapping_mul(sum);
+                                for (c, l) in row.iter_mut().zip(low) {
+                                    *c = c.wrapping_mul(256).wrapping_add(*l).wrapping_sub(shift);
+                                }
                             }
-                        }
-                        octet_kernels::i8::epilogue(m, d, c, d, &e2, f, out, &[]);
+                            epilogue(m, d, c, d, &e2, f, out, &[]);
+                        });
                     });
                 }
             }
