@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::calib_data::{self, Preprocess};
 use crate::npy;
-use crate::run::{open, Engine};
+use crate::run::{open, session, Engine};
 
 /// Evaluation data: samples (each the model's inputs at batch 1) and optional labels.
 pub struct Data {
@@ -80,7 +80,9 @@ fn follow(b: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
 /// Runs both models on the data and compares them.
 pub fn compare(r: &Request) -> Result<Report> {
     let float = open(r.float, r.threads, Engine::Reference)?;
-    let quantized = open(r.quantized, r.threads, Engine::Int8)?;
+    // The per-node comparison plans the quantized graph again: it needs its weights.
+    let quantized_graph = octet_onnx::load_for_inference(r.quantized)?.graph;
+    let quantized = session(quantized_graph.clone(), r.threads, Engine::Int8)?;
     let batches = evaluate::batches(float.graph(), &r.data.samples, r.batch)?;
     let mut outputs = Vec::new();
     for (session, what, path) in [(&float, "float model", r.float), (&quantized, "quantized model", r.quantized)] {
@@ -93,7 +95,7 @@ pub fn compare(r: &Request) -> Result<Report> {
     let node_samples = r.node_samples.min(r.data.samples.len());
     let node_batches = evaluate::batches(float.graph(), &r.data.samples[..node_samples], r.batch)?;
     let b = bar(r.progress, "per-node comparison");
-    let mut nodes = evaluate::node_errors(float.graph(), quantized.graph(), &node_batches, r.threads, &mut follow(&b))?;
+    let mut nodes = evaluate::node_errors(float.graph(), &quantized_graph, &node_batches, r.threads, &mut follow(&b))?;
     b.finish_and_clear();
     nodes.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db));
     Ok(Report { float_model: r.float.to_path_buf(), quantized_model: r.quantized.to_path_buf(), outputs: agreement, node_samples, nodes })

@@ -15,22 +15,29 @@ pub mod run;
 /// The global allocator of octet's binaries (the `octet` command and the Python module): large
 /// tensors are allocated and freed on every run, and mimalloc keeps their pages instead of
 /// returning them to the OS and faulting them in again (glibc's malloc does, above its mmap
-/// threshold), which cost up to a quarter of a batch-8 run. Register [`commit_memory_on_use`]
+/// threshold), which cost up to a quarter of a batch-8 run. Register [`configure_allocator`]
 /// as a constructor (`.init_array`), so that it runs before the first allocation.
 pub type Allocator = mimalloc::MiMalloc;
 
-/// Makes mimalloc commit arena memory page by page as it is used, not a whole arena when it is
-/// reserved (its default on Linux): on ViT-S int8 the eager commit was 26 MB of resident memory
-/// that held nothing, the size of the model's weights; no run measured slower without it.
-pub extern "C" fn commit_memory_on_use() {
+/// Sets up mimalloc for octet: arena memory committed page by page as it is used, not a whole
+/// arena when it is reserved (its default on Linux: on ViT-S int8 the eager commit was 26 MB of
+/// resident memory that held nothing; no run measured slower without it), and freed weights
+/// handed back to the system while a plan packs them ([`octet_graph::limits::freed`]).
+pub extern "C" fn configure_allocator() {
     /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (v2 and v3 alike).
     const ARENA_EAGER_COMMIT: i32 = 4;
     extern "C" {
         fn mi_option_set(option: i32, value: std::ffi::c_long);
+        fn mi_collect(force: bool);
+    }
+    fn collect() {
+        // SAFETY: mimalloc is linked; collecting is thread-safe.
+        unsafe { mi_collect(true) }
     }
     // SAFETY: mimalloc is linked (it is `Allocator`); setting an option is thread-safe and
     // affects arenas reserved afterwards.
     unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) }
+    octet_graph::limits::set_return_freed_memory(collect);
 }
 
 /// Writes `bytes` to a temporary file next to `path`, then renames it into place, so a failed

@@ -15,7 +15,7 @@ static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
 
 #[used]
 #[link_section = ".init_array"]
-static COMMIT_MEMORY_ON_USE: extern "C" fn() = octet_cli::commit_memory_on_use;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = octet_cli::configure_allocator;
 
 /// octet: quantize vision transformers to int8 and run them fast on CPUs.
 #[derive(Parser)]

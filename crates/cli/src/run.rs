@@ -17,10 +17,16 @@ pub enum Engine {
     Reference,
 }
 
-/// Loads a model into a session that uses `threads` threads.
+/// Loads a model into a session that uses `threads` threads. The int8 engine holds the
+/// quantized weights once, packed in its plans, and reads the file again to plan other input
+/// shapes ([`Session::reloadable`]).
 pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
     let graph = octet_onnx::load_for_inference(model)?.graph;
-    session(graph, threads, engine)
+    let path = model.to_path_buf();
+    let reload: octet_graph::Reload = std::sync::Arc::new(move || {
+        octet_onnx::load_for_inference(&path).map(|m| m.graph).map_err(|e| octet_graph::Error::Invalid(format!("reading the model again: {e}")))
+    });
+    Ok(session(graph, threads, engine)?.reloadable(reload))
 }
 
 /// A session for an imported graph.

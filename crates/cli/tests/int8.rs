@@ -221,3 +221,22 @@ fn isa_can_be_forced_and_an_unavailable_tier_is_a_clear_error() {
         assert!(!ok && err.contains("does not support"), "{err}");
     }
 }
+
+/// A session that hands its quantized weights to its first plan (`octet run`, the Python
+/// session) reads the file again for a second input shape, and gives the same bits as a session
+/// that keeps them.
+#[test]
+fn a_session_that_frees_its_weights_plans_other_shapes_from_the_file() {
+    let model = qdq("vit_ts", "full-int8");
+    let x = npy::read(&fixture("vit_ts").join("input.npy")).unwrap();
+    let shape = x.shape().to_vec();
+    let per = x.len() / shape[0];
+    let one = Tensor::f32([&[1], &shape[1..]].concat(), x.as_f32().unwrap()[..per].to_vec());
+    let freeing = octet_cli::run::open(&model, 1, octet_cli::run::Engine::Int8).unwrap();
+    let keeping = Session::with_lowering(octet_onnx::load(&model).unwrap().graph, 1, octet_quant::lower::lowering()).unwrap();
+    for input in [one, x.clone(), x] {
+        let (a, b) = (freeing.run(vec![input.clone()]).unwrap(), keeping.run(vec![input]).unwrap());
+        assert_eq!(a[0].to_f64_vec(), b[0].to_f64_vec());
+    }
+    assert!(freeing.graph().constants.len() < keeping.graph().constants.len(), "the weights left the graph");
+}

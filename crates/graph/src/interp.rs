@@ -131,6 +131,9 @@ impl Plan {
     }
 }
 
+/// Reads a session's model again (its file), giving the same graph.
+pub type Reload = Arc<dyn Fn() -> Result<Graph> + Send + Sync>;
+
 /// What selects a plan: every input's shape, the contents of inputs planned by value, and
 /// whether its runs are observed value by value (then it keeps every intermediate value).
 type PlanKey = (Vec<(Vec<usize>, Option<Vec<u64>>)>, bool);
@@ -138,7 +141,16 @@ type PlanKey = (Vec<(Vec<usize>, Option<Vec<u64>>)>, bool);
 /// A loaded model: plans are made on first use for each set of input shapes and reused.
 /// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
 pub struct Session {
+    /// The graph; without the weights of `weights` when the session is reloadable.
     graph: Graph,
+    /// The quantized weights a lowering packs (constants read only by DequantizeLinear), kept out
+    /// of `graph` by [`Session::reloadable`] and moved into the next plan, which frees each one
+    /// as it packs it; `None` once a plan took them.
+    weights: Mutex<Option<HashMap<ValueId, Arc<Tensor>>>>,
+    /// Reads the model again, for plans made after the weights went into a plan.
+    reload: Option<Reload>,
+    /// The values of `weights`.
+    weight_ids: Vec<ValueId>,
     /// The graph quantizes activations (a QDQ model): its inputs must be finite.
     quantized: bool,
     lowering: Option<Lowering>,
@@ -164,7 +176,18 @@ impl Session {
             .map(|i| graph.nodes.iter().any(|n| n.op.value_operands().iter().any(|&k| n.inputs.get(k) == Some(&Some(i.value)))))
             .collect();
         let quantized = graph.nodes.iter().any(|n| n.op.name() == "QuantizeLinear");
-        Ok(Session { graph, quantized, lowering: None, by_value, ctx: EvalCtx { threads }, pool, plans: Mutex::new(HashMap::new()) })
+        Ok(Session {
+            graph,
+            weights: Mutex::new(Some(HashMap::new())),
+            reload: None,
+            weight_ids: Vec::new(),
+            quantized,
+            lowering: None,
+            by_value,
+            ctx: EvalCtx { threads },
+            pool,
+            plans: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A session whose plans are rewritten by `lowering` (octet's int8 kernels).
@@ -174,8 +197,46 @@ impl Session {
         Ok(s)
     }
 
+    /// Lets the session hold its quantized weights once, packed in its plans, instead of twice:
+    /// the constants that only DequantizeLinear nodes read leave the graph and go into the next
+    /// plan, whose lowering frees each as it packs it; a plan for other input shapes then reads
+    /// the model again with `reload` (a file loader). Without a lowering nothing changes.
+    pub fn reloadable(mut self, reload: Reload) -> Session {
+        if self.lowering.is_none() {
+            return self;
+        }
+        let only_dequantized = |v: ValueId| {
+            let mut readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&Some(v))).peekable();
+            readers.peek().is_some() && readers.all(|n| n.op.name() == "DequantizeLinear" && n.inputs.first() == Some(&Some(v)))
+        };
+        let moved: Vec<ValueId> = self.graph.constants.keys().copied().filter(|&v| !self.graph.outputs.contains(&v) && only_dequantized(v)).collect();
+        let weights: HashMap<ValueId, Arc<Tensor>> = moved.into_iter().filter_map(|v| self.graph.constants.remove(&v).map(|t| (v, t))).collect();
+        self.weight_ids = weights.keys().copied().collect();
+        self.weights = Mutex::new(Some(weights));
+        self.reload = Some(reload);
+        self
+    }
+
+    /// The model's interface and structure. On a [`Session::reloadable`] session its quantized
+    /// weights are not in it.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The weights for a new plan: the session's own the first time, then the model's again.
+    fn take_weights(&self) -> Result<HashMap<ValueId, Arc<Tensor>>> {
+        let held = self.weights.lock().expect("weights").take();
+        match (held, &self.reload) {
+            (Some(w), _) => Ok(w),
+            (None, None) => Ok(HashMap::new()),
+            (None, Some(reload)) => {
+                let g = reload()?;
+                if g.names != self.graph.names {
+                    return Err(Error::Invalid("the model file changed since the session loaded it; load it again".into()));
+                }
+                Ok(g.constants.into_iter().filter(|(v, _)| self.weight_ids.contains(v)).collect())
+            }
+        }
     }
 
     /// The plan for these inputs, made now if new. An `observed` plan keeps every intermediate
@@ -195,7 +256,8 @@ impl Session {
             .zip(&self.by_value)
             .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
             .collect();
-        let mut typed = TypedGraph::specialize_facts(&self.graph, &facts, self.lowering.as_ref())?;
+        let weights = if self.reload.is_some() { self.take_weights()? } else { HashMap::new() };
+        let mut typed = TypedGraph::specialize_with(&self.graph, weights, &facts, self.lowering.as_ref())?;
         if !observed {
             typed.fuse_for_execution()?;
         }

@@ -17,7 +17,7 @@ pub mod typed;
 pub use attrs::{Attr, Attrs};
 pub use error::{Error, Result};
 pub use graph::{Dim, Graph, Input, Node, ValueId};
-pub use interp::{Hooks, NoHooks, Plan, Session};
+pub use interp::{Hooks, NoHooks, Plan, Reload, Session};
 pub use op::{EvalCtx, Fact, Op};
 pub use qparams::{QParams, QType};
 pub use tensor::{DType, Data, Tensor};

@@ -1,6 +1,7 @@
 //! A graph specialised to concrete input shapes: every value has a [`Fact`], everything that
 //! depends only on constants and shapes is folded, and the rewrite passes have run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -82,6 +83,13 @@ impl TypedGraph {
     /// not folded at first, so that the lowering can take the integers; it runs after the float
     /// passes, and whatever it leaves constant is folded after it.
     pub fn specialize_facts(graph: &Graph, inputs: &[Fact], lowering: Option<&Lowering>) -> Result<TypedGraph> {
+        Self::specialize_with(graph, HashMap::new(), inputs, lowering)
+    }
+
+    /// [`TypedGraph::specialize_facts`] with more constants than `graph` holds, moved in: the
+    /// typed graph then holds the only reference to them, and a lowering that packs one can
+    /// free it ([`TypedGraph::release_constant`]).
+    pub fn specialize_with(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, inputs: &[Fact], lowering: Option<&Lowering>) -> Result<TypedGraph> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|f| f.shape.clone()).collect();
         check_input_shapes(graph, &shapes)?;
         let mut facts: Vec<Option<Fact>> = vec![None; graph.names.len()];
@@ -90,6 +98,9 @@ impl TypedGraph {
         }
         for (&v, t) in &graph.constants {
             facts[v] = Some(Fact::constant(t.clone()));
+        }
+        for (v, t) in constants {
+            facts[v] = Some(Fact::constant(t));
         }
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
@@ -194,6 +205,24 @@ impl TypedGraph {
         self.names.push(name.to_string());
         self.facts.push(Some(fact));
         self.names.len() - 1
+    }
+
+    /// Drops the contents of constant `v` (its type and shape stay) when no live node reads it
+    /// any more: a lowering calls this for weights it has packed, so that they are not held twice.
+    /// Nodes that read it are live unless every output of theirs is unread.
+    pub fn release_constant(&mut self, v: ValueId) {
+        let unread = |g: &TypedGraph, x: ValueId| g.uses(x) == 0 && !g.outputs.contains(&x);
+        let live_reader = self.nodes.iter().any(|n| n.inputs.contains(&Some(v)) && !n.outputs.iter().all(|&o| unread(self, o)));
+        if live_reader || self.outputs.contains(&v) {
+            return;
+        }
+        if let Some(t) = self.facts[v].as_mut().and_then(|f| f.value.take()) {
+            if let Ok(t) = Arc::try_unwrap(t) {
+                let bytes = (t.len() * t.dtype().size()) as u64;
+                drop(t);
+                crate::limits::freed(bytes);
+            }
+        }
     }
 
     /// A new constant value.

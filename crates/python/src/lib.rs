@@ -17,7 +17,7 @@ static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
 
 #[used]
 #[link_section = ".init_array"]
-static COMMIT_MEMORY_ON_USE: extern "C" fn() = octet_cli::commit_memory_on_use;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = octet_cli::configure_allocator;
 
 pyo3::create_exception!(_octet, Error, PyException, "Every error octet raises: the message is the one the `octet` command prints.");
 pyo3::create_exception!(_octet, ModelError, Error, "The model file cannot be read, is not ONNX, or uses something octet does not support.");

@@ -413,6 +413,7 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
                 .or_else(|| layer_norm(&m, i))
         };
         if let Some(r) = rewrite {
+            let consumed: Vec<ValueId> = std::iter::once(r.at).chain(r.removed.iter().copied()).flat_map(|n| g.nodes[n].inputs.iter().flatten().copied()).collect();
             let removed_names: Vec<String> = r.removed.iter().map(|&q| g.nodes[q].name.clone()).collect();
             g.replace_node(r.at, r.node);
             g.nodes[r.at].fused.extend(removed_names);
@@ -421,11 +422,26 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
                 k += 1;
                 !r.removed.contains(&(k - 1))
             });
+            release_packed_constants(g, &consumed);
         }
         i += 1;
     }
     g.remove_dead_nodes();
     fuse_kernels(g);
+}
+
+/// Frees the integer weights and biases that a rewrite packed into its kernel: the constants
+/// behind the DequantizeLinear nodes whose outputs the replaced nodes read, once nothing live
+/// reads them (see `TypedGraph::release_constant`; sessions that move their weights into plans
+/// then hold each weight once).
+fn release_packed_constants(g: &mut TypedGraph, consumed: &[ValueId]) {
+    for &v in consumed {
+        let Some(p) = g.producer(v) else { continue };
+        let Some(c) = g.nodes[p].inputs.first().copied().flatten().filter(|_| g.nodes[p].op.downcast::<DequantizeLinear>().is_some()) else { continue };
+        if g.fact(c).is_constant() {
+            g.release_constant(c);
+        }
+    }
 }
 
 /// The only node reading `v`, when `v` is not a graph output.
