@@ -22,7 +22,7 @@ pub type Allocator = mimalloc::MiMalloc;
 /// Sets up mimalloc for octet: arena memory committed page by page as it is used, not a whole
 /// arena when it is reserved (its default on Linux: on ViT-S int8 the eager commit was 26 MB of
 /// resident memory that held nothing; no run measured slower without it), and freed weights
-/// handed back to the system while a plan packs them ([`octet_graph::limits::freed`]).
+/// handed back to the system while a plan packs them ([`octet_graph::memory::freed`]).
 pub extern "C" fn configure_allocator() {
     /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (v2 and v3 alike).
     const ARENA_EAGER_COMMIT: i32 = 4;
@@ -37,7 +37,7 @@ pub extern "C" fn configure_allocator() {
     // SAFETY: mimalloc is linked (it is `Allocator`); setting an option is thread-safe and
     // affects arenas reserved afterwards.
     unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) }
-    octet_graph::limits::set_return_freed_memory(collect);
+    octet_graph::memory::set_return_freed_memory(collect);
 }
 
 /// Writes `bytes` to a temporary file next to `path`, then renames it into place, so a failed

@@ -134,6 +134,17 @@ impl Plan {
 /// Reads a session's model again (its file), giving the same graph.
 pub type Reload = Arc<dyn Fn() -> Result<Graph> + Send + Sync>;
 
+/// The quantized weights of a [`Session::reloadable`] session (constants read only by
+/// DequantizeLinear), out of its graph: each plan gets them moved in, and its lowering frees each
+/// as it packs it.
+struct MovedWeights {
+    ids: Vec<ValueId>,
+    /// Until the first plan takes them.
+    held: Mutex<Option<HashMap<ValueId, Arc<Tensor>>>>,
+    /// Reads the model again, for later plans.
+    reload: Reload,
+}
+
 /// What selects a plan: every input's shape, the contents of inputs planned by value, and
 /// whether its runs are observed value by value (then it keeps every intermediate value).
 type PlanKey = (Vec<(Vec<usize>, Option<Vec<u64>>)>, bool);
@@ -141,16 +152,10 @@ type PlanKey = (Vec<(Vec<usize>, Option<Vec<u64>>)>, bool);
 /// A loaded model: plans are made on first use for each set of input shapes and reused.
 /// Inputs that feed shape operands (a Reshape's shape, Resize sizes, …) are planned by value.
 pub struct Session {
-    /// The graph; without the weights of `weights` when the session is reloadable.
+    /// The graph; without its quantized weights when they are `moved`.
     graph: Graph,
-    /// The quantized weights a lowering packs (constants read only by DequantizeLinear), kept out
-    /// of `graph` by [`Session::reloadable`] and moved into the next plan, which frees each one
-    /// as it packs it; `None` once a plan took them.
-    weights: Mutex<Option<HashMap<ValueId, Arc<Tensor>>>>,
-    /// Reads the model again, for plans made after the weights went into a plan.
-    reload: Option<Reload>,
-    /// The values of `weights`.
-    weight_ids: Vec<ValueId>,
+    /// Set by [`Session::reloadable`].
+    moved: Option<MovedWeights>,
     /// The graph quantizes activations (a QDQ model): its inputs must be finite.
     quantized: bool,
     lowering: Option<Lowering>,
@@ -178,9 +183,7 @@ impl Session {
         let quantized = graph.nodes.iter().any(|n| n.op.name() == "QuantizeLinear");
         Ok(Session {
             graph,
-            weights: Mutex::new(Some(HashMap::new())),
-            reload: None,
-            weight_ids: Vec::new(),
+            moved: None,
             quantized,
             lowering: None,
             by_value,
@@ -205,15 +208,15 @@ impl Session {
         if self.lowering.is_none() {
             return self;
         }
-        let only_dequantized = |v: ValueId| {
-            let mut readers = self.graph.nodes.iter().filter(|n| n.inputs.contains(&Some(v))).peekable();
-            readers.peek().is_some() && readers.all(|n| n.op.name() == "DequantizeLinear" && n.inputs.first() == Some(&Some(v)))
+        let readers = self.graph.readers();
+        let g = &self.graph;
+        let only_dequantized = |v: &ValueId| {
+            let nodes = readers.get(v).map(Vec::as_slice).unwrap_or_default();
+            !nodes.is_empty() && !g.outputs.contains(v) && nodes.iter().all(|&i| g.nodes[i].op.name() == "DequantizeLinear" && g.nodes[i].inputs.first() == Some(&Some(*v)))
         };
-        let moved: Vec<ValueId> = self.graph.constants.keys().copied().filter(|&v| !self.graph.outputs.contains(&v) && only_dequantized(v)).collect();
-        let weights: HashMap<ValueId, Arc<Tensor>> = moved.into_iter().filter_map(|v| self.graph.constants.remove(&v).map(|t| (v, t))).collect();
-        self.weight_ids = weights.keys().copied().collect();
-        self.weights = Mutex::new(Some(weights));
-        self.reload = Some(reload);
+        let ids: Vec<ValueId> = g.constants.keys().filter(|v| only_dequantized(v)).copied().collect();
+        let held = ids.iter().filter_map(|v| self.graph.constants.remove(v).map(|t| (*v, t))).collect();
+        self.moved = Some(MovedWeights { ids, held: Mutex::new(Some(held)), reload });
         self
     }
 
@@ -223,20 +226,18 @@ impl Session {
         &self.graph
     }
 
-    /// The weights for a new plan: the session's own the first time, then the model's again.
+    /// The moved weights for a new plan: the session's own the first time, then the model's
+    /// again; none for a session that keeps its weights in its graph.
     fn take_weights(&self) -> Result<HashMap<ValueId, Arc<Tensor>>> {
-        let held = self.weights.lock().expect("weights").take();
-        match (held, &self.reload) {
-            (Some(w), _) => Ok(w),
-            (None, None) => Ok(HashMap::new()),
-            (None, Some(reload)) => {
-                let g = reload()?;
-                if g.names != self.graph.names {
-                    return Err(Error::Invalid("the model file changed since the session loaded it; load it again".into()));
-                }
-                Ok(g.constants.into_iter().filter(|(v, _)| self.weight_ids.contains(v)).collect())
-            }
+        let Some(moved) = &self.moved else { return Ok(HashMap::new()) };
+        if let Some(held) = moved.held.lock().expect("weights").take() {
+            return Ok(held);
         }
+        let g = (moved.reload)()?;
+        if g.names != self.graph.names {
+            return Err(Error::Invalid("the model file changed since the session loaded it; load it again".into()));
+        }
+        Ok(g.constants.into_iter().filter(|(v, _)| moved.ids.contains(v)).collect())
     }
 
     /// The plan for these inputs, made now if new. An `observed` plan keeps every intermediate
@@ -256,8 +257,7 @@ impl Session {
             .zip(&self.by_value)
             .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
             .collect();
-        let weights = if self.reload.is_some() { self.take_weights()? } else { HashMap::new() };
-        let mut typed = TypedGraph::specialize_with(&self.graph, weights, &facts, self.lowering.as_ref())?;
+        let mut typed = TypedGraph::specialize_with(&self.graph, self.take_weights()?, &facts, self.lowering.as_ref())?;
         if !observed {
             typed.fuse_for_execution()?;
         }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod graph;
 pub mod interp;
 pub mod limits;
+pub mod memory;
 pub mod op;
 pub mod qparams;
 pub mod ops;

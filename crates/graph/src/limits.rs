@@ -70,30 +70,6 @@ pub fn check_tensor(dtype: DType, shape: &[usize]) -> Result<u64, String> {
     }
 }
 
-/// A function the program registers to hand memory its allocator holds freed back to the system
-/// (octet's binaries: mimalloc's `mi_collect`), so that weights freed while a plan is made lower
-/// the peak resident memory instead of waiting in the allocator's free lists.
-static RETURN_FREED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-/// Bytes freed since the last call of the registered function.
-static FREED: AtomicU64 = AtomicU64::new(0);
-/// How many freed bytes make it worth calling (the call walks the allocator's heaps).
-const RETURN_EVERY: u64 = 4 << 20;
-
-/// Registers the function of [`freed`] (once per process; later calls are ignored).
-pub fn set_return_freed_memory(f: fn()) {
-    let _ = RETURN_FREED.set(f);
-}
-
-/// Notes that `bytes` of large tensors were freed; every few MiB, calls the registered function.
-pub fn freed(bytes: u64) {
-    if FREED.fetch_add(bytes, Ordering::Relaxed) + bytes >= RETURN_EVERY {
-        FREED.store(0, Ordering::Relaxed);
-        if let Some(f) = RETURN_FREED.get() {
-            f();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

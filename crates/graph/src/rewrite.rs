@@ -270,18 +270,15 @@ impl Pass for FuseGelu {
 /// values the graph computes stay the same (up to float rounding order), and its memory does not
 /// grow.
 pub fn pack_matmul_weights(graph: &mut Graph) {
-    let mut readers: std::collections::HashMap<ValueId, usize> = std::collections::HashMap::new();
-    for v in graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).chain(&graph.outputs) {
-        *readers.entry(*v).or_default() += 1;
-    }
+    let readers = graph.readers();
     for node in &mut graph.nodes {
-        if node.op.name() != "MatMul" || node.op.downcast::<crate::ops::nn::MatMul>().is_none() {
+        if node.op.downcast::<crate::ops::nn::MatMul>().is_none() {
             continue;
         }
         let (Some(a), Some(Some(b))) = (node.inputs.first().copied().flatten(), node.inputs.get(1).copied()) else { continue };
         let Some(w) = graph.constants.get(&b) else { continue };
         let (Some(data), [k, n]) = (w.as_f32(), w.shape()) else { continue };
-        if readers.get(&b) != Some(&1) || *k == 0 || *n == 0 {
+        if readers.get(&b).map(Vec::len) != Some(1) || graph.outputs.contains(&b) || *k == 0 || *n == 0 {
             continue;
         }
         let packed = PanelMatrix::pack(data, *k, *n);

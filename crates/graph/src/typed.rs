@@ -150,11 +150,7 @@ impl TypedGraph {
         };
         typed.remove_dead_nodes();
         typed.verify_in_debug("specialize")?;
-        for pass in rewrite::PASSES {
-            rewrite::run(&mut typed, *pass);
-            typed.remove_dead_nodes();
-            typed.verify_in_debug(pass.name())?;
-        }
+        typed.run_passes(rewrite::PASSES)?;
         if let Some(lower) = lowering {
             lower(&mut typed)?;
             typed.remove_dead_nodes();
@@ -168,7 +164,13 @@ impl TypedGraph {
     /// Runs [`rewrite::EXECUTION_PASSES`]: fusions that remove intermediate values, for plans
     /// whose runs nobody observes value by value.
     pub fn fuse_for_execution(&mut self) -> Result<()> {
-        for pass in rewrite::EXECUTION_PASSES {
+        self.run_passes(rewrite::EXECUTION_PASSES)
+    }
+
+    /// Runs each pass over every node, dropping what it leaves dead (verified after each in
+    /// debug builds and tests).
+    fn run_passes(&mut self, passes: &[&dyn rewrite::Pass]) -> Result<()> {
+        for pass in passes {
             rewrite::run(self, *pass);
             self.remove_dead_nodes();
             self.verify_in_debug(pass.name())?;
@@ -220,7 +222,7 @@ impl TypedGraph {
             if let Ok(t) = Arc::try_unwrap(t) {
                 let bytes = (t.len() * t.dtype().size()) as u64;
                 drop(t);
-                crate::limits::freed(bytes);
+                crate::memory::freed(bytes);
             }
         }
     }

@@ -201,7 +201,7 @@ impl Shared {
 }
 
 /// The positive constant scalar a Mul or Div node scales its other input by.
-fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
+pub(crate) fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
     let op = node.op.name();
     if op != "Mul" && op != "Div" {
         return None;

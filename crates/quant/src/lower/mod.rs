@@ -364,11 +364,15 @@ fn binary(m: &M, at: usize) -> Option<Rewrite> {
     Some(Rewrite { at, node: new_node(&t.name, op, inputs, m.g.nodes[q].outputs.clone()), removed: vec![q] })
 }
 
+/// Whether node `n` is a Softmax (not LogSoftmax or Hardmax) over the last axis.
+fn softmax_over_last_axis(g: &TypedGraph, n: &Node) -> bool {
+    let rank = n.outputs.first().map_or(0, |&o| g.fact(o).shape.len() as i64);
+    n.op.downcast::<Softmax>().is_some_and(|s| s.kind == octet_graph::ops::nn::SoftmaxKind::Softmax && (s.axis == -1 || s.axis == rank - 1))
+}
+
 fn softmax(m: &M, at: usize) -> Option<Rewrite> {
     let t = &m.g.nodes[at];
-    let s = t.op.downcast::<Softmax>().filter(|s| s.kind == octet_graph::ops::nn::SoftmaxKind::Softmax)?;
-    let rank = m.g.fact(t.outputs[0]).shape.len() as i64;
-    if !(s.axis == -1 || s.axis == rank - 1) {
+    if !softmax_over_last_axis(m.g, t) {
         return None;
     }
     let (x, xp) = m.dq_activation(t.inputs[0]?)?;
@@ -655,12 +659,7 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     }
     let (v, vp) = m.dq_activation(pv.inputs[1]?)?;
     let p = pv.inputs[0]?;
-    let s = g.producer(p).filter(|_| sole_reader(g, p) == Some(i))?;
-    let softmax = g.nodes[s].op.downcast::<Softmax>().filter(|x| x.kind == octet_graph::ops::nn::SoftmaxKind::Softmax)?;
-    let rank = g.fact(p).shape.len() as i64;
-    if !(softmax.axis == -1 || softmax.axis == rank - 1) {
-        return None;
-    }
+    let s = g.producer(p).filter(|&s| sole_reader(g, p) == Some(i) && softmax_over_last_axis(g, &g.nodes[s]))?;
     let (mut logits, mut reader, mut logit_scale) = (g.nodes[s].inputs[0]?, s, 1.0f32);
     let a = loop {
         let at = g.producer(logits).filter(|_| sole_reader(g, logits) == Some(reader))?;
@@ -668,12 +667,12 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
         if n.op.downcast::<QMatMul>().is_some() {
             break at;
         }
-        let (x, k) = scalar_factor(g, n)?;
+        let (x, k) = crate::annotate::scalar_scale(g, n)?;
         logit_scale *= k;
         (logits, reader) = (x, at);
     };
     let scores = g.nodes[a].op.downcast::<QMatMul>()?;
-    if !matches!(scores.output, Output::F32) || g.fact(v).shape.len() != rank as usize {
+    if !matches!(scores.output, Output::F32) || g.fact(v).shape.len() != g.fact(p).shape.len() {
         return None;
     }
     let (output, outputs, removed) = output_of(&m, pv.outputs[0]);
@@ -684,17 +683,4 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
     let at = removed.first().copied().unwrap_or(i);
     Some((at, Node { name: pv.name.clone(), op: Arc::new(op), inputs, outputs, fused: vec![] }))
-}
-
-/// A float Mul or Div of an activation by a positive constant scalar: the activation and the
-/// factor.
-fn scalar_factor(g: &TypedGraph, n: &Node) -> Option<(ValueId, f32)> {
-    let (a, b) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?);
-    let c = |v: ValueId| g.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
-    match (n.op.name(), c(a), c(b)) {
-        ("Mul", None, Some(k)) => Some((a, k as f32)),
-        ("Mul", Some(k), None) => Some((b, k as f32)),
-        ("Div", None, Some(k)) => Some((a, (1.0 / k) as f32)),
-        _ => None,
-    }
 }
