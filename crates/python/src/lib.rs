@@ -15,6 +15,8 @@ use pyo3::types::PyDict;
 #[global_allocator]
 static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
 
+/// An ELF constructor: it runs before the first allocation (elsewhere mimalloc keeps its defaults).
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
 static CONFIGURE_ALLOCATOR: extern "C" fn() = octet_cli::configure_allocator;
