@@ -183,6 +183,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             }
         }
     }
+    let stream: std::collections::HashSet<ValueId> = octet_quant::annotate::residual_stream(&typed).into_iter().collect();
     let mut nodes = Vec::new();
     for n in &g.nodes {
         let out_shape = n.outputs.first().and_then(|&v| typed.facts.get(v)?.as_ref().map(|f| f.shape.clone())).unwrap_or_default();
@@ -215,6 +216,8 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
                 report(Status::Int8, Some(n.name.clone()), kernel, FLOAT_BETWEEN_DQ_AND_Q, format!("{why}{fused}; no int8 kernel matched"))
             } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
                 report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
+            } else if p.inputs.iter().flatten().chain(&p.outputs).any(|v| stream.contains(v)) {
+                report(Status::Float, Some(n.name.clone()), kernel, "not quantized", format!("the residual stream, float by default (`octet quantize --int8-residual` quantizes it){fused}"))
             } else {
                 report(Status::Float, Some(n.name.clone()), kernel, "not quantized", format!("float kernel{fused}"))
             }

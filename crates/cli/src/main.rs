@@ -219,6 +219,12 @@ enum Command {
         /// activation runs in the product's epilogue and is quantized once.
         #[arg(long)]
         activation_tables: bool,
+        /// Quantize the residual stream (the Adds between blocks, their addends and the
+        /// LayerNorms' inputs) to 8 bits too: faster, but pretrained transformers carry outlier
+        /// channels there. By default it stays float and the products write it from their
+        /// epilogues (doc/quantization.md, section 9).
+        #[arg(long)]
+        int8_residual: bool,
         /// Softmax output grid with --int8-softmax: fixed [0, 1] or calibrated [0, largest
         /// probability seen].
         #[arg(long, value_enum, default_value = "calibrated")]
@@ -395,6 +401,7 @@ fn dispatch(command: Command) -> Result<()> {
             reduce_range,
             int8_softmax,
             activation_tables,
+            int8_residual,
             softmax_grid,
             no_smooth,
             no_wide_residual,
@@ -439,6 +446,7 @@ fn dispatch(command: Command) -> Result<()> {
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
                     int8_softmax,
                     activation_tables,
+                    int8_residual,
                     ..Options::new(preset)
                 },
                 method,

@@ -128,7 +128,7 @@ impl Report {
         let types: Vec<String> = s.quantized_op_types.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
         format!(
             "wrote {} ({:.1} MB, was {:.1} MB)\n{} preset, {:?} observer, {} calibration samples\n\
-             quantized {} of {} ops ({} of {} nodes): {}; {} more run float inside int8 kernels\n\
+             quantized {} of {} ops ({} of {} nodes): {}; {} more run float inside int8 kernels, {} in the float residual stream\n\
              {} activations in {} parameter groups, {} weights, {} biases; ranges in {}\n",
             self.output.display(),
             self.output_bytes as f64 / 1e6,
@@ -142,6 +142,7 @@ impl Report {
             s.nodes_total,
             types.join(", "),
             s.ops_in_kernels,
+            s.ops_residual_float,
             s.activations,
             s.groups,
             s.weights,

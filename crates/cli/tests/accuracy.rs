@@ -117,9 +117,10 @@ fn target_drop_met_by_the_defaults_keeps_everything_int8() {
     assert_eq!(fb["attempts"].as_array().unwrap().len(), 1, "{fb}");
     assert!(fb["kept_float"].as_array().unwrap().is_empty());
     assert_eq!(fb["eval_samples"], 2000);
-    let (quantized, in_kernels) = (r["ops_quantized"].as_u64().unwrap(), r["ops_in_kernels"].as_u64().unwrap());
-    assert_eq!(quantized + in_kernels, r["ops_total"].as_u64().unwrap(), "{r}");
+    let (quantized, in_kernels, residual) = (r["ops_quantized"].as_u64().unwrap(), r["ops_in_kernels"].as_u64().unwrap(), r["ops_residual_float"].as_u64().unwrap());
+    assert_eq!(quantized + in_kernels + residual, r["ops_total"].as_u64().unwrap(), "{r}");
     assert_eq!(in_kernels, 6 * 3, "six blocks: softmax and P·V inside int8 attention, GELU in the fc1 epilogue: {r}");
+    assert_eq!(residual, 6 * 4 + 2, "the position-embedding Add, six blocks of two residual Adds and two LayerNorms, the final LayerNorm: {r}");
 
     let missing = Command::new(env!("CARGO_BIN_EXE_octet")).args(["quantize", &model, "--calib", &calib, "-o", &out, "--target-drop", "0.3"]).output().unwrap();
     assert!(!missing.status.success());
@@ -136,7 +137,7 @@ fn demo_quantizes_the_shipped_model() {
     assert!(f - i <= 0.3, "{r}");
     assert_eq!(r["outputs"]["samples"], 2000);
     let (int8, executed) = (r["nodes_int8"].as_u64().unwrap(), r["nodes_executed"].as_u64().unwrap());
-    assert!(int8 as f64 >= 0.9 * executed as f64, "{int8} of {executed} nodes int8");
+    assert!(int8 as f64 >= 0.8 * executed as f64, "{int8} of {executed} nodes int8 (the residual stream's Adds and LayerNorms run float)");
     assert!(r["int8_ms"].as_f64().unwrap() > 0.0 && r["fp32_ms"].as_f64().unwrap() > 0.0);
     assert!(out.join("report.html").exists() && out.join("fashion_vit.int8.onnx").exists());
 }

@@ -177,7 +177,7 @@ struct Config {
 }
 
 fn configs() -> Vec<Config> {
-    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, ..Options::new(Preset::FullInt8) };
+    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, int8_residual: true, ..Options::new(Preset::FullInt8) };
     vec![
         Config { name: "min/max, no remedy", options: plain.clone(), method: Method::MinMax },
         Config { name: "percentile 99.99", options: plain.clone(), method: Method::Percentile(99.99) },
@@ -185,6 +185,7 @@ fn configs() -> Vec<Config> {
         Config { name: "auto observer", options: plain.clone(), method: Method::Auto },
         Config { name: "smoothing", options: Options { smooth: true, ..plain.clone() }, method: Method::MinMax },
         Config { name: "wide residual", options: Options { wide_residual: true, ..plain.clone() }, method: Method::MinMax },
+        Config { name: "float residual", options: Options { int8_residual: false, ..plain.clone() }, method: Method::MinMax },
         Config { name: "bias correction", options: Options { bias_correction: true, ..plain.clone() }, method: Method::MinMax },
         Config { name: "softmax grid", options: Options { softmax_calibrated: true, ..plain.clone() }, method: Method::MinMax },
         Config { name: "default int8-gemm", options: Options::new(Preset::Int8Gemm), method: Method::Auto },
@@ -243,7 +244,7 @@ fn target_drop_finds_the_few_ops_that_matter() {
     let calib = samples(&dir.join("calib.npz"), 128);
     let labels = octet_cli::npy::read(&dir.join("labels.npy")).unwrap().to_i64_vec().unwrap();
     let data = octet_cli::compare::Data { samples: samples(&dir.join("test.npz"), 1000), labels: Some(labels[..1000].to_vec()) };
-    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, ..Options::new(Preset::FullInt8) };
+    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, int8_residual: true, ..Options::new(Preset::FullInt8) };
     let target = octet_cli::quantize::Target { drop: 1.0, data: &data };
     let (q, fb) = octet_cli::quantize::keep_float_until(&model, &calib, &plain, Method::MinMax, 2, &target, &|_| {}).unwrap();
     println!("{fb:?}");

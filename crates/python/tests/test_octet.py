@@ -74,6 +74,17 @@ def test_eight_bit_softmax_is_an_option(tmp_path, seed_int8):
     assert "16-bit probabilities" in kernels(seed_int8)
 
 
+def test_eight_bit_residual_is_an_option(tmp_path):
+    folder = os.path.join(FIXTURES, "images")
+    kernels = {}
+    for int8_residual in (False, True):
+        path = str(tmp_path / f"r{int8_residual}.onnx")
+        report = octet.quantize(fixture("vit_ts", "model.onnx"), path, folder, samples=4, int8_residual=int8_residual, progress=False)
+        kernels[int8_residual] = " ".join(n.get("kernel") or "" for n in octet.check(path)["nodes"])
+        assert (report["ops_residual_float"] > 0) != int8_residual, report
+    assert "residual add" in kernels[True] and "residual add" not in kernels[False]
+
+
 def test_layouts_cross_without_changing_results(seed_int8):
     sess = octet.InferenceSession(seed_int8)
     name = sess.get_inputs()[0].name

@@ -47,6 +47,8 @@ pub struct Options {
     pub activation_tables: bool,
     /// 7-bit weights, `[−64, 64]` (ONNX Runtime's `reduce_range`): exact in `vpmaddubsw` kernels.
     pub reduce_range: bool,
+    /// Quantize the residual stream too; by default it stays float ([`residual_stream`]).
+    pub int8_residual: bool,
 }
 
 impl Options {
@@ -64,6 +66,7 @@ impl Options {
             int8_softmax: false,
             activation_tables: false,
             reduce_range: false,
+            int8_residual: false,
         }
     }
 
@@ -102,6 +105,8 @@ pub struct Unit {
     /// Not quantized in the file, but inside an int8 kernel of octet: the float softmax of int8
     /// attention ([`attention_core`]), an activation in a GEMM epilogue ([`activation_inputs`]).
     pub in_kernel: bool,
+    /// Not quantized: part of the float residual stream ([`residual_stream`]).
+    pub residual: bool,
 }
 
 /// A constant stored as integers behind a DequantizeLinear.
@@ -272,6 +277,53 @@ pub fn activation_inputs(typed: &TypedGraph) -> Vec<ValueId> {
     out
 }
 
+/// The residual stream of `typed`: every Add of two activations whose sum a LayerNorm or another
+/// such Add reads, its sum and its addends, and each addend's chain back through multiplies by
+/// constants (LayerScale) to the matrix product that made it. Pretrained transformers carry
+/// channels 20–100× larger than the rest there, so an 8-bit grid leaves the others a few levels,
+/// and its error reaches every later block; in float it costs elementwise work only, the
+/// products writing float from their epilogues.
+pub fn residual_stream(typed: &TypedGraph) -> Vec<ValueId> {
+    let activation = |v: &ValueId| !typed.fact(*v).is_constant();
+    let sum_of_two = |n: &octet_graph::Node| n.op.name() == "Add" && n.inputs.iter().flatten().filter(|v| activation(v)).count() == 2;
+    let readers = |v: ValueId| typed.nodes.iter().filter(move |n| n.inputs.contains(&Some(v)));
+    let mut stream: Vec<usize> = Vec::new();
+    loop {
+        let before = stream.len();
+        for (i, n) in typed.nodes.iter().enumerate() {
+            if stream.contains(&i) || !sum_of_two(n) {
+                continue;
+            }
+            let read_by_stream = readers(n.outputs[0]).any(|r| r.op.name() == "LayerNormalization" || stream.iter().any(|&s| std::ptr::eq(&typed.nodes[s], r)));
+            if read_by_stream {
+                stream.push(i);
+            }
+        }
+        if stream.len() == before {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for &i in &stream {
+        let n = &typed.nodes[i];
+        out.push(n.outputs[0]);
+        for &x in n.inputs.iter().flatten().filter(|v| activation(v)) {
+            let mut v = x;
+            out.push(v);
+            while let Some(p) = typed.producer(v).map(|p| &typed.nodes[p]) {
+                match scalar_scale(typed, p).map(|(x, _)| x).or_else(|| (p.op.name() == "Mul").then(|| p.inputs.iter().flatten().copied().find(|v| activation(v))).flatten()) {
+                    Some(x) if typed.uses(v) == 1 && p.inputs.iter().flatten().filter(|v| activation(v)).count() == 1 => {
+                        v = x;
+                        out.push(v);
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Annotates `graph` specialised as `typed`.
 pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation {
     let index: HashMap<&str, usize> = graph.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
@@ -286,18 +338,22 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     float_set.extend(&core);
     let activation_in: std::collections::HashSet<ValueId> = if opts.activation_tables { Default::default() } else { activation_inputs(typed).into_iter().collect() };
     float_set.extend(&activation_in);
-    loop {
-        let before = float_set.len();
+    let spread = |set: &mut std::collections::HashSet<ValueId>| loop {
+        let before = set.len();
         for t in typed.nodes.iter().filter(|t| ops::lookup(t.op.name()).is_some_and(|d| d.quant == QuantRule::SharesInput)) {
             let touched: Vec<ValueId> = t.inputs.iter().flatten().copied().chain(t.outputs.iter().copied()).filter(|&v| is_float_activation(v)).collect();
-            if touched.iter().any(|v| float_set.contains(v)) {
-                float_set.extend(touched);
+            if touched.iter().any(|v| set.contains(v)) {
+                set.extend(touched);
             }
         }
-        if float_set.len() == before {
+        if set.len() == before {
             break;
         }
-    }
+    };
+    let mut stream: std::collections::HashSet<ValueId> = if opts.int8_residual { Default::default() } else { residual_stream(typed).into_iter().collect() };
+    spread(&mut stream);
+    float_set.extend(&stream);
+    spread(&mut float_set);
     let mut units: Vec<Unit> = Vec::new();
     let mut constants: Vec<ConstantSpec> = Vec::new();
     let mut taken = vec![false; typed.nodes.len()];
@@ -364,6 +420,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         let excluded = opts.exclude.iter().find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
         let float_value = |vs: &[ValueId]| vs.iter().find(|v| float_set.contains(v)).map(|&v| graph.names[v].clone());
         let wide = if def.quant == QuantRule::Matmul { None } else { float_value(&inputs).or_else(|| float_value(&outputs)) };
+        let in_stream = def.quant != QuantRule::Matmul && inputs.iter().chain(&outputs).any(|v| stream.contains(v));
         let float_output = def.quant == QuantRule::Matmul && float_value(&outputs).is_some();
         let in_core = |vs: &[ValueId]| vs.iter().any(|v| core.contains(v));
         let float_probabilities = def.quant == QuantRule::Matmul && in_core(&inputs);
@@ -376,6 +433,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             (true, None) if epilogue_activation => {
                 (false, "runs in the epilogue of the product before it, quantized once after it (--activation-tables quantizes its input)".into())
             }
+            (true, None) if in_stream => (false, "residual stream: stays float, written by the products' epilogues (--int8-residual quantizes it)".into()),
             (true, None) if wide.is_some() => (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default())),
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
@@ -391,7 +449,8 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                 }
             }
         }
-        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel });
+        let residual = selected_by_preset && excluded.is_none() && !core_op && !epilogue_activation && in_stream;
+        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel, residual });
     }
 
     let mut unit_of = vec![None; graph.nodes.len()];

@@ -37,6 +37,8 @@ pub struct Summary {
     /// Ops left float in the file that octet runs inside int8 kernels (the softmax of int8
     /// attention, activations in GEMM epilogues).
     pub ops_in_kernels: usize,
+    /// Ops of the residual stream, float by default (`Options::int8_residual`).
+    pub ops_residual_float: usize,
     pub ops_total: usize,
     /// Imported nodes inside quantized ops.
     pub nodes_quantized: usize,
@@ -149,6 +151,7 @@ pub fn quantize_prepared(
         samples: cal.samples,
         ops_quantized: selected.len(),
         ops_in_kernels: annotation.units.iter().filter(|u| u.in_kernel).count(),
+        ops_residual_float: annotation.units.iter().filter(|u| u.residual).count(),
         ops_total: annotation.units.len(),
         nodes_quantized: selected.iter().map(|u| u.nodes.len()).sum(),
         nodes_total: g.nodes.len(),
