@@ -44,7 +44,7 @@ fn accuracies(report: &Value) -> (f64, f64) {
 #[test]
 fn both_presets_and_seven_bit_weights_stay_close_to_fp32() {
     let dir = Scratch::new("accuracy-presets");
-    for (preset, weights) in [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range"))] {
+    for (preset, weights) in [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range")), ("int8-gemm", Some("--adaptive-rounding"))] {
         let mut args = vec!["--preset", preset];
         args.extend(weights);
         let preset = format!("{preset}{}", weights.map(|w| format!(" {w}")).unwrap_or_default());

@@ -49,6 +49,9 @@ pub struct Options {
     pub reduce_range: bool,
     /// Quantize the residual stream too; by default it stays float ([`residual_stream`]).
     pub int8_residual: bool,
+    /// Round each Linear's weights to lower its output error on the calibration inputs
+    /// ([`crate::rounding`]) instead of each weight to its nearest code.
+    pub adaptive_rounding: bool,
 }
 
 impl Options {
@@ -67,6 +70,7 @@ impl Options {
             activation_tables: false,
             reduce_range: false,
             int8_residual: false,
+            adaptive_rounding: false,
         }
     }
 

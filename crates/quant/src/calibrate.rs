@@ -5,8 +5,14 @@ use std::collections::HashMap;
 
 use octet_graph::{Error, Hooks, Session, Tensor, ValueId};
 
-use crate::annotate::{Annotation, GroupKind};
+use crate::annotate::{Annotation, ConstantKind, GroupKind};
 use crate::observer::{Method, Observer};
+use crate::rounding::SecondMoment;
+
+/// Rows of each run, and rows in all, that a Linear input's second moment is taken from (evenly
+/// spaced within a run).
+const MOMENT_ROWS_PER_RUN: usize = 1024;
+const MOMENT_ROWS: u64 = 4096;
 
 /// One observer per group of the annotation (`None` for fixed-parameter groups).
 pub struct Calibration {
@@ -14,6 +20,8 @@ pub struct Calibration {
     pub samples: usize,
     /// Per-channel (last axis) means of the inputs of Linears with a bias, for bias correction.
     pub means: HashMap<ValueId, Vec<f64>>,
+    /// Second moments of the inputs of Linears, for adaptive weight rounding.
+    pub moments: HashMap<ValueId, SecondMoment>,
 }
 
 struct Collect<'a> {
@@ -24,6 +32,8 @@ struct Collect<'a> {
     histogram: bool,
     /// Channel sums and row counts of the values whose means are wanted.
     sums: &'a mut HashMap<ValueId, (Vec<f64>, u64)>,
+    moments: &'a mut HashMap<ValueId, Option<SecondMoment>>,
+    threads: usize,
 }
 
 impl Hooks for Collect<'_> {
@@ -40,6 +50,17 @@ impl Hooks for Collect<'_> {
                     }
                 }
                 *rows += (xs.len() / c) as u64;
+            }
+        }
+        if let (Some(slot), Some(xs), false) = (self.moments.get_mut(&v), t.as_f32(), self.histogram) {
+            let k = t.shape().last().copied().unwrap_or(1).max(1);
+            let m = slot.get_or_insert_with(|| SecondMoment::new(k));
+            let rows = xs.len() / k;
+            if m.k == k && m.rows < MOMENT_ROWS && rows > 0 {
+                let want = (MOMENT_ROWS - m.rows).min(MOMENT_ROWS_PER_RUN as u64) as usize;
+                let stride = rows.div_ceil(want.min(rows));
+                let picked: Vec<f32> = xs.chunks_exact(k).step_by(stride).flatten().copied().collect();
+                m.add_rows(&picked, self.threads);
             }
         }
         let Some(&(g, f)) = self.member.get(&v) else { return Ok(()) };
@@ -98,7 +119,10 @@ pub fn check_finite(samples: &[Vec<Tensor>], input_names: &[&str]) -> Result<(),
     Ok(())
 }
 
-/// Observes every sample; `progress(done, total)` is called after each run.
+/// Observes every sample; `progress(done, total)` is called after each run. `means` collects the
+/// per-channel means of Linear inputs (bias correction), `moments` their second moments
+/// (adaptive rounding).
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     session: &Session,
     ann: &Annotation,
@@ -106,13 +130,19 @@ pub fn calibrate(
     samples: &[Vec<Tensor>],
     method: Method,
     means: bool,
+    moments: bool,
+    threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Calibration, Error> {
+    let mut second: HashMap<ValueId, Option<SecondMoment>> = HashMap::new();
+    if moments {
+        second.extend(ann.constants.iter().filter_map(|c| linear_input(ann, c)).map(|v| (v, None)));
+    }
     let mut sums: HashMap<ValueId, (Vec<f64>, u64)> = HashMap::new();
     if means {
         for c in &ann.constants {
-            if let crate::annotate::ConstantKind::Bias { input, weight } = c.kind {
-                if matches!(ann.constants[weight].kind, crate::annotate::ConstantKind::Weight { matrix_output_axis: Some(_), .. }) {
+            if let ConstantKind::Bias { input, weight } = c.kind {
+                if matches!(ann.constants[weight].kind, ConstantKind::Weight { matrix_output_axis: Some(_), .. }) {
                     sums.insert(input, (Vec::new(), 0));
                 }
             }
@@ -139,11 +169,19 @@ pub fn calibrate(
             observers.iter_mut().flatten().for_each(Observer::start_histogram);
         }
         for (s, inputs) in samples.iter().enumerate() {
-            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums };
+            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums, moments: &mut second, threads };
             session.run_hooked(inputs.clone(), &mut hooks)?;
             progress(pass * samples.len() + s + 1, total);
         }
     }
     let means = sums.into_iter().filter(|(_, (_, rows))| *rows > 0).map(|(v, (sum, rows))| (v, sum.into_iter().map(|s| s / rows as f64).collect())).collect();
-    Ok(Calibration { observers, samples: samples.len(), means })
+    let moments = second.into_iter().filter_map(|(v, m)| Some((v, m?))).filter(|(_, m)| m.rows > 0).collect();
+    Ok(Calibration { observers, samples: samples.len(), means, moments })
+}
+
+/// The activation input of the Linear whose 2-D weight `c` is (`None` for other constants).
+pub fn linear_input(ann: &Annotation, c: &crate::annotate::ConstantSpec) -> Option<ValueId> {
+    let ConstantKind::Weight { matrix_output_axis: Some(_), .. } = c.kind else { return None };
+    let unit = &ann.units[ann.unit_of[c.node]?];
+    unit.inputs.first().copied()
 }

@@ -29,29 +29,32 @@ pub struct Conversion {
     pub values: Vec<ValueRecord>,
 }
 
-/// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` adds, for a
-/// `[K, N]` (output axis 1) or `[N, K]` (output axis 0) weight and per-input-channel means of `x`.
-fn corrected_bias(bias: &Tensor, weight: &ConstantQdq, out_axis: usize, mean: &[f64]) -> Tensor {
-    let w = weight.value.as_f32().expect("float weight");
-    let shape = weight.value.shape();
+/// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` (`codes`
+/// under `params`) adds to the float weight `w`, for a `[K, N]` (output axis 1) or `[N, K]`
+/// (output axis 0) weight and per-input-channel means of `x`.
+fn corrected_bias(bias: &Tensor, w: &Tensor, codes: &[i64], params: &QParams, out_axis: usize, mean: &[f64]) -> Tensor {
+    let shape = w.shape();
+    let w = w.as_f32().expect("float weight");
     let (k, n) = if out_axis == 1 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
     let b = bias.as_f32().expect("float bias");
     if mean.len() != k || b.len() != n {
         return bias.clone();
     }
-    let q = weight.params.quantize_all(w, shape);
     let mut shift = vec![0.0f64; n];
-    for (i, (&wf, &wq)) in w.iter().zip(&q).enumerate() {
+    for (i, (&wf, &wq)) in w.iter().zip(codes).enumerate() {
         let (row, col) = (i / shape[1], i % shape[1]);
         let (ki, ni) = if out_axis == 1 { (row, col) } else { (col, row) };
-        let error = weight.params.dequantize(wq, if out_axis == 1 { col } else { row }) - wf;
+        let error = params.dequantize(wq, if out_axis == 1 { col } else { row }) - wf;
         shift[ni] += mean[ki] * error as f64;
     }
     Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
 }
 
-/// Chooses every parameter and lists the Q/DQ to insert; weight codes lie in `[−weight_qmax, weight_qmax]`.
-pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool, weight_qmax: f32) -> Conversion {
+/// Chooses every parameter and lists the Q/DQ to insert; weight codes lie in `[−weight_qmax,
+/// weight_qmax]`, rounded adaptively where calibration measured the Linear's inputs
+/// ([`crate::rounding`]), else to nearest.
+#[allow(clippy::too_many_arguments)]
+pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool, weight_qmax: f32, threads: usize) -> Conversion {
     let mut params: HashMap<ValueId, QParams> = HashMap::new();
     let mut values = Vec::new();
     for (g, group) in ann.groups.iter().enumerate() {
@@ -87,10 +90,27 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     activations.sort_by(|a, b| a.value.cmp(&b.value));
 
     let mut constants: Vec<ConstantQdq> = Vec::new();
-    for c in &ann.constants {
+    // Each weight's float original and integer codes, by constant index.
+    let mut codes: HashMap<usize, (Tensor, Vec<i64>)> = HashMap::new();
+    for (ci, c) in ann.constants.iter().enumerate() {
         let value = (**typed.fact(c.value).value.as_ref().expect("constants have values")).clone();
         let p = match &c.kind {
-            ConstantKind::Weight { axis, .. } => QParams::symmetric_weights(value.as_f32().expect("float weight"), value.shape(), *axis, weight_qmax),
+            ConstantKind::Weight { axis, matrix_output_axis } => {
+                let w = value.as_f32().expect("float weight");
+                let p = QParams::symmetric_weights(w, value.shape(), *axis, weight_qmax);
+                let input = crate::calibrate::linear_input(ann, c);
+                let moment = input.and_then(|x| cal.moments.get(&x));
+                let k = matrix_output_axis.map(|a| value.shape()[1 - a]);
+                let q = match (moment, matrix_output_axis) {
+                    (Some(m), Some(out_axis)) if value.shape().len() == 2 && Some(m.k) == k => {
+                        let centred = bias_correction && input.is_some_and(|x| cal.means.contains_key(&x));
+                        crate::rounding::round_adaptively(w, value.shape(), *out_axis, &p, weight_qmax, m, centred, threads)
+                    }
+                    _ => p.quantize_all(w, value.shape()),
+                };
+                codes.insert(ci, (value.clone(), q));
+                p
+            }
             ConstantKind::Bias { input, weight } => {
                 let sx = params[input].scale[0];
                 let sw = &constants[*weight].params;
@@ -105,10 +125,18 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
         let value = match (&c.kind, bias_correction) {
             (ConstantKind::Bias { input, weight }, true) => match (cal.means.get(input), &ann.constants[*weight].kind) {
                 (Some(mean), ConstantKind::Weight { matrix_output_axis: Some(out_axis), .. }) => {
-                    corrected_bias(&value, &constants[*weight], *out_axis, mean)
+                    let (w, q) = &codes[weight];
+                    corrected_bias(&value, w, q, &constants[*weight].params, *out_axis, mean)
                 }
                 _ => value,
             },
+            // The weight as its codes dequantized: what the file stores rounds back to them.
+            (ConstantKind::Weight { .. }, _) => {
+                let q = &codes[&ci].1;
+                let inner: usize = p.axis.map(|a| value.shape()[a + 1..].iter().product()).unwrap_or(1);
+                let channels = p.scale.len();
+                Tensor::f32(value.shape().to_vec(), q.iter().enumerate().map(|(i, &q)| p.dequantize(q, (i / inner) % channels)).collect())
+            }
             _ => value,
         };
         constants.push(ConstantQdq { node: c.node, slot: c.slot, value, params: p });

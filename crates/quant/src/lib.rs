@@ -8,6 +8,7 @@ pub mod convert;
 pub mod evaluate;
 pub mod observer;
 pub mod outliers;
+pub mod rounding;
 
 use octet_graph::{Error, Session, Tensor, TypedGraph};
 use octet_onnx::proto::ModelProto;
@@ -135,8 +136,8 @@ pub fn quantize_prepared(
     let session = Session::new(g.clone(), threads)?;
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
     let annotation = annotate::annotate(g, &typed, &opts);
-    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, progress)?;
-    let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax());
+    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, opts.adaptive_rounding, threads, progress)?;
+    let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax(), threads);
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
 
     let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();
