@@ -730,9 +730,9 @@ impl Op for QAttention {
                         // V's zero point comes out of the sums: Σ p·(v − z) = Σ p·v − z·Σ p.
                         let vp = PackedB::from_rows(isa, n, d, 0, values, d);
                         with_scratch(2 * m * d, |acc| {
+                            // The high bytes' rows, then the low bytes': one product of 2m rows.
+                            gemm_u8s8(2 * m, bytes, n, 0, &vp, acc, d);
                             let (c, low) = acc.split_at_mut(m * d);
-                            gemm_u8s8(m, hi, n, 0, &vp, c, d);
-                            gemm_u8s8(m, lo, n, 0, &vp, low, d);
                             for ((row, low), &sum) in c.chunks_exact_mut(d).zip(low.chunks_exact(d)).zip(&row_sums) {
                                 let shift = v_zp.wrapping_mul(sum);
                                 for (c, l) in row.iter_mut().zip(low) {
