@@ -14,7 +14,9 @@ mask 0 there. 64 sequences calibrate (seed 1); 64 *other* sequences (seed 2) are
 Engines, every one against ONNX Runtime fp32 on the evaluation sequences:
 
     octet fp32         octet's float engine
-    octet int8         `octet quantize` with the default flags, run on octet's int8 kernels
+    octet <variant>    `octet quantize` with the default flags (full-int8), --preset int8-gemm,
+                       either with --adaptive-rounding, and --int8-residual; run on octet's
+                       int8 kernels
     ort dynamic        onnxruntime.quantization.quantize_dynamic (int8 weights, dynamic activations)
     ort static         quantize_static: QDQ, per-channel int8 weights, uint8 activations, MinMax,
                        the same 64 calibration sequences, run on ORT's int8 kernels
@@ -28,7 +30,10 @@ calibrate and the 12 others are evaluated (the split is fixed there), prepared a
 eval transform does (RGB, shorter side resized to 256 bicubic, centre crop 224, ImageNet mean/std).
 Engines, against ONNX Runtime fp32 on the evaluation photos:
 
-    octet fp32 / int8 / int8-gemm   `octet quantize` with the default flags / --preset int8-gemm
+    octet fp32 / <variant>          octet's float engine / `octet quantize` as for minilm
+    weights only, nearest|adaptive  the full-int8 files (round-to-nearest, --adaptive-rounding)
+                                    with every activation's Q/DQ removed, run by ONNX Runtime:
+                                    what the weights' rounding alone costs
     ort static minmax / percentile  quantize_static (QDQ, per-channel s8 weights, u8 activations),
                                     the 8 calibration photos, run on ORT's kernels
     openvino nncf                   nncf.quantize(model_type=TRANSFORMER) on the 8 photos, run by
@@ -93,13 +98,54 @@ def octet_run(model: Path, feed: dict[str, np.ndarray], output: str, work: Path)
     return np.load(out / ("".join(c if c.isalnum() or c in "-_." else "_" for c in output) + ".npy"))
 
 
-def ort_run(model: Path, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
+# octet's configurations: the defaults of both presets, adaptive weight rounding, and the
+# 8-bit residual stream that full-int8 used before it stayed float.
+OCTET_VARIANTS = [
+    ("full-int8", []),
+    ("int8-gemm", ["--preset", "int8-gemm"]),
+    ("full-int8 adaptive", ["--adaptive-rounding"]),
+    ("int8-gemm adaptive", ["--preset", "int8-gemm", "--adaptive-rounding"]),
+    ("full-int8 int8-residual", ["--int8-residual"]),
+]
+
+
+def ort_run(model: Path | bytes, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
     return sess.run([output], feed)[0]
+
+
+def weights_only(qdq: Path) -> bytes:
+    """`qdq` with every activation's QuantizeLinear → DequantizeLinear pair removed: its int8
+    weights with float activations (what weight rounding alone costs)."""
+    import onnx
+
+    m = onnx.load(str(qdq))
+    g = m.graph
+    constants = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    alias = {n.output[0]: producer[n.input[0]].input[0] for n in g.node
+             if n.op_type == "DequantizeLinear" and n.input[0] in producer and producer[n.input[0]].op_type == "QuantizeLinear"}
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    kept = []
+    for n in g.node:
+        if (n.op_type == "QuantizeLinear" and n.input[0] not in constants) or (n.output and n.output[0] in alias):
+            continue
+        n.input[:] = [source(i) for i in n.input]
+        kept.append(n)
+    del g.node[:]
+    g.node.extend(kept)
+    for o in g.output:
+        o.name = source(o.name)
+    return m.SerializeToString()
 
 
 def minilm(work: Path) -> dict:
@@ -119,9 +165,10 @@ def minilm(work: Path) -> dict:
 
     row("octet fp32", octet_run(model, evalset, output, work))
     np.savez(work / "calib.npz", **calib)
-    q = work / "minilm.int8.onnx"
-    octet("quantize", model, "--calib", work / "calib.npz", "-o", q)
-    row("octet int8", octet_run(q, evalset, output, work))
+    for name, flags in OCTET_VARIANTS:
+        q = work / f"minilm.{name.replace(' ', '_')}.onnx"
+        octet("quantize", model, "--calib", work / "calib.npz", "-o", q, *flags)
+        row(f"octet {name}", octet_run(q, evalset, output, work))
 
     dyn = work / "minilm.ort_dynamic.onnx"
     quantize_dynamic(str(model), str(dyn), weight_type=QuantType.QInt8)
@@ -186,10 +233,12 @@ def dinov2(work: Path) -> dict:
     feed = {"input_image": evalset}
     row("octet fp32", octet_run(model, feed, output, work))
     np.save(work / "calib.npy", calib)
-    for preset in ["full-int8", "int8-gemm"]:
-        q = work / f"dinov2.{preset}.onnx"
-        octet("quantize", model, "--calib", work / "calib.npy", "--preset", preset, "-o", q)
-        row(f"octet {preset}", octet_run(q, feed, output, work))
+    for name, flags in OCTET_VARIANTS:
+        q = work / f"dinov2.{name.replace(' ', '_')}.onnx"
+        octet("quantize", model, "--calib", work / "calib.npy", "-o", q, *flags)
+        row(f"octet {name}", octet_run(q, feed, output, work))
+        if name in ("full-int8", "full-int8 adaptive"):
+            row(f"weights only, {'adaptive' if 'adaptive' in name else 'nearest'}", ort_run(weights_only(q), feed, output))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -232,9 +281,9 @@ def main() -> int:
         return 0
     print(f"{report['model']}: {report['metric']}; {report['evaluation']} evaluation inputs, {report['calibration']} others calibrate")
     columns = list(next(iter(report["engines"].values())))
-    print(f"{'engine':<22}" + "".join(f"{c:>13}" for c in columns))
+    print(f"{'engine':<30}" + "".join(f"{c:>13}" for c in columns))
     for name, r in report["engines"].items():
-        print(f"{name:<22}" + "".join(f"{r[c]:>13.5f}" for c in columns))
+        print(f"{name:<30}" + "".join(f"{r[c]:>13.5f}" for c in columns))
     return 0
 
 

@@ -128,7 +128,7 @@ impl Report {
         let types: Vec<String> = s.quantized_op_types.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
         format!(
             "wrote {} ({:.1} MB, was {:.1} MB)\n{} preset, {:?} observer, {} calibration samples\n\
-             quantized {} of {} ops ({} of {} nodes): {}; {} more run float inside int8 kernels, {} in the float residual stream\n\
+             quantized {} of {} ops ({} of {} nodes): {}; {} more run float inside int8 kernels, {} in the float residual stream, {} that no int8 op reads\n\
              {} activations in {} parameter groups, {} weights, {} biases; ranges in {}\n",
             self.output.display(),
             self.output_bytes as f64 / 1e6,
@@ -143,6 +143,7 @@ impl Report {
             types.join(", "),
             s.ops_in_kernels,
             s.ops_residual_float,
+            s.ops_unread_float,
             s.activations,
             s.groups,
             s.weights,

@@ -117,8 +117,10 @@ fn target_drop_met_by_the_defaults_keeps_everything_int8() {
     assert_eq!(fb["attempts"].as_array().unwrap().len(), 1, "{fb}");
     assert!(fb["kept_float"].as_array().unwrap().is_empty());
     assert_eq!(fb["eval_samples"], 2000);
-    let (quantized, in_kernels, residual) = (r["ops_quantized"].as_u64().unwrap(), r["ops_in_kernels"].as_u64().unwrap(), r["ops_residual_float"].as_u64().unwrap());
-    assert_eq!(quantized + in_kernels + residual, r["ops_total"].as_u64().unwrap(), "{r}");
+    let count = |k: &str| r[k].as_u64().unwrap();
+    let (quantized, in_kernels, residual, unread) = (count("ops_quantized"), count("ops_in_kernels"), count("ops_residual_float"), count("ops_unread_float"));
+    assert_eq!(quantized + in_kernels + residual + unread, count("ops_total"), "{r}");
+    assert_eq!(unread, 3, "the patch embedding's Reshape, Transpose and the class-token Concat feed the float residual stream only: {r}");
     assert_eq!(in_kernels, 6 * 3, "six blocks: softmax and P·V inside int8 attention, GELU in the fc1 epilogue: {r}");
     assert_eq!(residual, 6 * 4 + 2, "the position-embedding Add, six blocks of two residual Adds and two LayerNorms, the final LayerNorm: {r}");
 

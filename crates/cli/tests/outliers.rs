@@ -252,7 +252,7 @@ fn target_drop_finds_the_few_ops_that_matter() {
     assert!(fb.float_accuracy - first > 1.0, "plain min/max should lose accuracy here: {fb:?}");
     assert!(fb.met && fb.float_accuracy - fb.accuracy <= 1.0, "{fb:?}");
     let selected = q.annotation.units.iter().filter(|u| u.selected).count();
-    assert!(fb.kept_float.len() <= 32 && selected > 100, "{} kept float, {selected} still int8: {fb:?}", fb.kept_float.len());
+    assert!(fb.kept_float.len() <= 32 && selected > 80, "{} kept float, {selected} still int8: {fb:?}", fb.kept_float.len());
     let norms = fb.kept_float.iter().filter(|n| n.contains("LayerNormalization")).count();
     assert!(2 * norms >= fb.kept_float.len() - 1, "LayerNorms and their readers carry the damage: {fb:?}");
 }

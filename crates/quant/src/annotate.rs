@@ -111,6 +111,8 @@ pub struct Unit {
     pub in_kernel: bool,
     /// Not quantized: part of the float residual stream ([`residual_stream`]).
     pub residual: bool,
+    /// Not quantized: no int8 op reads its outputs.
+    pub unread: bool,
 }
 
 /// A constant stored as integers behind a DequantizeLinear.
@@ -454,7 +456,31 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             }
         }
         let residual = selected_by_preset && excluded.is_none() && !core_op && !epilogue_activation && in_stream;
-        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel, residual });
+        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel, residual, unread: false });
+    }
+
+    // Outputs that no int8 op reads (a graph output, the pooling after the last block, a value
+    // that only float ops read) would only be rounded: a product writes them float from its
+    // epilogue, any other op runs float.
+    loop {
+        let read_in_int8: std::collections::HashSet<ValueId> = units.iter().filter(|u| u.selected || u.in_kernel).flat_map(|u| u.inputs.iter().copied()).collect();
+        let mut changed = false;
+        for u in units.iter_mut().filter(|u| u.selected && !u.float_output) {
+            if u.outputs.iter().any(|o| read_in_int8.contains(o)) {
+                continue;
+            }
+            if u.rule == QuantRule::Matmul {
+                u.float_output = true;
+            } else {
+                u.selected = false;
+                u.unread = true;
+                u.reason = "no int8 op reads its output: quantizing it would only round it".into();
+            }
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
     }
 
     let mut unit_of = vec![None; graph.nodes.len()];

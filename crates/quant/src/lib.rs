@@ -40,6 +40,8 @@ pub struct Summary {
     pub ops_in_kernels: usize,
     /// Ops of the residual stream, float by default (`Options::int8_residual`).
     pub ops_residual_float: usize,
+    /// Ops left float because no int8 op reads their outputs.
+    pub ops_unread_float: usize,
     pub ops_total: usize,
     /// Imported nodes inside quantized ops.
     pub nodes_quantized: usize,
@@ -153,6 +155,7 @@ pub fn quantize_prepared(
         ops_quantized: selected.len(),
         ops_in_kernels: annotation.units.iter().filter(|u| u.in_kernel).count(),
         ops_residual_float: annotation.units.iter().filter(|u| u.residual).count(),
+        ops_unread_float: annotation.units.iter().filter(|u| u.unread).count(),
         ops_total: annotation.units.len(),
         nodes_quantized: selected.iter().map(|u| u.nodes.len()).sum(),
         nodes_total: g.nodes.len(),
