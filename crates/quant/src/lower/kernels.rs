@@ -83,9 +83,10 @@ impl Output {
 }
 
 /// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
-/// With several threads, each takes a block of rows through both.
+/// With several threads, each takes a block of rows through both. `residual` holds the `m × n`
+/// residual codes of `e.residual`; `sum` (f32 output only) `m × n` values added to the output.
 #[allow(clippy::too_many_arguments)]
-fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8]) -> Tensor {
+fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8], sum: &[f32]) -> Tensor {
     let n = b.n;
     let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
     let (mut f, mut q) = match out {
@@ -99,6 +100,11 @@ fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue
         }
         let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
         gemm_u8s8_epilogue(rows, &a[r0 * lda..], lda, a_zp, b, e, f, q, res);
+        if !sum.is_empty() {
+            for (y, &r) in f[..rows * n].iter_mut().zip(&sum[r0 * n..(r0 + rows) * n]) {
+                *y += r;
+            }
+        }
     };
     match (out, threads > 1) {
         (Output::F32, true) => f.par_chunks_mut(block_rows * n).enumerate().for_each(|(i, f)| block(i * block_rows, f, &mut [])),
@@ -171,12 +177,15 @@ pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> 
 
 /// `x[.., K] · W[K, N] (+ b)` with a u8/s8 activation, packed s8 weights and an i32 bias:
 /// Linear, Gemm and MatMul with constant weights. The epilogue comes from [`weights_epilogue`].
+/// A second input is the residual: 8-bit codes for `epilogue.residual`, or with `sum_f32` (f32
+/// output) values added to the output, as the float Add it replaces does.
 #[derive(Clone, Debug)]
 pub struct QLinear {
     pub input: Affine,
     pub weights: PackedB,
     pub epilogue: Epilogue,
     pub output: Output,
+    pub sum_f32: bool,
 }
 
 impl Op for QLinear {
@@ -204,17 +213,19 @@ impl Op for QLinear {
         let (a, _) = as_u8(x, self.input)?;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = self.weights.n;
-        let residual = match optional(inputs, 1) {
-            Some(r) => bytes(r)?,
-            None => &[],
+        let (residual, sum): (&[u8], &[f32]) = match optional(inputs, 1) {
+            Some(r) if self.sum_f32 => (&[], r.as_f32().ok_or("the residual of an f32 sum is not f32")?),
+            Some(r) => (bytes(r)?, &[]),
+            None => (&[], &[]),
         };
-        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads, residual)])
+        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads, residual, sum)])
     }
     fn foldable(&self) -> bool {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("{} + {}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
+        let sum = if self.sum_f32 { ", f32 residual add" } else { "" };
+        Some(format!("{} + {}{sum}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
     }
     op_any!();
 }
@@ -374,7 +385,7 @@ impl Op for QConv {
                     }
                 }
             }
-            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[]);
+            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[], &[]);
             let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
             parts.push(view.copy(&t).into_data());
         }
@@ -560,7 +571,9 @@ impl Op for QSoftmax {
 /// codes, normalisation in f32, quantized output.
 #[derive(Debug)]
 pub struct QLayerNorm {
-    pub input: Affine,
+    /// The input's parameters, or `None` for an f32 input (the float residual stream), whose
+    /// output is then quantized.
+    pub input: Option<Affine>,
     pub output: Output,
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
@@ -577,18 +590,37 @@ impl Op for QLayerNorm {
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let x = required(inputs, 0, "x")?;
         let c = self.gamma.len();
-        let src = bytes(x)?;
+        let shape = x.shape().to_vec();
+        let rows = x.len() / c.max(1);
+        let block = c * rows.div_ceil(ctx.threads.max(1)).max(1);
         let po = match self.output {
             Output::Quantized(p) => Some(p.q8()),
             Output::F32 => None,
         };
+        let Some(pi) = self.input else {
+            // f32 in: the float LayerNorm's own arithmetic, then QuantizeLinear's, per row block.
+            let (src, po) = (x.as_f32().ok_or("an f32 LayerNorm input is not f32")?, po.ok_or("an f32 LayerNorm needs a quantized output")?);
+            let mut q = vec![0u8; src.len()];
+            let run = |s: &[f32], q: &mut [u8]| {
+                octet_kernels::i8::with_scratch_f32(s.len(), |y| {
+                    octet_kernels::f32::layer_norm_rows(s, y, c, &self.gamma, &self.beta, self.epsilon);
+                    ew::quantize(y, po, q);
+                })
+            };
+            if ctx.threads > 1 {
+                src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q));
+            } else {
+                run(src, &mut q);
+            }
+            let signed = matches!(self.output, Output::Quantized(o) if o.signed);
+            return Ok(vec![q_tensor(shape, q, signed)]);
+        };
+        let src = bytes(x)?;
         let (mut q, mut f) = match po {
             Some(_) => (vec![0u8; src.len()], Vec::new()),
             None => (Vec::new(), vec![0.0f32; src.len()]),
         };
-        let pi = self.input.q8();
-        let rows = src.len() / c.max(1);
-        let block = c * rows.div_ceil(ctx.threads.max(1)).max(1);
+        let pi = pi.q8();
         let run = |s: &[u8], q: &mut [u8], f: &mut [f32]| ew::layer_norm_rows_q8(s, pi, c, &self.gamma, &self.beta, self.epsilon, po, q, f);
         if ctx.threads > 1 && po.is_some() {
             src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q, &mut []));
@@ -597,7 +629,6 @@ impl Op for QLayerNorm {
         } else {
             run(src, &mut q, &mut f);
         }
-        let shape = x.shape().to_vec();
         Ok(vec![match self.output {
             Output::F32 => Tensor::f32(shape, f),
             Output::Quantized(o) => q_tensor(shape, q, o.signed),
@@ -607,7 +638,10 @@ impl Op for QLayerNorm {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some("integer mean and variance, f32 normalise".into())
+        Some(match self.input {
+            Some(_) => "integer mean and variance, f32 normalise".into(),
+            None => "f32 LayerNorm rows, quantized as they are written".into(),
+        })
     }
     op_any!();
 }

@@ -220,7 +220,7 @@ fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
     let (output, outputs, mut removed) = output_of(m, end);
     removed.extend(bias_add);
     let epilogue = weights_epilogue(xp, &packed, &acc, bias, output);
-    let node = new_node(&t.name, QLinear { input: xp, weights: packed, epilogue, output }, vec![x], outputs);
+    let node = new_node(&t.name, QLinear { input: xp, weights: packed, epilogue, output, sum_f32: false }, vec![x], outputs);
     Some(Rewrite { at, node, removed })
 }
 
@@ -388,7 +388,12 @@ fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
         return None;
     }
     let c = *shape.last()?;
-    let (x, xp) = m.dq_activation(t.inputs[0]?)?;
+    let x0 = t.inputs[0]?;
+    let (x, xp) = match m.dq_activation(x0) {
+        Some((x, xp)) => (x, Some(xp)),
+        None if m.g.fact(x0).dtype == DType::F32 => (x0, None),
+        None => return None,
+    };
     let vec_of = |slot: usize, dflt: f32| -> Option<Vec<f32>> {
         match t.inputs.get(slot).copied().flatten() {
             None => Some(vec![dflt; c]),
@@ -397,6 +402,9 @@ fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
     };
     let (gamma, beta) = (vec_of(1, 1.0)?, vec_of(2, 0.0)?);
     let (output, outputs, removed) = output_of(m, t.outputs[0]);
+    if xp.is_none() && matches!(output, Output::F32) {
+        return None;
+    }
     let op = QLayerNorm { input: xp, output, gamma, beta, epsilon: ln.epsilon };
     Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
 }
@@ -461,7 +469,8 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 /// - `QMove → QTable` → `QTable → QMove` (tables commute with data movement; this brings a
 ///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
 /// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
-/// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue;
+/// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue, and
+///   `QLinear (f32 out) → Add(·, f32 of the same shape)` → the float residual stream's sum there;
 /// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention, and with float logits and
 ///   probabilities `QMatMul(Q, Kᵀ) → [scale] → Softmax → MatMul(·, DQ(V))` → QAttention with
 ///   16-bit probabilities;
@@ -478,6 +487,7 @@ fn fuse_kernels(g: &mut TypedGraph) {
         let fused = epilogue_table(g, i)
             .or_else(|| epilogue_activation(g, i))
             .or_else(|| epilogue_residual(g, i))
+            .or_else(|| epilogue_sum_f32(g, i))
             .or_else(|| attention(g, i))
             .or_else(|| attention_float_softmax(g, i))
             .or_else(|| transpose_split(g, i));
@@ -590,6 +600,30 @@ fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
     let op = QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() };
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused: vec![] }))
+}
+
+/// `QLinear (f32 out) → Add(·, r)` with `r` an f32 value of the same shape (the float residual
+/// stream) → the sum in the GEMM's epilogue.
+fn epilogue_sum_f32(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let l = n.op.downcast::<QLinear>()?;
+    if !matches!(l.output, Output::F32) || l.sum_f32 || l.epilogue.residual.is_some() || n.inputs.len() != 1 {
+        return None;
+    }
+    let r = sole_reader(g, n.outputs[0])?;
+    let add = &g.nodes[r];
+    if !add.op.downcast::<Binary>().is_some_and(|b| b.0 == BinaryKind::Add) {
+        return None;
+    }
+    let mine = add.inputs.iter().position(|&v| v == Some(n.outputs[0]))?;
+    let other = add.inputs.get(1 - mine).copied().flatten()?;
+    let (y, res) = (g.fact(n.outputs[0]), g.fact(other));
+    if add.inputs.len() != 2 || res.dtype != DType::F32 || res.shape != y.shape || g.fact(add.outputs[0]).shape != y.shape {
+        return None;
+    }
+    let op = QLinear { sum_f32: true, ..l.clone() };
+    let fused = n.fused.iter().chain(std::iter::once(&add.name)).chain(&add.fused).cloned().collect();
+    Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused }))
 }
 
 fn transpose_split(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
