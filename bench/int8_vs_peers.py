@@ -5,8 +5,8 @@ Engines (select with --engines):
 
     octet-fp32       octet on the float ONNX model
     octet-int8       octet on its own QDQ model: `octet quantize --preset full-int8`
-    octet-int8-fast  the same with `--int8-softmax --activation-tables` (8-bit attention softmax and
-                     activation tables: the faster, less accurate forms)
+    octet-int8-fast  the same with `--int8-softmax` (8-bit attention logits and probabilities:
+                     faster, less accurate on pretrained attention)
     octet-int8-gemm  octet on its own QDQ model: `octet quantize --preset int8-gemm`
     ort-fp32         ONNX Runtime (CPU EP, default graph optimizations) on the float model
     ort-int8         ONNX Runtime on its own QDQ model: quant_pre_process, then quantize_static
@@ -84,7 +84,7 @@ ENGINES = ["octet-fp32", "octet-int8", "octet-int8-fast", "octet-int8-rr", "octe
 # engine: octet quantize arguments (octet-int8-rr: 7-bit weights, which octet's AVX2 tier runs on vpmaddubsw;
 # octet-int8-fast: 8-bit softmax and activation tables, the faster and less accurate forms)
 OCTET_PRESET = {"octet-int8": ["--preset", "full-int8"], "octet-int8-rr": ["--preset", "full-int8", "--reduce-range"],
-                "octet-int8-fast": ["--preset", "full-int8", "--int8-softmax", "--activation-tables"],
+                "octet-int8-fast": ["--preset", "full-int8", "--int8-softmax"],
                 "octet-int8-gemm": ["--preset", "int8-gemm"]}
 # short column titles
 TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-fast": "oct i8 fast", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm",

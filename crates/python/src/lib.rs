@@ -178,7 +178,7 @@ fn stacks(data: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
 /// `quantize(model, output, data, options)`: `data` is a path (str) or a dict of stacked arrays;
 /// `options` a dict of the `octet quantize` flags. Returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_tables=false, int8_residual=false))]
+#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false))]
 #[allow(clippy::too_many_arguments)]
 fn quantize(
     py: Python<'_>,
@@ -193,7 +193,7 @@ fn quantize(
     threads: Option<usize>,
     progress: bool,
     int8_softmax: bool,
-    activation_tables: bool,
+    activation_epilogue: bool,
     int8_residual: bool,
 ) -> PyResult<String> {
     let preset = match preset {
@@ -218,7 +218,7 @@ fn quantize(
             model: &model,
             calib,
             output: &output,
-            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_tables, int8_residual, ..octet_quant::Options::new(preset) },
+            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_tables: !activation_epilogue, int8_residual, ..octet_quant::Options::new(preset) },
             method: octet_quant::Method::Auto,
             preprocess: Preprocess::default(),
             samples,

@@ -68,7 +68,7 @@ def test_quantize_takes_dicts_iterables_and_image_folders(tmp_path):
 
 def test_eight_bit_softmax_is_an_option(tmp_path, seed_int8):
     calib = np.random.default_rng(3).standard_normal((4, 16, 128)).astype(np.float32)
-    octet.quantize(fixture("seed_attention_ts", "model.onnx"), str(tmp_path / "s8.onnx"), calib, int8_softmax=True, activation_tables=True, progress=False)
+    octet.quantize(fixture("seed_attention_ts", "model.onnx"), str(tmp_path / "s8.onnx"), calib, int8_softmax=True, progress=False)
     kernels = lambda path: " ".join(n.get("kernel") or "" for n in octet.check(path)["nodes"])
     assert "8-bit softmax" in kernels(str(tmp_path / "s8.onnx"))
     assert "16-bit probabilities" in kernels(seed_int8)

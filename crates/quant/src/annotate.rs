@@ -42,8 +42,9 @@ pub struct Options {
     /// between the two int8 attention matmuls ([`attention_core`]).
     pub int8_softmax: bool,
     /// Quantize matrix products before the activations that follow them, which then run as
-    /// 256-entry tables; by default the activation runs in the product's epilogue and is
-    /// quantized once ([`activation_inputs`]).
+    /// 256-entry tables (the default); else the activation runs in the product's epilogue, in
+    /// f32, and is quantized once ([`activation_inputs`]): slower, and no more accurate on the
+    /// real models of doc/quantization.md section 9.
     pub activation_tables: bool,
     /// 7-bit weights, `[−64, 64]` (ONNX Runtime's `reduce_range`): exact in `vpmaddubsw` kernels.
     pub reduce_range: bool,
@@ -67,7 +68,7 @@ impl Options {
             bias_correction: true,
             softmax_calibrated: true,
             int8_softmax: false,
-            activation_tables: false,
+            activation_tables: true,
             reduce_range: false,
             int8_residual: false,
             adaptive_rounding: false,
@@ -437,7 +438,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             (_, Some(re)) => (false, format!("excluded by --exclude '{re}'")),
             (true, None) if core_op => (false, "attention probabilities and logits stay float (--int8-softmax quantizes them)".into()),
             (true, None) if epilogue_activation => {
-                (false, "runs in the epilogue of the product before it, quantized once after it (--activation-tables quantizes its input)".into())
+                (false, "runs in the epilogue of the product before it, quantized once after it (--activation-epilogue)".into())
             }
             (true, None) if in_stream => (false, "residual stream: stays float, written by the products' epilogues (--int8-residual quantizes it)".into()),
             (true, None) if wide.is_some() => (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default())),

@@ -131,7 +131,7 @@ def _progress(progress: bool | None) -> bool:
 
 def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: Any, *, preset: str = "full-int8", reduce_range: bool = False,
              per_tensor: bool = False, exclude: Sequence[str] = (), samples: int | None = None, threads: int | None = None,
-             progress: bool | None = None, int8_softmax: bool = False, activation_tables: bool = False,
+             progress: bool | None = None, int8_softmax: bool = False, activation_epilogue: bool = False,
              int8_residual: bool = False) -> dict:
     """Calibrates ``model`` (a float ONNX file) and writes a standard ONNX QDQ model to ``output``.
 
@@ -139,13 +139,14 @@ def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: A
     name, a folder of images or a ``.npy``/``.npz`` path, or an iterable of batches (arrays, dicts,
     or ``(images, labels)`` pairs from a data loader). Returns the report ``octet quantize --json``
     prints. ``progress`` shows a bar on stderr (default: when stderr is a terminal).
-    ``int8_softmax``, ``activation_tables`` and ``int8_residual`` are the ``octet quantize`` flags
-    of those names: 8-bit attention logits and probabilities, activations as tables on 8-bit
-    products, an 8-bit residual stream (each faster or smaller, less accurate than the defaults)."""
+    ``int8_softmax``, ``activation_epilogue`` and ``int8_residual`` are the ``octet quantize``
+    flags of those names: 8-bit attention logits and probabilities (faster, less accurate), GELU
+    and the like in the product's epilogue instead of a table (slower), an 8-bit residual stream
+    (less accurate on pretrained transformers)."""
     data = _stacks(calibration)
     report = _octet.quantize(os.fspath(model), os.fspath(output), data, preset=preset, reduce_range=reduce_range, per_tensor=per_tensor,
                              exclude=list(exclude), samples=samples, threads=threads, progress=_progress(progress),
-                             int8_softmax=int8_softmax, activation_tables=activation_tables, int8_residual=int8_residual)
+                             int8_softmax=int8_softmax, activation_epilogue=activation_epilogue, int8_residual=int8_residual)
     return json.loads(report)
 
 
