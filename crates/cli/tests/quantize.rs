@@ -87,7 +87,7 @@ fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
 }
 
 #[test]
-fn vits_keep_accuracy_with_int8_gemm_and_report_full_int8() {
+fn vits_keep_accuracy_with_both_presets() {
     let d = Scratch::new("quant-vit");
     for (name, shape) in [("vit_ts", vec![3, 224, 224]), ("vit_dynamo", vec![3, 224, 224]), ("deit_distilled_ts", vec![3, 224, 224]), ("dinov2_ts", vec![3, 112, 112])] {
         let x = npy::read(&fixture(name, "input.npy")).unwrap();
@@ -98,6 +98,7 @@ fn vits_keep_accuracy_with_int8_gemm_and_report_full_int8() {
         let cf = cosine(&run(&full, x.clone()), &fp32);
         println!("{name}: cosine vs fp32, int8-gemm {c:.5}, full-int8 {cf:.5}");
         assert!(c >= 0.999, "{name} int8-gemm cosine {c}");
+        assert!(cf >= 0.999, "{name} full-int8 cosine {cf}");
         let bytes = |p: &Path| std::fs::metadata(p).unwrap().len() + std::fs::metadata(p.with_extension("onnx.data")).map(|m| m.len()).unwrap_or(0);
         let ratio = bytes(&fixture(name, "model.onnx")) as f64 / bytes(&gemm) as f64;
         assert!(ratio > 2.5, "{name}: the QDQ file is only {ratio:.2}× smaller");
