@@ -292,39 +292,30 @@ pub fn activation_inputs(typed: &TypedGraph) -> Vec<ValueId> {
 /// products writing float from their epilogues.
 pub fn residual_stream(typed: &TypedGraph) -> Vec<ValueId> {
     let activation = |v: &ValueId| !typed.fact(*v).is_constant();
-    let sum_of_two = |n: &octet_graph::Node| n.op.name() == "Add" && n.inputs.iter().flatten().filter(|v| activation(v)).count() == 2;
-    let readers = |v: ValueId| typed.nodes.iter().filter(move |n| n.inputs.contains(&Some(v)));
-    let mut stream: Vec<usize> = Vec::new();
-    loop {
-        let before = stream.len();
-        for (i, n) in typed.nodes.iter().enumerate() {
-            if stream.contains(&i) || !sum_of_two(n) {
-                continue;
-            }
-            let read_by_stream = readers(n.outputs[0]).any(|r| r.op.name() == "LayerNormalization" || stream.iter().any(|&s| std::ptr::eq(&typed.nodes[s], r)));
-            if read_by_stream {
-                stream.push(i);
-            }
-        }
-        if stream.len() == before {
-            break;
-        }
-    }
-    let mut out = Vec::new();
-    for &i in &stream {
+    let activations = |n: &octet_graph::Node| n.inputs.iter().flatten().copied().filter(activation).collect::<Vec<ValueId>>();
+    // Nodes are in topological order: walking back, every reader of an Add is decided before it.
+    let mut in_stream = vec![false; typed.nodes.len()];
+    for i in (0..typed.nodes.len()).rev() {
         let n = &typed.nodes[i];
+        if n.op.name() != "Add" || activations(n).len() != 2 {
+            continue;
+        }
+        let mut readers = typed.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(n.outputs[0])));
+        in_stream[i] = readers.any(|(r, reader)| in_stream[r] || reader.op.name() == "LayerNormalization");
+    }
+    // The one activation a Mul or Div by constants (LayerScale, a scalar) scales.
+    let scaled = |p: &octet_graph::Node| match activations(p)[..] {
+        [x] if matches!(p.op.name(), "Mul" | "Div") && (p.op.name() == "Mul" || scalar_scale(typed, p).is_some()) => Some(x),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for n in typed.nodes.iter().zip(&in_stream).filter(|(_, &s)| s).map(|(n, _)| n) {
         out.push(n.outputs[0]);
-        for &x in n.inputs.iter().flatten().filter(|v| activation(v)) {
-            let mut v = x;
+        for mut v in activations(n) {
             out.push(v);
-            while let Some(p) = typed.producer(v).map(|p| &typed.nodes[p]) {
-                match scalar_scale(typed, p).map(|(x, _)| x).or_else(|| (p.op.name() == "Mul").then(|| p.inputs.iter().flatten().copied().find(|v| activation(v))).flatten()) {
-                    Some(x) if typed.uses(v) == 1 && p.inputs.iter().flatten().filter(|v| activation(v)).count() == 1 => {
-                        v = x;
-                        out.push(v);
-                    }
-                    _ => break,
-                }
+            while let Some(x) = typed.producer(v).filter(|_| typed.uses(v) == 1).and_then(|p| scaled(&typed.nodes[p])) {
+                v = x;
+                out.push(v);
             }
         }
     }

@@ -9,10 +9,9 @@ use crate::annotate::{Annotation, ConstantKind, GroupKind};
 use crate::observer::{Method, Observer};
 use crate::rounding::SecondMoment;
 
-/// Rows of each run, and rows in all, that a Linear input's second moment is taken from (evenly
-/// spaced within a run).
-const MOMENT_ROWS_PER_RUN: usize = 1024;
-const MOMENT_ROWS: u64 = 4096;
+/// Rows that a Linear input's second moment is taken from: an equal share of every calibration
+/// run, evenly spaced within it.
+const MOMENT_ROWS: usize = 4096;
 
 /// One observer per group of the annotation (`None` for fixed-parameter groups).
 pub struct Calibration {
@@ -33,6 +32,8 @@ struct Collect<'a> {
     /// Channel sums and row counts of the values whose means are wanted.
     sums: &'a mut HashMap<ValueId, (Vec<f64>, u64)>,
     moments: &'a mut HashMap<ValueId, Option<SecondMoment>>,
+    /// Rows each run adds to a second moment.
+    moment_rows: usize,
     threads: usize,
 }
 
@@ -56,9 +57,8 @@ impl Hooks for Collect<'_> {
             let k = t.shape().last().copied().unwrap_or(1).max(1);
             let m = slot.get_or_insert_with(|| SecondMoment::new(k));
             let rows = xs.len() / k;
-            if m.k == k && m.rows < MOMENT_ROWS && rows > 0 {
-                let want = (MOMENT_ROWS - m.rows).min(MOMENT_ROWS_PER_RUN as u64) as usize;
-                let stride = rows.div_ceil(want.min(rows));
+            if m.k == k && rows > 0 {
+                let stride = rows.div_ceil(self.moment_rows.min(rows));
                 let picked: Vec<f32> = xs.chunks_exact(k).step_by(stride).flatten().copied().collect();
                 m.add_rows(&picked, self.threads);
             }
@@ -169,7 +169,7 @@ pub fn calibrate(
             observers.iter_mut().flatten().for_each(Observer::start_histogram);
         }
         for (s, inputs) in samples.iter().enumerate() {
-            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums, moments: &mut second, threads };
+            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums, moments: &mut second, moment_rows: MOMENT_ROWS.div_ceil(samples.len()), threads };
             session.run_hooked(inputs.clone(), &mut hooks)?;
             progress(pass * samples.len() + s + 1, total);
         }

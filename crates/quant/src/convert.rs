@@ -29,23 +29,21 @@ pub struct Conversion {
     pub values: Vec<ValueRecord>,
 }
 
-/// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` (`codes`
-/// under `params`) adds to the float weight `w`, for a `[K, N]` (output axis 1) or `[N, K]`
-/// (output axis 0) weight and per-input-channel means of `x`.
-fn corrected_bias(bias: &Tensor, w: &Tensor, codes: &[i64], params: &QParams, out_axis: usize, mean: &[f64]) -> Tensor {
+/// `b − E[x]·(Ŵ − W)`: the bias that cancels the mean error the quantized weight `Ŵ` (its codes
+/// dequantized) adds to the float weight `W`, for a `[K, N]` (output axis 1) or `[N, K]` (output
+/// axis 0) weight and per-input-channel means of `x`.
+fn corrected_bias(bias: &Tensor, w: &Tensor, w_hat: &Tensor, out_axis: usize, mean: &[f64]) -> Tensor {
     let shape = w.shape();
-    let w = w.as_f32().expect("float weight");
     let (k, n) = if out_axis == 1 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
     let b = bias.as_f32().expect("float bias");
     if mean.len() != k || b.len() != n {
         return bias.clone();
     }
     let mut shift = vec![0.0f64; n];
-    for (i, (&wf, &wq)) in w.iter().zip(codes).enumerate() {
+    for (i, (&wf, &wq)) in w.as_f32().expect("float weight").iter().zip(w_hat.as_f32().expect("float weight")).enumerate() {
         let (row, col) = (i / shape[1], i % shape[1]);
         let (ki, ni) = if out_axis == 1 { (row, col) } else { (col, row) };
-        let error = params.dequantize(wq, if out_axis == 1 { col } else { row }) - wf;
-        shift[ni] += mean[ki] * error as f64;
+        shift[ni] += mean[ki] * (wq - wf) as f64;
     }
     Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
 }
@@ -90,54 +88,40 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     activations.sort_by(|a, b| a.value.cmp(&b.value));
 
     let mut constants: Vec<ConstantQdq> = Vec::new();
-    // Each weight's float original and integer codes, by constant index.
-    let mut codes: HashMap<usize, (Tensor, Vec<i64>)> = HashMap::new();
-    for (ci, c) in ann.constants.iter().enumerate() {
+    for c in &ann.constants {
         let value = (**typed.fact(c.value).value.as_ref().expect("constants have values")).clone();
-        let p = match &c.kind {
+        let (value, p) = match &c.kind {
             ConstantKind::Weight { axis, matrix_output_axis } => {
                 let w = value.as_f32().expect("float weight");
                 let p = QParams::symmetric_weights(w, value.shape(), *axis, weight_qmax);
                 let input = crate::calibrate::linear_input(ann, c);
-                let moment = input.and_then(|x| cal.moments.get(&x));
-                let k = matrix_output_axis.map(|a| value.shape()[1 - a]);
-                let q = match (moment, matrix_output_axis) {
-                    (Some(m), Some(out_axis)) if value.shape().len() == 2 && Some(m.k) == k => {
+                let moment = input.and_then(|x| cal.moments.get(&x)).filter(|m| matrix_output_axis.is_some_and(|a| value.shape()[1 - a] == m.k));
+                let codes = match (moment, matrix_output_axis) {
+                    (Some(m), Some(out_axis)) => {
                         let centred = bias_correction && input.is_some_and(|x| cal.means.contains_key(&x));
                         crate::rounding::round_adaptively(w, value.shape(), *out_axis, &p, weight_qmax, m, centred, threads)
                     }
                     _ => p.quantize_all(w, value.shape()),
                 };
-                codes.insert(ci, (value.clone(), q));
-                p
+                // The codes dequantized: what the file stores rounds back to them.
+                let inner: usize = p.axis.map(|a| value.shape()[a + 1..].iter().product()).unwrap_or(1);
+                let channels = p.scale.len();
+                let w_hat = codes.iter().enumerate().map(|(i, &q)| p.dequantize(q, (i / inner) % channels)).collect();
+                (Tensor::f32(value.shape().to_vec(), w_hat), p)
             }
             ConstantKind::Bias { input, weight } => {
                 let sx = params[input].scale[0];
                 let sw = &constants[*weight].params;
-                QParams {
-                    qtype: QType::I32,
-                    scale: sw.scale.iter().map(|s| s * sx).collect(),
-                    zero_point: vec![0; sw.scale.len()],
-                    axis: sw.axis.map(|_| 0),
-                }
+                let p = QParams { qtype: QType::I32, scale: sw.scale.iter().map(|s| s * sx).collect(), zero_point: vec![0; sw.scale.len()], axis: sw.axis.map(|_| 0) };
+                let value = match (cal.means.get(input).filter(|_| bias_correction), &ann.constants[*weight].kind) {
+                    (Some(mean), ConstantKind::Weight { matrix_output_axis: Some(out_axis), .. }) => {
+                        let w = typed.fact(ann.constants[*weight].value).value.as_ref().expect("constants have values");
+                        corrected_bias(&value, w, &constants[*weight].value, *out_axis, mean)
+                    }
+                    _ => value,
+                };
+                (value, p)
             }
-        };
-        let value = match (&c.kind, bias_correction) {
-            (ConstantKind::Bias { input, weight }, true) => match (cal.means.get(input), &ann.constants[*weight].kind) {
-                (Some(mean), ConstantKind::Weight { matrix_output_axis: Some(out_axis), .. }) => {
-                    let (w, q) = &codes[weight];
-                    corrected_bias(&value, w, q, &constants[*weight].params, *out_axis, mean)
-                }
-                _ => value,
-            },
-            // The weight as its codes dequantized: what the file stores rounds back to them.
-            (ConstantKind::Weight { .. }, _) => {
-                let q = &codes[&ci].1;
-                let inner: usize = p.axis.map(|a| value.shape()[a + 1..].iter().product()).unwrap_or(1);
-                let channels = p.scale.len();
-                Tensor::f32(value.shape().to_vec(), q.iter().enumerate().map(|(i, &q)| p.dequantize(q, (i / inner) % channels)).collect())
-            }
-            _ => value,
         };
         constants.push(ConstantQdq { node: c.node, slot: c.slot, value, params: p });
     }
