@@ -178,7 +178,7 @@ fn stacks(data: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
 /// `quantize(model, output, data, options)`: `data` is a path (str) or a dict of stacked arrays;
 /// `options` a dict of the `octet quantize` flags. Returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false))]
+#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false, adaptive_rounding=false))]
 #[allow(clippy::too_many_arguments)]
 fn quantize(
     py: Python<'_>,
@@ -195,6 +195,7 @@ fn quantize(
     int8_softmax: bool,
     activation_epilogue: bool,
     int8_residual: bool,
+    adaptive_rounding: bool,
 ) -> PyResult<String> {
     let preset = match preset {
         "full-int8" => octet_quant::Preset::FullInt8,
@@ -218,7 +219,7 @@ fn quantize(
             model: &model,
             calib,
             output: &output,
-            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_tables: !activation_epilogue, int8_residual, ..octet_quant::Options::new(preset) },
+            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_tables: !activation_epilogue, int8_residual, adaptive_rounding, ..octet_quant::Options::new(preset) },
             method: octet_quant::Method::Auto,
             preprocess: Preprocess::default(),
             samples,

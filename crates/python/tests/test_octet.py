@@ -82,7 +82,17 @@ def test_eight_bit_residual_is_an_option(tmp_path):
         report = octet.quantize(fixture("vit_ts", "model.onnx"), path, folder, samples=4, int8_residual=int8_residual, progress=False)
         kernels[int8_residual] = " ".join(n.get("kernel") or "" for n in octet.check(path)["nodes"])
         assert (report["ops_residual_float"] > 0) != int8_residual, report
-    assert "residual add" in kernels[True] and "residual add" not in kernels[False]
+    assert "f32 residual add" in kernels[False] and "f32 LayerNorm rows" in kernels[False]
+    assert "f32 residual add" not in kernels[True] and "integer mean and variance" in kernels[True]
+
+
+def test_adaptive_rounding_changes_weights_not_the_graph(tmp_path):
+    folder = os.path.join(FIXTURES, "images")
+    paths = [str(tmp_path / f"{name}.onnx") for name in ("nearest", "adaptive")]
+    reports = [octet.quantize(fixture("vit_ts", "model.onnx"), p, folder, samples=4, adaptive_rounding=a, progress=False)
+               for p, a in zip(paths, (False, True))]
+    assert reports[0]["ops_quantized"] == reports[1]["ops_quantized"]
+    assert open(paths[0], "rb").read() != open(paths[1], "rb").read(), "adaptive rounding chose other codes"
 
 
 def test_layouts_cross_without_changing_results(seed_int8):
