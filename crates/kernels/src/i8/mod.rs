@@ -260,7 +260,7 @@ crate::dispatch::simd_dispatch! {
                                 real[j] = row[j].wrapping_add(bias[j]) as f32 * scales[j];
                             }
                             (act.f)(&mut real);
-                            requantize(&real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), o);
+                            elementwise::quantize(&real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
                         }
                     }
                 }
@@ -268,17 +268,6 @@ crate::dispatch::simd_dispatch! {
         }
         if e.out != OutType::F32 {
             epilogue_post(m, n, e, out_q, residual);
-        }
-    }
-}
-
-crate::dispatch::simd_dispatch! {
-    /// `out[i] = saturate(round_half_even(real[i] / scale) + zero_point)` as u8 bits (s8 stored
-    /// two's complement when `signed`).
-    pub fn requantize(real: &[f32], scale: f32, zero_point: i32, signed: bool, out: &mut [u8]) {
-        let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
-        for (o, &v) in out.iter_mut().zip(real) {
-            *o = (elementwise::round_half_even(v / scale) + zero_point).clamp(lo, hi) as u8;
         }
     }
 }
@@ -361,7 +350,7 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
                 // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
                 unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
                 (act.f)(real);
-                requantize(real, act.out_scale, zero_point, matches!(e.out, OutType::S8 { .. }), out_q);
+                elementwise::quantize(real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, out_q);
             });
             epilogue_post(m, n, e, out_q, residual);
             return;

@@ -487,7 +487,6 @@ fn fuse_kernels(g: &mut TypedGraph) {
         let fused = epilogue_table(g, i)
             .or_else(|| epilogue_activation(g, i))
             .or_else(|| epilogue_residual(g, i))
-            .or_else(|| epilogue_sum_f32(g, i))
             .or_else(|| attention(g, i))
             .or_else(|| attention_float_softmax(g, i))
             .or_else(|| transpose_split(g, i));
@@ -577,51 +576,36 @@ fn epilogue_activation(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     Some((at, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs, fused: vec![] }))
 }
 
+/// `QLinear → Add(·, r)` with `r` of the output's shape → the residual in the GEMM's epilogue:
+/// a `QBinary` Add of 8-bit codes (`Epilogue::residual`), or with an f32 output the float Add
+/// of the f32 residual stream (`QLinear::sum_f32`).
 fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
     let l = n.op.downcast::<QLinear>()?;
-    let Output::Quantized(y) = l.output else { return None };
-    if l.epilogue.residual.is_some() || n.inputs.len() != 1 {
+    if l.epilogue.residual.is_some() || l.sum_f32 || n.inputs.len() != 1 {
         return None;
     }
     let r = sole_reader(g, n.outputs[0])?;
     let add = &g.nodes[r];
-    let b = add.op.downcast::<QBinary>()?;
-    if b.kind != BinaryKind::Add {
-        return None;
-    }
-    let mine = add.inputs.iter().position(|&v| v == Some(n.outputs[0]))?;
-    let other = add.inputs[1 - mine]?;
-    let (Operand::Quantized(py), Operand::Quantized(pr)) = (&b.operands[mine], &b.operands[1 - mine]) else { return None };
-    if *py != y || g.fact(other).shape != g.fact(n.outputs[0]).shape {
-        return None;
-    }
-    let mut epilogue = l.epilogue.clone();
-    epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
-    let op = QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() };
-    Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused: vec![] }))
-}
-
-/// `QLinear (f32 out) → Add(·, r)` with `r` an f32 value of the same shape (the float residual
-/// stream) → the sum in the GEMM's epilogue.
-fn epilogue_sum_f32(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
-    let n = &g.nodes[i];
-    let l = n.op.downcast::<QLinear>()?;
-    if !matches!(l.output, Output::F32) || l.sum_f32 || l.epilogue.residual.is_some() || n.inputs.len() != 1 {
-        return None;
-    }
-    let r = sole_reader(g, n.outputs[0])?;
-    let add = &g.nodes[r];
-    if !add.op.downcast::<Binary>().is_some_and(|b| b.0 == BinaryKind::Add) {
-        return None;
-    }
     let mine = add.inputs.iter().position(|&v| v == Some(n.outputs[0]))?;
     let other = add.inputs.get(1 - mine).copied().flatten()?;
-    let (y, res) = (g.fact(n.outputs[0]), g.fact(other));
-    if add.inputs.len() != 2 || res.dtype != DType::F32 || res.shape != y.shape || g.fact(add.outputs[0]).shape != y.shape {
+    let y = g.fact(n.outputs[0]);
+    if add.inputs.len() != 2 || g.fact(other).shape != y.shape || g.fact(add.outputs[0]).shape != y.shape {
         return None;
     }
-    let op = QLinear { sum_f32: true, ..l.clone() };
+    let op = match (l.output, add.op.downcast::<QBinary>(), add.op.downcast::<Binary>()) {
+        (Output::Quantized(y), Some(b), _) if b.kind == BinaryKind::Add => {
+            let (Operand::Quantized(py), Operand::Quantized(pr)) = (&b.operands[mine], &b.operands[1 - mine]) else { return None };
+            if *py != y {
+                return None;
+            }
+            let mut epilogue = l.epilogue.clone();
+            epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
+            QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() }
+        }
+        (Output::F32, _, Some(b)) if b.0 == BinaryKind::Add && g.fact(other).dtype == DType::F32 => QLinear { sum_f32: true, ..l.clone() },
+        _ => return None,
+    };
     let fused = n.fused.iter().chain(std::iter::once(&add.name)).chain(&add.fused).cloned().collect();
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused }))
 }
