@@ -21,11 +21,17 @@ pub type Allocator = mimalloc::MiMalloc;
 
 /// Sets up mimalloc for octet: arena memory committed page by page as it is used, not a whole
 /// arena when it is reserved (its default on Linux: on ViT-S int8 the eager commit was 26 MB of
-/// resident memory that held nothing; no run measured slower without it), and freed weights
-/// handed back to the system while a plan packs them ([`octet_graph::memory::freed`]).
+/// resident memory that held nothing; no run measured slower without it); freed pages kept for
+/// a second before they go back to the system, not 10 ms (a run frees and allocates the same
+/// tensors every few milliseconds: with the default, ViT-S int8 b1 faulted 150 pages back in per
+/// run, 2 % of its time); and freed weights handed back to the system at once while a plan packs
+/// them ([`octet_graph::memory::freed`], a forced collection that does not wait for the delay).
 pub extern "C" fn configure_allocator() {
-    /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (v2 and v3 alike).
+    /// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc's `mi_option_t`
+    /// (v2 and v3 alike).
     const ARENA_EAGER_COMMIT: i32 = 4;
+    const PURGE_DELAY: i32 = 15;
+    const PURGE_DELAY_MS: std::ffi::c_long = 1000;
     extern "C" {
         fn mi_option_set(option: i32, value: std::ffi::c_long);
         fn mi_collect(force: bool);
@@ -36,7 +42,10 @@ pub extern "C" fn configure_allocator() {
     }
     // SAFETY: mimalloc is linked (it is `Allocator`); setting an option is thread-safe and
     // affects arenas reserved afterwards.
-    unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) }
+    unsafe {
+        mi_option_set(ARENA_EAGER_COMMIT, 0);
+        mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
+    }
     octet_graph::memory::set_return_freed_memory(collect);
 }
 

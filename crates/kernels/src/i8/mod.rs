@@ -240,9 +240,8 @@ crate::dispatch::simd_dispatch! {
             let row = &c[i * ldc..i * ldc + n];
             match e.out {
                 OutType::F32 => {
-                    let o = &mut out_f32[i * n..(i + 1) * n];
-                    for j in 0..n {
-                        o[j] = row[j].wrapping_add(bias[j]) as f32 * scales[j];
+                    for (((o, &v), &b), &s) in out_f32[i * n..(i + 1) * n].iter_mut().zip(row).zip(&bias).zip(&scales) {
+                        *o = v.wrapping_add(b) as f32 * s;
                     }
                 }
                 OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
@@ -250,14 +249,13 @@ crate::dispatch::simd_dispatch! {
                     let o = &mut out_q[i * n..(i + 1) * n];
                     match e.activation {
                         None => {
-                            for j in 0..n {
-                                let v = elementwise::round_half_even(row[j].wrapping_add(bias[j]) as f32 * scales[j]) + zero_point;
-                                o[j] = v.clamp(lo, hi) as u8;
+                            for (((o, &v), &b), &s) in o.iter_mut().zip(row).zip(&bias).zip(&scales) {
+                                *o = (elementwise::round_half_even(v.wrapping_add(b) as f32 * s) + zero_point).clamp(lo, hi) as u8;
                             }
                         }
                         Some(act) => {
-                            for j in 0..n {
-                                real[j] = row[j].wrapping_add(bias[j]) as f32 * scales[j];
+                            for (((r, &v), &b), &s) in real.iter_mut().zip(row).zip(&bias).zip(&scales) {
+                                *r = v.wrapping_add(b) as f32 * s;
                             }
                             (act.f)(&mut real);
                             elementwise::quantize(&real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
