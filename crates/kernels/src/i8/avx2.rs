@@ -136,9 +136,10 @@ unsafe fn store<const R: usize, const P: usize>(
             if valid == NR {
                 _mm256_storeu_si256(dst as *mut __m256i, v);
             } else {
-                let mut tmp = [0i32; NR];
-                _mm256_storeu_si256(tmp.as_mut_ptr() as *mut __m256i, v);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, valid);
+                // A masked store: a variable-length copy would call memcpy, and around a call
+                // the other accumulators are saved and restored.
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                _mm256_maskstore_epi32(dst, mask, v);
             }
         }
     }

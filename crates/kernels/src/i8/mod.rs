@@ -130,9 +130,13 @@ pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
     if valid == 4 {
         return (p as *const i32).read_unaligned();
     }
-    let mut w = [0u8; 4];
-    std::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), valid);
-    i32::from_le_bytes(w)
+    // Byte by byte: a variable-length copy would call memcpy, and around a call the kernels'
+    // accumulator registers are saved and restored.
+    let mut w = 0u32;
+    for i in 0..valid {
+        w |= (p.add(i).read() as u32) << (8 * i);
+    }
+    w as i32
 }
 
 /// Name of the microkernel a tier uses for full-range s8 right operands, for reports:
