@@ -101,17 +101,26 @@ simd_dispatch! {
             let mean = lane_sum(row, |v| v) / n;
             let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
             let inv = 1.0 / (var + eps).sqrt();
-            for (d, v) in dst.iter_mut().zip(row) {
-                *d = (v - mean) * inv;
-            }
-            if !gamma.is_empty() {
-                for (d, g) in dst.iter_mut().zip(gamma) {
-                    *d *= g;
+            match (gamma.len() == row_len, beta.len() == row_len) {
+                (true, true) => {
+                    for (((d, v), g), b) in dst.iter_mut().zip(row).zip(gamma).zip(beta) {
+                        *d = (v - mean) * inv * g + b;
+                    }
                 }
-            }
-            if !beta.is_empty() {
-                for (d, b) in dst.iter_mut().zip(beta) {
-                    *d += b;
+                _ => {
+                    for (d, v) in dst.iter_mut().zip(row) {
+                        *d = (v - mean) * inv;
+                    }
+                    if !gamma.is_empty() {
+                        for (d, g) in dst.iter_mut().zip(gamma) {
+                            *d *= g;
+                        }
+                    }
+                    if !beta.is_empty() {
+                        for (d, b) in dst.iter_mut().zip(beta) {
+                            *d += b;
+                        }
+                    }
                 }
             }
         }
