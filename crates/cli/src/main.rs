@@ -453,7 +453,7 @@ fn dispatch(command: Command) -> Result<()> {
                     bias_correction: !no_bias_correction,
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
                     int8_softmax,
-                    activation_tables: !activation_epilogue,
+                    activation_epilogue,
                     int8_residual,
                     adaptive_rounding,
                     ..Options::new(preset)

@@ -219,7 +219,7 @@ fn quantize(
             model: &model,
             calib,
             output: &output,
-            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_tables: !activation_epilogue, int8_residual, adaptive_rounding, ..octet_quant::Options::new(preset) },
+            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_epilogue, int8_residual, adaptive_rounding, ..octet_quant::Options::new(preset) },
             method: octet_quant::Method::Auto,
             preprocess: Preprocess::default(),
             samples,

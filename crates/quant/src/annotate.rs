@@ -41,11 +41,11 @@ pub struct Options {
     /// Quantize attention logits and probabilities to 8 bits too; by default they stay float
     /// between the two int8 attention matmuls ([`attention_core`]).
     pub int8_softmax: bool,
-    /// Quantize matrix products before the activations that follow them, which then run as
-    /// 256-entry tables (the default); else the activation runs in the product's epilogue, in
-    /// f32, and is quantized once ([`activation_inputs`]): slower, and no more accurate on the
-    /// real models of doc/quantization.md section 9.
-    pub activation_tables: bool,
+    /// Run the activation after a matrix product in the product's epilogue, in f32, quantized
+    /// once ([`activation_inputs`]); by default the product is quantized and the activation runs
+    /// as a 256-entry table, which is faster and as accurate on the real models of
+    /// doc/quantization.md section 9.
+    pub activation_epilogue: bool,
     /// 7-bit weights, `[−64, 64]` (ONNX Runtime's `reduce_range`): exact in `vpmaddubsw` kernels.
     pub reduce_range: bool,
     /// Quantize the residual stream too; by default it stays float ([`residual_stream`]).
@@ -68,7 +68,7 @@ impl Options {
             bias_correction: true,
             softmax_calibrated: true,
             int8_softmax: false,
-            activation_tables: true,
+            activation_epilogue: false,
             reduce_range: false,
             int8_residual: false,
             adaptive_rounding: false,
@@ -334,7 +334,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     let mut float_set: std::collections::HashSet<ValueId> = graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
     let core: std::collections::HashSet<ValueId> = if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
     float_set.extend(&core);
-    let activation_in: std::collections::HashSet<ValueId> = if opts.activation_tables { Default::default() } else { activation_inputs(typed).into_iter().collect() };
+    let activation_in: std::collections::HashSet<ValueId> = if opts.activation_epilogue { activation_inputs(typed).into_iter().collect() } else { Default::default() };
     float_set.extend(&activation_in);
     let spread = |set: &mut std::collections::HashSet<ValueId>| loop {
         let before = set.len();
