@@ -77,6 +77,25 @@ enum PresetArg {
     FullInt8,
 }
 
+/// A choice whose default depends on other flags.
+#[derive(Clone, Copy, ValueEnum)]
+enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+impl Switch {
+    /// The choice, `auto` being `default`.
+    fn or(self, default: bool) -> bool {
+        match self {
+            Switch::Auto => default,
+            Switch::On => true,
+            Switch::Off => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum SoftmaxGridArg {
     Fixed,
@@ -220,6 +239,13 @@ enum Command {
         /// (doc/quantization.md, section 9).
         #[arg(long)]
         activation_epilogue: bool,
+        /// 16-bit (uint16) codes for the inputs of Linears that a float op other than a LayerNorm
+        /// produces: with int8-gemm, the MLP's hidden activations after GELU and the attention
+        /// context before the output projection. Those Linears take twice the time; the file is
+        /// raised to opset 21, which 16-bit Q/DQ need (doc/quantization.md, section 9).
+        /// auto: on for int8-gemm, off for full-int8.
+        #[arg(long, value_enum, default_value = "auto")]
+        uint16_inputs: Switch,
         /// Quantize the residual stream (the Adds between blocks, their addends and the
         /// LayerNorms' inputs) to 8 bits too: faster, but pretrained transformers carry outlier
         /// channels there. By default it stays float and the products write it from their
@@ -408,6 +434,7 @@ fn dispatch(command: Command) -> Result<()> {
             reduce_range,
             int8_softmax,
             activation_epilogue,
+            uint16_inputs,
             int8_residual,
             adaptive_rounding,
             softmax_grid,
@@ -454,6 +481,7 @@ fn dispatch(command: Command) -> Result<()> {
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
                     int8_softmax,
                     activation_epilogue,
+                    uint16_inputs: uint16_inputs.or(Options::new(preset).uint16_inputs),
                     int8_residual,
                     adaptive_rounding,
                     ..Options::new(preset)

@@ -16,6 +16,8 @@ pub const REDUCED_WEIGHT_QMAX: f32 = 64.0;
 pub enum QType {
     U8,
     S8,
+    /// 16-bit activation codes (QuantizeLinear/DequantizeLinear take them from opset 21).
+    U16,
     I32,
 }
 
@@ -24,6 +26,7 @@ impl QType {
         match self {
             QType::U8 => (0, 255),
             QType::S8 => (-128, 127),
+            QType::U16 => (0, 65535),
             QType::I32 => (i32::MIN as i64, i32::MAX as i64),
         }
     }

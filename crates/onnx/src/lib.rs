@@ -8,6 +8,7 @@ pub mod proto {
 
 mod export;
 mod import;
+pub mod opset;
 pub mod qdq;
 mod tensor;
 

@@ -38,6 +38,7 @@ fn data_type(q: QType) -> DataType {
     match q {
         QType::U8 => DataType::Uint8,
         QType::S8 => DataType::Int8,
+        QType::U16 => DataType::Uint16,
         QType::I32 => DataType::Int32,
     }
 }
@@ -47,6 +48,7 @@ fn int_tensor(name: &str, dims: &[usize], q: QType, values: &[i64]) -> TensorPro
     let raw: Vec<u8> = match q {
         QType::U8 => values.iter().map(|&v| v as u8).collect(),
         QType::S8 => values.iter().map(|&v| v as i8 as u8).collect(),
+        QType::U16 => values.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
         QType::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
     };
     TensorProto {

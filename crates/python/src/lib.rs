@@ -178,7 +178,7 @@ fn stacks(data: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
 /// `quantize(model, output, data, options)`: `data` is a path (str) or a dict of stacked arrays;
 /// `options` a dict of the `octet quantize` flags. Returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false, adaptive_rounding=false))]
+#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false, adaptive_rounding=false, uint16_inputs=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize(
     py: Python<'_>,
@@ -196,6 +196,7 @@ fn quantize(
     activation_epilogue: bool,
     int8_residual: bool,
     adaptive_rounding: bool,
+    uint16_inputs: Option<bool>,
 ) -> PyResult<String> {
     let preset = match preset {
         "full-int8" => octet_quant::Preset::FullInt8,
@@ -219,7 +220,17 @@ fn quantize(
             model: &model,
             calib,
             output: &output,
-            options: octet_quant::Options { per_channel: !per_tensor, reduce_range, exclude, int8_softmax, activation_epilogue, int8_residual, adaptive_rounding, ..octet_quant::Options::new(preset) },
+            options: octet_quant::Options {
+                per_channel: !per_tensor,
+                reduce_range,
+                exclude,
+                int8_softmax,
+                activation_epilogue,
+                int8_residual,
+                adaptive_rounding,
+                uint16_inputs: uint16_inputs.unwrap_or(octet_quant::Options::new(preset).uint16_inputs),
+                ..octet_quant::Options::new(preset)
+            },
             method: octet_quant::Method::Auto,
             preprocess: Preprocess::default(),
             samples,

@@ -64,6 +64,10 @@ def test_quantize_takes_dicts_iterables_and_image_folders(tmp_path):
     folder = os.path.join(FIXTURES, "images")
     c = octet.quantize(fixture("vit_ts", "model.onnx"), str(tmp_path / "c.onnx"), folder, preset="int8-gemm", samples=4, progress=False)
     assert c["samples"] == 4
+    # int8-gemm: the inputs of fc2 (after the float GELU) and of the attention's projection go 16-bit.
+    assert (c["uint16_activations"], c["opset_raised_from"]) == (4, 17)
+    d = octet.quantize(fixture("vit_ts", "model.onnx"), str(tmp_path / "d.onnx"), folder, preset="int8-gemm", samples=4, uint16_inputs=False, progress=False)
+    assert (d["uint16_activations"], d["opset_raised_from"]) == (0, None)
 
 
 def test_eight_bit_softmax_is_an_option(tmp_path, seed_int8):

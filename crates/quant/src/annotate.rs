@@ -33,6 +33,11 @@ pub struct Options {
     pub smooth: bool,
     /// Keep residual-stream values with outlier channels float.
     pub wide_residual: bool,
+    /// 16-bit (uint16) codes for the inputs of Linears that float ops produce other than a
+    /// LayerNorm ([`uint16_inputs`]); needs opset 21, to which the file is raised
+    /// (`octet_onnx::opset`). Default: on for int8-gemm, where GELU and the attention run float
+    /// before the MLP's second Linear and the attention's output projection.
+    pub uint16_inputs: bool,
     /// Correct each Linear's bias for the mean error its quantized weights add (`b − E[x]·(Ŵ − W)`).
     pub bias_correction: bool,
     /// Softmax output grid (with `int8_softmax`): the fixed `[0, 1]` (scale 1/256) or
@@ -65,6 +70,7 @@ impl Options {
             float_values: Vec::new(),
             smooth: true,
             wide_residual: true,
+            uint16_inputs: preset == Preset::Int8Gemm,
             bias_correction: true,
             softmax_calibrated: true,
             int8_softmax: false,
@@ -139,8 +145,9 @@ pub enum ConstantKind {
 /// How a group's parameters are found.
 #[derive(Clone, Debug)]
 pub enum GroupKind {
-    /// From calibration; s8 symmetric when a member is a right matmul operand, else u8 asymmetric.
-    Observed { signed: bool },
+    /// From calibration; s8 symmetric when a member is a right matmul operand, else u8
+    /// asymmetric, or u16 asymmetric when `wide` ([`uint16_inputs`]).
+    Observed { signed: bool, wide: bool },
     Fixed(QParams),
 }
 
@@ -524,7 +531,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     for &v in &quantized {
         let (root, f) = shared.find(v);
         let g = *by_root.entry(root).or_insert_with(|| {
-            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false }, tensor: TensorKind::Input });
+            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false, wide: false }, tensor: TensorKind::Input });
             groups.len() - 1
         });
         groups[g].members.push((v, f));
@@ -553,10 +560,40 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         if let Some((v, f)) = g.members.iter().find(|(v, _)| fixed.contains_key(v)) {
             g.kind = GroupKind::Fixed(fixed[v].scaled(1.0 / f));
         } else if g.members.iter().any(|(v, _)| signed.contains(v)) {
-            g.kind = GroupKind::Observed { signed: true };
+            g.kind = GroupKind::Observed { signed: true, wide: false };
+        }
+    }
+    if opts.uint16_inputs {
+        for g in uint16_inputs(&units, &groups) {
+            groups[g].kind = GroupKind::Observed { signed: false, wide: true };
         }
     }
     Annotation { units, groups, constants, unit_of }
+}
+
+/// The groups that get 16-bit codes under `Options::uint16_inputs`: u8 groups that only
+/// quantized Linears read, as their input, whose values float ops produce (no int8 op writes
+/// them), and not a LayerNorm: the hidden activations after a float GELU, the attention context
+/// after a float `P·V`. Smoothing moves a LayerNorm output's massive channels into the next
+/// weights; these have no LayerNorm to take them, and on 8 bits the other channels keep a few
+/// levels (DINOv2-S, doc/quantization.md section 9). A 16-bit input doubles its Linear's time.
+pub fn uint16_inputs(units: &[Unit], groups: &[Group]) -> Vec<usize> {
+    let linear = |u: &Unit| u.rule == QuantRule::Matmul && u.op != "Conv" && u.right_operand.is_none() && u.inputs.len() == 1;
+    // Float producers, looking through data movement (the CLS token gathered from a LayerNorm).
+    fn float_not_norm(units: &[Unit], v: ValueId, depth: usize) -> bool {
+        units.iter().filter(|u| u.outputs.contains(&v)).all(|u| match u.rule {
+            _ if u.selected || u.op == "LayerNormalization" => false,
+            QuantRule::SharesInput if depth > 0 => u.inputs.iter().all(|&i| float_not_norm(units, i, depth - 1)),
+            _ => true,
+        })
+    }
+    let wide = |v: ValueId| {
+        let producer_ok = float_not_norm(units, v, 8);
+        let mut readers = units.iter().filter(|u| u.selected && u.inputs.contains(&v)).peekable();
+        producer_ok && readers.peek().is_some() && readers.all(linear)
+    };
+    let eight_bit = |g: &Group| matches!(g.kind, GroupKind::Observed { signed: false, .. });
+    groups.iter().enumerate().filter(|(_, g)| eight_bit(g) && g.members.iter().all(|&(v, _)| wide(v))).map(|(i, _)| i).collect()
 }
 
 fn graph_gemm_trans_b(t: &octet_graph::Node) -> bool {

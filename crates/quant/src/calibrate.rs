@@ -158,7 +158,7 @@ pub fn calibrate(
         .groups
         .iter()
         .map(|g| match g.kind {
-            GroupKind::Observed { signed } => Some(Observer::new(signed)),
+            GroupKind::Observed { signed, .. } => Some(Observer::new(signed)),
             GroupKind::Fixed(_) => None,
         })
         .collect();

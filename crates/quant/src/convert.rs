@@ -58,12 +58,14 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     for (g, group) in ann.groups.iter().enumerate() {
         let base = match (&group.kind, &cal.observers[g]) {
             (GroupKind::Fixed(p), _) => p.clone(),
-            (GroupKind::Observed { signed }, Some(obs)) => {
-                let (lo, hi) = obs.range(method.for_kind(group.tensor));
-                if *signed {
-                    QParams::from_range(lo, hi, QType::S8, true)
-                } else {
-                    QParams::from_range(lo, hi, QType::U8, false)
+            (GroupKind::Observed { signed, wide }, Some(obs)) => {
+                // 16 bits hold the whole observed range at a finer step than any clipped 8-bit grid.
+                let method = if *wide && method == Method::Auto { Method::MinMax } else { method.for_kind(group.tensor) };
+                let (lo, hi) = obs.range(method);
+                match (signed, wide) {
+                    (true, _) => QParams::from_range(lo, hi, QType::S8, true),
+                    (false, true) => QParams::from_range(lo, hi, QType::U16, false),
+                    (false, false) => QParams::from_range(lo, hi, QType::U8, false),
                 }
             }
             (GroupKind::Observed { .. }, None) => unreachable!("observed groups have observers"),

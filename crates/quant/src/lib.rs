@@ -53,6 +53,12 @@ pub struct Summary {
     pub biases: usize,
     pub quantized_op_types: std::collections::BTreeMap<String, usize>,
     pub outliers: outliers::OutlierReport,
+    /// Activations stored as 16-bit codes (`Options::uint16_inputs`).
+    pub uint16_activations: usize,
+    /// The default-domain opset the model was at, when 16-bit codes made the file raise it.
+    pub opset_raised_from: Option<i64>,
+    /// Why `Options::uint16_inputs` was asked for and not applied.
+    pub uint16_skipped: Option<String>,
 }
 
 /// Calibration samples the outlier statistics look at (the first ones).
@@ -135,12 +141,24 @@ pub fn quantize_prepared(
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
+    let uint16_skipped = opts.uint16_inputs.then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
+    if uint16_skipped.is_some() {
+        opts.uint16_inputs = false;
+    }
     let session = Session::new(g.clone(), threads)?;
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
     let annotation = annotate::annotate(g, &typed, &opts);
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, opts.adaptive_rounding, threads, progress)?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax(), threads);
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
+    let uint16_activations = conv.edits.activations.iter().filter(|a| a.params.qtype == octet_graph::QType::U16).count();
+    let opset_raised_from = match uint16_activations {
+        0 => None,
+        _ => {
+            let from = octet_onnx::opset::raise(&mut proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).map_err(Error::Input)?;
+            (from < octet_onnx::opset::SIXTEEN_BIT_QDQ).then_some(from)
+        }
+    };
 
     let selected: Vec<&annotate::Unit> = annotation.units.iter().filter(|u| u.selected).collect();
     let mut types = std::collections::BTreeMap::new();
@@ -165,6 +183,9 @@ pub fn quantize_prepared(
         biases: count(|k| matches!(k, annotate::ConstantKind::Bias { .. })),
         quantized_op_types: types,
         outliers,
+        uint16_activations,
+        opset_raised_from,
+        uint16_skipped,
     };
     Ok(Quantized { model: proto, annotation, values: conv.values, summary })
 }

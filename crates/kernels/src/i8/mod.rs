@@ -236,41 +236,56 @@ crate::dispatch::simd_dispatch! {
     /// `n` values into `out_f32`, or 8-bit rows into `out_q` (as u8 bits; s8 stored two's
     /// complement). `residual` holds the `m × n` residual codes when `e.residual` is set.
     pub fn epilogue(m: usize, n: usize, c: &[i32], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
-        let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
-        let scales: Vec<f32> = (0..n).map(scale).collect();
-        let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
-        let mut real = if e.activation.is_some() { vec![0.0f32; n] } else { Vec::new() };
-        for i in 0..m {
-            let row = &c[i * ldc..i * ldc + n];
-            match e.out {
-                OutType::F32 => {
-                    for (((o, &v), &b), &s) in out_f32[i * n..(i + 1) * n].iter_mut().zip(row).zip(&bias).zip(&scales) {
-                        *o = v.wrapping_add(b) as f32 * s;
-                    }
+        epilogue_rows(m, n, c, ldc, e, out_f32, out_q, residual, |v, b| v.wrapping_add(b) as f32);
+    }
+}
+
+crate::dispatch::simd_dispatch! {
+    /// [`epilogue`] for sums already in f32 with the bias added (`e.bias` is not read): the
+    /// products whose sums pass 2³¹ ([`gemm_u16s8_epilogue`]).
+    pub fn epilogue_sums(m: usize, n: usize, c: &[f32], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
+        epilogue_rows(m, n, c, ldc, e, out_f32, out_q, residual, |v, _| v);
+    }
+}
+
+/// The body of the epilogues: `sum(acc, bias_j)` is the f32 value `scale_j` multiplies (eq. 8).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn epilogue_rows<T: Copy>(m: usize, n: usize, c: &[T], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8], sum: impl Fn(T, i32) -> f32) {
+    let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
+    let scales: Vec<f32> = (0..n).map(scale).collect();
+    let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+    let mut real = if e.activation.is_some() { vec![0.0f32; n] } else { Vec::new() };
+    for i in 0..m {
+        let row = &c[i * ldc..i * ldc + n];
+        match e.out {
+            OutType::F32 => {
+                for (((o, &v), &b), &s) in out_f32[i * n..(i + 1) * n].iter_mut().zip(row).zip(&bias).zip(&scales) {
+                    *o = sum(v, b) * s;
                 }
-                OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
-                    let (lo, hi) = if matches!(e.out, OutType::U8 { .. }) { (0, 255) } else { (-128, 127) };
-                    let o = &mut out_q[i * n..(i + 1) * n];
-                    match e.activation {
-                        None => {
-                            for (((o, &v), &b), &s) in o.iter_mut().zip(row).zip(&bias).zip(&scales) {
-                                *o = (elementwise::round_half_even(v.wrapping_add(b) as f32 * s) + zero_point).clamp(lo, hi) as u8;
-                            }
+            }
+            OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
+                let (lo, hi) = if matches!(e.out, OutType::U8 { .. }) { (0, 255) } else { (-128, 127) };
+                let o = &mut out_q[i * n..(i + 1) * n];
+                match e.activation {
+                    None => {
+                        for (((o, &v), &b), &s) in o.iter_mut().zip(row).zip(&bias).zip(&scales) {
+                            *o = (elementwise::round_half_even(sum(v, b) * s) + zero_point).clamp(lo, hi) as u8;
                         }
-                        Some(act) => {
-                            for (((r, &v), &b), &s) in real.iter_mut().zip(row).zip(&bias).zip(&scales) {
-                                *r = v.wrapping_add(b) as f32 * s;
-                            }
-                            (act.f)(&mut real);
-                            elementwise::quantize(&real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
+                    }
+                    Some(act) => {
+                        for (((r, &v), &b), &s) in real.iter_mut().zip(row).zip(&bias).zip(&scales) {
+                            *r = sum(v, b) * s;
                         }
+                        (act.f)(&mut real);
+                        elementwise::quantize(&real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
                     }
                 }
             }
         }
-        if e.out != OutType::F32 {
-            epilogue_post(m, n, e, out_q, residual);
-        }
+    }
+    if e.out != OutType::F32 {
+        epilogue_post(m, n, e, out_q, residual);
     }
 }
 
@@ -378,6 +393,46 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
     with_scratch(m * n, |c| {
         gemm_u8s8(m, a, lda, a_zp, b, c, n);
         epilogue(m, n, c, n, e, out_f32, out_q, residual);
+    });
+}
+
+/// `a · B` and the epilogue `e` for `m` rows of 16-bit codes `a` (row stride `lda`, zero point
+/// `a_zp`) and a right operand with zero point 0. Each row splits into its high and low bytes,
+/// and one u8 × s8 product of `2m` rows gives `Σ hi·w` and `Σ lo·w`; then `256·Σ hi·w + Σ lo·w −
+/// a_zp·Σ w + bias` is summed in i64 (a sum of K 16 × 8-bit products passes 2³¹) and rounded to
+/// f32 once before [`epilogue_sums`] scales it. Every tier gives the same bits (the product is
+/// exact, the rest is the same scalar arithmetic).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u16s8_epilogue(m: usize, a: &[u16], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(b.zero_point == 0, "gemm_u16s8_epilogue: the right operand's zero point must be 0");
+    assert!(a.len() >= (m - 1) * lda + k, "gemm_u16s8_epilogue: lhs too short");
+    let bias: Vec<i64> = match &e.bias {
+        Some(bias) => bias.iter().map(|&x| x as i64).collect(),
+        None => vec![0; n],
+    };
+    let shift: Vec<i64> = b.col_sums.iter().zip(&bias).map(|(&s, &x)| x - a_zp as i64 * s as i64).collect();
+    with_scratch_u8(2 * m * k, |bytes| {
+        let (hi, lo) = bytes.split_at_mut(m * k);
+        for (i, (hi, lo)) in hi.chunks_exact_mut(k).zip(lo.chunks_exact_mut(k)).enumerate() {
+            for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(&a[i * lda..i * lda + k]) {
+                *h = (x >> 8) as u8;
+                *l = x as u8;
+            }
+        }
+        with_scratch(2 * m * n, |acc| {
+            gemm_u8s8(2 * m, bytes, k, 0, b, acc, n);
+            let (high, low) = acc.split_at(m * n);
+            with_scratch_f32(m * n, |sums| {
+                for ((s, (&h, &l)), &c) in sums.iter_mut().zip(high.iter().zip(low)).zip(shift.iter().cycle()) {
+                    *s = (256 * h as i64 + l as i64 + c) as f32;
+                }
+                epilogue_sums(m, n, sums, n, e, out_f32, out_q, residual);
+            });
+        });
     });
 }
 

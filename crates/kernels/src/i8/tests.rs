@@ -214,3 +214,34 @@ fn table_lookup_equals_indexing() {
         assert_eq!(buf, want, "in place, n={n}");
     }
 }
+
+#[test]
+fn sixteen_bit_product_equals_its_exact_sum_on_every_tier() {
+    // Codes near 65535 against full-range weights over K = 1536 (fc2 of ViT-S) pass 2³¹.
+    for &(m, k, n, a_zp) in &[(1, 1, 1, 0), (7, 64, 17, 1095), (13, 37, 100, 40000), (11, 1536, 40, 65535), (197, 1536, 70, 0)] {
+        let a: Vec<u16> = values(2 * m * k, 8).chunks(2).enumerate().map(|(i, b)| if i % 3 == 0 { 65535 } else { u16::from_le_bytes([b[0], b[1]]) }).collect();
+        let b: Vec<i8> = values(k * n, 9).into_iter().enumerate().map(|(i, v)| if i % 4 == 0 { -128 } else { v as i8 }).collect();
+        let scale: Vec<f32> = (0..n).map(|j| 1e-9 * (j as f32 + 1.0)).collect();
+        let bias: Vec<i32> = (0..n as i32).map(|j| j * 70_001 - 1_000_000).collect();
+        let exact = |i: usize, j: usize| -> f32 { ((0..k).map(|kk| (a[i * k + kk] as i64 - a_zp as i64) * b[kk * n + j] as i64).sum::<i64>() + bias[j] as i64) as f32 * scale[j] };
+        for out in [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }] {
+            let e = Epilogue { scale: scale.clone(), bias: Some(bias.clone()), out, table: None, residual: None, activation: None };
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                let packed = PackedB::from_rows(isa, k, n, 0, &b, n);
+                let (mut f, mut q) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+                gemm_u16s8_epilogue(m, &a, k, a_zp, &packed, &e, &mut f, &mut q, &[]);
+                for i in 0..m {
+                    for j in 0..n {
+                        let v = exact(i, j);
+                        let at = format!("{} m={m} k={k} n={n} a_zp={a_zp} ({i}, {j}) {out:?}", isa.name());
+                        match out {
+                            OutType::F32 => assert_eq!(f[i * n + j].to_bits(), v.to_bits(), "{at}"),
+                            OutType::U8 { zero_point } => assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8, "{at}"),
+                            OutType::S8 { zero_point } => assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8, "{at}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -132,7 +132,7 @@ def _progress(progress: bool | None) -> bool:
 def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: Any, *, preset: str = "full-int8", reduce_range: bool = False,
              per_tensor: bool = False, exclude: Sequence[str] = (), samples: int | None = None, threads: int | None = None,
              progress: bool | None = None, int8_softmax: bool = False, activation_epilogue: bool = False,
-             int8_residual: bool = False, adaptive_rounding: bool = False) -> dict:
+             int8_residual: bool = False, adaptive_rounding: bool = False, uint16_inputs: bool | None = None) -> dict:
     """Calibrates ``model`` (a float ONNX file) and writes a standard ONNX QDQ model to ``output``.
 
     ``calibration``: an ndarray ``[N, ...]`` (single-input models), a dict of such arrays by input
@@ -143,12 +143,15 @@ def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: A
     flags of those names: 8-bit attention logits and probabilities (faster, less accurate), GELU
     and the like in the product's epilogue instead of a table (slower), an 8-bit residual stream
     (less accurate on pretrained transformers). ``adaptive_rounding`` chooses each Linear's weight
-    codes for its output error on the calibration data (``--adaptive-rounding``)."""
+    codes for its output error on the calibration data (``--adaptive-rounding``). ``uint16_inputs``
+    stores the inputs of Linears that float ops other than a LayerNorm produce as 16-bit codes
+    (``--uint16-inputs``; default ``None``: on for ``int8-gemm``, off for ``full-int8``); the file
+    is then raised to opset 21."""
     data = _stacks(calibration)
     report = _octet.quantize(os.fspath(model), os.fspath(output), data, preset=preset, reduce_range=reduce_range, per_tensor=per_tensor,
                              exclude=list(exclude), samples=samples, threads=threads, progress=_progress(progress),
                              int8_softmax=int8_softmax, activation_epilogue=activation_epilogue, int8_residual=int8_residual,
-                             adaptive_rounding=adaptive_rounding)
+                             adaptive_rounding=adaptive_rounding, uint16_inputs=uint16_inputs)
     return json.loads(report)
 
 

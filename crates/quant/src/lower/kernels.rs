@@ -8,7 +8,7 @@ use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith, Q8};
-use octet_kernels::i8::{gemm_kernel_name, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
+use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
 use octet_kernels::Isa;
 use rayon::prelude::*;
 
@@ -82,11 +82,20 @@ impl Output {
     }
 }
 
-/// Runs the GEMM and the epilogue over `m` rows of `a`, giving an `m × n` tensor of `shape`.
-/// With several threads, each takes a block of rows through both. `residual` holds the `m × n`
-/// residual codes of `e.residual`; `sum` (f32 output only) `m × n` values added to the output.
+/// The left operand of a product with constant weights: u8 codes with zero point 0 (the input's
+/// zero point folded into the bias, [`weights_epilogue`]), or 16-bit codes with their zero point.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    U8(&'a [u8]),
+    U16 { codes: &'a [u16], zero_point: i32 },
+}
+
+/// Runs the GEMM and the epilogue over `m` rows of `a` (row stride `lda`), giving an `m × n`
+/// tensor of `shape`. With several threads, each takes a block of rows through both. `residual`
+/// holds the `m × n` residual codes of `e.residual`; `sum` (f32 output only) `m × n` values added
+/// to the output.
 #[allow(clippy::too_many_arguments)]
-fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8], sum: &[f32]) -> Tensor {
+fn gemm_out(m: usize, a: Rows, lda: usize, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8], sum: &[f32]) -> Tensor {
     let n = b.n;
     let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
     let (mut f, mut q) = match out {
@@ -99,7 +108,10 @@ fn gemm_out(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue
             return;
         }
         let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
-        gemm_u8s8_epilogue(rows, &a[r0 * lda..], lda, a_zp, b, e, f, q, res);
+        match a {
+            Rows::U8(a) => gemm_u8s8_epilogue(rows, &a[r0 * lda..], lda, 0, b, e, f, q, res),
+            Rows::U16 { codes, zero_point } => gemm_u16s8_epilogue(rows, &codes[r0 * lda..], lda, zero_point, b, e, f, q, res),
+        }
         if !sum.is_empty() {
             for (y, &r) in f[..rows * n].iter_mut().zip(&sum[r0 * n..(r0 + rows) * n]) {
                 *y += r;
@@ -177,11 +189,14 @@ pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> 
 
 /// `x[.., K] · W[K, N] (+ b)` with a u8/s8 activation, packed s8 weights and an i32 bias:
 /// Linear, Gemm and MatMul with constant weights. The epilogue comes from [`weights_epilogue`].
+/// With `wide_input` the activation is uint16 codes of `input`'s scale and zero point, and the
+/// epilogue comes from [`make_epilogue`] (the zero point is applied in i64, [`gemm_u16s8_epilogue`]).
 /// A second input is the residual: 8-bit codes for `epilogue.residual`, or with `sum_f32` (f32
 /// output) values added to the output, as the float Add it replaces does.
 #[derive(Clone, Debug)]
 pub struct QLinear {
     pub input: Affine,
+    pub wide_input: bool,
     pub weights: PackedB,
     pub epilogue: Epilogue,
     pub output: Output,
@@ -210,7 +225,6 @@ impl Op for QLinear {
         let x = required(inputs, 0, "x")?;
         let k = self.weights.k;
         let m = x.len() / k;
-        let (a, _) = as_u8(x, self.input)?;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = self.weights.n;
         let (residual, sum): (&[u8], &[f32]) = match optional(inputs, 1) {
@@ -218,14 +232,27 @@ impl Op for QLinear {
             Some(r) => (bytes(r)?, &[]),
             None => (&[], &[]),
         };
-        Ok(vec![gemm_out(m, &a, k, 0, &self.weights, &self.epilogue, shape, self.output, ctx.threads, residual, sum)])
+        let (bytes, codes);
+        let a = match (x.data(), self.wide_input) {
+            (Data::U16(v), true) => {
+                codes = v;
+                Rows::U16 { codes, zero_point: self.input.zero_point }
+            }
+            (d, true) => return Err(format!("input is {} but its parameters say uint16", d.dtype())),
+            (_, false) => {
+                bytes = as_u8(x, self.input)?.0;
+                Rows::U8(&bytes)
+            }
+        };
+        Ok(vec![gemm_out(m, a, k, &self.weights, &self.epilogue, shape, self.output, ctx.threads, residual, sum)])
     }
     fn foldable(&self) -> bool {
         false
     }
     fn kernel(&self) -> Option<String> {
         let sum = if self.sum_f32 { ", f32 residual add" } else { "" };
-        Some(format!("{} + {}{sum}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
+        let wide = if self.wide_input { "16-bit input as two bytes: " } else { "" };
+        Some(format!("{wide}{} + {}{sum}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
     }
     op_any!();
 }
@@ -385,7 +412,7 @@ impl Op for QConv {
                     }
                 }
             }
-            let t = gemm_out(pixels, &col, kdim, 0, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[], &[]);
+            let t = gemm_out(pixels, Rows::U8(&col), kdim, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[], &[]);
             let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
             parts.push(view.copy(&t).into_data());
         }

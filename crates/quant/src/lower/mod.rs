@@ -2,7 +2,8 @@
 //! (doc/quantization.md, section 7). What no rule matches keeps running in float between its
 //! DequantizeLinear and QuantizeLinear. One rule per pattern:
 //!
-//! - `DQ(x), DQ(W)[, DQ(b)] → MatMul|Gemm [→ Add(b)] → Q`   → QLinear (or f32 out without Q)
+//! - `DQ(x), DQ(W)[, DQ(b)] → MatMul|Gemm [→ Add(b)] → Q`   → QLinear (or f32 out without Q;
+//!   x 8-bit, or uint16 as two bytes)
 //! - `DQ(x), DQ(W)[, DQ(b)] → Conv → Q`                    → QConv
 //! - `DQ(a), DQ(b) → MatMul → Q`                            → QMatMul (Q·Kᵀ, P·V)
 //! - `DQ(x) → Reshape|Transpose|Split|… → Q` (same params)  → the same op on 8-bit data
@@ -26,7 +27,7 @@ use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueI
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
-use kernels::{weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable, QViews};
+use kernels::{make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable, QViews};
 
 /// The lowering for sessions: int8 kernels of the selected ISA tier.
 pub fn lowering() -> Lowering {
@@ -114,6 +115,14 @@ impl<'a> M<'a> {
         Some((d.input, d.affine()?))
     }
 
+    /// An activation input of 16-bit codes: a per-tensor uint16 DequantizeLinear of a non-constant
+    /// value (its parameters as an [`Affine`] of those codes).
+    fn dq_wide_activation(&self, v: ValueId) -> Option<(ValueId, Affine)> {
+        let d = self.dq(v)?;
+        let wide = d.dtype == DType::U16 && d.scale.len() == 1 && !self.g.fact(d.input).is_constant();
+        wide.then(|| (d.input, Affine { scale: d.scale[0], zero_point: d.zero_point[0], signed: false }))
+    }
+
     /// The single QuantizeLinear that reads `v` (and nothing else does), with its parameters.
     fn q_reader(&self, v: ValueId) -> Option<(usize, Affine)> {
         if self.g.outputs.contains(&v) {
@@ -192,7 +201,10 @@ fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         }
         _ => return None,
     };
-    let (x, xp) = m.dq_activation(a)?;
+    let (x, xp, wide_input) = match m.dq_activation(a) {
+        Some((x, xp)) => (x, xp, false),
+        None => m.dq_wide_activation(a).map(|(x, xp)| (x, xp, true))?,
+    };
     let (packed, ws) = weights(m, w, transposed, isa)?;
     if m.g.fact(a).shape.last() != Some(&packed.k) {
         return None;
@@ -219,8 +231,8 @@ fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
     };
     let (output, outputs, mut removed) = output_of(m, end);
     removed.extend(bias_add);
-    let epilogue = weights_epilogue(xp, &packed, &acc, bias, output);
-    let node = new_node(&t.name, QLinear { input: xp, weights: packed, epilogue, output, sum_f32: false }, vec![x], outputs);
+    let epilogue = if wide_input { make_epilogue(&acc, bias, output) } else { weights_epilogue(xp, &packed, &acc, bias, output) };
+    let node = new_node(&t.name, QLinear { input: xp, wide_input, weights: packed, epilogue, output, sum_f32: false }, vec![x], outputs);
     Some(Rewrite { at, node, removed })
 }
 
