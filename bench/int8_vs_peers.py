@@ -7,7 +7,9 @@ Engines (select with --engines):
     octet-int8       octet on its own QDQ model: `octet quantize --preset full-int8`
     octet-int8-fast  the same with `--int8-softmax` (8-bit attention logits and probabilities:
                      faster, less accurate on pretrained attention)
-    octet-int8-gemm  octet on its own QDQ model: `octet quantize --preset int8-gemm`
+    octet-int8-gemm  octet on its own QDQ model: `octet quantize --preset int8-gemm` (with 16-bit
+                     inputs for fc2 and the attention's output projection)
+    octet-int8-gemm8 the same with `--uint16-inputs off` (every input 8-bit)
     ort-fp32         ONNX Runtime (CPU EP, default graph optimizations) on the float model
     ort-int8         ONNX Runtime on its own QDQ model: quant_pre_process, then quantize_static
                      (QuantFormat.QDQ, per_channel=True, MinMax, activations QUInt8, weights QInt8),
@@ -80,14 +82,14 @@ MODELS = {
     "vit_s16": ("vit_small_patch16_224", "vit_s16_ts"),
     "vit_b16": ("vit_base_patch16_224", "vit_b16_ts"),
 }
-ENGINES = ["octet-fp32", "octet-int8", "octet-int8-fast", "octet-int8-rr", "octet-int8-gemm", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
+ENGINES = ["octet-fp32", "octet-int8", "octet-int8-fast", "octet-int8-rr", "octet-int8-gemm", "octet-int8-gemm8", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
 # engine: octet quantize arguments (octet-int8-rr: 7-bit weights, which octet's AVX2 tier runs on vpmaddubsw;
 # octet-int8-fast: 8-bit softmax and activation tables, the faster and less accurate forms)
 OCTET_PRESET = {"octet-int8": ["--preset", "full-int8"], "octet-int8-rr": ["--preset", "full-int8", "--reduce-range"],
                 "octet-int8-fast": ["--preset", "full-int8", "--int8-softmax"],
-                "octet-int8-gemm": ["--preset", "int8-gemm"]}
+                "octet-int8-gemm": ["--preset", "int8-gemm"], "octet-int8-gemm8": ["--preset", "int8-gemm", "--uint16-inputs", "off"]}
 # short column titles
-TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-fast": "oct i8 fast", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm",
+TITLE = {"octet-fp32": "octet f32", "octet-int8": "octet i8", "octet-int8-fast": "oct i8 fast", "octet-int8-rr": "oct i8 rr", "octet-int8-gemm": "oct gemm", "octet-int8-gemm8": "gemm u8",
          "ort-fp32": "ORT f32", "ort-int8": "ORT i8", "ov-fp32": "OV f32", "ov-int8": "OV i8"}
 RATIOS = [  # (title, numerator, denominator)
     ("o8/ORT8", "octet-int8", "ort-int8"),
@@ -101,6 +103,7 @@ AGREEMENT_PAIRS = [  # (label, engine, reference)
     ("octet int8 vs octet fp32", "octet-int8", "octet-fp32"),
     ("octet int8 --reduce-range vs octet fp32", "octet-int8-rr", "octet-fp32"),
     ("octet int8-gemm vs octet fp32", "octet-int8-gemm", "octet-fp32"),
+    ("octet int8-gemm, 8-bit inputs, vs octet fp32", "octet-int8-gemm8", "octet-fp32"),
     ("ORT int8 vs ORT fp32", "ort-int8", "ort-fp32"),
     ("OpenVINO int8 vs OpenVINO fp32", "ov-int8", "ov-fp32"),
     ("octet fp32 vs ORT fp32", "octet-fp32", "ort-fp32"),

@@ -71,6 +71,11 @@ impl Op for QuantizeLinear {
             let data = if p.signed { Data::I8(out.into_iter().map(|b| b as i8).collect()) } else { Data::U8(out) };
             return Ok(vec![Tensor::from_parts(x.shape().to_vec(), data)]);
         }
+        if let (Some(xs), 1, DType::U16) = (x.as_f32(), s.len(), dtype) {
+            let mut out = vec![0u16; xs.len()];
+            ew::quantize_u16(xs, s[0] as f32, z[0] as i32, &mut out);
+            return Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::U16(out))]);
+        }
         let idx = param_index(x.shape(), scale.shape(), self.axis)?;
         let (lo, hi) = match dtype {
             DType::U8 => (0.0, 255.0),

@@ -118,6 +118,16 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
+    /// `out = saturate(round_half_even(x / scale) + zero_point)` to uint16 codes (QuantizeLinear
+    /// per tensor, eq. 5), for the 16-bit Linear inputs.
+    pub fn quantize_u16(x: &[f32], scale: f32, zero_point: i32, out: &mut [u16]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (round_half_even(v / scale) + zero_point).clamp(0, 65535) as u16;
+        }
+    }
+}
+
+simd_dispatch! {
     /// `out = dq(q)` (DequantizeLinear, per tensor).
     pub fn dequantize(q: &[u8], p: Q8, out: &mut [f32]) {
         for (o, &b) in out.iter_mut().zip(q) {
