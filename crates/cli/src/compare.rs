@@ -115,7 +115,7 @@ impl Report {
         );
         s += &format!(
             "per node: SQNR of each output against the float model over {} samples (quantized model in float between dq and q), \
-             most harmful first; loss = worst input SQNR − own SQNR; grid = SQNR of the float value through its own 8-bit grid alone\n",
+             most harmful first; loss = worst input SQNR − own SQNR; grid = SQNR of the float value through its own grid alone (8 or 16 bits)\n",
             self.node_samples
         );
         s += &format!("  {:>8} {:>8} {:>8}  {:<22} node\n", "loss dB", "SQNR dB", "grid dB", "op");

@@ -119,7 +119,7 @@ table.nodes td, table.nodes th {{ border-bottom: 1px solid #edf0f3; }} td.num {{
 <p class="legend"><span><i class="sw" style="background:#3b6fb6"></i>quantized output</span><span><i class="sw" style="background:#9aa5b1"></i>float output (between dq and q)</span><span><i class="sw" style="background:#c0392b;border-radius:6px"></i>node loses ≥ 3 dB</span> Higher is better; hover a bar for the node.</p>
 {chart}
 <h2>Most harmful nodes</h2>
-<p class="sub">Loss: the worst SQNR among a node's inputs minus the SQNR of its output — what the node itself costs. Grid: the SQNR of the float model's value through the output's 8-bit grid alone ("float" when the output is not quantized).</p>
+<p class="sub">Loss: the worst SQNR among a node's inputs minus the SQNR of its output — what the node itself costs. Grid: the SQNR of the float model's value through the output's grid alone (8 or 16 bits) ("float" when the output is not quantized).</p>
 <table class="nodes"><tr><th>loss dB</th><th>SQNR dB</th><th>grid dB</th><th>op</th><th>node</th><th>clipped</th></tr>{table}</table>
 <h2>Activation ranges of the most harmful quantized values</h2>
 <p class="sub">Histogram of the float model's values (log counts); shaded: the range the int8 grid represents.</p>

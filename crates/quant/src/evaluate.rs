@@ -208,6 +208,7 @@ fn dequantized(qdq: &Graph, readers: &HashMap<ValueId, Vec<usize>>, v: ValueId) 
             let scale = constant(1)?.as_f32()?.first().copied()?;
             let (qtype, zp) = match constant(2) {
                 Some(t) if t.dtype() == octet_graph::DType::I8 => (QType::S8, t.to_f64_vec()[0] as i32),
+                Some(t) if t.dtype() == octet_graph::DType::U16 => (QType::U16, t.to_f64_vec()[0] as i32),
                 Some(t) => (QType::U8, t.to_f64_vec()[0] as i32),
                 None => (QType::U8, 0),
             };
