@@ -122,7 +122,7 @@ table.nodes td, table.nodes th {{ border-bottom: 1px solid #edf0f3; }} td.num {{
 <p class="sub">Loss: the worst SQNR among a node's inputs minus the SQNR of its output — what the node itself costs. Grid: the SQNR of the float model's value through the output's grid alone (8 or 16 bits) ("float" when the output is not quantized).</p>
 <table class="nodes"><tr><th>loss dB</th><th>SQNR dB</th><th>grid dB</th><th>op</th><th>node</th><th>clipped</th></tr>{table}</table>
 <h2>Activation ranges of the most harmful quantized values</h2>
-<p class="sub">Histogram of the float model's values (log counts); shaded: the range the int8 grid represents.</p>
+<p class="sub">Histogram of the float model's values (log counts); shaded: the range the output's grid represents.</p>
 <div class="grid">{hists}</div>
 </body></html>
 "#,

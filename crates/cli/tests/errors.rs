@@ -328,6 +328,11 @@ fn fuzzer_findings_stay_fixed() {
     let (ok, err, y) = run_hostile(&s, "resize_input_scales", &[("x", x), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, 0.1, 1e30]))]);
     assert!(ok, "an empty output is computed, not allocated for the other axis: {err}");
     assert_eq!(y.unwrap().shape()[2], 0);
+    let (ok, err, _) = run_hostile(&s, "qdq_empty_zero_point", &[("x", Tensor::f32(vec![1, 4], vec![1.0; 4]))]);
+    assert!(!ok && err.contains("node 'q' (QuantizeLinear)") && err.contains("0 zero point(s) for 1 scale(s)"), "{err}");
+    let (ok, err, y) = run_hostile(&s, "linear_empty_k", &[("x", Tensor::f32(vec![2, 0], vec![]))]);
+    let y = y.unwrap_or_else(|| panic!("a Linear over K = 0 sums nothing: {err}"));
+    assert!(ok && y.shape() == [2, 4] && y.as_f32().unwrap().iter().all(|&v| v == 0.0), "{y:?}");
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub fn check_raise(model: &ModelProto, to: i64) -> Result<(), String> {
     if from < OLDEST {
         return Err(format!("the model is at opset {from}, and octet raises opsets from {OLDEST} on (re-export it with opset {OLDEST} or later)"));
     }
+    if !model.functions.is_empty() {
+        return Err("the model defines local functions, whose opset imports octet does not rewrite".into());
+    }
     let mut blocking = None;
     if let Some(g) = &model.graph {
         for_each_node(g, &mut |n| {

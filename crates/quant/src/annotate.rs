@@ -572,26 +572,37 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
 }
 
 /// The groups that get 16-bit codes under `Options::uint16_inputs`: u8 groups that only
-/// quantized Linears read, as their input, whose values float ops produce (no int8 op writes
-/// them), and not a LayerNorm: the hidden activations after a float GELU, the attention context
+/// quantized Linears read, as their input, and that a float op other than a LayerNorm produces
+/// (looking back through data movement of one activation: the CLS token gathered from a
+/// LayerNorm is a LayerNorm's): the hidden activations after a float GELU, the attention context
 /// after a float `P·V`. Smoothing moves a LayerNorm output's massive channels into the next
 /// weights; these have no LayerNorm to take them, and on 8 bits the other channels keep a few
 /// levels (DINOv2-S, doc/quantization.md section 9). A 16-bit input doubles its Linear's time.
 pub fn uint16_inputs(units: &[Unit], groups: &[Group]) -> Vec<usize> {
-    let linear = |u: &Unit| u.rule == QuantRule::Matmul && u.op != "Conv" && u.right_operand.is_none() && u.inputs.len() == 1;
-    // Float producers, looking through data movement (the CLS token gathered from a LayerNorm).
-    fn float_not_norm(units: &[Unit], v: ValueId, depth: usize) -> bool {
-        units.iter().filter(|u| u.outputs.contains(&v)).all(|u| match u.rule {
-            _ if u.selected || u.op == "LayerNormalization" => false,
-            QuantRule::SharesInput if depth > 0 => u.inputs.iter().all(|&i| float_not_norm(units, i, depth - 1)),
-            _ => true,
-        })
+    let mut producer: HashMap<ValueId, &Unit> = HashMap::new();
+    let mut readers: HashMap<ValueId, Vec<&Unit>> = HashMap::new();
+    for u in units {
+        producer.extend(u.outputs.iter().map(|&o| (o, u)));
+        if u.selected {
+            for &i in &u.inputs {
+                readers.entry(i).or_default().push(u);
+            }
+        }
     }
-    let wide = |v: ValueId| {
-        let producer_ok = float_not_norm(units, v, 8);
-        let mut readers = units.iter().filter(|u| u.selected && u.inputs.contains(&v)).peekable();
-        producer_ok && readers.peek().is_some() && readers.all(linear)
+    let linear = |u: &&Unit| u.rule == QuantRule::Matmul && u.op != "Conv" && u.right_operand.is_none() && u.inputs.len() == 1;
+    let made_by_float_op = |mut v: ValueId| {
+        for _ in 0..8 {
+            let Some(u) = producer.get(&v) else { return false };
+            match (u.selected || u.op == "LayerNormalization", u.rule, u.inputs.as_slice()) {
+                (true, ..) => return false,
+                (false, QuantRule::SharesInput, [x]) => v = *x,
+                (false, QuantRule::SharesInput, _) => return false,
+                (false, ..) => return true,
+            }
+        }
+        false
     };
+    let wide = |v: ValueId| readers.get(&v).is_some_and(|r| r.iter().all(linear)) && made_by_float_op(v);
     let eight_bit = |g: &Group| matches!(g.kind, GroupKind::Observed { signed: false, .. });
     groups.iter().enumerate().filter(|(_, g)| eight_bit(g) && g.members.iter().all(|&(v, _)| wide(v))).map(|(i, _)| i).collect()
 }

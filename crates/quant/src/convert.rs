@@ -48,6 +48,42 @@ fn corrected_bias(bias: &Tensor, w: &Tensor, w_hat: &Tensor, out_axis: usize, me
     Tensor::f32(bias.shape().to_vec(), b.iter().zip(&shift).map(|(&b, &d)| b - d as f32).collect())
 }
 
+/// Weight codes dequantized (`shape` of the weight): what the file stores rounds back to them.
+fn dequantized(codes: &[i64], p: &QParams, shape: &[usize]) -> Tensor {
+    let inner: usize = p.axis.map(|a| shape[a + 1..].iter().product()).unwrap_or(1);
+    let channels = p.scale.len();
+    Tensor::f32(shape.to_vec(), codes.iter().enumerate().map(|(i, &q)| p.dequantize(q, (i / inner) % channels)).collect())
+}
+
+/// The largest bias code (eq. 7) that conversion allows: half of i32's range, for the bias
+/// correction that may still move it.
+const BIAS_CODE_LIMIT: f32 = 1_073_741_824.0;
+
+/// Keeps the bias codes `b_j / (s_x · s_w,j)` inside [`BIAS_CODE_LIMIT`]: 16-bit inputs make
+/// `s_x` 257× smaller than 8-bit ones, and a column of tiny weights under a large bias would
+/// saturate its int32 code (a wrong output in every engine). Such a column's weight scale grows to
+/// what its bias needs, and the weight (`float`) is rounded to nearest on that coarser grid.
+fn fit_bias_codes(bias: &[f32], sx: f32, weight: &mut ConstantQdq, float: &Tensor) {
+    let p = &weight.params;
+    let needed = |c: usize| -> f32 {
+        let of = |j: usize| bias[j].abs() / (sx * BIAS_CODE_LIMIT);
+        if p.scale.len() == 1 { (0..bias.len()).map(of).fold(0.0, f32::max) } else { bias.get(c).map_or(0.0, |_| of(c)) }
+    };
+    if (0..p.scale.len()).all(|c| p.scale[c] >= needed(c) || !needed(c).is_finite()) {
+        return;
+    }
+    let mut wider = p.clone();
+    for (c, s) in wider.scale.iter_mut().enumerate() {
+        let n = needed(c);
+        if n.is_finite() && n > *s {
+            *s = n;
+        }
+    }
+    let codes = wider.quantize_all(float.as_f32().expect("float weight"), float.shape());
+    weight.value = dequantized(&codes, &wider, float.shape());
+    weight.params = wider;
+}
+
 /// Chooses every parameter and lists the Q/DQ to insert; weight codes lie in `[−weight_qmax,
 /// weight_qmax]`, rounded adaptively where calibration measured the Linear's inputs
 /// ([`crate::rounding`]), else to nearest.
@@ -105,14 +141,12 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
                     }
                     _ => p.quantize_all(w, value.shape()),
                 };
-                // The codes dequantized: what the file stores rounds back to them.
-                let inner: usize = p.axis.map(|a| value.shape()[a + 1..].iter().product()).unwrap_or(1);
-                let channels = p.scale.len();
-                let w_hat = codes.iter().enumerate().map(|(i, &q)| p.dequantize(q, (i / inner) % channels)).collect();
-                (Tensor::f32(value.shape().to_vec(), w_hat), p)
+                (dequantized(&codes, &p, value.shape()), p)
             }
             ConstantKind::Bias { input, weight } => {
                 let sx = params[input].scale[0];
+                let w = typed.fact(ann.constants[*weight].value).value.as_ref().expect("constants have values");
+                fit_bias_codes(value.as_f32().expect("float bias"), sx, &mut constants[*weight], w);
                 let sw = &constants[*weight].params;
                 let p = QParams { qtype: QType::I32, scale: sw.scale.iter().map(|s| s * sx).collect(), zero_point: vec![0; sw.scale.len()], axis: sw.axis.map(|_| 0) };
                 let value = match (cal.means.get(input).filter(|_| bias_correction), &ann.constants[*weight].kind) {
@@ -129,4 +163,29 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     }
     values.sort_by(|a, b| a.name.cmp(&b.name));
     Conversion { edits: QdqEdits { activations, constants }, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bias_too_large_for_its_codes_widens_only_its_columns_weight_scale() {
+        // W [K = 2, N = 2]: column 0 tiny weights under a bias of 5, column 1 ordinary.
+        let float = Tensor::f32(vec![2, 2], vec![1e-6, 0.5, -2e-6, -0.25]);
+        let p = QParams::symmetric_weights(float.as_f32().unwrap(), &[2, 2], Some(1), 127.0);
+        let nearest = dequantized(&p.quantize_all(float.as_f32().unwrap(), &[2, 2]), &p, &[2, 2]);
+        let mut weight = ConstantQdq { node: 0, slot: 1, value: nearest.clone(), params: p.clone() };
+        let sx = 10.0 / 65535.0;
+        let bias = [5.0f32, 0.1];
+        assert!(bias[0] / (sx * p.scale[0]) > i32::MAX as f32, "the test's column 0 overflows as set up");
+        fit_bias_codes(&bias, sx, &mut weight, &float);
+        let q = &weight.params;
+        assert!((bias[0] / (sx * q.scale[0]) - BIAS_CODE_LIMIT).abs() <= 1e-3 * BIAS_CODE_LIMIT, "{:?}", q.scale);
+        assert_eq!(q.scale[1], p.scale[1], "column 1 keeps its scale");
+        let w = weight.value.as_f32().unwrap();
+        let before = nearest.as_f32().unwrap();
+        assert_eq!((w[1], w[3]), (before[1], before[3]), "column 1 keeps its codes");
+        assert!(w[0].abs() <= q.scale[0] && w[2].abs() <= q.scale[0], "column 0 rounds on its wider grid: {w:?}");
+    }
 }

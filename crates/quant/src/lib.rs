@@ -57,7 +57,7 @@ pub struct Summary {
     pub uint16_activations: usize,
     /// The default-domain opset the model was at, when 16-bit codes made the file raise it.
     pub opset_raised_from: Option<i64>,
-    /// Why `Options::uint16_inputs` was asked for and not applied.
+    /// Why `Options::uint16_inputs` found Linear inputs to widen and they stayed 8-bit.
     pub uint16_skipped: Option<String>,
 }
 
@@ -141,13 +141,15 @@ pub fn quantize_prepared(
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
     let typed = TypedGraph::specialize(g, &shapes)?;
-    let uint16_skipped = opts.uint16_inputs.then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
-    if uint16_skipped.is_some() {
-        opts.uint16_inputs = false;
-    }
     let session = Session::new(g.clone(), threads)?;
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
-    let annotation = annotate::annotate(g, &typed, &opts);
+    let mut annotation = annotate::annotate(g, &typed, &opts);
+    let wide = annotation.groups.iter().any(|g| matches!(g.kind, annotate::GroupKind::Observed { wide: true, .. }));
+    let uint16_skipped = wide.then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
+    if uint16_skipped.is_some() {
+        opts.uint16_inputs = false;
+        annotation = annotate::annotate(g, &typed, &opts);
+    }
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, opts.adaptive_rounding, threads, progress)?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax(), threads);
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);

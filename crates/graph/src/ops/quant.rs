@@ -27,7 +27,13 @@ fn param_index(shape: &[usize], params: &[usize], axis: i64) -> OpResult<Vec<usi
 
 fn zero_points(zp: Option<&Tensor>, len: usize) -> OpResult<Vec<i64>> {
     match zp {
-        Some(z) => z.to_i64_vec().ok_or_else(|| format!("zero point must be an integer tensor, got {}", z.dtype())),
+        Some(z) => {
+            let z = z.to_i64_vec().ok_or_else(|| format!("zero point must be an integer tensor, got {}", z.dtype()))?;
+            if z.len() != len {
+                return Err(format!("{} zero point(s) for {len} scale(s)", z.len()));
+            }
+            Ok(z)
+        }
         None => Ok(vec![0; len]),
     }
 }
@@ -141,7 +147,7 @@ impl Op for DequantizeLinear {
 
 /// Zero points of an integer operand: one per tensor, or one per row (`per` elements).
 fn shifts(zp: Option<&Tensor>, per: usize, what: &str) -> OpResult<Vec<i64>> {
-    let z = zero_points(zp, 1)?;
+    let z = zero_points(zp, zp.map_or(1, |z| z.len()))?;
     match z.len() {
         1 => Ok(vec![z[0]; per.max(1)]),
         n if n == per => Ok(z),

@@ -201,8 +201,9 @@ pub struct Epilogue {
     /// For 8-bit outputs: a residual added after the table, `q(dq(y) + dq(r))`, with `r` passed
     /// to [`epilogue`] (the arithmetic of the residual Add it replaces).
     pub residual: Option<Residual>,
-    /// For 8-bit outputs: a float activation between the scaled accumulators and the
-    /// requantization (then `scale` gives the product's real values, not output steps).
+    /// A float activation on the scaled accumulators: before the requantization of 8-bit
+    /// outputs (then `scale` gives the product's real values, not output steps), or on the f32
+    /// output.
     pub activation: Option<Activation>,
 }
 
@@ -212,6 +213,7 @@ pub struct Epilogue {
 pub struct Activation {
     /// Elementwise, in place (a vectorised slice kernel such as `f32::gelu_erf`).
     pub f: fn(&mut [f32]),
+    /// The scale of 8-bit outputs (not read for f32 outputs).
     pub out_scale: f32,
 }
 
@@ -260,8 +262,12 @@ fn epilogue_rows<T: Copy>(m: usize, n: usize, c: &[T], ldc: usize, e: &Epilogue,
         let row = &c[i * ldc..i * ldc + n];
         match e.out {
             OutType::F32 => {
-                for (((o, &v), &b), &s) in out_f32[i * n..(i + 1) * n].iter_mut().zip(row).zip(&bias).zip(&scales) {
+                let o = &mut out_f32[i * n..(i + 1) * n];
+                for (((o, &v), &b), &s) in o.iter_mut().zip(row).zip(&bias).zip(&scales) {
                     *o = sum(v, b) * s;
+                }
+                if let Some(act) = e.activation {
+                    (act.f)(o);
                 }
             }
             OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
@@ -370,6 +376,14 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
                 elementwise::quantize(real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, out_q);
             });
             epilogue_post(m, n, e, out_q, residual);
+            return;
+        }
+        if let (Some(act), OutType::F32) = (e.activation, e.out) {
+            assert!(out_f32.len() >= m * n);
+            let store = vnni::Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
+            // SAFETY: the tier was available when `b` was packed; the assert bounds every access.
+            unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+            (act.f)(&mut out_f32[..m * n]);
             return;
         }
         let store = match e.out {

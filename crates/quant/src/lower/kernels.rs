@@ -269,8 +269,10 @@ fn epilogue_name(e: &Epilogue) -> String {
     if e.residual.is_some() {
         parts.push("residual add");
     }
-    if e.activation.is_some() {
-        parts.push("f32 activation before requantizing");
+    match (e.activation, e.out) {
+        (Some(_), OutType::F32) => parts.push("f32 activation"),
+        (Some(_), _) => parts.push("f32 activation before requantizing"),
+        (None, _) => {}
     }
     parts.join(", ")
 }

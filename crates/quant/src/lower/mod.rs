@@ -95,6 +95,9 @@ impl<'a> M<'a> {
             Some(z) => self.g.fact(z).value.as_ref()?.to_i64_vec()?,
             None => vec![0; scale.len()],
         };
+        if scale.is_empty() || zp.len() != scale.len() {
+            return None;
+        }
         let rank = self.g.fact(input).shape.len() as i64;
         let axis = (scale.len() > 1).then(|| if op.axis < 0 { op.axis + rank } else { op.axis } as usize);
         Some(Dq {
@@ -206,7 +209,7 @@ fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         None => m.dq_wide_activation(a).map(|(x, xp)| (x, xp, true))?,
     };
     let (packed, ws) = weights(m, w, transposed, isa)?;
-    if m.g.fact(a).shape.last() != Some(&packed.k) {
+    if m.g.fact(a).shape.last() != Some(&packed.k) || packed.k == 0 || packed.n == 0 {
         return None;
     }
     let n = packed.n;
@@ -250,6 +253,9 @@ fn conv(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         return None;
     }
     let (m_out, kdim) = (ws[0], ws[1] * ws[2] * ws[3]);
+    if m_out == 0 || kdim == 0 {
+        return None;
+    }
     let octet_graph::Data::I8(w) = wt.data() else { return None };
     let packed = PackedB::from_cols(isa, kdim, m_out, 0, w, kdim);
     let acc: Vec<f32> = d.scale.iter().map(|s| s * xp.scale).collect();
@@ -561,23 +567,26 @@ fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     Some((r, Node { name: n.name.clone(), op, inputs: n.inputs.clone(), outputs: g.nodes[r].outputs.clone(), fused: vec![] }))
 }
 
-/// `QLinear|QConv (f32 out) → float activation [→ Q]` (the product and its activation quantized
-/// once, after it: annotate::activation_inputs) → the activation in the GEMM's epilogue.
+/// `QLinear|QConv (f32 out) → float activation [→ Q]` → the activation in the GEMM's epilogue:
+/// quantized once, after it, when an 8-bit Q reads it (annotate::activation_inputs), else
+/// written f32 (int8-gemm's GELU before a 16-bit Linear input).
 fn epilogue_activation(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
     let r = sole_reader(g, n.outputs[0])?;
     let kind = g.nodes[r].op.downcast::<Unary>()?.0;
     let f = kind.f32_kernel()?;
     let (output, outputs, removed) = output_of(&M { g }, g.nodes[r].outputs[0]);
-    let Output::Quantized(p) = output else { return None };
     let with_activation = |e: &octet_kernels::i8::Epilogue, out: Output| -> Option<octet_kernels::i8::Epilogue> {
-        if !matches!(out, Output::F32) || e.table.is_some() || e.residual.is_some() {
+        if !matches!(out, Output::F32) || e.table.is_some() || e.residual.is_some() || e.activation.is_some() {
             return None;
         }
-        let activation = Some(octet_kernels::i8::Activation { f, out_scale: p.scale });
-        Some(octet_kernels::i8::Epilogue { out: p.out_type(), activation, ..e.clone() })
+        let (out, out_scale) = match output {
+            Output::Quantized(p) => (p.out_type(), p.scale),
+            Output::F32 => (octet_kernels::i8::OutType::F32, 1.0),
+        };
+        Some(octet_kernels::i8::Epilogue { out, activation: Some(octet_kernels::i8::Activation { f, out_scale }), ..e.clone() })
     };
-    let op: Arc<dyn Op> = if let Some(l) = n.op.downcast::<QLinear>() {
+    let op: Arc<dyn Op> = if let Some(l) = n.op.downcast::<QLinear>().filter(|l| !l.sum_f32) {
         Arc::new(QLinear { epilogue: with_activation(&l.epilogue, l.output)?, output, ..l.clone() })
     } else if let Some(c) = n.op.downcast::<QConv>() {
         Arc::new(QConv { epilogue: with_activation(&c.epilogue, c.output)?, output, ..c.clone() })
