@@ -145,9 +145,9 @@ pub enum ConstantKind {
 /// How a group's parameters are found.
 #[derive(Clone, Debug)]
 pub enum GroupKind {
-    /// From calibration; s8 symmetric when a member is a right matmul operand, else u8
-    /// asymmetric, or u16 asymmetric when `wide` ([`uint16_inputs`]).
-    Observed { signed: bool, wide: bool },
+    /// From calibration, of type `qtype`: S8 symmetric when a member is a right matmul operand,
+    /// U16 asymmetric for [`uint16_inputs`], else U8 asymmetric.
+    Observed { qtype: QType },
     Fixed(QParams),
 }
 
@@ -531,7 +531,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     for &v in &quantized {
         let (root, f) = shared.find(v);
         let g = *by_root.entry(root).or_insert_with(|| {
-            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { signed: false, wide: false }, tensor: TensorKind::Input });
+            groups.push(Group { members: Vec::new(), kind: GroupKind::Observed { qtype: QType::U8 }, tensor: TensorKind::Input });
             groups.len() - 1
         });
         groups[g].members.push((v, f));
@@ -560,12 +560,12 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         if let Some((v, f)) = g.members.iter().find(|(v, _)| fixed.contains_key(v)) {
             g.kind = GroupKind::Fixed(fixed[v].scaled(1.0 / f));
         } else if g.members.iter().any(|(v, _)| signed.contains(v)) {
-            g.kind = GroupKind::Observed { signed: true, wide: false };
+            g.kind = GroupKind::Observed { qtype: QType::S8 };
         }
     }
     if opts.uint16_inputs {
         for g in uint16_inputs(&units, &groups) {
-            groups[g].kind = GroupKind::Observed { signed: false, wide: true };
+            groups[g].kind = GroupKind::Observed { qtype: QType::U16 };
         }
     }
     Annotation { units, groups, constants, unit_of }
@@ -603,7 +603,7 @@ pub fn uint16_inputs(units: &[Unit], groups: &[Group]) -> Vec<usize> {
         false
     };
     let wide = |v: ValueId| readers.get(&v).is_some_and(|r| r.iter().all(linear)) && made_by_float_op(v);
-    let eight_bit = |g: &Group| matches!(g.kind, GroupKind::Observed { signed: false, .. });
+    let eight_bit = |g: &Group| matches!(g.kind, GroupKind::Observed { qtype: QType::U8 });
     groups.iter().enumerate().filter(|(_, g)| eight_bit(g) && g.members.iter().all(|&(v, _)| wide(v))).map(|(i, _)| i).collect()
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Error, Hooks, Session, Tensor, ValueId};
+use octet_graph::{Error, Hooks, QType, Session, Tensor, ValueId};
 
 use crate::annotate::{Annotation, ConstantKind, GroupKind};
 use crate::observer::{Method, Observer};
@@ -158,7 +158,7 @@ pub fn calibrate(
         .groups
         .iter()
         .map(|g| match g.kind {
-            GroupKind::Observed { signed, .. } => Some(Observer::new(signed)),
+            GroupKind::Observed { qtype } => Some(Observer::new(qtype == QType::S8)),
             GroupKind::Fixed(_) => None,
         })
         .collect();

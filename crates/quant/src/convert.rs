@@ -64,20 +64,14 @@ const BIAS_CODE_LIMIT: f32 = 1_073_741_824.0;
 /// saturate its int32 code (a wrong output in every engine). Such a column's weight scale grows to
 /// what its bias needs, and the weight (`float`) is rounded to nearest on that coarser grid.
 fn fit_bias_codes(bias: &[f32], sx: f32, weight: &mut ConstantQdq, float: &Tensor) {
-    let p = &weight.params;
-    let needed = |c: usize| -> f32 {
-        let of = |j: usize| bias[j].abs() / (sx * BIAS_CODE_LIMIT);
-        if p.scale.len() == 1 { (0..bias.len()).map(of).fold(0.0, f32::max) } else { bias.get(c).map_or(0.0, |_| of(c)) }
-    };
-    if (0..p.scale.len()).all(|c| p.scale[c] >= needed(c) || !needed(c).is_finite()) {
-        return;
+    let needed = |b: f32| b.abs() / (sx * BIAS_CODE_LIMIT);
+    let mut wider = weight.params.clone();
+    match wider.scale.as_mut_slice() {
+        [s] => *s = bias.iter().map(|&b| needed(b)).filter(|n| n.is_finite()).fold(*s, f32::max),
+        scales => scales.iter_mut().zip(bias).filter(|(_, b)| needed(**b).is_finite()).for_each(|(s, &b)| *s = s.max(needed(b))),
     }
-    let mut wider = p.clone();
-    for (c, s) in wider.scale.iter_mut().enumerate() {
-        let n = needed(c);
-        if n.is_finite() && n > *s {
-            *s = n;
-        }
+    if wider.scale == weight.params.scale {
+        return;
     }
     let codes = wider.quantize_all(float.as_f32().expect("float weight"), float.shape());
     weight.value = dequantized(&codes, &wider, float.shape());
@@ -94,15 +88,11 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
     for (g, group) in ann.groups.iter().enumerate() {
         let base = match (&group.kind, &cal.observers[g]) {
             (GroupKind::Fixed(p), _) => p.clone(),
-            (GroupKind::Observed { signed, wide }, Some(obs)) => {
+            (&GroupKind::Observed { qtype }, Some(obs)) => {
                 // 16 bits hold the whole observed range at a finer step than any clipped 8-bit grid.
-                let method = if *wide && method == Method::Auto { Method::MinMax } else { method.for_kind(group.tensor) };
+                let method = if qtype == QType::U16 && method == Method::Auto { Method::MinMax } else { method.for_kind(group.tensor) };
                 let (lo, hi) = obs.range(method);
-                match (signed, wide) {
-                    (true, _) => QParams::from_range(lo, hi, QType::S8, true),
-                    (false, true) => QParams::from_range(lo, hi, QType::U16, false),
-                    (false, false) => QParams::from_range(lo, hi, QType::U8, false),
-                }
+                QParams::from_range(lo, hi, qtype, qtype == QType::S8)
             }
             (GroupKind::Observed { .. }, None) => unreachable!("observed groups have observers"),
         };

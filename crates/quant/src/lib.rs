@@ -144,11 +144,12 @@ pub fn quantize_prepared(
     let session = Session::new(g.clone(), threads)?;
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
     let mut annotation = annotate::annotate(g, &typed, &opts);
-    let wide = annotation.groups.iter().any(|g| matches!(g.kind, annotate::GroupKind::Observed { wide: true, .. }));
-    let uint16_skipped = wide.then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
+    let wide = |g: &annotate::Group| matches!(g.kind, annotate::GroupKind::Observed { qtype: octet_graph::QType::U16 });
+    let uint16_skipped = annotation.groups.iter().any(wide).then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
     if uint16_skipped.is_some() {
-        opts.uint16_inputs = false;
-        annotation = annotate::annotate(g, &typed, &opts);
+        for g in annotation.groups.iter_mut().filter(|g| wide(g)) {
+            g.kind = annotate::GroupKind::Observed { qtype: octet_graph::QType::U8 };
+        }
     }
     let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, opts.adaptive_rounding, threads, progress)?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax(), threads);

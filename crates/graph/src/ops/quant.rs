@@ -147,7 +147,10 @@ impl Op for DequantizeLinear {
 
 /// Zero points of an integer operand: one per tensor, or one per row (`per` elements).
 fn shifts(zp: Option<&Tensor>, per: usize, what: &str) -> OpResult<Vec<i64>> {
-    let z = zero_points(zp, zp.map_or(1, |z| z.len()))?;
+    let z = match zp {
+        Some(z) => integers(z, &format!("{what} zero point"))?,
+        None => vec![0],
+    };
     match z.len() {
         1 => Ok(vec![z[0]; per.max(1)]),
         n if n == per => Ok(z),

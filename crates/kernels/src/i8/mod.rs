@@ -378,14 +378,6 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
             epilogue_post(m, n, e, out_q, residual);
             return;
         }
-        if let (Some(act), OutType::F32) = (e.activation, e.out) {
-            assert!(out_f32.len() >= m * n);
-            let store = vnni::Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
-            // SAFETY: the tier was available when `b` was packed; the assert bounds every access.
-            unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
-            (act.f)(&mut out_f32[..m * n]);
-            return;
-        }
         let store = match e.out {
             OutType::F32 => {
                 assert!(out_f32.len() >= m * n);
@@ -399,8 +391,10 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
         };
         // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
         unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
-        if e.out != OutType::F32 {
-            epilogue_post(m, n, e, out_q, residual);
+        match (e.out, e.activation) {
+            (OutType::F32, Some(act)) => (act.f)(&mut out_f32[..m * n]),
+            (OutType::F32, None) => {}
+            _ => epilogue_post(m, n, e, out_q, residual),
         }
         return;
     }

@@ -118,12 +118,15 @@ impl<'a> M<'a> {
         Some((d.input, d.affine()?))
     }
 
-    /// An activation input of 16-bit codes: a per-tensor uint16 DequantizeLinear of a non-constant
-    /// value (its parameters as an [`Affine`] of those codes).
-    fn dq_wide_activation(&self, v: ValueId) -> Option<(ValueId, Affine)> {
+    /// A Linear's activation input: [`M::dq_activation`], or a per-tensor uint16 DequantizeLinear
+    /// (its parameters as an [`Affine`] of those codes, and `true`).
+    fn linear_input(&self, v: ValueId) -> Option<(ValueId, Affine, bool)> {
         let d = self.dq(v)?;
-        let wide = d.dtype == DType::U16 && d.scale.len() == 1 && !self.g.fact(d.input).is_constant();
-        wide.then(|| (d.input, Affine { scale: d.scale[0], zero_point: d.zero_point[0], signed: false }))
+        match (d.dtype, &d.scale[..], &d.zero_point[..]) {
+            _ if self.g.fact(d.input).is_constant() => None,
+            (DType::U16, &[scale], &[zero_point]) => Some((d.input, Affine { scale, zero_point, signed: false }, true)),
+            _ => Some((d.input, d.affine()?, false)),
+        }
     }
 
     /// The single QuantizeLinear that reads `v` (and nothing else does), with its parameters.
@@ -204,10 +207,7 @@ fn linear(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         }
         _ => return None,
     };
-    let (x, xp, wide_input) = match m.dq_activation(a) {
-        Some((x, xp)) => (x, xp, false),
-        None => m.dq_wide_activation(a).map(|(x, xp)| (x, xp, true))?,
-    };
+    let (x, xp, wide_input) = m.linear_input(a)?;
     let (packed, ws) = weights(m, w, transposed, isa)?;
     if m.g.fact(a).shape.last() != Some(&packed.k) || packed.k == 0 || packed.n == 0 {
         return None;
