@@ -11,7 +11,8 @@ The cases are onnx.backend.test.case.node.collect_testcases() of the installed o
 default-domain ops only (subgraphs included), the function-expanded variants (`*_expanded*`)
 left out, and only cases whose inputs and outputs are plain tensors. Each case is written to
 target/node-all/<case>/ (model.onnx, input_<i>.npy, output_<i>.npy, data set 0) and run by
-ONNX Runtime here and by octet's session through `crates/cli/examples/node_tests.rs`; both
+ONNX Runtime here, by octet's session through `crates/cli/examples/node_tests.rs`, and by the
+`octet run` command as a user runs it (one process per case, `.npz` out); all
 compare as the ONNX backend test runner does (|got - want| <= atol + rtol*|want|, NaN equal).
 A case whose arrays .npy cannot hold faithfully (bfloat16, float8, int4, strings) is run by
 ONNX Runtime but counts as an octet failure with that reason.
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO / "tools" / "fixtures"))
 from make_node_tests import walk_nodes  # noqa: E402
 OUT = REPO / "target" / "node-all"
 RUNNER = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "examples" / "node_tests"
+OCTET = RUNNER.parents[1] / "octet"
 
 
 def plain(v):
@@ -107,6 +109,25 @@ def run_onnxruntime(model, inputs, outputs, rtol, atol) -> str | None:
     return None
 
 
+def run_octet_cli(case: Path, rtol, atol) -> str:
+    """One case as a user runs it: `octet run model.onnx -i NAME=input_<i>.npy … -o out.npz`."""
+    model = onnx.load(case / "model.onnx")
+    constants = {t.name for t in model.graph.initializer}
+    args = [str(OCTET), "run", str(case / "model.onnx"), "--threads", "1", "-o", str(case / "octet_run.npz")]
+    for k, i in enumerate(model.graph.input):
+        if i.name not in constants:
+            args += ["-i", f"{i.name}={case / f'input_{k}.npy'}"]
+    res = subprocess.run(args, capture_output=True, text=True)
+    if res.returncode != 0:
+        return "fail: " + (res.stderr.strip().splitlines() or ["exit %d" % res.returncode])[-1][:200]
+    got = np.load(case / "octet_run.npz")
+    for k, out in enumerate(model.graph.output):
+        why = close(got[out.name], np.load(case / f"output_{k}.npy"), rtol, atol)
+        if why:
+            return f"fail: output {k}: {why}"
+    return "pass"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -136,14 +157,16 @@ def main() -> int:
     print(f"{len(cases)} cases written to {OUT.relative_to(REPO)}", file=log)
 
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "octet-cli", "--example", "node_tests"], cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "octet-cli", "--bin", "octet", "--example", "node_tests"], cwd=REPO, check=True)
     res = subprocess.run([str(RUNNER), str(OUT)], cwd=REPO, check=True, capture_output=True, text=True)
     octet = json.loads(res.stdout)
     for c in cases:
         c["octet"] = unreadable.get(c["name"]) or octet.get(c["name"], "not run")
+        c["octet_run"] = unreadable.get(c["name"]) or run_octet_cli(OUT / c["name"], c["rtol"], c["atol"])
 
     ort_pass = sum(c["onnxruntime"] == "pass" for c in cases)
     octet_pass = sum(c["octet"] == "pass" for c in cases)
+    octet_run_pass = sum(c["octet_run"] == "pass" for c in cases)
     per_op = collections.defaultdict(lambda: [0, 0, 0])
     for c in cases:
         for op in c["ops"]:
@@ -154,6 +177,7 @@ def main() -> int:
         "onnx": onnx.__version__,
         "cases": len(cases),
         "octet_pass": octet_pass,
+        "octet_run_pass": octet_run_pass,
         "onnxruntime_pass": ort_pass,
         "per_op": {op: dict(zip(("cases", "octet", "onnxruntime"), v)) for op, v in sorted(per_op.items())},
         "results": cases,
@@ -165,7 +189,7 @@ def main() -> int:
 
     import onnxruntime
     print(f"\nonnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}: {len(cases)} node test cases")
-    print(f"  octet passes        {octet_pass}")
+    print(f"  octet passes        {octet_pass} (session), {octet_run_pass} (through `octet run`)")
     print(f"  ONNX Runtime passes {ort_pass}")
     print(f"\n{'op':<28} {'cases':>5} {'octet':>5} {'ORT':>5}")
     for op, (n, o, r) in sorted(per_op.items()):
@@ -174,6 +198,10 @@ def main() -> int:
     for c in cases:
         if c["octet"] != "pass":
             print(f"  {c['name']}: {c['octet']}")
+    print("\ncases that pass through the session and fail through `octet run`:")
+    for c in cases:
+        if c["octet"] == "pass" and c["octet_run"] != "pass":
+            print(f"  {c['name']}: {c['octet_run']}")
     print(f"\nreport: {(OUT / 'report.json').relative_to(REPO)}")
     return 0
 

@@ -105,6 +105,33 @@ def test_onnxruntime_runs_octet_qdq_and_agrees(fixture, preset, tmp_path):
     assert cosine(optimized, ref) > 0.99, "ONNX Runtime's int8 kernels disagree with its own QDQ reference"
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_values_read_only_inside_subgraphs_load_in_onnxruntime(preset, tmp_path):
+    """If, Loop and Scan bodies that read values nothing else reads (tools/fixtures/
+    make_control_flow_models.py): the file passes onnx's full check, ONNX Runtime loads it, and
+    both branches agree with octet's run and with the float model."""
+    import onnx
+
+    fixture = os.path.join(FIXTURES, "control_flow")
+    calib = str(tmp_path / "calib.npy")
+    calibration("control_flow", calib)
+    qdq = str(tmp_path / "model.int8.onnx")
+    octet("quantize", os.path.join(fixture, "model.onnx"), "--calib", calib, "-o", qdq, "--preset", preset, *WEIGHT_FLAGS)
+    onnx.checker.check_model(onnx.load(qdq), full_check=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"])
+    for suffix in ["", "_else"]:
+        x_path = os.path.join(fixture, f"input{suffix}.npy")
+        theirs = dict(zip(["y", "s"], sess.run(["y", "s"], {"x": np.load(x_path)})))
+        octet("run", qdq, "-i", x_path, "-o", str(tmp_path / "octet.npz"))
+        ours = np.load(tmp_path / "octet.npz")
+        float_ref = np.load(os.path.join(fixture, f"ort{suffix}.npz"))
+        for name in ["y", "s"]:
+            assert cosine(ours[name], theirs[name]) > 0.999, (suffix, name)
+            assert cosine(theirs[name], float_ref[name]) > 0.999, (suffix, name)
+
+
 def weight_codes(path):
     """Every s8 initializer that a DequantizeLinear reads with a per-channel or constant scale."""
     import onnx

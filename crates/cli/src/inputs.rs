@@ -7,7 +7,7 @@ use octet_graph::{Dim, Graph, Tensor};
 
 use crate::npy;
 
-/// One `--input` argument: `x.npy` or `NAME=x.npy`.
+/// One `--input` argument: `x.npy`, `NAME=x.npy`, or `all.npz` (one array per input, by name).
 #[derive(Clone, Debug)]
 pub struct InputArg {
     pub name: Option<String>,
@@ -25,37 +25,52 @@ impl std::str::FromStr for InputArg {
     }
 }
 
-/// Reads the `.npy` files and orders them as the graph's inputs, checking names, dtypes and
-/// ranks (exact shapes are checked when the plan is made).
+fn is_npz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "npz")
+}
+
+/// Reads the `.npy` and `.npz` files and orders them as the graph's inputs, checking names,
+/// dtypes and ranks (exact shapes are checked when the plan is made). A model without inputs
+/// takes none.
 pub fn bind(graph: &Graph, args: &[InputArg]) -> Result<Vec<Tensor>> {
     let names: Vec<&str> = (0..graph.inputs.len()).map(|i| graph.input_name(i)).collect();
     let mut slots: Vec<Option<Tensor>> = vec![None; names.len()];
-    for (k, a) in args.iter().enumerate() {
-        let i = match &a.name {
-            Some(n) => names.iter().position(|m| m == n).with_context(|| format!("the model has no input '{n}'; its inputs are: {}", names.join(", ")))?,
-            None if args.len() == 1 && names.len() == 1 => 0,
-            None if names.len() > 1 => bail!("the model has {} inputs ({}); name each one: --input NAME=FILE.npy", names.len(), names.join(", ")),
-            None => k,
-        };
+    let mut put = |i: usize, t: Tensor, from: &Path| -> Result<()> {
         if slots[i].is_some() {
             bail!("input '{}' is given twice", names[i]);
         }
-        slots[i] = Some(load_for(graph, i, &a.path)?);
+        let input = &graph.inputs[i];
+        if t.dtype() != input.dtype {
+            bail!("'{}' holds {} values; input '{}' of the model takes {}", from.display(), t.dtype(), names[i], input.dtype);
+        }
+        slots[i] = Some(t);
+        Ok(())
+    };
+    let unknown = |n: &str| anyhow::anyhow!("the model has no input '{n}'; its inputs are: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    for (k, a) in args.iter().enumerate() {
+        if a.name.is_none() && is_npz(&a.path) {
+            let arrays = npy::read_npz(&a.path)?;
+            let single = arrays.len() == 1 && names.len() == 1;
+            for (n, t) in arrays {
+                let i = if single { 0 } else { names.iter().position(|m| *m == n).ok_or_else(|| unknown(&n)).with_context(|| format!("in '{}'", a.path.display()))? };
+                put(i, t, &a.path)?;
+            }
+            continue;
+        }
+        let i = match &a.name {
+            Some(n) => names.iter().position(|m| m == n).ok_or_else(|| unknown(n))?,
+            None if names.is_empty() => bail!("the model takes no inputs; run it without --input"),
+            None if args.len() == 1 && names.len() == 1 => 0,
+            None if names.len() > 1 => bail!("the model has {} inputs ({}); name each one: --input NAME=FILE.npy, or pass one .npz holding an array per input", names.len(), names.join(", ")),
+            None => k,
+        };
+        put(i, npy::read(&a.path)?, &a.path)?;
     }
     slots
         .into_iter()
         .enumerate()
         .map(|(i, t)| t.with_context(|| format!("missing input '{}' {} ({}): pass --input {}=FILE.npy", names[i], graph.inputs[i].describe_dims(), graph.inputs[i].dtype, names[i])))
         .collect()
-}
-
-fn load_for(graph: &Graph, i: usize, path: &Path) -> Result<Tensor> {
-    let t = npy::read(path)?;
-    let input = &graph.inputs[i];
-    if t.dtype() != input.dtype {
-        bail!("'{}' holds {} values; input '{}' of the model takes {}", path.display(), t.dtype(), graph.input_name(i), input.dtype);
-    }
-    Ok(t)
 }
 
 /// A deterministic pseudo-random input for every model input, symbolic dims set to `batch`.

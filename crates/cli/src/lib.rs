@@ -49,11 +49,15 @@ pub extern "C" fn configure_allocator() {
     octet_graph::memory::set_return_freed_memory(collect);
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it into place, so a failed
-/// write never leaves a half-written file.
+/// Writes `bytes` to a temporary file next to `path` (named after it and this process), then
+/// renames it into place, so a failed write never leaves a half-written file.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_extension(format!("{ext}.tmp{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write '{}'", path.display()))
 }

@@ -163,10 +163,14 @@ enum Command {
     Run {
         /// The model (.onnx). External weight files are looked up next to it.
         model: PathBuf,
-        /// An input: FILE.npy for a single-input model, or NAME=FILE.npy. Repeat for several inputs.
-        #[arg(short, long = "input", required = true)]
+        /// An input: FILE.npy for a single-input model, NAME=FILE.npy, or FILE.npz holding one
+        /// array per input (by name). Repeat for several inputs; leave out for a model without
+        /// inputs. Every element type ONNX tensors have in NumPy: float16/32/64, signed and
+        /// unsigned 8- to 64-bit integers, bool.
+        #[arg(short, long = "input")]
         inputs: Vec<InputArg>,
-        /// Where to write: a .npy file for a single output, a folder for several (one NAME.npy each).
+        /// Where to write: a .npy file for a single output, a .npz for all of them (one array
+        /// per output name), or a folder (one NAME.npy each).
         #[arg(short, long)]
         output: PathBuf,
         /// Threads to use [default: all cores].
@@ -207,6 +211,10 @@ enum Command {
         #[arg(long)]
         calib: PathBuf,
         /// The QDQ model to write (.onnx); the chosen ranges go next to it as .ranges.json.
+        /// Before it is written, the model is checked: ONNX's rules for every graph and subgraph,
+        /// import, both engines run on samples held back from calibration (the last 4 when there
+        /// are more than 16, or those past --calib-samples), outputs compared with float. A model
+        /// that fails is not written.
         #[arg(short, long)]
         output: PathBuf,
         /// full-int8: every op with an int8 rule (fastest; holds accuracy with the default remedies,
@@ -274,7 +282,7 @@ enum Command {
         /// Keep nodes float whose name or op type matches this regular expression (repeatable).
         #[arg(long)]
         exclude: Vec<String>,
-        /// Use at most this many calibration samples.
+        /// Calibrate on at most this many samples (up to 4 more are read for the check).
         #[arg(long)]
         calib_samples: Option<usize>,
         /// Keep the fewest, most sensitive ops float until int8 top-1 accuracy on --eval is
@@ -393,11 +401,11 @@ fn dispatch(command: Command) -> Result<()> {
             let start = std::time::Instant::now();
             let written = run::run(&model, &inputs, &output, threads, engine(reference))?;
             if json {
-                let outs: Vec<_> = written.iter().map(|(p, t)| serde_json::json!({"path": p, "shape": t.shape(), "dtype": t.dtype()})).collect();
+                let outs: Vec<_> = written.iter().map(|w| serde_json::json!({"name": w.name, "path": w.path, "shape": w.tensor.shape(), "dtype": w.tensor.dtype()})).collect();
                 out!("{}", serde_json::json!({"outputs": outs, "seconds": start.elapsed().as_secs_f64(), "threads": threads}));
             } else {
-                for (p, t) in &written {
-                    out!("wrote {} ({} {:?})", p.display(), t.dtype(), t.shape());
+                for w in &written {
+                    out!("wrote {} to {} ({} {:?})", w.name, w.path.display(), w.tensor.dtype(), w.tensor.shape());
                 }
             }
         }

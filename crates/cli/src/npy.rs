@@ -8,7 +8,8 @@ use npyz::WriterBuilder;
 use octet_graph::ops::view::View;
 use octet_graph::{DType, Data, Tensor};
 
-/// Reads a `.npy` of float32, float64, int64, int32, int8, uint8 or bool (C or Fortran order).
+/// Reads a `.npy` of any element type octet has: float32, float64, float16, signed and
+/// unsigned integers of 8 to 64 bits, bool (C or Fortran order).
 pub fn read(path: &Path) -> Result<Tensor> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
@@ -19,7 +20,9 @@ pub fn read(path: &Path) -> Result<Tensor> {
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is not a valid .npz file: {e}", path.display());
     let mut npz = npyz::npz::NpzArchive::open(path).map_err(bad)?;
-    let names: Vec<String> = npz.array_names().map(String::from).collect();
+    let archive = npz.zip_archive();
+    let files = (0..archive.len()).map(|i| archive.by_index_raw(i).map(|f| f.name().to_string())).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.into()))?;
+    let names: Vec<String> = files.iter().filter_map(|f| npyz::npz::array_name_from_file_name(f)).map(String::from).collect();
     names
         .into_iter()
         .map(|n| {
@@ -95,42 +98,48 @@ fn descr(dtype: DType) -> &'static str {
     }
 }
 
+/// A tensor as the bytes of a `.npy` file.
+fn encode(t: &Tensor) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let dtype = npyz::DType::Plain(descr(t.dtype()).parse().expect("valid type string"));
+    macro_rules! put {
+        ($v:expr) => {{
+            let mut w = npyz::WriteOptions::new().dtype(dtype).shape(&shape).writer(&mut buf).begin_nd()?;
+            w.extend($v)?;
+            w.finish()?;
+        }};
+    }
+    match t.data() {
+        Data::F32(v) => put!(v.iter().copied()),
+        Data::F64(v) => put!(v.iter().copied()),
+        Data::F16(v) => put!(v.iter().copied()),
+        Data::I64(v) => put!(v.iter().copied()),
+        Data::I32(v) => put!(v.iter().copied()),
+        Data::I16(v) => put!(v.iter().copied()),
+        Data::I8(v) => put!(v.iter().copied()),
+        Data::U64(v) => put!(v.iter().copied()),
+        Data::U32(v) => put!(v.iter().copied()),
+        Data::U16(v) => put!(v.iter().copied()),
+        Data::U8(v) => put!(v.iter().copied()),
+        Data::Bool(v) => put!(v.iter().copied()),
+    }
+    Ok(buf)
+}
+
 /// Writes a tensor as `.npy`, through a temporary file renamed into place.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut buf = Vec::new();
-        let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-        let dtype = npyz::DType::Plain(descr(t.dtype()).parse().expect("valid type string"));
-        macro_rules! put {
-            ($v:expr) => {{
-                let mut w = npyz::WriteOptions::new().dtype(dtype).shape(&shape).writer(&mut buf).begin_nd()?;
-                w.extend($v)?;
-                w.finish()?;
-            }};
-        }
-        match t.data() {
-            Data::F32(v) => put!(v.iter().copied()),
-            Data::F64(v) => put!(v.iter().copied()),
-            Data::F16(v) => put!(v.iter().copied()),
-            Data::I64(v) => put!(v.iter().copied()),
-            Data::I32(v) => put!(v.iter().copied()),
-            Data::I16(v) => put!(v.iter().copied()),
-            Data::I8(v) => put!(v.iter().copied()),
-            Data::U64(v) => put!(v.iter().copied()),
-            Data::U32(v) => put!(v.iter().copied()),
-            Data::U16(v) => put!(v.iter().copied()),
-            Data::U8(v) => put!(v.iter().copied()),
-            Data::Bool(v) => put!(v.iter().map(|&b| b as u8)),
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    crate::write_atomically(path, &encode(t)?)
+}
+
+/// Writes named tensors as one `.npz` (uncompressed, as `numpy.savez`), through a temporary
+/// file renamed into place.
+pub fn write_npz(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    for (name, t) in tensors {
+        zip.start_file(npyz::npz::file_name_from_array_name(name), options)?;
+        zip.write_all(&encode(t)?)?;
     }
-    result.with_context(|| format!("cannot write '{}'", path.display()))
+    crate::write_atomically(path, &zip.finish()?.into_inner())
 }

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use octet_graph::{Session, Tensor};
 use octet_quant::evaluate;
+use octet_quant::verify::{self, Verification};
 use octet_quant::{Method, Options, Summary};
 use regex::Regex;
 use serde::Serialize;
@@ -46,6 +47,8 @@ pub struct Report {
     pub output_bytes: u64,
     #[serde(flatten)]
     pub summary: Summary,
+    /// The check the file passed before it was written.
+    pub verification: Verification,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
 }
@@ -66,10 +69,12 @@ pub fn quantize(r: &Request) -> Result<Report> {
         bail!("the output '{}' must end in .onnx", r.output.display());
     }
     let model = octet_onnx::load(r.model)?;
+    let loaded = r.samples.map(|n| n + verify::HELD_BACK);
     let samples = match &r.calib {
-        Calibration::Path(p) => calib_data::load(p, &model.graph, &r.preprocess, r.samples)?,
-        Calibration::Stacks(stacks) => calib_data::from_stacks(stacks, &model.graph, r.samples, "the calibration data")?,
+        Calibration::Path(p) => calib_data::load(p, &model.graph, &r.preprocess, loaded)?,
+        Calibration::Stacks(stacks) => calib_data::from_stacks(stacks, &model.graph, loaded, "the calibration data")?,
     };
+    let (samples, check, held_back) = verify::hold_back(samples, r.samples);
     let bar = if r.progress { ProgressBar::new(samples.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} runs [{elapsed} < {eta}]").expect("template"));
     let (q, fallback) = match &r.target {
@@ -89,11 +94,12 @@ pub fn quantize(r: &Request) -> Result<Report> {
         }
     };
     bar.finish_and_clear();
+    let verification = verify::verify(&q.model, &model.base, &model.graph, &check, held_back, r.threads)?;
     octet_onnx::save(&q.model, r.output)?;
     let ranges = ranges_path(r.output);
     let json = serde_json::json!({ "summary": q.summary, "values": q.values, "ops": q.annotation.units });
     crate::write_atomically(&ranges, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary, fallback })
+    Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary, verification, fallback })
 }
 
 impl Report {
@@ -113,6 +119,7 @@ impl Report {
                 f.kept_float.join(", ")
             );
         }
+        out += &self.verification.text();
         let smoothed = self.summary.outliers.smoothing.iter().filter(|s| s.alpha.is_some()).count();
         if smoothed > 0 || !self.summary.outliers.wide_values.is_empty() {
             out += &format!(

@@ -37,33 +37,51 @@ pub fn session(graph: octet_graph::Graph, threads: usize, engine: Engine) -> Res
     })
 }
 
-/// Where each output goes: `--output` names a file for one output, a folder for several.
+/// Where each output goes: `--output` names a `.npy` file for one output, a `.npz` for all of
+/// them, or a folder (one NAME.npy each).
 pub fn output_paths(out: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
-    if names.len() == 1 && !out.is_dir() {
+    if is_npz(out) || (names.len() == 1 && !out.is_dir()) {
         return Ok(vec![out.to_path_buf()]);
     }
     if !out.is_dir() {
         if out.extension().is_some_and(|e| e == "npy") {
-            bail!("the model has {} outputs ({}); --output must be a folder", names.len(), names.join(", "));
+            bail!("the model has {} outputs ({}); --output must be a folder or a .npz", names.len(), names.join(", "));
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create folder '{}'", out.display()))?;
     }
     Ok(names.iter().map(|n| out.join(format!("{}.npy", sanitize(n)))).collect())
 }
 
+fn is_npz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "npz")
+}
+
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
-/// Runs the model and writes its outputs; returns them with the paths written.
-pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize, engine: Engine) -> Result<Vec<(PathBuf, Tensor)>> {
+/// One output as written.
+pub struct Written {
+    pub name: String,
+    pub path: PathBuf,
+    pub tensor: Tensor,
+}
+
+/// Runs the model and writes its outputs; returns each with its name and the path it went to.
+pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize, engine: Engine) -> Result<Vec<Written>> {
     let session = open(model, threads, engine)?;
     let tensors = bind(session.graph(), inputs)?;
     let names = session.graph().output_names();
     let paths = output_paths(output, &names)?;
     let outs = session.run(tensors)?;
-    for (p, t) in paths.iter().zip(&outs) {
-        npy::write(p, t)?;
+    if is_npz(output) {
+        let named: Vec<(&str, &Tensor)> = names.iter().copied().zip(&outs).collect();
+        npy::write_npz(output, &named)?;
+    } else {
+        for (p, t) in paths.iter().zip(&outs) {
+            npy::write(p, t)?;
+        }
     }
-    Ok(paths.into_iter().zip(outs).collect())
+    let paths = paths.into_iter().cycle();
+    Ok(names.iter().zip(paths).zip(outs).map(|((n, path), tensor)| Written { name: n.to_string(), path, tensor }).collect())
 }

@@ -53,3 +53,29 @@ fn onnx_backend_node_tests_match_manifest() {
     }
     assert!(mismatches.is_empty(), "node tests differ from tests/node/manifest.json:\n{}", mismatches.join("\n"));
 }
+
+/// The same cases through the door users use: one `octet run` process per case, every input
+/// named on the command line, every output written to one `.npz` and read back. Each case passes
+/// through the CLI exactly when it passes through the session (every element type is read and
+/// written, models without inputs run).
+#[test]
+fn onnx_backend_node_tests_pass_through_octet_run() {
+    let node_dir = common::root().join("tests/node");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(node_dir.join("cases.json")).unwrap()).unwrap();
+    let manifest: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(node_dir.join("manifest.json")).unwrap()).unwrap();
+    let scratch = common::Scratch::new("node-cli");
+    let mut mismatches = Vec::new();
+    let mut passed = 0;
+    let all = cases["cases"].as_array().unwrap();
+    for case in all {
+        let name = case["name"].as_str().unwrap();
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap_or(1e-3), case["atol"].as_f64().unwrap_or(1e-7));
+        let outcome = common::run_node_case_cli(std::path::Path::new(env!("CARGO_BIN_EXE_octet")), &node_dir.join(name), &scratch.path(&format!("{name}.npz")), rtol, atol);
+        passed += usize::from(outcome.is_ok());
+        if outcome.is_ok() != (manifest.get(name).map(String::as_str) == Some("pass")) {
+            mismatches.push(format!("{name}: through octet run {outcome:?}, manifest '{}'", manifest.get(name).map_or("(none)", |s| s.as_str())));
+        }
+    }
+    println!("{passed} of {} node tests pass through `octet run`", all.len());
+    assert!(mismatches.is_empty(), "octet run differs from the session on:\n{}", mismatches.join("\n"));
+}

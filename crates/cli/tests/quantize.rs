@@ -278,3 +278,56 @@ fn images_are_preprocessed_like_timm() {
         }
     }
 }
+
+/// A model whose If, Loop and Scan bodies read values of the enclosing graph that nothing else
+/// reads (a Concat output, a quantized Linear's output): the written file keeps their producers,
+/// loads in octet and runs on both engines, both branches, close to ONNX Runtime's float output.
+#[test]
+fn values_read_only_inside_subgraphs_survive_quantization() {
+    let d = Scratch::new("quant-control-flow");
+    for preset in ["full-int8", "int8-gemm"] {
+        let q = quantize(&d, "control_flow", &[8, 16], 24, &["--preset", preset]);
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(q.with_extension("ranges.json")).unwrap()).unwrap();
+        assert!(report["summary"]["ops_quantized"].as_u64().unwrap() >= 2, "{report}");
+        let proto = octet_onnx::load(&q).unwrap().proto;
+        octet_onnx::scope::validate(&proto).unwrap();
+        let kept: Vec<&str> = proto.graph.as_ref().unwrap().node.iter().map(|n| n.name()).collect();
+        assert!(kept.contains(&"/dec/Concat_5") && kept.contains(&"/dec/Tanh") && kept.contains(&"/scan/Sigmoid"), "{kept:?}");
+        for suffix in ["", "_else"] {
+            let input = fixture("control_flow", &format!("input{suffix}.npy"));
+            let want = npy::read_npz(&fixture("control_flow", &format!("ort{suffix}.npz"))).unwrap();
+            for engine in [&[][..], &["--reference"][..]] {
+                let out = d.path(&format!("out{suffix}{}.npz", engine.len()));
+                let mut args = vec!["run", s(&q), "--input", s(&input), "-o", s(&out)];
+                args.extend_from_slice(engine);
+                let (ok, _, err) = octet(&args);
+                assert!(ok, "{args:?}: {err}");
+                for ((name, got), (wname, w)) in npy::read_npz(&out).unwrap().iter().zip(&want) {
+                    assert_eq!(name, wname);
+                    let c = cosine(got, w);
+                    assert!(c > 0.999, "{preset} {suffix} {engine:?} output {name}: cosine {c}");
+                }
+            }
+        }
+    }
+}
+
+/// `octet quantize` checks the file before it writes it and reports the check, in text and JSON.
+#[test]
+fn quantize_reports_its_check_on_held_back_samples() {
+    let d = Scratch::new("quant-verify");
+    let calib = d.path("calib.npy");
+    npy::write(&calib, &random(vec![20, 16, 128], 3)).unwrap();
+    let model = fixture("seed_attention_ts", "model.onnx");
+    let out = d.path("q.onnx");
+    let (ok, text, err) = octet(&["quantize", s(&model), "--calib", s(&calib), "-o", s(&out)]);
+    assert!(ok, "{err}");
+    assert!(text.contains("checked: the file loads and runs in octet") && text.contains("4 held-back sample(s)"), "{text}");
+    let (ok, json, err) = octet(&["quantize", s(&model), "--calib", s(&calib), "-o", s(&out), "--calib-samples", "8", "--json"]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = &r["verification"];
+    assert_eq!((v["samples"].as_u64(), v["held_back"].as_bool(), r["samples"].as_u64()), (Some(4), Some(true), Some(8)), "{json}");
+    let cosine = v["outputs"][0]["int8_worst"].as_f64().unwrap();
+    assert!(cosine > 0.99 && cosine <= 1.0 + 1e-9, "{json}");
+}

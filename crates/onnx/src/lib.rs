@@ -10,6 +10,7 @@ mod export;
 mod import;
 pub mod opset;
 pub mod qdq;
+pub mod scope;
 mod tensor;
 
 pub use export::{inline_external_data, save};

@@ -2,10 +2,8 @@
 //! QuantizeLinear/DequantizeLinear need opset 21. Nodes whose meaning changed on the way are
 //! rewritten to the new form; a model holding a change octet does not rewrite is left as it is.
 
-use std::collections::HashSet;
-
 use crate::proto::tensor_proto::DataType;
-use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::proto::{attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, TensorProto};
 
 /// The first opset whose QuantizeLinear and DequantizeLinear take uint16 and int16.
 pub const SIXTEEN_BIT_QDQ: i64 = 21;
@@ -36,18 +34,6 @@ pub fn default_opset(model: &ModelProto) -> Option<i64> {
     model.opset_import.iter().find(|o| is_default_domain(o.domain())).map(|o| o.version())
 }
 
-/// Every node of `g` and of its subgraphs (If, Loop, Scan bodies).
-fn for_each_node(g: &GraphProto, f: &mut impl FnMut(&NodeProto)) {
-    for n in &g.node {
-        f(n);
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(&a.graphs) {
-                for_each_node(sub, f);
-            }
-        }
-    }
-}
-
 /// `Ok` when [`raise`] can take `model` to opset `to`, else why not (a sentence).
 pub fn check_raise(model: &ModelProto, to: i64) -> Result<(), String> {
     let from = default_opset(model).ok_or("the model imports no default-domain opset")?;
@@ -62,7 +48,7 @@ pub fn check_raise(model: &ModelProto, to: i64) -> Result<(), String> {
     }
     let mut blocking = None;
     if let Some(g) = &model.graph {
-        for_each_node(g, &mut |n| {
+        crate::scope::for_each_node(g, &mut |n| {
             if let Some((op, at)) = NOT_REWRITTEN.iter().find(|(op, at)| is_default_domain(n.domain()) && n.op_type() == *op && from < *at && to >= *at) {
                 blocking.get_or_insert_with(|| format!("node '{}' is a {op}, whose meaning changed at opset {at}, and octet does not rewrite it", n.name()));
             }
@@ -82,8 +68,7 @@ pub fn raise(model: &mut ModelProto, to: i64) -> Result<i64, String> {
         return Ok(from);
     }
     if let Some(g) = model.graph.as_mut() {
-        let mut names = HashSet::new();
-        collect_names(g, &mut names);
+        let mut names = crate::scope::FreshNames::of(g);
         rewrite_graph(g, from, to, &mut names);
     }
     for o in model.opset_import.iter_mut().filter(|o| is_default_domain(o.domain())) {
@@ -95,31 +80,7 @@ pub fn raise(model: &mut ModelProto, to: i64) -> Result<i64, String> {
     Ok(from)
 }
 
-fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
-    names.extend(g.initializer.iter().map(|t| t.name().to_string()));
-    names.extend(g.input.iter().map(|i| i.name().to_string()));
-    for n in &g.node {
-        names.extend(n.output.iter().cloned());
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(&a.graphs) {
-                collect_names(sub, names);
-            }
-        }
-    }
-}
-
-fn fresh(names: &mut HashSet<String>, want: String) -> String {
-    let mut name = want.clone();
-    let mut k = 1;
-    while names.contains(&name) {
-        name = format!("{want}_{k}");
-        k += 1;
-    }
-    names.insert(name.clone());
-    name
-}
-
-fn rewrite_graph(g: &mut GraphProto, from: i64, to: i64, names: &mut HashSet<String>) {
+fn rewrite_graph(g: &mut GraphProto, from: i64, to: i64, names: &mut crate::scope::FreshNames) {
     let crosses = |at: i64| from < at && to >= at;
     let mut initializers = Vec::new();
     for n in g.node.iter_mut() {
@@ -134,7 +95,7 @@ fn rewrite_graph(g: &mut GraphProto, from: i64, to: i64, names: &mut HashSet<Str
         if crosses(18) && REDUCE_AXES_INPUT_AT_18.contains(&n.op_type()) {
             if let Some(at) = n.attribute.iter().position(|a| a.name() == "axes") {
                 let axes = n.attribute.remove(at).ints;
-                let name = fresh(names, format!("{}_axes", n.output.first().map_or(n.name(), |o| o.as_str())));
+                let name = names.fresh(format!("{}_axes", n.output.first().map_or(n.name(), |o| o.as_str())));
                 initializers.push(TensorProto {
                     name: Some(name.clone()),
                     dims: vec![axes.len() as i64],
@@ -157,7 +118,7 @@ fn rewrite_graph(g: &mut GraphProto, from: i64, to: i64, names: &mut HashSet<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::OperatorSetIdProto;
+    use crate::proto::{NodeProto, OperatorSetIdProto};
 
     fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
         NodeProto { op_type: Some(op.into()), name: Some(format!("{op}_0")), input: inputs.iter().map(|s| s.to_string()).collect(), output: outputs.iter().map(|s| s.to_string()).collect(), attribute, ..Default::default() }

@@ -1,7 +1,7 @@
 //! Inserting QuantizeLinear / DequantizeLinear into an ONNX model: the standard QDQ form that
 //! ONNX Runtime, other tools and octet's lowering all read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use octet_graph::{QParams, QType, Tensor};
 
@@ -91,35 +91,12 @@ fn qdq_node(op: &str, name: &str, inputs: [&str; 3], output: &str, axis: Option<
     }
 }
 
-/// Unique names next to the model's own.
-struct Names(HashSet<String>);
-
-impl Names {
-    fn fresh(&mut self, want: String) -> String {
-        let mut name = want.clone();
-        let mut k = 1;
-        while self.0.contains(&name) {
-            name = format!("{want}_{k}");
-            k += 1;
-        }
-        self.0.insert(name.clone());
-        name
-    }
-}
-
 /// Applies the edits. Node indices in the edits refer to the model's node list before the call.
 /// Q/DQ of an activation are placed right after its producer (first, for graph inputs), those
 /// of constants first, so the node list stays topologically sorted.
 pub fn insert_qdq(model: &mut ModelProto, edits: &QdqEdits) {
     let g = model.graph.as_mut().expect("an imported model has a graph");
-    let mut names = Names(
-        g.node
-            .iter()
-            .flat_map(|n| n.output.iter().cloned().chain(n.name.clone()))
-            .chain(g.initializer.iter().map(|t| t.name().to_string()))
-            .chain(g.input.iter().map(|i| i.name().to_string()))
-            .collect(),
-    );
+    let mut names = crate::scope::FreshNames::of(g);
     let mut prologue: Vec<NodeProto> = Vec::new();
     let mut after: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     let mut nodes = g.node.clone();
@@ -171,22 +148,5 @@ pub fn insert_qdq(model: &mut ModelProto, edits: &QdqEdits) {
         out.extend(after.remove(&i).unwrap_or_default());
     }
     g.node = out;
-    remove_unused(g);
-}
-
-/// Drops nodes whose outputs nothing reads, then initializers nothing reads: the float weights
-/// that quantized copies replaced, and the folding chains that fed them.
-fn remove_unused(g: &mut crate::proto::GraphProto) {
-    loop {
-        let used: HashSet<&str> = g.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).chain(g.output.iter().map(|o| o.name())).collect();
-        let before = g.node.len();
-        let keep: Vec<bool> = g.node.iter().map(|n| n.output.iter().any(|o| used.contains(o.as_str()))).collect();
-        let mut it = keep.into_iter();
-        g.node.retain(|_| it.next().unwrap());
-        if g.node.len() == before {
-            break;
-        }
-    }
-    let used: HashSet<String> = g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name().to_string())).collect();
-    g.initializer.retain(|t| used.contains(t.name()));
+    crate::scope::remove_unread(g);
 }

@@ -176,9 +176,11 @@ def test_ops_and_compare(tmp_path, seed_int8):
     assert open(tmp_path / "r.html").read().startswith("<!doctype html>")
 
 
-@pytest.mark.parametrize("case", ["test_cast_FLOAT16_to_DOUBLE", "test_add_uint16", "test_bitshift_right_int16", "test_add_uint64"])
+@pytest.mark.parametrize("case", ["test_cast_FLOAT16_to_DOUBLE", "test_add_uint16", "test_bitshift_right_int16", "test_add_uint64", "test_add_int8",
+                                  "test_add_uint32", "test_and2d", "test_equal", "test_constant"])
 def test_session_takes_and_returns_every_numpy_element_type(case):
-    """ONNX's own node tests (tests/node): float16 and the 16/64-bit integer types in and out."""
+    """ONNX's own node tests (tests/node): float16, float64, every integer width and bool in and
+    out, and a model without inputs (test_constant)."""
     d = os.path.join(ROOT, "tests", "node", case)
     sess = octet.InferenceSession(os.path.join(d, "model.onnx"))
     feed = {i.name: np.load(os.path.join(d, f"input_{k}.npy")) for k, i in enumerate(sess.get_inputs())}

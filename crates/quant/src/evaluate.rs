@@ -68,6 +68,21 @@ pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
     (10.0 * (signal / noise).log10()).min(SQNR_CAP_DB)
 }
 
+/// Cosine similarity of two vectors given as pairs of elements; 1 when both are zero.
+pub fn cosine(pairs: impl IntoIterator<Item = (f64, f64)>) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (p, q) in pairs {
+        ab += p * q;
+        aa += p * p;
+        bb += q * q;
+    }
+    if aa == 0.0 && bb == 0.0 {
+        1.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+    }
+}
+
 /// How the quantized model's outputs agree with the float model's.
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputAgreement {
@@ -105,19 +120,7 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
     let cosine = x
         .chunks(per)
         .zip(y.chunks(per))
-        .map(|(a, b)| {
-            let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-            for (&p, &q) in a.iter().zip(b) {
-                ab += p as f64 * q as f64;
-                aa += p as f64 * p as f64;
-                bb += q as f64 * q as f64;
-            }
-            if aa == 0.0 && bb == 0.0 {
-                1.0
-            } else {
-                ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
-            }
-        })
+        .map(|(a, b)| cosine(a.iter().zip(b).map(|(&p, &q)| (p as f64, q as f64))))
         .sum::<f64>()
         / n as f64;
     let (signal, noise) = x.iter().zip(y).fold((0.0, 0.0), |(s, e), (&a, &b)| (s + a as f64 * a as f64, e + (a as f64 - b as f64).powi(2)));

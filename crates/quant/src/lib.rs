@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod observer;
 pub mod outliers;
 pub mod rounding;
+pub mod verify;
 
 use octet_graph::{Error, Session, Tensor, TypedGraph};
 use octet_onnx::proto::ModelProto;

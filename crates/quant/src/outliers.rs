@@ -293,9 +293,7 @@ fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads:
 /// Makes input `slot` of node `node` read a new float initializer holding `values`.
 fn set_input(proto: &mut ModelProto, node: usize, slot: usize, shape: &[usize], values: &[f32]) {
     let g = proto.graph.as_mut().expect("imported models have a graph");
-    let taken: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).chain(g.node.iter().flat_map(|n| n.output.iter().map(String::as_str))).collect();
-    let base = format!("{}_smoothed", g.node[node].input[slot]);
-    let name = (0..).map(|k| if k == 0 { base.clone() } else { format!("{base}_{k}") }).find(|n| !taken.contains(n.as_str())).expect("a free name");
+    let name = octet_onnx::scope::FreshNames::of(g).fresh(format!("{}_smoothed", g.node[node].input[slot]));
     g.initializer.push(TensorProto {
         name: Some(name.clone()),
         dims: shape.iter().map(|&d| d as i64).collect(),
@@ -311,11 +309,9 @@ fn set_input(proto: &mut ModelProto, node: usize, slot: usize, shape: &[usize], 
 fn rename_output(proto: &mut ModelProto, node: usize) {
     let g = proto.graph.as_mut().expect("imported models have a graph");
     let old = g.node[node].output[0].clone();
-    let new = format!("{old}_smoothed");
-    g.node[node].output[0] = new.clone();
-    for input in g.node.iter_mut().flat_map(|n| n.input.iter_mut()).filter(|i| **i == old) {
-        *input = new.clone();
-    }
+    let new = octet_onnx::scope::FreshNames::of(g).fresh(format!("{old}_smoothed"));
+    octet_onnx::scope::rename_reads(g, &old, &new);
+    g.node[node].output[0] = new;
 }
 
 /// What the outlier pass found and did.

@@ -75,3 +75,30 @@ pub fn run_node_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// [`run_node_case`] through the `octet` binary at `octet`: `octet run model.onnx -i
+/// NAME=input_<i>.npy … -o out` (`out` a `.npz`), then the outputs read back and compared.
+pub fn run_node_case_cli(octet: &Path, dir: &Path, out: &Path, rtol: f64, atol: f64) -> Result<(), String> {
+    let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let mut args = vec!["run".to_string(), dir.join("model.onnx").display().to_string(), "--threads".into(), "1".into(), "-o".into(), out.display().to_string()];
+    for i in 0..model.graph.inputs.len() {
+        args.extend(["-i".to_string(), format!("{}={}", model.graph.input_name(i), dir.join(format!("input_{i}.npy")).display())]);
+    }
+    let run = std::process::Command::new(octet).args(&args).output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if stderr.contains("panicked") {
+        return Err(format!("PANIC: {stderr}"));
+    }
+    if !run.status.success() {
+        return Err(stderr.trim().to_string());
+    }
+    let outputs = octet_cli::npy::read_npz(out).map_err(|e| e.to_string())?;
+    if outputs.len() != model.graph.outputs.len() {
+        return Err(format!("{} outputs written, the model has {}", outputs.len(), model.graph.outputs.len()));
+    }
+    for (i, (_, got)) in outputs.iter().enumerate() {
+        let want = octet_cli::npy::read(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
+        all_close(got, &want, rtol, atol).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    Ok(())
+}

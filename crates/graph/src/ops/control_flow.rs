@@ -184,13 +184,51 @@ impl Op for If {
 // ---------------------------------------------------------------- Loop
 
 /// Runs a body while the trip count and the condition allow, carrying state and stacking the
-/// per-iteration scan outputs. Its output sizes depend on values: the inputs must be known when
-/// the model is planned.
+/// per-iteration scan outputs. Its output sizes can depend on values: with every input known
+/// when the model is planned it is evaluated then; otherwise it is planned when its loop-carried
+/// values keep their types and shapes from one iteration to the next, and its scan outputs (if
+/// any) have a trip count known when the model is planned and a condition that stays true.
 #[derive(Debug)]
 pub struct Loop {
     pub body: Arc<Body>,
     /// The ONNX inputs (M, cond, then the loop-carried values), before the captured values.
     pub declared_inputs: usize,
+}
+
+impl Loop {
+    /// Output facts without the inputs' values: the body inferred once on the loop-carried
+    /// values' types and shapes.
+    fn infer_static(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let n_state = self.declared_inputs.checked_sub(2).ok_or("Loop takes M and cond before its loop-carried values")?;
+        let states = present(inputs, 2..2 + n_state, "loop-carried value")?;
+        let captured = present(inputs, self.declared_inputs..self.declared_inputs + self.body.captured.len(), "captured value")?;
+        let mut formal = vec![Fact::new(DType::I64, vec![]), Fact::new(DType::Bool, vec![])];
+        formal.extend(states.iter().map(|f| Fact::new(f.dtype, f.shape.clone())));
+        let out = self.body.infer(formal, &captured)?;
+        if out.len() < 1 + n_state {
+            return Err("the body must return cond and every loop-carried value".into());
+        }
+        for (k, (before, after)) in states.iter().zip(&out[1..1 + n_state]).enumerate() {
+            if before.dtype != after.dtype || before.shape != after.shape {
+                return Err(format!("loop-carried value {k} goes from {} {:?} to {} {:?} in one iteration", before.dtype, before.shape, after.dtype, after.shape));
+            }
+        }
+        let mut result: Vec<Fact> = states.iter().map(|f| Fact::new(f.dtype, f.shape.clone())).collect();
+        if out.len() > 1 + n_state {
+            let trips = inputs.first().copied().flatten().and_then(|f| f.const_scalar()).ok_or("its scan outputs' length depends on a trip count computed at run time")?;
+            let stays_true = |f: Option<&Fact>| f.is_none_or(|f| f.const_scalar().is_some_and(|c| c != 0.0));
+            if !stays_true(inputs.get(1).copied().flatten()) || !stays_true(Some(&out[0])) {
+                return Err("its scan outputs' length depends on a condition computed at run time".into());
+            }
+            let trips = usize::try_from(trips as i64).unwrap_or(0);
+            for f in &out[1 + n_state..] {
+                let mut shape = vec![trips];
+                shape.extend(&f.shape);
+                result.push(Fact::new(f.dtype, shape));
+            }
+        }
+        Ok(result)
+    }
 }
 
 impl Op for Loop {
@@ -201,7 +239,10 @@ impl Op for Loop {
         ALL
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
-        super::layout::infer_by_value(self, inputs)
+        if inputs.iter().flatten().all(|f| f.is_constant()) {
+            return super::layout::infer_by_value(self, inputs);
+        }
+        self.infer_static(inputs).map_err(|why| format!("{why}, and its inputs are computed at run time; octet plans such a Loop when its loop-carried values keep their types and shapes and its scan outputs have a trip count known when the model is planned"))
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let n_state = self.declared_inputs.checked_sub(2).ok_or("Loop takes M and cond before its loop-carried values")?;
