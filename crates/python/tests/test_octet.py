@@ -27,6 +27,8 @@ def seed_int8(tmp_path_factory):
     calib = np.random.default_rng(1).standard_normal((16, 16, 128)).astype(np.float32)
     report = octet.quantize(fixture("seed_attention_ts", "model.onnx"), out, calib, progress=False)
     assert report["output"] == out and report["samples"] == 16
+    check = report["verification"]
+    assert not check["held_back"] and check["samples"] == 4 and check["outputs"][0]["int8_worst"] > 0.99, check
     return out
 
 

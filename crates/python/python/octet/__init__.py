@@ -138,7 +138,10 @@ def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: A
     ``calibration``: an ndarray ``[N, ...]`` (single-input models), a dict of such arrays by input
     name, a folder of images or a ``.npy``/``.npz`` path, or an iterable of batches (arrays, dicts,
     or ``(images, labels)`` pairs from a data loader). Returns the report ``octet quantize --json``
-    prints. ``progress`` shows a bar on stderr (default: when stderr is a terminal).
+    prints; its ``verification`` says how the file was checked before it was written (it loads
+    and runs on both engines, each output's cosine to float on samples held back from
+    calibration: the last 4 of more than 16, or those past ``samples``). A model that fails the
+    check raises ``octet.Error`` naming the node, and nothing is written. ``progress`` shows a bar on stderr (default: when stderr is a terminal).
     ``int8_softmax``, ``activation_epilogue`` and ``int8_residual`` are the ``octet quantize``
     flags of those names: 8-bit attention logits and probabilities (faster, less accurate), GELU
     and the like in the product's epilogue instead of a table (slower), an 8-bit residual stream
