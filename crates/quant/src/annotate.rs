@@ -33,11 +33,9 @@ pub struct Options {
     pub smooth: bool,
     /// Keep residual-stream values with outlier channels float.
     pub wide_residual: bool,
-    /// 16-bit (uint16) codes for the inputs of Linears that float ops produce other than a
-    /// LayerNorm ([`uint16_inputs`]); needs opset 21, to which the file is raised
-    /// (`octet_onnx::opset`). Default: on for int8-gemm, where GELU and the attention run float
-    /// before the MLP's second Linear and the attention's output projection.
-    pub uint16_inputs: bool,
+    /// Which Linear inputs are stored as 16-bit (uint16) codes ([`uint16_inputs`]); they need
+    /// opset 21, to which the file is raised (`octet_onnx::opset`).
+    pub uint16_inputs: WideInputs,
     /// Correct each Linear's bias for the mean error its quantized weights add (`b − E[x]·(Ŵ − W)`).
     pub bias_correction: bool,
     /// Softmax output grid (with `int8_softmax`): the fixed `[0, 1]` (scale 1/256) or
@@ -60,6 +58,32 @@ pub struct Options {
     pub adaptive_rounding: bool,
 }
 
+/// Which Linear inputs get 16-bit codes. A 16-bit input doubles its Linear's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WideInputs {
+    /// None: every Linear input is 8-bit.
+    Off,
+    /// LayerNorm outputs that smoothing cannot reach because more than Linears read them: the
+    /// residual stream of a post-LN encoder (BERT) is the LayerNorm's output. The default of
+    /// full-int8; pre-LN models (ViT) have none.
+    UnsmoothedNorms,
+    /// Those and the outputs of other float ops (the hidden activations after GELU, the attention
+    /// context after a float `P·V`): the default of int8-gemm. Activations after a product then
+    /// run float in its epilogue (as with `Options::activation_epilogue`), quantized once to 16
+    /// bits.
+    FloatProduced,
+}
+
+impl WideInputs {
+    pub fn default_for(preset: Preset) -> WideInputs {
+        match preset {
+            Preset::FullInt8 => WideInputs::UnsmoothedNorms,
+            Preset::Int8Gemm => WideInputs::FloatProduced,
+        }
+    }
+}
+
 impl Options {
     /// The defaults of `preset`: per-channel weights, every outlier remedy, the calibrated softmax grid.
     pub fn new(preset: Preset) -> Options {
@@ -70,7 +94,7 @@ impl Options {
             float_values: Vec::new(),
             smooth: true,
             wide_residual: true,
-            uint16_inputs: preset == Preset::Int8Gemm,
+            uint16_inputs: WideInputs::default_for(preset),
             bias_correction: true,
             softmax_calibrated: true,
             int8_softmax: false,
@@ -341,7 +365,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     let mut float_set: std::collections::HashSet<ValueId> = graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
     let core: std::collections::HashSet<ValueId> = if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
     float_set.extend(&core);
-    let activation_in: std::collections::HashSet<ValueId> = if opts.activation_epilogue { activation_inputs(typed).into_iter().collect() } else { Default::default() };
+    // A 16-bit input after an activation needs the activation float: in its product's epilogue.
+    let epilogue = opts.activation_epilogue || opts.uint16_inputs == WideInputs::FloatProduced;
+    let activation_in: std::collections::HashSet<ValueId> = if epilogue { activation_inputs(typed).into_iter().collect() } else { Default::default() };
     float_set.extend(&activation_in);
     let spread = |set: &mut std::collections::HashSet<ValueId>| loop {
         let before = set.len();
@@ -563,8 +589,8 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             g.kind = GroupKind::Observed { qtype: QType::S8 };
         }
     }
-    if opts.uint16_inputs {
-        for g in uint16_inputs(&units, &groups) {
+    if opts.uint16_inputs != WideInputs::Off {
+        for g in uint16_inputs(&units, &groups, opts.uint16_inputs) {
             groups[g].kind = GroupKind::Observed { qtype: QType::U16 };
         }
     }
@@ -572,37 +598,44 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
 }
 
 /// The groups that get 16-bit codes under `Options::uint16_inputs`: u8 groups that only
-/// quantized Linears read, as their input, and that a float op other than a LayerNorm produces
-/// (looking back through data movement of one activation: the CLS token gathered from a
-/// LayerNorm is a LayerNorm's): the hidden activations after a float GELU, the attention context
-/// after a float `P·V`. Smoothing moves a LayerNorm output's massive channels into the next
-/// weights; these have no LayerNorm to take them, and on 8 bits the other channels keep a few
-/// levels (DINOv2-S, doc/quantization.md section 9). A 16-bit input doubles its Linear's time.
-pub fn uint16_inputs(units: &[Unit], groups: &[Group]) -> Vec<usize> {
+/// quantized Linears read, as their input, and that (looking back through data movement of one
+/// activation: the CLS token gathered from a LayerNorm is a LayerNorm's)
+/// - a float LayerNorm produces whose output more than Linears read (a residual Add: post-LN
+///   encoders). Smoothing moves a LayerNorm output's massive channels into the next weights
+///   only where Linears alone read it; on 8 bits the other channels keep a few levels
+///   (all-MiniLM-L6-v2, doc/quantization.md section 9), or
+/// - with [`WideInputs::FloatProduced`], another float op produces: the hidden activations
+///   after a float GELU, the attention context after a float `P·V` (DINOv2-S, section 9).
+pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs) -> Vec<usize> {
     let mut producer: HashMap<ValueId, &Unit> = HashMap::new();
+    let mut quantized_readers: HashMap<ValueId, Vec<&Unit>> = HashMap::new();
     let mut readers: HashMap<ValueId, Vec<&Unit>> = HashMap::new();
     for u in units {
         producer.extend(u.outputs.iter().map(|&o| (o, u)));
-        if u.selected {
-            for &i in &u.inputs {
-                readers.entry(i).or_default().push(u);
+        for &i in &u.inputs {
+            readers.entry(i).or_default().push(u);
+            if u.selected {
+                quantized_readers.entry(i).or_default().push(u);
             }
         }
     }
     let linear = |u: &&Unit| u.rule == QuantRule::Matmul && u.op != "Conv" && u.right_operand.is_none() && u.inputs.len() == 1;
-    let made_by_float_op = |mut v: ValueId| {
+    // Something other than a Linear or data movement reads the LayerNorm's output.
+    let unsmoothed_norm = |u: &Unit| u.outputs.iter().any(|o| readers.get(o).is_some_and(|r| r.iter().any(|r| !linear(r) && r.rule != QuantRule::SharesInput)));
+    let widened_by = |mut v: ValueId| {
         for _ in 0..8 {
             let Some(u) = producer.get(&v) else { return false };
-            match (u.selected || u.op == "LayerNormalization", u.rule, u.inputs.as_slice()) {
+            match (u.selected, u.rule, u.inputs.as_slice()) {
                 (true, ..) => return false,
+                _ if u.op == "LayerNormalization" => return unsmoothed_norm(u),
                 (false, QuantRule::SharesInput, [x]) => v = *x,
                 (false, QuantRule::SharesInput, _) => return false,
-                (false, ..) => return true,
+                _ => return which == WideInputs::FloatProduced,
             }
         }
         false
     };
-    let wide = |v: ValueId| readers.get(&v).is_some_and(|r| r.iter().all(linear)) && made_by_float_op(v);
+    let wide = |v: ValueId| quantized_readers.get(&v).is_some_and(|r| r.iter().all(linear)) && widened_by(v);
     let eight_bit = |g: &Group| matches!(g.kind, GroupKind::Observed { qtype: QType::U8 });
     groups.iter().enumerate().filter(|(_, g)| eight_bit(g) && g.members.iter().all(|&(v, _)| wide(v))).map(|(i, _)| i).collect()
 }
