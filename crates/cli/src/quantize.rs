@@ -129,7 +129,13 @@ impl Report {
         }
         if self.summary.uint16_activations > 0 {
             let raised = self.summary.opset_raised_from.map(|f| format!("; opset raised from {f} to {}, which 16-bit Q/DQ need", octet_onnx::opset::SIXTEEN_BIT_QDQ)).unwrap_or_default();
-            out += &format!("16-bit: {} Linear input(s) stored as uint16 (their Linears run two bytes per input){raised}\n", self.summary.uint16_activations);
+            let coarse = &self.summary.outliers.coarse_inputs;
+            let measured = if coarse.is_empty() {
+                String::new()
+            } else {
+                format!("; calibration measured {} Linear input(s) below {} dB on an 8-bit grid", coarse.len(), octet_quant::outliers::COARSE_GRID_DB)
+            };
+            out += &format!("16-bit: {} Linear input(s) stored as uint16 (their Linears run two bytes per input){measured}{raised}\n", self.summary.uint16_activations);
         }
         if let Some(why) = &self.summary.uint16_skipped {
             out += &format!("warning: 16-bit Linear inputs need opset {}: {why}; they stay 8-bit\n", octet_onnx::opset::SIXTEEN_BIT_QDQ);

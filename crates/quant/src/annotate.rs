@@ -34,8 +34,14 @@ pub struct Options {
     /// Keep residual-stream values with outlier channels float.
     pub wide_residual: bool,
     /// Which Linear inputs are stored as 16-bit (uint16) codes ([`uint16_inputs`]); they need
-    /// opset 21, to which the file is raised (`octet_onnx::opset`).
+    /// opset 21, to which the file is raised (`octet_onnx::opset`). An activation after a
+    /// product whose output gets 16 bits runs float in the product's epilogue (as with
+    /// `activation_epilogue`), quantized once.
     pub uint16_inputs: WideInputs,
+    /// Linear inputs (by name) whose 8-bit grid keeps too little of their values on the
+    /// calibration data ([`crate::outliers::COARSE_GRID_DB`]): with [`WideInputs::Measured`]
+    /// those that float ops produce get 16 bits. Filled by `quantize` from the outlier pass.
+    pub coarse_inputs: Vec<String>,
     /// Correct each Linear's bias for the mean error its quantized weights add (`b − E[x]·(Ŵ − W)`).
     pub bias_correction: bool,
     /// Softmax output grid (with `int8_softmax`): the fixed `[0, 1]` (scale 1/256) or
@@ -64,21 +70,20 @@ pub struct Options {
 pub enum WideInputs {
     /// None: every Linear input is 8-bit.
     Off,
-    /// LayerNorm outputs that smoothing cannot reach because more than Linears read them: the
-    /// residual stream of a post-LN encoder (BERT) is the LayerNorm's output. The default of
-    /// full-int8; pre-LN models (ViT) have none.
-    UnsmoothedNorms,
-    /// Those and the outputs of other float ops (the hidden activations after GELU, the attention
-    /// context after a float `P·V`): the default of int8-gemm. Activations after a product then
-    /// run float in its epilogue (as with `Options::activation_epilogue`), quantized once to 16
-    /// bits.
+    /// LayerNorm outputs that smoothing cannot reach because more than Linears read them (the
+    /// residual stream of a post-LN encoder such as BERT is the LayerNorm's output; pre-LN
+    /// models have none), and the outputs of other float ops that calibration measured coarse
+    /// on 8 bits (`Options::coarse_inputs`). The default of full-int8.
+    Measured,
+    /// Those LayerNorm outputs and every output of another float op (the hidden activations
+    /// after GELU, the attention context after a float `P·V`): the default of int8-gemm.
     FloatProduced,
 }
 
 impl WideInputs {
     pub fn default_for(preset: Preset) -> WideInputs {
         match preset {
-            Preset::FullInt8 => WideInputs::UnsmoothedNorms,
+            Preset::FullInt8 => WideInputs::Measured,
             Preset::Int8Gemm => WideInputs::FloatProduced,
         }
     }
@@ -95,6 +100,7 @@ impl Options {
             smooth: true,
             wide_residual: true,
             uint16_inputs: WideInputs::default_for(preset),
+            coarse_inputs: Vec::new(),
             bias_correction: true,
             softmax_calibrated: true,
             int8_softmax: false,
@@ -299,7 +305,8 @@ pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
 /// product and its activation are quantized once, after the activation, and run as one int8
 /// kernel with the activation in its epilogue (not as a table on 8-bit product outputs, which
 /// rounds twice).
-pub fn activation_inputs(typed: &TypedGraph) -> Vec<ValueId> {
+/// Each as `(product output, activation output)`.
+pub fn activation_inputs(typed: &TypedGraph) -> Vec<(ValueId, ValueId)> {
     let mut out = Vec::new();
     for t in &typed.nodes {
         let is_activation = t.op.downcast::<octet_graph::ops::elementwise::Unary>().is_some_and(|u| u.0.f32_kernel().is_some());
@@ -309,7 +316,7 @@ pub fn activation_inputs(typed: &TypedGraph) -> Vec<ValueId> {
         let product = |n: &octet_graph::Node| matches!(n.op.name(), "MatMul" | "Gemm" | "Conv");
         let bias_add = p.op.name() == "Add" && p.inputs.iter().flatten().any(|&i| typed.producer(i).is_some_and(|q| product(&typed.nodes[q]) && typed.uses(i) == 1));
         if product(p) || bias_add {
-            out.push(x);
+            out.push((x, t.outputs[0]));
         }
     }
     out
@@ -366,8 +373,14 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
     let core: std::collections::HashSet<ValueId> = if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
     float_set.extend(&core);
     // A 16-bit input after an activation needs the activation float: in its product's epilogue.
-    let epilogue = opts.activation_epilogue || opts.uint16_inputs == WideInputs::FloatProduced;
-    let activation_in: std::collections::HashSet<ValueId> = if epilogue { activation_inputs(typed).into_iter().collect() } else { Default::default() };
+    let coarse: std::collections::HashSet<ValueId> = opts.coarse_inputs.iter().filter_map(|n| typed.names.iter().position(|m| m == n)).collect();
+    let in_epilogue = |y: ValueId| match opts.uint16_inputs {
+        _ if opts.activation_epilogue => true,
+        WideInputs::FloatProduced => true,
+        WideInputs::Measured => coarse.contains(&y),
+        WideInputs::Off => false,
+    };
+    let activation_in: std::collections::HashSet<ValueId> = activation_inputs(typed).into_iter().filter(|&(_, y)| in_epilogue(y)).map(|(x, _)| x).collect();
     float_set.extend(&activation_in);
     let spread = |set: &mut std::collections::HashSet<ValueId>| loop {
         let before = set.len();
@@ -590,7 +603,7 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         }
     }
     if opts.uint16_inputs != WideInputs::Off {
-        for g in uint16_inputs(&units, &groups, opts.uint16_inputs) {
+        for g in uint16_inputs(&units, &groups, opts.uint16_inputs, &coarse) {
             groups[g].kind = GroupKind::Observed { qtype: QType::U16 };
         }
     }
@@ -604,9 +617,10 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
 ///   encoders). Smoothing moves a LayerNorm output's massive channels into the next weights
 ///   only where Linears alone read it; on 8 bits the other channels keep a few levels
 ///   (all-MiniLM-L6-v2, doc/quantization.md section 9), or
-/// - with [`WideInputs::FloatProduced`], another float op produces: the hidden activations
-///   after a float GELU, the attention context after a float `P·V` (DINOv2-S, section 9).
-pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs) -> Vec<usize> {
+/// - another float op produces (the hidden activations after a float GELU, the attention
+///   context after a float `P·V`: DINOv2-S, section 9), with [`WideInputs::FloatProduced`], or
+///   with [`WideInputs::Measured`] when the value is in `coarse`.
+pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs, coarse: &std::collections::HashSet<ValueId>) -> Vec<usize> {
     let mut producer: HashMap<ValueId, &Unit> = HashMap::new();
     let mut quantized_readers: HashMap<ValueId, Vec<&Unit>> = HashMap::new();
     let mut readers: HashMap<ValueId, Vec<&Unit>> = HashMap::new();
@@ -623,6 +637,7 @@ pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs) -> Vec
     // Something other than a Linear or data movement reads the LayerNorm's output.
     let unsmoothed_norm = |u: &Unit| u.outputs.iter().any(|o| readers.get(o).is_some_and(|r| r.iter().any(|r| !linear(r) && r.rule != QuantRule::SharesInput)));
     let widened_by = |mut v: ValueId| {
+        let measured_coarse = coarse.contains(&v);
         for _ in 0..8 {
             let Some(u) = producer.get(&v) else { return false };
             match (u.selected, u.rule, u.inputs.as_slice()) {
@@ -630,7 +645,7 @@ pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs) -> Vec
                 _ if u.op == "LayerNormalization" => return unsmoothed_norm(u),
                 (false, QuantRule::SharesInput, [x]) => v = *x,
                 (false, QuantRule::SharesInput, _) => return false,
-                _ => return which == WideInputs::FloatProduced,
+                _ => return which == WideInputs::FloatProduced || (which == WideInputs::Measured && measured_coarse),
             }
         }
         false

@@ -95,7 +95,8 @@ pub fn prepare(model: &OnnxModel, samples: &[Vec<Tensor>], opts: &Options, threa
     }
     let mut proto = model.proto.clone();
     octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
-    let outliers = if opts.smooth || opts.wide_residual {
+    let measure = opts.uint16_inputs == annotate::WideInputs::Measured;
+    let outliers = if opts.smooth || opts.wide_residual || measure {
         outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, opts.weight_qmax(), threads)?
     } else {
         outliers::OutlierReport::default()
@@ -138,6 +139,7 @@ pub fn quantize_prepared(
     let outliers = prepared.outliers.clone();
     let mut opts = opts.clone();
     opts.float_values.extend(outliers.wide_values.iter().map(|(v, _)| v.clone()));
+    opts.coarse_inputs.extend(outliers.coarse_inputs.iter().map(|(v, _)| v.clone()));
     let g = prepared.smoothed.as_ref().unwrap_or(&model.graph);
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();

@@ -31,15 +31,36 @@ pub const ALPHAS: [f32; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 const SAMPLE_ROWS: usize = 1024;
 const ROWS_PER_RUN: usize = 32;
 
-/// Per-channel statistics over the last axis of one value.
+/// A Linear input whose 8-bit grid (its range with 0, in 255 steps) keeps less than this SQNR
+/// of its values on the calibration samples is *coarse*: the 8-bit grid of a Gaussian-like
+/// tensor keeps 38–41 dB, a heavy tail of a few channels costs the rest their levels.
+pub const COARSE_GRID_DB: f32 = 35.0;
+
+/// Per-channel statistics over the last axis of one value, and its overall range and energy.
 #[derive(Clone, Debug, Default)]
 pub struct ChannelStats {
     pub absmax: Vec<f32>,
     /// Sampled rows (for LayerNorm outputs that may be smoothed), `rows × channels`.
     pub rows: Vec<f32>,
+    /// The range with 0 (as a grid holds it: `min ≤ 0 ≤ max`), `Σx²` and the element count.
+    pub min: f32,
+    pub max: f32,
+    pub sum_sq: f64,
+    pub count: u64,
 }
 
 impl ChannelStats {
+    /// The SQNR in dB that an 8-bit grid over the value's range keeps of its values:
+    /// `E[x²] / (step² / 12)` with `step = (max − min) / 255` (doc/quantization.md, eq. 2).
+    pub fn grid_sqnr_8bit(&self) -> f32 {
+        let step = (self.max as f64 - self.min as f64) / 255.0;
+        let signal = self.sum_sq / self.count.max(1) as f64;
+        if step <= 0.0 {
+            return f32::INFINITY;
+        }
+        (10.0 * (signal / (step * step / 12.0)).log10()) as f32
+    }
+
     /// Largest channel maximum over the median channel maximum.
     pub fn outlier_ratio(&self) -> f32 {
         let mut m = self.absmax.clone();
@@ -64,12 +85,14 @@ impl Hooks for Collect<'_> {
         if c == 0 || t.rank() < 2 {
             return Ok(());
         }
-        let s = self.stats.entry(v).or_insert_with(|| ChannelStats { absmax: vec![0.0; c], rows: Vec::new() });
+        let s = self.stats.entry(v).or_insert_with(|| ChannelStats { absmax: vec![0.0; c], ..Default::default() });
         for row in xs.chunks_exact(c) {
             for (m, &x) in s.absmax.iter_mut().zip(row) {
                 *m = m.max(x.abs());
             }
         }
+        let (lo, hi, sq) = xs.iter().fold((0.0f32, 0.0f32, 0.0f64), |(lo, hi, sq), &x| (lo.min(x), hi.max(x), sq + x as f64 * x as f64));
+        (s.min, s.max, s.sum_sq, s.count) = (s.min.min(lo), s.max.max(hi), s.sum_sq + sq, s.count + xs.len() as u64);
         if keep_rows {
             let rows = xs.len() / c;
             let step = rows.div_ceil(ROWS_PER_RUN).max(1);
@@ -279,6 +302,7 @@ impl<'a> Migration<'a> {
 fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads: usize) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
     let candidates = if smooth { smoothable(g) } else { Vec::new() };
     let mut wanted: HashMap<ValueId, bool> = if all { g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect() } else { HashMap::new() };
+    wanted.extend(linear_inputs(g).map(|v| (v, false)));
     for c in &candidates {
         wanted.insert(c.output, true);
     }
@@ -288,6 +312,14 @@ fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads:
         session.run_hooked(s.clone(), &mut Collect { wanted: &wanted, stats: &mut stats })?;
     }
     Ok((candidates, stats))
+}
+
+/// The activations that Linears (a MatMul or Gemm with a constant 2-D weight) read as input.
+fn linear_inputs(g: &Graph) -> impl Iterator<Item = ValueId> + '_ {
+    g.nodes.iter().filter(|n| matches!(n.op.name(), "MatMul" | "Gemm")).filter_map(move |n| {
+        let weight = n.inputs.get(1).copied().flatten().and_then(|w| constant(g, w)).is_some_and(|t| t.rank() == 2);
+        n.inputs.first().copied().flatten().filter(|&x| weight && constant(g, x).is_none())
+    })
 }
 
 /// Makes input `slot` of node `node` read a new float initializer holding `values`.
@@ -320,6 +352,9 @@ pub struct OutlierReport {
     pub smoothing: Vec<Smoothing>,
     /// Values kept float for their outlier channels, with their ratio.
     pub wide_values: Vec<(String, f32)>,
+    /// Linear inputs whose 8-bit grid keeps less than [`COARSE_GRID_DB`] of their values, with
+    /// that SQNR in dB.
+    pub coarse_inputs: Vec<(String, f32)>,
 }
 
 /// The model after smoothing (`proto` edited in place; the returned graph is its import) and
@@ -406,6 +441,13 @@ pub fn prepare(
                 }
             }
             report.smoothing.push(Smoothing { norm: norm.name.clone(), outlier_ratio: st.outlier_ratio(), alpha, error_before: before, error_after });
+        }
+    }
+    for v in linear_inputs(graph) {
+        if let Some(db) = stats.get(&v).map(ChannelStats::grid_sqnr_8bit).filter(|&db| db < COARSE_GRID_DB) {
+            if !report.coarse_inputs.iter().any(|(n, _)| *n == graph.names[v]) {
+                report.coarse_inputs.push((graph.names[v].clone(), db));
+            }
         }
     }
     if wide_residual {
