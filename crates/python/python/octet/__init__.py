@@ -147,9 +147,10 @@ def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: A
     and the like in the product's epilogue instead of a table (slower), an 8-bit residual stream
     (less accurate on pretrained transformers). ``adaptive_rounding`` chooses each Linear's weight
     codes for its output error on the calibration data (``--adaptive-rounding``). ``uint16_inputs``
-    stores the inputs of Linears that float ops other than a LayerNorm produce as 16-bit codes
-    (``--uint16-inputs``; default ``None``: on for ``int8-gemm``, off for ``full-int8``); the file
-    is then raised to opset 21."""
+    stores Linear inputs that 8 bits serve badly as 16-bit codes (``--uint16-inputs``; default
+    ``None``: LayerNorm outputs that smoothing cannot reach with both presets, and the outputs
+    of other float ops with ``int8-gemm``, or with ``full-int8`` those calibration measures
+    coarse; ``True``: every one; ``False``: none); the file is then raised to opset 21."""
     data = _stacks(calibration)
     report = _octet.quantize(os.fspath(model), os.fspath(output), data, preset=preset, reduce_range=reduce_range, per_tensor=per_tensor,
                              exclude=list(exclude), samples=samples, threads=threads, progress=_progress(progress),
