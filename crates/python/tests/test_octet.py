@@ -1,6 +1,7 @@
 """The Python package against the same fixtures and references as the Rust tests: ONNX Runtime's
 outputs (tests/fixtures/*/ort.npy), octet's own command-line reports, and the seed's module."""
 import os
+import pickle
 import threading
 
 import numpy as np
@@ -190,3 +191,15 @@ def test_session_takes_and_returns_every_numpy_element_type(case):
     want = np.load(os.path.join(d, "output_0.npy"))
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-3)
+
+
+def test_a_session_pickles_as_its_path_and_runs_the_same(seed_int8):
+    """What multiprocessing and Ray do with a session: pickled, sent, opened again from the path."""
+    sess = octet.InferenceSession(seed_int8, threads=1)
+    x = np.random.default_rng(9).standard_normal((2, 16, 128)).astype(np.float32)
+    name = sess.get_inputs()[0].name
+    (want,) = sess.run(None, {name: x})
+    copy = pickle.loads(pickle.dumps(sess))
+    assert [i.name for i in copy.get_inputs()] == [name]
+    (got,) = copy.run(None, {name: x})
+    assert np.array_equal(got, want)

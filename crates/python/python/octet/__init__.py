@@ -44,15 +44,25 @@ class InferenceSession:
 
     One session serves many Python threads at once; the GIL is released while the model runs.
     ``reference=True`` runs QDQ models in float between dequantize and quantize (their exact
-    meaning) instead of on the int8 kernels.
+    meaning) instead of on the int8 kernels. A session pickles as its model path and options
+    (multiprocessing, Ray): unpickling opens the model again from that path, which must be
+    readable where it is unpickled.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, reference: bool = False):
-        threads = threads if threads is not None else (os.cpu_count() or 1)
-        self._path = os.fspath(path)
-        self._native = _octet.Session(self._path, int(threads), bool(reference))
+        self._open(os.fspath(path), threads if threads is not None else (os.cpu_count() or 1), bool(reference))
+
+    def _open(self, path: str, threads: int, reference: bool) -> None:
+        self._path, self._threads, self._reference = path, int(threads), reference
+        self._native = _octet.Session(path, self._threads, reference)
         self._inputs = [NodeArg(n, list(s), t) for n, s, t in self._native.inputs()]
         self._outputs = [NodeArg(n, [], "tensor") for n in self._native.output_names()]
+
+    def __getstate__(self) -> dict:
+        return {"path": self._path, "threads": self._threads, "reference": self._reference}
+
+    def __setstate__(self, state: dict) -> None:
+        self._open(state["path"], state["threads"], state["reference"])
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
