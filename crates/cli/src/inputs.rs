@@ -25,10 +25,6 @@ impl std::str::FromStr for InputArg {
     }
 }
 
-fn is_npz(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "npz")
-}
-
 /// Reads the `.npy` and `.npz` files and orders them as the graph's inputs, checking names,
 /// dtypes and ranks (exact shapes are checked when the plan is made). A model without inputs
 /// takes none.
@@ -48,7 +44,7 @@ pub fn bind(graph: &Graph, args: &[InputArg]) -> Result<Vec<Tensor>> {
     };
     let unknown = |n: &str| anyhow::anyhow!("the model has no input '{n}'; its inputs are: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
     for (k, a) in args.iter().enumerate() {
-        if a.name.is_none() && is_npz(&a.path) {
+        if a.name.is_none() && npy::is_npz(&a.path) {
             let arrays = npy::read_npz(&a.path)?;
             let single = arrays.len() == 1 && names.len() == 1;
             for (n, t) in arrays {

@@ -127,6 +127,11 @@ fn encode(t: &Tensor) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Whether `path` names a `.npz` archive.
+pub fn is_npz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "npz")
+}
+
 /// Writes a tensor as `.npy`, through a temporary file renamed into place.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
     crate::write_atomically(path, &encode(t)?)

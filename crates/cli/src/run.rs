@@ -40,7 +40,7 @@ pub fn session(graph: octet_graph::Graph, threads: usize, engine: Engine) -> Res
 /// Where each output goes: `--output` names a `.npy` file for one output, a `.npz` for all of
 /// them, or a folder (one NAME.npy each).
 pub fn output_paths(out: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
-    if is_npz(out) || (names.len() == 1 && !out.is_dir()) {
+    if npy::is_npz(out) || (names.len() == 1 && !out.is_dir()) {
         return Ok(vec![out.to_path_buf()]);
     }
     if !out.is_dir() {
@@ -50,10 +50,6 @@ pub fn output_paths(out: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create folder '{}'", out.display()))?;
     }
     Ok(names.iter().map(|n| out.join(format!("{}.npy", sanitize(n)))).collect())
-}
-
-fn is_npz(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "npz")
 }
 
 fn sanitize(name: &str) -> String {
@@ -74,7 +70,7 @@ pub fn run(model: &Path, inputs: &[InputArg], output: &Path, threads: usize, eng
     let names = session.graph().output_names();
     let paths = output_paths(output, &names)?;
     let outs = session.run(tensors)?;
-    if is_npz(output) {
+    if npy::is_npz(output) {
         let named: Vec<(&str, &Tensor)> = names.iter().copied().zip(&outs).collect();
         npy::write_npz(output, &named)?;
     } else {
