@@ -6,18 +6,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use octet_cli::inputs::InputArg;
-use octet_cli::{bench, calib_data, check, compare, ops_table, quantize, run};
+use octet::inputs::InputArg;
+use octet::{bench, calib_data, check, compare, ops_table, quantize, run};
 use octet_quant::{Method, Options, Preset};
 
 #[global_allocator]
-static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
+static GLOBAL: octet::Allocator = mimalloc::MiMalloc;
 
 /// An ELF constructor: it runs before the first allocation (elsewhere mimalloc keeps its defaults).
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = octet_cli::configure_allocator;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = octet::configure_allocator;
 
 /// octet: quantize vision transformers to int8 and run them fast on CPUs.
 #[derive(Parser)]
@@ -30,6 +30,10 @@ struct Cli {
     /// bytes, before anything that large is allocated.
     #[arg(long, global = true, value_parser = parse_max_memory)]
     max_memory: Option<u64>,
+}
+
+fn parse_interpolation(s: &str) -> Result<calib_data::Interpolation, String> {
+    s.parse()
 }
 
 fn parse_max_memory(s: &str) -> Result<u64, String> {
@@ -124,7 +128,7 @@ struct ImageArgs {
     /// The shorter side is resized to image-size / crop-pct before the center crop.
     #[arg(long, default_value_t = 0.875)]
     crop_pct: f32,
-    #[arg(long, value_enum, default_value = "bicubic")]
+    #[arg(long, default_value = "bicubic", value_parser = parse_interpolation)]
     interpolation: calib_data::Interpolation,
     /// Per-channel mean, R,G,B.
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.485, 0.456, 0.406])]
@@ -413,8 +417,8 @@ fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Demo { dir, out, threads, json } => {
-            let dir = dir.unwrap_or_else(octet_cli::demo::default_dir);
-            let report = octet_cli::demo::demo(&dir, &out, threads.unwrap_or_else(default_threads), !json && std::io::stderr().is_terminal())?;
+            let dir = dir.unwrap_or_else(octet::demo::default_dir);
+            let report = octet::demo::demo(&dir, &out, threads.unwrap_or_else(default_threads), !json && std::io::stderr().is_terminal())?;
             if json {
                 out!("{}", serde_json::to_string(&report)?);
             } else {
@@ -524,7 +528,7 @@ fn dispatch(command: Command) -> Result<()> {
             };
             let report = compare::compare(&request)?;
             if let Some(path) = &html {
-                octet_cli::write_atomically(path, octet_cli::html::page(&report).as_bytes())?;
+                octet::write_atomically(path, octet::html::page(&report).as_bytes())?;
             }
             if json {
                 out!("{}", serde_json::to_string(&report)?);

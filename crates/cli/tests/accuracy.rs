@@ -103,7 +103,7 @@ fn compare_ranks_nodes_and_writes_a_readable_page() {
     // A quantized model of another network: the error names the model that cannot take the data.
     let other = common::root().join("tests/fixtures/seed_attention_ts/model.onnx");
     let calib = dir.text("seed.npy");
-    octet_cli::npy::write(std::path::Path::new(&calib), &octet_graph::Tensor::f32(vec![2, 16, 128], vec![0.5; 2 * 16 * 128])).unwrap();
+    octet::npy::write(std::path::Path::new(&calib), &octet_graph::Tensor::f32(vec![2, 16, 128], vec![0.5; 2 * 16 * 128])).unwrap();
     let seed_q = dir.text("seed.int8.onnx");
     octet(&["quantize", &other.display().to_string(), "--calib", &calib, "-o", &seed_q, "--json"]);
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["compare", &fixture("model.onnx"), &seed_q, "--data", &fixture("test.npz")]).output().unwrap();

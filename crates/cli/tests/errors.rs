@@ -46,7 +46,7 @@ fn save(m: &ModelProto, path: &str) {
 /// A float32 .npy of the given shape written with octet's own writer.
 fn npy_f32(path: &str, shape: Vec<usize>) {
     let n = shape.iter().product();
-    octet_cli::npy::write(Path::new(path), &octet_graph::Tensor::f32(shape, vec![0.5; n])).unwrap();
+    octet::npy::write(Path::new(path), &octet_graph::Tensor::f32(shape, vec![0.5; n])).unwrap();
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn wrong_input_shape_and_dtype() {
     fails_with(&["run", &model, "-i", &s.text("small.npy"), "-o", &s.text("out.npy")], &["input 'input'", "[1, 3, 32, 32]", "[batch, 3, 224, 224]"]);
     npy_f32(&s.text("rank.npy"), vec![3, 224, 224]);
     fails_with(&["run", &model, "-i", &s.text("rank.npy"), "-o", &s.text("out.npy")], &["[3, 224, 224]", "expects"]);
-    octet_cli::npy::write(Path::new(&s.text("f64.npy")), &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224]))).unwrap();
+    octet::npy::write(Path::new(&s.text("f64.npy")), &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224]))).unwrap();
     fails_with(&["run", &model, "-i", &s.text("f64.npy"), "-o", &s.text("out.npy")], &["holds float64 values", "takes float32"]);
 }
 
@@ -132,7 +132,7 @@ fn malformed_npy() {
     let good = std::fs::read(fixture("seed_attention_ts", "input.npy")).unwrap();
     std::fs::write(s.text("cut.npy"), &good[..good.len() - 100]).unwrap();
     fails_with(&["run", &model, "-i", &s.text("cut.npy"), "-o", &s.text("out.npy")], &["cut.npy", "truncated"]);
-    octet_cli::npy::write(Path::new(&s.text("ints.npy")), &octet_graph::Tensor::i64(vec![1, 16, 128], vec![1; 16 * 128])).unwrap();
+    octet::npy::write(Path::new(&s.text("ints.npy")), &octet_graph::Tensor::i64(vec![1, 16, 128], vec![1; 16 * 128])).unwrap();
     fails_with(&["run", &model, "-i", &s.text("ints.npy"), "-o", &s.text("out.npy")], &["holds int64 values", "takes float32"]);
 }
 
@@ -145,8 +145,8 @@ fn run_writes_outputs_and_json() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["outputs"][0]["shape"], serde_json::json!([1, 16, 128]));
-    let got = octet_cli::npy::read(Path::new(&s.text("y.npy"))).unwrap();
-    let want = octet_cli::npy::read(Path::new(&fixture("seed_attention_ts", "ort.npy"))).unwrap();
+    let got = octet::npy::read(Path::new(&s.text("y.npy"))).unwrap();
+    let want = octet::npy::read(Path::new(&fixture("seed_attention_ts", "ort.npy"))).unwrap();
     assert!(common::relative_error(&got, &want) < 1e-4);
 }
 
@@ -262,7 +262,7 @@ fn quantized_models_refuse_non_finite_inputs_float_models_propagate_them() {
     let model = hostile("qdq_relu");
     let (x_path, out_path) = (s.text("x.npy"), s.text("out.npy"));
     for (bad, what) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
-        octet_cli::npy::write(&s.path("x.npy"), &octet_graph::Tensor::f32(vec![1, 4], vec![0.5, bad, 1.0, 2.0])).unwrap();
+        octet::npy::write(&s.path("x.npy"), &octet_graph::Tensor::f32(vec![1, 4], vec![0.5, bad, 1.0, 2.0])).unwrap();
         for engine in [&[][..], &["--reference"][..]] {
             let mut args = vec!["run", model.as_str(), "-i", &x_path, "-o", &out_path];
             args.extend_from_slice(engine);
@@ -270,15 +270,15 @@ fn quantized_models_refuse_non_finite_inputs_float_models_propagate_them() {
         }
     }
     let float = common::root().join("tests/node/test_add/model.onnx").display().to_string();
-    let shape = octet_cli::npy::read(&common::root().join("tests/node/test_add/input_0.npy")).unwrap().shape().to_vec();
+    let shape = octet::npy::read(&common::root().join("tests/node/test_add/input_0.npy")).unwrap().shape().to_vec();
     let n: usize = shape.iter().product();
     let mut x = vec![1.0f32; n];
     x[3] = f32::NAN;
-    octet_cli::npy::write(&s.path("a.npy"), &octet_graph::Tensor::f32(shape.clone(), x)).unwrap();
-    octet_cli::npy::write(&s.path("b.npy"), &octet_graph::Tensor::f32(shape, vec![2.0; n])).unwrap();
+    octet::npy::write(&s.path("a.npy"), &octet_graph::Tensor::f32(shape.clone(), x)).unwrap();
+    octet::npy::write(&s.path("b.npy"), &octet_graph::Tensor::f32(shape, vec![2.0; n])).unwrap();
     let (ok, _, err) = octet(&["run", &float, "-i", &format!("x={}", s.text("a.npy")), "-i", &format!("y={}", s.text("b.npy")), "-o", &s.text("sum.npy")]);
     assert!(ok, "{err}");
-    let sum = octet_cli::npy::read(&s.path("sum.npy")).unwrap();
+    let sum = octet::npy::read(&s.path("sum.npy")).unwrap();
     let v = sum.as_f32().unwrap();
     assert!(v[3].is_nan() && v.iter().enumerate().all(|(i, x)| i == 3 || *x == 3.0), "{v:?}");
 }
@@ -297,13 +297,13 @@ fn run_hostile(s: &Scratch, model: &str, inputs: &[(&str, octet_graph::Tensor)])
     let mut args = vec!["run".to_string(), hostile(model)];
     for (name, t) in inputs {
         let p = s.path(&format!("{name}.npy"));
-        octet_cli::npy::write(&p, t).unwrap();
+        octet::npy::write(&p, t).unwrap();
         args.extend(["-i".to_string(), format!("{name}={}", p.display())]);
     }
     args.extend(["-o".to_string(), s.text("y.npy")]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, err) = octet(&argv);
-    (ok, err, ok.then(|| octet_cli::npy::read(&s.path("y.npy")).unwrap()))
+    (ok, err, ok.then(|| octet::npy::read(&s.path("y.npy")).unwrap()))
 }
 
 #[test]

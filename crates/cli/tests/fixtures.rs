@@ -6,9 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use octet_cli::npy;
+use octet::npy;
 use octet_graph::ops::view::View;
-use octet_graph::{Session, Tensor, TypedGraph};
+use octet_graph::Tensor;
+use octet_runtime::{Engine, Session};
 
 const FIXTURES: &[&str] = &[
     "vit_ts",
@@ -28,7 +29,7 @@ fn dir(name: &str) -> PathBuf {
 
 fn session(name: &str) -> Session {
     let model = octet_onnx::load(&dir(name).join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    Session::new(model.graph, 2).unwrap()
+    Session::new(model.graph, 2, Engine::Reference).unwrap()
 }
 
 /// Samples `[from, to)` of the first axis.
@@ -81,7 +82,7 @@ fn symbolic_batch_takes_any_batch_size() {
 fn planned_ops(name: &str) -> Vec<&'static str> {
     let model = octet_onnx::load(&dir(name).join("model.onnx")).unwrap();
     let input = npy::read(&dir(name).join("input.npy")).unwrap();
-    let typed = TypedGraph::specialize(&model.graph, &[input.shape().to_vec()]).unwrap();
+    let typed = octet_runtime::specialize(&model.graph, &[input.shape().to_vec()], Engine::Reference).unwrap();
     typed.verify().unwrap();
     typed.nodes.iter().map(|n| n.op.name()).collect()
 }

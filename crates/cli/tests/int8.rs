@@ -7,10 +7,11 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use octet_cli::npy;
-use octet_graph::{Hooks, Session, Tensor, ValueId};
+use octet::npy;
+use octet_graph::{Tensor, ValueId};
+use octet_runtime::{Engine, Hooks, Session};
 use octet_kernels::Isa;
 
 fn octet(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -60,15 +61,11 @@ fn int8_session(model: &Path, isa: Isa) -> Session {
 
 fn int8_session_threads(model: &Path, isa: Isa, threads: usize) -> Session {
     let m = octet_onnx::load(model).unwrap();
-    let lowering: octet_graph::Lowering = Arc::new(move |g| {
-        octet_quant::lower::lower(g, isa);
-        Ok(())
-    });
-    Session::with_lowering(m.graph, threads, lowering).unwrap()
+    Session::new(m.graph, threads, Engine::Int8).unwrap().with_isa(isa)
 }
 
 fn reference_session(model: &Path) -> Session {
-    Session::new(octet_onnx::load(model).unwrap().graph, 1).unwrap()
+    Session::new(octet_onnx::load(model).unwrap().graph, 1, Engine::Reference).unwrap()
 }
 
 fn tiers() -> Vec<Isa> {
@@ -131,7 +128,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
                     // largest jump between neighbouring codes.
                     let table_jump = node
                         .op
-                        .downcast::<octet_quant::lower::kernels::QLinear>()
+                        .downcast::<octet_runtime::lower::kernels::QLinear>()
                         .and_then(|l| l.epilogue.table.as_ref())
                         .map(|t| t.windows(2).map(|w| (w[0] as i8 as i32 - w[1] as i8 as i32).abs().max((w[0] as i32 - w[1] as i32).abs())).max().unwrap_or(1).max(1) as f64);
                     let bound = if exact { 0.0 } else if o.dtype().is_float() { 1e-3 } else { table_jump.unwrap_or(1.0) };
@@ -234,8 +231,8 @@ fn a_session_that_frees_its_weights_plans_other_shapes_from_the_file() {
     let shape = x.shape().to_vec();
     let per = x.len() / shape[0];
     let one = Tensor::f32([&[1], &shape[1..]].concat(), x.as_f32().unwrap()[..per].to_vec());
-    let freeing = octet_cli::run::open(&model, 1, octet_cli::run::Engine::Int8).unwrap();
-    let keeping = Session::with_lowering(octet_onnx::load(&model).unwrap().graph, 1, octet_quant::lower::lowering()).unwrap();
+    let freeing = octet::run::open(&model, 1, octet::run::Engine::Int8).unwrap();
+    let keeping = Session::new(octet_onnx::load(&model).unwrap().graph, 1, Engine::Int8).unwrap();
     for input in [one, x.clone(), x] {
         let (a, b) = (freeing.run(vec![input.clone()]).unwrap(), keeping.run(vec![input]).unwrap());
         assert_eq!(a[0].to_f64_vec(), b[0].to_f64_vec());

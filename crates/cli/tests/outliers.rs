@@ -5,7 +5,8 @@
 
 mod common;
 
-use octet_graph::{Graph, Session, Tensor, ValueId};
+use octet_graph::{Graph, Tensor, ValueId};
+use octet_runtime::{Engine, Session};
 use octet_onnx::proto::tensor_proto::DataType;
 use octet_onnx::proto::{ModelProto, TensorProto};
 use octet_onnx::OnnxModel;
@@ -132,7 +133,7 @@ fn inject(model: &OnnxModel, kind: Injection, k: f32) -> OnnxModel {
 }
 
 fn samples(path: &Path, n: usize) -> Vec<Vec<Tensor>> {
-    let (_, t) = octet_cli::npy::read_npz(path).unwrap().remove(0);
+    let (_, t) = octet::npy::read_npz(path).unwrap().remove(0);
     let per: usize = t.shape()[1..].iter().product();
     let xs = t.as_f32().unwrap();
     (0..n).map(|i| vec![Tensor::f32([&[1], &t.shape()[1..]].concat(), xs[i * per..(i + 1) * per].to_vec())]).collect()
@@ -145,7 +146,7 @@ fn output(session: &Session, batches: &[Vec<Tensor>]) -> Tensor {
 /// Largest over median channel maximum of the residual stream and LayerNorm outputs.
 fn outlier_ratio(model: &OnnxModel, calib: &[Vec<Tensor>], value: &str) -> f32 {
     struct Max(ValueId, Vec<f32>);
-    impl octet_graph::Hooks for Max {
+    impl octet_runtime::Hooks for Max {
         fn value(&mut self, v: ValueId, t: &Tensor) -> octet_graph::Result<()> {
             if v == self.0 {
                 let c = *t.shape().last().unwrap();
@@ -160,7 +161,7 @@ fn outlier_ratio(model: &OnnxModel, calib: &[Vec<Tensor>], value: &str) -> f32 {
         }
     }
     let v = model.graph.names.iter().position(|n| n == value).unwrap();
-    let s = Session::new(model.graph.clone(), 1).unwrap();
+    let s = Session::new(model.graph.clone(), 1, Engine::Reference).unwrap();
     let mut h = Max(v, vec![]);
     for x in &calib[..16] {
         s.run_hooked(x.clone(), &mut h).unwrap();
@@ -211,14 +212,14 @@ fn default_preset_holds_where_min_max_breaks() {
             Injection::ResidualStream => "/blocks/blocks.3/Add_output_0",
         };
         let ratio = outlier_ratio(&model, &calib, probe);
-        let float = Session::new(model.graph.clone(), 2).unwrap();
+        let float = Session::new(model.graph.clone(), 2, Engine::Reference).unwrap();
         let batches = evaluate::batches(&model.graph, &test, 50).unwrap();
         let reference = output(&float, &batches);
         let mut cosines = Vec::new();
         for c in &configs {
             let q = octet_quant::quantize(&model, &calib, &c.options, c.method, 2, &mut |_, _| {}).unwrap();
             let m = octet_onnx::load_bytes(&prost::Message::encode_to_vec(&q.model), Path::new("q.onnx"), &model.base).unwrap();
-            let int8 = Session::with_lowering(m.graph, 2, octet_quant::lower::lowering()).unwrap();
+            let int8 = Session::new(m.graph, 2, Engine::Int8).unwrap();
             cosines.push(evaluate::agreement(&reference, &output(&int8, &batches), None).unwrap().cosine);
         }
         table += &format!("| {kind:?} ×{k} | {ratio:.0}× | {} |\n", cosines.iter().map(|c| format!("{c:.4}")).collect::<Vec<_>>().join(" | "));
@@ -242,11 +243,11 @@ fn target_drop_finds_the_few_ops_that_matter() {
     let base = octet_onnx::load(&dir.join("model.onnx")).unwrap();
     let model = inject(&base, Injection::LayerNormOutputs, 100.0);
     let calib = samples(&dir.join("calib.npz"), 128);
-    let labels = octet_cli::npy::read(&dir.join("labels.npy")).unwrap().to_i64_vec().unwrap();
-    let data = octet_cli::compare::Data { samples: samples(&dir.join("test.npz"), 1000), labels: Some(labels[..1000].to_vec()) };
+    let labels = octet::npy::read(&dir.join("labels.npy")).unwrap().to_i64_vec().unwrap();
+    let data = octet::compare::Data { samples: samples(&dir.join("test.npz"), 1000), labels: Some(labels[..1000].to_vec()) };
     let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, int8_residual: true, ..Options::new(Preset::FullInt8) };
-    let target = octet_cli::quantize::Target { drop: 1.0, data: &data };
-    let (q, fb) = octet_cli::quantize::keep_float_until(&model, &calib, &plain, Method::MinMax, 2, &target, &|_| {}).unwrap();
+    let target = octet::quantize::Target { drop: 1.0, data: &data };
+    let (q, fb) = octet::quantize::keep_float_until(&model, &calib, &plain, Method::MinMax, 2, &target, &|_| {}).unwrap();
     println!("{fb:?}");
     let first = fb.attempts[0].accuracy;
     assert!(fb.float_accuracy - first > 1.0, "plain min/max should lose accuracy here: {fb:?}");

@@ -8,8 +8,9 @@ use common::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use octet_cli::npy;
-use octet_graph::{Session, Tensor};
+use octet::npy;
+use octet_graph::Tensor;
+use octet_runtime::{Engine, Session};
 
 fn fixture(name: &str, file: &str) -> PathBuf {
     common::root().join("tests/fixtures").join(name).join(file)
@@ -42,7 +43,7 @@ fn random(shape: Vec<usize>, seed: u64) -> Tensor {
 
 fn run(model: &Path, input: Tensor) -> Tensor {
     let m = octet_onnx::load(model).unwrap();
-    Session::new(m.graph, 2).unwrap().run(vec![input]).unwrap().remove(0)
+    Session::new(m.graph, 2, Engine::Reference).unwrap().run(vec![input]).unwrap().remove(0)
 }
 
 fn cosine(a: &Tensor, b: &Tensor) -> f64 {
@@ -259,10 +260,10 @@ fn images_are_preprocessed_like_timm() {
     for size in [64u32, 224] {
         let files: Vec<String> = meta["expected_files_by_size"][size.to_string()].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
         let want = npy::read(&dir.join(format!("expected_{size}.npy"))).unwrap();
-        let p = octet_cli::calib_data::Preprocess { size, ..Default::default() };
+        let p = octet::calib_data::Preprocess { size, ..Default::default() };
         let per = 3 * (size * size) as usize;
         for (i, f) in files.iter().enumerate() {
-            let got = octet_cli::calib_data::preprocess_image(&dir.join(f), &p).unwrap();
+            let got = octet::calib_data::preprocess_image(&dir.join(f), &p).unwrap();
             let w = &want.as_f32().unwrap()[i * per..(i + 1) * per];
             let diffs: Vec<f32> = got.as_f32().unwrap().iter().zip(w).map(|(a, b)| (a - b).abs()).collect();
             let max = diffs.iter().cloned().fold(0.0, f32::max);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use octet_kernels::f32::PanelMatrix;
 
+use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::{Unary, UnaryKind};
 use crate::ops::nn::{LayerNorm, PackedMatMul};
@@ -22,20 +23,16 @@ pub trait Pass: Sync {
     fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool;
 }
 
-/// The passes `TypedGraph::specialize` runs, in order.
-pub static PASSES: &[&dyn Pass] = &[&FuseLayerNorm, &FuseGelu];
-
-/// Passes for plans whose runs nobody observes value by value (they remove intermediate values
-/// that calibration and `octet compare` read): [`TypedGraph::fuse_for_execution`].
-pub static EXECUTION_PASSES: &[&dyn Pass] = &[&FuseMatMulBias, &FuseMatMulActivation];
-
-/// Runs one pass over every node.
-pub fn run(g: &mut TypedGraph, pass: &dyn Pass) {
+/// Runs one pass over every node, then drops what it left dead; the graph is verified after it
+/// in debug builds and tests. Which passes run, and in which order, is the runtime's pass list.
+pub fn apply(g: &mut TypedGraph, pass: &dyn Pass) -> Result<()> {
     let mut i = 0;
     while i < g.nodes.len() {
         pass.rewrite(g, i);
         i += 1;
     }
+    g.remove_dead_nodes();
+    g.verify_in_debug(pass.name())
 }
 
 /// Read-only matching helpers.

@@ -1,5 +1,5 @@
-//! A graph specialised to concrete input shapes: every value has a [`Fact`], everything that
-//! depends only on constants and shapes is folded, and the rewrite passes have run.
+//! A graph specialised to concrete input shapes: every value has a [`Fact`] and everything that
+//! depends only on constants and shapes is folded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Node, ValueId};
 use crate::op::{EvalCtx, Fact};
-use crate::rewrite;
 use crate::tensor::Tensor;
-
-/// A rewrite of a typed graph into kernels (int8 lowering), run when plans are made.
-pub type Lowering = Arc<dyn Fn(&mut TypedGraph) -> Result<()> + Send + Sync>;
 
 /// A specialised graph. Nodes are in topological order; `facts[v]` is known for every value
 /// that is a graph input, a constant or a node output.
@@ -69,27 +65,22 @@ pub fn check_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
 }
 
 impl TypedGraph {
-    /// Specialises `graph` to input shapes (in graph input order), folds constants and runs the
-    /// rewrite passes. The verifier runs after each pass in debug builds and tests.
-    pub fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> Result<TypedGraph> {
-        let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
-        Self::specialize_facts(graph, &facts, None)
-    }
-
-    /// [`TypedGraph::specialize`] from input facts: an input whose fact carries a value is a
-    /// constant of the plan (used for inputs that feed shape operands).
+    /// Specialises `graph` to input facts (in graph input order) and folds everything that
+    /// depends only on constants and shapes. No rewrite pass runs here: the runtime's pass list
+    /// does (`octet_runtime::passes`). An input whose fact carries a value is a constant of the
+    /// result (inputs that feed shape operands).
     ///
-    /// With a `lowering`, DequantizeLinear of constant tensors (quantized weights and biases) is
-    /// not folded at first, so that the lowering can take the integers; it runs after the float
-    /// passes, and whatever it leaves constant is folded after it.
-    pub fn specialize_facts(graph: &Graph, inputs: &[Fact], lowering: Option<&Lowering>) -> Result<TypedGraph> {
-        Self::specialize_with(graph, HashMap::new(), inputs, lowering)
-    }
-
-    /// [`TypedGraph::specialize_facts`] with more constants than `graph` holds, moved in: the
-    /// typed graph then holds the only reference to them, and a lowering that packs one can
-    /// free it ([`TypedGraph::release_constant`]).
-    pub fn specialize_with(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, inputs: &[Fact], lowering: Option<&Lowering>) -> Result<TypedGraph> {
+    /// `constants` are more constants than `graph` holds, moved in: the typed graph then holds
+    /// the only reference to them, and a pass that packs one can free it
+    /// ([`TypedGraph::release_constant`]). A node for which `defer_folding` says so stays a node
+    /// even when its inputs are constant (the int8 lowering reads the integers of dequantized
+    /// weights); [`TypedGraph::fold_constants`] folds what is left of them later.
+    pub fn specialize_with(
+        graph: &Graph,
+        constants: HashMap<ValueId, Arc<Tensor>>,
+        inputs: &[Fact],
+        defer_folding: &dyn Fn(&Node, &[Option<&Fact>]) -> bool,
+    ) -> Result<TypedGraph> {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|f| f.shape.clone()).collect();
         check_input_shapes(graph, &shapes)?;
         let mut facts: Vec<Option<Fact>> = vec![None; graph.names.len()];
@@ -115,7 +106,7 @@ impl TypedGraph {
                 })
                 .collect::<Result<_>>()?;
             let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
-            let deferred = lowering.is_some() && node.op.name() == "DequantizeLinear" && inputs[0].is_some_and(|f| f.shape.iter().product::<usize>() > 1);
+            let deferred = all_constant && defer_folding(node, &inputs);
             let inferred = node.op.infer(&inputs).map_err(|m| node_error(node, m))?;
             check_sizes(node, &inferred)?;
             let out_facts: Vec<Fact> = if all_constant && node.op.foldable() && !deferred {
@@ -150,33 +141,9 @@ impl TypedGraph {
         };
         typed.remove_dead_nodes();
         typed.verify_in_debug("specialize")?;
-        typed.run_passes(rewrite::PASSES)?;
-        if let Some(lower) = lowering {
-            lower(&mut typed)?;
-            typed.remove_dead_nodes();
-            typed.verify_in_debug("lowering")?;
-            typed.fold_constants()?;
-            typed.verify_in_debug("fold-constants")?;
-        }
         Ok(typed)
     }
 
-    /// Runs [`rewrite::EXECUTION_PASSES`]: fusions that remove intermediate values, for plans
-    /// whose runs nobody observes value by value.
-    pub fn fuse_for_execution(&mut self) -> Result<()> {
-        self.run_passes(rewrite::EXECUTION_PASSES)
-    }
-
-    /// Runs each pass over every node, dropping what it leaves dead (verified after each in
-    /// debug builds and tests).
-    fn run_passes(&mut self, passes: &[&dyn rewrite::Pass]) -> Result<()> {
-        for pass in passes {
-            rewrite::run(self, *pass);
-            self.remove_dead_nodes();
-            self.verify_in_debug(pass.name())?;
-        }
-        Ok(())
-    }
 
     /// Evaluates every node whose inputs are all constant and drops it.
     pub fn fold_constants(&mut self) -> Result<()> {
@@ -289,7 +256,8 @@ impl TypedGraph {
         self.nodes.retain(|_| it.next().unwrap());
     }
 
-    fn verify_in_debug(&self, pass: &str) -> Result<()> {
+    /// [`TypedGraph::verify`] in debug builds and tests, naming the step that ran before.
+    pub fn verify_in_debug(&self, pass: &str) -> Result<()> {
         if cfg!(debug_assertions) {
             self.verify().map_err(|e| Error::Invalid(format!("after pass '{pass}': {e}")))?;
         }

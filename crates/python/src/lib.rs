@@ -5,21 +5,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use numpy::{PyArrayDyn, PyArrayMethods};
-use octet_cli::calib_data::Preprocess;
-use octet_cli::run::Engine;
+use octet::calib_data::Preprocess;
+use octet::run::Engine;
 use octet_graph::{DType, Data, Dim, Tensor};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 #[global_allocator]
-static GLOBAL: octet_cli::Allocator = mimalloc::MiMalloc;
+static GLOBAL: octet::Allocator = mimalloc::MiMalloc;
 
 /// An ELF constructor: it runs before the first allocation (elsewhere mimalloc keeps its defaults).
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = octet_cli::configure_allocator;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = octet::configure_allocator;
 
 pyo3::create_exception!(_octet, Error, PyException, "Every error octet raises: the message is the one the `octet` command prints.");
 pyo3::create_exception!(_octet, ModelError, Error, "The model file cannot be read, is not ONNX, or uses something octet does not support.");
@@ -118,7 +118,7 @@ fn numpy_type(d: DType) -> &'static str {
 /// A loaded model, shared by any number of Python threads.
 #[pyclass(frozen, module = "octet._octet")]
 struct Session {
-    inner: Arc<octet_graph::Session>,
+    inner: Arc<octet_runtime::Session>,
 }
 
 #[pymethods]
@@ -127,7 +127,7 @@ impl Session {
     #[pyo3(signature = (path, threads, reference=false))]
     fn new(py: Python<'_>, path: PathBuf, threads: usize, reference: bool) -> PyResult<Session> {
         let engine = if reference { Engine::Reference } else { Engine::Int8 };
-        let inner = py.detach(|| octet_cli::run::open(&path, threads.max(1), engine)).map_err(py_err)?;
+        let inner = py.detach(|| octet::run::open(&path, threads.max(1), engine)).map_err(py_err)?;
         Ok(Session { inner: Arc::new(inner) })
     }
 
@@ -212,11 +212,11 @@ fn quantize(
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     py.detach(move || {
         let calib = match (&calib_path, calib_stacks) {
-            (Some(p), _) => octet_cli::quantize::Calibration::Path(p),
-            (None, Some(s)) => octet_cli::quantize::Calibration::Stacks(s),
+            (Some(p), _) => octet::quantize::Calibration::Path(p),
+            (None, Some(s)) => octet::quantize::Calibration::Stacks(s),
             (None, None) => unreachable!("one of the two is set"),
         };
-        let request = octet_cli::quantize::Request {
+        let request = octet::quantize::Request {
             model: &model,
             calib,
             output: &output,
@@ -242,7 +242,7 @@ fn quantize(
             progress,
             target: None,
         };
-        let report = octet_cli::quantize::quantize(&request)?;
+        let report = octet::quantize::quantize(&request)?;
         Ok(serde_json::to_string(&report)?)
     })
     .map_err(py_err)
@@ -252,19 +252,19 @@ fn quantize(
 #[pyfunction]
 #[pyo3(signature = (model, batch=1))]
 fn check(py: Python<'_>, model: PathBuf, batch: usize) -> PyResult<String> {
-    py.detach(|| Ok(serde_json::to_string(&octet_cli::check::check(&model, batch)?)?)).map_err(py_err)
+    py.detach(|| Ok(serde_json::to_string(&octet::check::check(&model, batch)?)?)).map_err(py_err)
 }
 
 /// The operator support matrix as JSON (`octet ops --format json`).
 #[pyfunction]
 fn ops() -> PyResult<String> {
-    Ok(octet_cli::ops_table::json())
+    Ok(octet::ops_table::json())
 }
 
 /// The result of `compare`: the report as JSON, its text and its HTML page.
 #[pyclass(frozen, module = "octet._octet")]
 struct Comparison {
-    report: octet_cli::compare::Report,
+    report: octet::compare::Report,
 }
 
 #[pymethods]
@@ -277,7 +277,7 @@ impl Comparison {
         self.report.text(top)
     }
     fn html(&self) -> String {
-        octet_cli::html::page(&self.report)
+        octet::html::page(&self.report)
     }
 }
 
@@ -307,16 +307,16 @@ fn compare(
         .detach(move || {
             let graph = octet_onnx::load_for_inference(&float_model)?.graph;
             let samples = match (&path, &arrays) {
-                (Some(p), _) => octet_cli::calib_data::load(p, &graph, &Preprocess::default(), None)?,
-                (None, Some(s)) => octet_cli::calib_data::from_stacks(s, &graph, None, "the data")?,
+                (Some(p), _) => octet::calib_data::load(p, &graph, &Preprocess::default(), None)?,
+                (None, Some(s)) => octet::calib_data::from_stacks(s, &graph, None, "the data")?,
                 (None, None) => unreachable!("one of the two is set"),
             };
             if let Some(l) = &labels {
                 anyhow::ensure!(l.len() >= samples.len(), "{} labels for {} samples", l.len(), samples.len());
             }
-            let data = octet_cli::compare::Data { samples, labels };
-            let request = octet_cli::compare::Request { float: &float_model, quantized: &quantized_model, data: &data, batch: batch.max(1), node_samples, threads, progress };
-            octet_cli::compare::compare(&request)
+            let data = octet::compare::Data { samples, labels };
+            let request = octet::compare::Request { float: &float_model, quantized: &quantized_model, data: &data, batch: batch.max(1), node_samples, threads, progress };
+            octet::compare::compare(&request)
         })
         .map_err(py_err)?;
     Ok(Comparison { report })

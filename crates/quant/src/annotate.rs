@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use octet_graph::ops::{self, QuantRule};
 use octet_graph::{Graph, QParams, QType, TypedGraph, ValueId};
+pub use octet_runtime::lower::scalar_scale;
 use regex::Regex;
 use serde::Serialize;
 
@@ -246,22 +247,6 @@ impl Shared {
         if ra != rb {
             self.parent.insert(rb, (ra, k * fa / fb));
         }
-    }
-}
-
-/// The positive constant scalar a Mul or Div node scales its other input by.
-pub(crate) fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
-    let op = node.op.name();
-    if op != "Mul" && op != "Div" {
-        return None;
-    }
-    let (a, b) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
-    let c = |v: ValueId| typed.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
-    match (c(a), c(b)) {
-        (None, Some(k)) if op == "Mul" => Some((a, k as f32)),
-        (None, Some(k)) => Some((a, 1.0 / k as f32)),
-        (Some(k), None) if op == "Mul" => Some((b, k as f32)),
-        _ => None,
     }
 }
 

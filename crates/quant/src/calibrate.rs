@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Error, Hooks, QType, Session, Tensor, ValueId};
+use octet_graph::{Error, QType, Tensor, ValueId};
+use octet_runtime::{Hooks, Session};
 
 use crate::annotate::{Annotation, ConstantKind, GroupKind};
 use crate::observer::{Method, Observer};

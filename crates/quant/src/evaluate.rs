@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Dim, Error, Graph, Hooks, QParams, QType, Session, Tensor, ValueId};
+use octet_graph::{Dim, Error, Graph, QParams, QType, Tensor, ValueId};
+use octet_runtime::{Engine, Hooks, Session};
 use serde::Serialize;
 
 /// Signal-to-quantization-noise ratios are capped here (identical tensors).
@@ -316,8 +317,8 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
         };
     }
     let wanted: HashMap<ValueId, ()> = targets.values().map(|t| (t.float, ())).collect();
-    let float_session = Session::new(float.clone(), threads)?;
-    let qdq_session = Session::new(qdq.clone(), threads)?;
+    let float_session = Session::new(float.clone(), threads, Engine::Reference)?;
+    let qdq_session = Session::new(qdq.clone(), threads, Engine::Reference)?;
     let mut tallies: HashMap<ValueId, Tally> = HashMap::new();
     for (i, b) in batches.iter().enumerate() {
         let mut store = StoreFloat { wanted: &wanted, values: HashMap::new() };

@@ -11,7 +11,8 @@ pub mod outliers;
 pub mod rounding;
 pub mod verify;
 
-use octet_graph::{Error, Session, Tensor, TypedGraph};
+use octet_graph::{Error, Tensor};
+use octet_runtime::{Engine, Session};
 use octet_onnx::proto::ModelProto;
 use octet_onnx::OnnxModel;
 use serde::Serialize;
@@ -143,8 +144,8 @@ pub fn quantize_prepared(
     let g = prepared.smoothed.as_ref().unwrap_or(&model.graph);
 
     let shapes: Vec<Vec<usize>> = first.iter().map(|t| t.shape().to_vec()).collect();
-    let typed = TypedGraph::specialize(g, &shapes)?;
-    let session = Session::new(g.clone(), threads)?;
+    let typed = octet_runtime::specialize(g, &shapes, Engine::Reference)?;
+    let session = Session::new(g.clone(), threads, Engine::Reference)?;
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
     let mut annotation = annotate::annotate(g, &typed, &opts);
     let wide = |g: &annotate::Group| matches!(g.kind, annotate::GroupKind::Observed { qtype: octet_graph::QType::U16 });
@@ -195,4 +196,4 @@ pub fn quantize_prepared(
     };
     Ok(Quantized { model: proto, annotation, values: conv.values, summary })
 }
-pub mod lower;
+

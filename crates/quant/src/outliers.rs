@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 
-use octet_graph::{Error, Graph, Hooks, QParams, QType, Session, Tensor, ValueId};
+use octet_graph::{Error, Graph, QParams, QType, Tensor, ValueId};
+use octet_runtime::{Engine, Hooks, Session};
 use octet_kernels::f32::{matmul, MatLayout, Threads};
 use octet_onnx::proto::tensor_proto::DataType;
 use octet_onnx::proto::{ModelProto, TensorProto};
@@ -306,7 +307,7 @@ fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads:
     for c in &candidates {
         wanted.insert(c.output, true);
     }
-    let session = Session::new(g.clone(), threads)?;
+    let session = Session::new(g.clone(), threads, Engine::Reference)?;
     let mut stats = HashMap::new();
     for s in samples {
         session.run_hooked(s.clone(), &mut Collect { wanted: &wanted, stats: &mut stats })?;

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use octet_graph::{Error, Graph, Session, Tensor};
+use octet_graph::{Error, Graph, Tensor};
+use octet_runtime::{Engine, Session};
 use octet_onnx::proto::ModelProto;
 use serde::Serialize;
 
@@ -74,9 +75,9 @@ pub fn verify(proto: &ModelProto, base: &Path, float: &Graph, samples: &[Vec<Ten
     octet_onnx::scope::validate(proto).map_err(|e| refuse(format!("breaks ONNX's rules: {e}")))?;
     let bytes = prost::Message::encode_to_vec(proto);
     let quantized = octet_onnx::load_bytes(&bytes, Path::new("(quantized model)"), base).map_err(|e| refuse(format!("does not import: {e}")))?.graph;
-    let reference = Session::new(quantized.clone(), threads).map_err(|e| refuse(format!("does not load on the reference engine: {e}")))?;
-    let int8 = Session::with_lowering(quantized, threads, crate::lower::lowering()).map_err(|e| refuse(format!("does not load on the int8 engine: {e}")))?;
-    let float_session = Session::new(float.clone(), threads)?;
+    let reference = Session::new(quantized.clone(), threads, Engine::Reference).map_err(|e| refuse(format!("does not load on the reference engine: {e}")))?;
+    let int8 = Session::new(quantized, threads, Engine::Int8).map_err(|e| refuse(format!("does not load on the int8 engine: {e}")))?;
+    let float_session = Session::new(float.clone(), threads, Engine::Reference)?;
     let names: Vec<String> = float.output_names().into_iter().map(String::from).collect();
     let mut per_output: Vec<(Vec<f64>, Vec<f64>, &'static str)> = vec![(vec![], vec![], "cosine"); names.len()];
     for sample in samples {

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use octet_cli::run::Engine;
-use octet_graph::{DType, Data, Dim, Session, Tensor};
+use octet::run::Engine;
+use octet_graph::{DType, Data, Dim, Tensor};
+use octet_runtime::Session;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -102,7 +103,7 @@ fn signature(message: &str) -> String {
 fn onnx(input: &[u8], scratch: &Path) -> anyhow::Result<String> {
     let path = scratch.join("model.onnx");
     std::fs::write(&path, input)?;
-    let report = octet_cli::check::check(&path, 1 + input.len() % 2)?;
+    let report = octet::check::check(&path, 1 + input.len() % 2)?;
     Ok(format!("{} nodes, {} quantized op kinds", report.nodes.len().min(16), report.quantized_ops.len()))
 }
 
@@ -110,19 +111,19 @@ fn npy(input: &[u8], scratch: &Path) -> anyhow::Result<String> {
     if input.starts_with(b"PK") {
         let path = scratch.join("x.npz");
         std::fs::write(&path, input)?;
-        let arrays = octet_cli::npy::read_npz(&path)?;
+        let arrays = octet::npy::read_npz(&path)?;
         return Ok(format!("npz of {}", arrays.len().min(8)));
     }
     let path = scratch.join("x.npy");
     std::fs::write(&path, input)?;
-    let t = octet_cli::npy::read(&path)?;
+    let t = octet::npy::read(&path)?;
     Ok(format!("{} rank {}", t.dtype(), t.rank()))
 }
 
 fn image(input: &[u8], scratch: &Path) -> anyhow::Result<String> {
     let path = scratch.join("image");
     std::fs::write(&path, input)?;
-    let t = octet_cli::calib_data::preprocess_image(&path, &octet_cli::calib_data::Preprocess::default())?;
+    let t = octet::calib_data::preprocess_image(&path, &octet::calib_data::Preprocess::default())?;
     Ok(format!("{:?}", t.shape()))
 }
 
@@ -157,7 +158,7 @@ fn sessions(i: usize) -> anyhow::Result<std::sync::Arc<Sessions>> {
         return Ok(s.clone());
     }
     let graph = octet_onnx::load_for_inference(&run_models()[i])?.graph;
-    let s = std::sync::Arc::new((octet_cli::run::session(graph.clone(), 1, Engine::Int8)?, octet_cli::run::session(graph, 1, Engine::Reference)?));
+    let s = std::sync::Arc::new((octet::run::session(graph.clone(), 1, Engine::Int8)?, octet::run::session(graph, 1, Engine::Reference)?));
     map.insert(i, s.clone());
     Ok(s)
 }

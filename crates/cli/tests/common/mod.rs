@@ -65,9 +65,9 @@ impl Drop for Scratch {
 pub fn run_node_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
     let n_in = model.graph.inputs.len();
-    let read = |name: String| octet_cli::npy::read(&dir.join(name)).map_err(|e| e.to_string());
+    let read = |name: String| octet::npy::read(&dir.join(name)).map_err(|e| e.to_string());
     let inputs = (0..n_in).map(|i| read(format!("input_{i}.npy"))).collect::<Result<Vec<_>, _>>()?;
-    let session = octet_graph::Session::new(model.graph, 1).map_err(|e| e.to_string())?;
+    let session = octet_runtime::Session::new(model.graph, 1, octet_runtime::Engine::Reference).map_err(|e| e.to_string())?;
     let outputs = session.run(inputs).map_err(|e| e.to_string())?;
     for (i, got) in outputs.iter().enumerate() {
         let want = read(format!("output_{i}.npy"))?;
@@ -92,12 +92,12 @@ pub fn run_node_case_cli(octet: &Path, dir: &Path, out: &Path, rtol: f64, atol: 
     if !run.status.success() {
         return Err(stderr.trim().to_string());
     }
-    let outputs = octet_cli::npy::read_npz(out).map_err(|e| e.to_string())?;
+    let outputs = octet::npy::read_npz(out).map_err(|e| e.to_string())?;
     if outputs.len() != model.graph.outputs.len() {
         return Err(format!("{} outputs written, the model has {}", outputs.len(), model.graph.outputs.len()));
     }
     for (i, (_, got)) in outputs.iter().enumerate() {
-        let want = octet_cli::npy::read(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
+        let want = octet::npy::read(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
         all_close(got, &want, rtol, atol).map_err(|e| format!("output {i}: {e}"))?;
     }
     Ok(())

@@ -53,7 +53,7 @@ pub enum Int8Support {
     FloatBetweenDqQ,
     /// The op is itself a quantization boundary.
     QdqBoundary,
-    /// The int8 lowering (crates/quant/src/lower) has a kernel for the op's QDQ pattern; when a
+    /// The int8 lowering (crates/runtime/src/lower) has a kernel for the op's QDQ pattern; when a
     /// pattern does not match (other parameters, shapes), it runs in float between dq and q.
     Kernel(&'static str),
 }

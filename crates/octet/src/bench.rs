@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_graph::{Hooks, Plan};
+use octet_runtime::{Hooks, Plan};
 use serde::Serialize;
 
 use crate::inputs::{bind, synthetic, InputArg};

@@ -1,15 +1,15 @@
-//! The float interpreter: runs a [`TypedGraph`] node by node, freeing each intermediate value
-//! after its last reader. A [`Session`] keeps one plan per set of input shapes.
+//! Sessions and plans: a [`Plan`] runs a [`TypedGraph`] node by node, freeing each intermediate
+//! value after its last reader; a [`Session`] keeps one plan per set of input shapes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::graph::{Graph, ValueId};
-use crate::op::{EvalCtx, Fact};
-use crate::tensor::Tensor;
-use crate::typed::{Lowering, TypedGraph};
+use octet_graph::{Data, Error, EvalCtx, Fact, Graph, Result, Tensor, TypedGraph, ValueId};
+
+use octet_kernels::Isa;
+
+use crate::passes::{plan_graph, Engine, Target};
 
 /// Observes a run: every computed value (graph inputs included) and every node's time.
 pub trait Hooks: Send {
@@ -158,7 +158,9 @@ pub struct Session {
     moved: Option<MovedWeights>,
     /// The graph quantizes activations (a QDQ model): its inputs must be finite.
     quantized: bool,
-    lowering: Option<Lowering>,
+    engine: Engine,
+    /// Set by [`Session::with_isa`].
+    isa: Option<Isa>,
     by_value: Vec<bool>,
     ctx: EvalCtx,
     pool: rayon::ThreadPool,
@@ -166,10 +168,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that runs on `threads` threads (at least 1). Its graph's MatMul weights are
-    /// packed for the float matmul ([`crate::rewrite::pack_matmul_weights`]).
-    pub fn new(mut graph: Graph, threads: usize) -> Result<Session> {
-        crate::rewrite::pack_matmul_weights(&mut graph);
+    /// A session that runs on `threads` threads (at least 1) with `engine`. Its graph's MatMul
+    /// weights are packed for the float matmul ([`octet_graph::rewrite::pack_matmul_weights`]).
+    pub fn new(mut graph: Graph, threads: usize, engine: Engine) -> Result<Session> {
+        octet_graph::rewrite::pack_matmul_weights(&mut graph);
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -185,7 +187,8 @@ impl Session {
             graph,
             moved: None,
             quantized,
-            lowering: None,
+            engine,
+            isa: None,
             by_value,
             ctx: EvalCtx { threads },
             pool,
@@ -193,19 +196,24 @@ impl Session {
         })
     }
 
-    /// A session whose plans are rewritten by `lowering` (octet's int8 kernels).
-    pub fn with_lowering(graph: Graph, threads: usize, lowering: Lowering) -> Result<Session> {
-        let mut s = Session::new(graph, threads)?;
-        s.lowering = Some(lowering);
-        Ok(s)
+    /// Makes the int8 engine's plans on `isa` instead of the tier [`Isa::selected`] names (tests
+    /// compare tiers in one process). Plans made before keep theirs.
+    pub fn with_isa(mut self, isa: Isa) -> Session {
+        self.isa = Some(isa);
+        self
+    }
+
+    /// The engine the session's plans are made for.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Lets the session hold its quantized weights once, packed in its plans, instead of twice:
     /// the constants that only DequantizeLinear nodes read leave the graph and go into the next
     /// plan, whose lowering frees each as it packs it; a plan for other input shapes then reads
-    /// the model again with `reload` (a file loader). Without a lowering nothing changes.
+    /// the model again with `reload` (a file loader). On the reference engine nothing changes.
     pub fn reloadable(mut self, reload: Reload) -> Session {
-        if self.lowering.is_none() {
+        if self.engine != Engine::Int8 {
             return self;
         }
         let readers = self.graph.readers();
@@ -257,10 +265,7 @@ impl Session {
             .zip(&self.by_value)
             .map(|(t, &v)| if v { Fact::constant(Arc::new(t.clone())) } else { Fact::new(t.dtype(), t.shape().to_vec()) })
             .collect();
-        let mut typed = TypedGraph::specialize_with(&self.graph, self.take_weights()?, &facts, self.lowering.as_ref())?;
-        if !observed {
-            typed.fuse_for_execution()?;
-        }
+        let typed = plan_graph(&self.graph, self.take_weights()?, &facts, Target { engine: self.engine, isa: self.isa, observed })?;
         let plan = Arc::new(Plan::new(typed));
         self.plans.lock().expect("plan cache").insert(key, plan.clone());
         Ok(plan)
@@ -301,8 +306,8 @@ impl Session {
 /// The first NaN or infinity of a float tensor: its flat index and value.
 fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
     match t.data() {
-        crate::tensor::Data::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
-        crate::tensor::Data::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+        Data::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+        Data::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
         _ => None,
     }
 }

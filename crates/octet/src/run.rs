@@ -3,19 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use octet_graph::{Session, Tensor};
+use octet_graph::Tensor;
+pub use octet_runtime::Engine;
+use octet_runtime::Session;
 
 use crate::inputs::{bind, InputArg};
 use crate::npy;
-
-/// How a session runs a quantized model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// QDQ patterns lowered to int8 kernels (the default).
-    Int8,
-    /// Everything in float, Q/DQ included: the reference semantics.
-    Reference,
-}
 
 /// Loads a model into a session that uses `threads` threads. The int8 engine holds the
 /// quantized weights once, packed in its plans, and reads the file again to plan other input
@@ -23,7 +16,7 @@ pub enum Engine {
 pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
     let graph = octet_onnx::load_for_inference(model)?.graph;
     let path = model.to_path_buf();
-    let reload: octet_graph::Reload = std::sync::Arc::new(move || {
+    let reload: octet_runtime::Reload = std::sync::Arc::new(move || {
         octet_onnx::load_for_inference(&path).map(|m| m.graph).map_err(|e| octet_graph::Error::Invalid(format!("reading the model again: {e}")))
     });
     Ok(session(graph, threads, engine)?.reloadable(reload))
@@ -31,10 +24,7 @@ pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
 
 /// A session for an imported graph.
 pub fn session(graph: octet_graph::Graph, threads: usize, engine: Engine) -> Result<Session> {
-    Ok(match engine {
-        Engine::Int8 => Session::with_lowering(graph, threads, octet_quant::lower::lowering())?,
-        Engine::Reference => Session::new(graph, threads)?,
-    })
+    Ok(Session::new(graph, threads, engine)?)
 }
 
 /// Where each output goes: `--output` names a `.npy` file for one output, a `.npz` for all of

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_graph::{Session, Tensor};
+use octet_graph::Tensor;
+use octet_runtime::Session;
 use octet_quant::evaluate;
 use octet_quant::verify::{self, Verification};
 use octet_quant::{Method, Options, Summary};
@@ -233,7 +234,7 @@ pub fn keep_float_until(
     target: &Target,
     progress: &dyn Fn(&str),
 ) -> Result<(octet_quant::Quantized, Fallback)> {
-    let float = Session::new(model.graph.clone(), threads)?;
+    let float = Session::new(model.graph.clone(), threads, Engine::Reference)?;
     let float_accuracy = accuracy(&float, &model.graph, target.data)?;
     let prepared = octet_quant::prepare(model, samples, opts, threads)?;
     let attempt = |keep: &[String]| -> Result<(octet_quant::Quantized, f64)> {

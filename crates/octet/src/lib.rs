@@ -1,4 +1,13 @@
-//! The `octet` command-line tool, as a library so that tests drive the same code as the binary.
+//! octet's library API: what the two shells, the `octet` command (`crates/cli`) and the Python
+//! package (`crates/python`), both call. Each feature lives here once; the shells only parse
+//! arguments and print (the CLI) or convert arrays and errors (Python).
+//!
+//! - [`run`]: open a session on a model file, run it on .npy/.npz inputs, write the outputs;
+//! - [`quantize`]: calibrate and write a QDQ model, with the report both shells print;
+//! - [`compare`], [`html`]: int8 against float on real data, and its HTML report;
+//! - [`check`]: how each node of a model runs and why; [`ops_table`]: the support matrix;
+//! - [`bench`], [`demo`]: timing, and the shipped Fashion-MNIST demo;
+//! - [`calib_data`], [`inputs`], [`npy`]: the data readers (.npy, .npz, image folders).
 
 pub mod bench;
 pub mod calib_data;

@@ -23,19 +23,26 @@ use octet_graph::ops::elementwise::{Binary, BinaryKind, Unary};
 use octet_graph::ops::nn::{Conv, Gemm, LayerNorm, Softmax};
 use octet_graph::ops::quant::{DequantizeLinear, QuantizeLinear};
 use octet_graph::ops::{lookup, QuantRule};
-use octet_graph::{DType, EvalCtx, Lowering, Node, Op, Tensor, TypedGraph, ValueId};
+use octet_graph::{DType, EvalCtx, Node, Op, Tensor, TypedGraph, ValueId};
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
 use kernels::{make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable, QViews};
 
-/// The lowering for sessions: int8 kernels of the selected ISA tier.
-pub fn lowering() -> Lowering {
-    Arc::new(|g: &mut TypedGraph| {
-        let isa = Isa::selected().map_err(octet_graph::Error::Input)?;
-        lower(g, isa);
-        Ok(())
-    })
+/// The positive constant scalar a Mul or Div node scales its other input by.
+pub fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
+    let op = node.op.name();
+    if op != "Mul" && op != "Div" {
+        return None;
+    }
+    let (a, b) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
+    let c = |v: ValueId| typed.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
+    match (c(a), c(b)) {
+        (None, Some(k)) if op == "Mul" => Some((a, k as f32)),
+        (None, Some(k)) => Some((a, 1.0 / k as f32)),
+        (Some(k), None) if op == "Mul" => Some((b, k as f32)),
+        _ => None,
+    }
 }
 
 /// Integer parameters of a DequantizeLinear input: codes, scales, zero points, axis.
@@ -706,7 +713,7 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
         if n.op.downcast::<QMatMul>().is_some() {
             break at;
         }
-        let (x, k) = crate::annotate::scalar_scale(g, n)?;
+        let (x, k) = scalar_scale(g, n)?;
         logit_scale *= k;
         (logits, reader) = (x, at);
     };

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use octet_graph::ops::view::View;
 use octet_graph::{Graph, Tensor};
 
@@ -13,11 +12,35 @@ use crate::npy;
 #[path = "resample.rs"]
 mod resample;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// How the shorter side is resized (PIL's filters, as timm uses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interpolation {
     Bicubic,
     Bilinear,
     Nearest,
+}
+
+impl Interpolation {
+    /// Every interpolation, by the name the CLI and Python take.
+    pub const ALL: [(&'static str, Interpolation); 3] =
+        [("bicubic", Interpolation::Bicubic), ("bilinear", Interpolation::Bilinear), ("nearest", Interpolation::Nearest)];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, i)| *i == self).map(|(n, _)| *n).unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for Interpolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+        Self::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s))
+            .map(|(_, i)| *i)
+            .ok_or_else(|| format!("unknown interpolation '{s}' (one of: {})", names.join(", ")))
+    }
 }
 
 /// timm's eval transform: resize the shorter side to `floor(size / crop_pct)`, center-crop

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use octet_graph::ops::{self, OPSETS};
 use octet_graph::{Dim, Graph, Node, TypedGraph, ValueId};
+use octet_runtime::Engine;
 use serde::Serialize;
 
 /// The `int8` column of a quantized node that no int8 kernel took.
@@ -155,10 +156,9 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
     let g = &m.graph;
     let shapes: Vec<Vec<usize>> =
         g.inputs.iter().map(|i| i.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { batch }).collect()).collect();
-    let typed = TypedGraph::specialize(g, &shapes)?;
+    let typed = octet_runtime::specialize(g, &shapes, Engine::Reference)?;
     let isa = octet_kernels::Isa::selected().map_err(anyhow::Error::msg)?;
-    let input_facts: Vec<octet_graph::Fact> = g.inputs.iter().zip(&shapes).map(|(i, s)| octet_graph::Fact::new(i.dtype, s.clone())).collect();
-    let lowered = TypedGraph::specialize_facts(g, &input_facts, Some(&octet_quant::lower::lowering()))?;
+    let lowered = octet_runtime::specialize(g, &shapes, Engine::Int8)?;
     let mut kernel_of: HashMap<&str, (&str, String)> = HashMap::new();
     for l in &lowered.nodes {
         if let Some(k) = l.op.kernel() {

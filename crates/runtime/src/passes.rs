@@ -1,0 +1,136 @@
+//! The pass list: every rewrite a plan goes through, in order, declared once. A plan is the
+//! graph specialised to its input shapes ([`TypedGraph::specialize_with`]), then each step of
+//! [`PASSES`] that applies to its engine and to whether its runs are observed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use octet_graph::ops::quant::DequantizeLinear;
+use octet_graph::rewrite::{self, FuseGelu, FuseLayerNorm, FuseMatMulActivation, FuseMatMulBias, Pass};
+use octet_graph::{Error, Fact, Graph, Node, Result, Tensor, TypedGraph, ValueId};
+use octet_kernels::Isa;
+
+/// How a session runs a quantized model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// QDQ patterns lowered to int8 kernels (the default).
+    Int8,
+    /// Everything in float, Q/DQ included: the reference semantics.
+    Reference,
+}
+
+/// Which plans a step rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Every plan.
+    Always,
+    /// Plans of the int8 engine.
+    Int8,
+    /// Plans whose runs nobody observes value by value: the step removes intermediate values
+    /// that calibration and `octet compare` read.
+    Unobserved,
+}
+
+/// What a step does.
+pub enum Action {
+    /// A local rewrite, tried at every node.
+    Rewrite(&'static dyn Pass),
+    /// The int8 lowering of QDQ patterns ([`crate::lower::lower`]) on the plan's ISA tier.
+    Lower,
+    /// Folds the constants the lowering left (the dequantized weights it did not take).
+    FoldConstants,
+}
+
+/// One step of the pass list.
+pub struct Step {
+    pub when: When,
+    pub action: Action,
+}
+
+/// The pass list, in the order it runs.
+pub static PASSES: &[Step] = &[
+    Step { when: When::Always, action: Action::Rewrite(&FuseLayerNorm) },
+    Step { when: When::Always, action: Action::Rewrite(&FuseGelu) },
+    Step { when: When::Int8, action: Action::Lower },
+    Step { when: When::Int8, action: Action::FoldConstants },
+    Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulBias) },
+    Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulActivation) },
+];
+
+impl Step {
+    /// The step's name, as the verifier reports it.
+    pub fn name(&self) -> &'static str {
+        match self.action {
+            Action::Rewrite(p) => p.name(),
+            Action::Lower => "int8-lowering",
+            Action::FoldConstants => "fold-constants",
+        }
+    }
+
+    fn applies(&self, engine: Engine, observed: bool) -> bool {
+        match self.when {
+            When::Always => true,
+            When::Int8 => engine == Engine::Int8,
+            When::Unobserved => !observed,
+        }
+    }
+
+    fn run(&self, g: &mut TypedGraph, isa: Option<Isa>) -> Result<()> {
+        match self.action {
+            Action::Rewrite(p) => return rewrite::apply(g, p),
+            Action::Lower => {
+                let isa = match isa {
+                    Some(isa) => isa,
+                    None => Isa::selected().map_err(Error::Input)?,
+                };
+                crate::lower::lower(g, isa);
+                g.remove_dead_nodes();
+            }
+            Action::FoldConstants => g.fold_constants()?,
+        }
+        g.verify_in_debug(self.name())
+    }
+}
+
+/// A DequantizeLinear of a constant tensor (a quantized weight or bias) stays a node on the int8
+/// engine, so that the lowering can take its integers.
+fn deferred_for_lowering(node: &Node, inputs: &[Option<&Fact>]) -> bool {
+    node.op.downcast::<DequantizeLinear>().is_some() && inputs.first().copied().flatten().is_some_and(|f| f.shape.iter().product::<usize>() > 1)
+}
+
+/// What a plan is made for.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub engine: Engine,
+    /// The int8 kernels' ISA tier; `None`: the one [`Isa::selected`] names (the best the CPU
+    /// has, or `OCTET_ISA`).
+    pub isa: Option<Isa>,
+    /// Whether the plan's runs are observed value by value.
+    pub observed: bool,
+}
+
+/// The graph of a plan: `graph` specialised to `inputs` with `constants` moved in, rewritten by
+/// every step of [`PASSES`] that applies to `target`.
+pub fn plan_graph(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, inputs: &[Fact], target: Target) -> Result<TypedGraph> {
+    let Target { engine, isa, observed } = target;
+    let defer: &dyn Fn(&Node, &[Option<&Fact>]) -> bool = match engine {
+        Engine::Int8 => &deferred_for_lowering,
+        Engine::Reference => &|_, _| false,
+    };
+    let mut typed = TypedGraph::specialize_with(graph, constants, inputs, defer)?;
+    for step in PASSES.iter().filter(|s| s.applies(engine, observed)) {
+        step.run(&mut typed, isa)?;
+    }
+    Ok(typed)
+}
+
+/// `graph` specialised to input shapes (in graph input order, dtypes as declared) and rewritten
+/// as an observed plan of `engine` is: every value a hook would see is still there. What the
+/// quantizer and `octet check` read.
+pub fn specialize(graph: &Graph, shapes: &[Vec<usize>], engine: Engine) -> Result<TypedGraph> {
+    if shapes.len() != graph.inputs.len() {
+        return Err(Error::Input(format!("the model has {} inputs, {} shapes were given", graph.inputs.len(), shapes.len())));
+    }
+    let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
+    plan_graph(graph, HashMap::new(), &facts, Target { engine, isa: None, observed: true })
+}
