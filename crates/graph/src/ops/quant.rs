@@ -4,7 +4,7 @@
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use octet_kernels::i8::elementwise::{self as ew, Q8};
+use octet_kernels::i8::elementwise::{self as ew, Affine};
 use crate::tensor::{numel, DType, Data, Tensor};
 
 /// Index into the scale / zero-point vector for every element of `shape`: 0 for per-tensor
@@ -71,7 +71,7 @@ impl Op for QuantizeLinear {
         let s = scale.to_f64_vec();
         let z = zero_points(zp, s.len())?;
         if let (Some(xs), 1, DType::U8 | DType::I8) = (x.as_f32(), s.len(), dtype) {
-            let p = Q8 { scale: s[0] as f32, zero_point: z[0] as i32, signed: dtype == DType::I8 };
+            let p = Affine { scale: s[0] as f32, zero_point: z[0] as i32, signed: dtype == DType::I8 };
             let mut out = vec![0u8; xs.len()];
             ew::quantize(xs, p, &mut out);
             let data = if p.signed { Data::I8(out.into_iter().map(|b| b as i8).collect()) } else { Data::U8(out) };
@@ -129,7 +129,7 @@ impl Op for DequantizeLinear {
                 _ => None,
             };
             if let Some(b) = bytes {
-                let p = Q8 { scale: s[0], zero_point: z[0] as i32, signed: x.dtype() == DType::I8 };
+                let p = Affine { scale: s[0], zero_point: z[0] as i32, signed: x.dtype() == DType::I8 };
                 let mut out = vec![0.0f32; b.len()];
                 ew::dequantize(b, p, &mut out);
                 return Ok(vec![Tensor::f32(x.shape().to_vec(), out)]);

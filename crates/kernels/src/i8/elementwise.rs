@@ -3,35 +3,9 @@
 //! f32 operations as the reference ops, so results are the reference's bit for bit unless a
 //! kernel says otherwise.
 
+pub use crate::affine::Affine;
 use crate::dispatch::simd_dispatch;
 use crate::f32::exp_nonpositive;
-
-/// Per-tensor parameters of 8-bit codes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Q8 {
-    pub scale: f32,
-    pub zero_point: i32,
-    pub signed: bool,
-}
-
-impl Q8 {
-    /// The code a stored byte holds. Branch-free: s8 is `(b ^ 0x80) − 128`.
-    #[inline(always)]
-    pub fn code(self, b: u8) -> i32 {
-        let flip = (self.signed as u8) << 7;
-        (b ^ flip) as i32 - flip as i32
-    }
-    #[inline(always)]
-    pub fn dequantize(self, b: u8) -> f32 {
-        (self.code(b) - self.zero_point) as f32 * self.scale
-    }
-    /// Eq. 5, returning the stored byte.
-    #[inline(always)]
-    pub fn quantize(self, x: f32) -> u8 {
-        let lo = -((self.signed as i32) << 7);
-        (round_half_even(x / self.scale) + self.zero_point).clamp(lo, lo + 255) as u8
-    }
-}
 
 /// `round_half_even(x)` as i32, exact for |x| ≤ 2^22 and saturating beyond (enough for every
 /// 8-bit result): adding 1.5·2^23 leaves the rounded integer in the low mantissa bits. Integer
@@ -53,7 +27,7 @@ pub enum Arith {
 }
 
 /// `out = q(dq(a) ∘ dq(b))` for equal-length operands.
-pub fn binary_same_shape(op: Arith, a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
+pub fn binary_same_shape(op: Arith, a: &[u8], pa: Affine, b: &[u8], pb: Affine, out: &mut [u8], po: Affine) {
     match op {
         Arith::Add => add_same_shape(a, pa, b, pb, out, po),
         Arith::Sub => sub_same_shape(a, pa, b, pb, out, po),
@@ -65,7 +39,7 @@ pub fn binary_same_shape(op: Arith, a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mu
 macro_rules! same_shape {
     ($name:ident, $op:tt) => {
         simd_dispatch! {
-            fn $name(a: &[u8], pa: Q8, b: &[u8], pb: Q8, out: &mut [u8], po: Q8) {
+            fn $name(a: &[u8], pa: Affine, b: &[u8], pb: Affine, out: &mut [u8], po: Affine) {
                 let n = out.len().min(a.len()).min(b.len());
                 let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
                 for i in 0..n {
@@ -83,7 +57,7 @@ same_shape!(div_same_shape, /);
 macro_rules! float_same_shape {
     ($name:ident, $op:tt) => {
         simd_dispatch! {
-            fn $name(a: &[f32], b: &[f32], out: &mut [u8], po: Q8) {
+            fn $name(a: &[f32], b: &[f32], out: &mut [u8], po: Affine) {
                 let n = out.len().min(a.len()).min(b.len());
                 let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
                 for i in 0..n {
@@ -99,7 +73,7 @@ float_same_shape!(mul_f32, *);
 float_same_shape!(div_f32, /);
 
 /// `out = q(a ∘ b)` for equal-length f32 operands (dequantized activations or constants).
-pub fn binary_f32_same_shape(op: Arith, a: &[f32], b: &[f32], out: &mut [u8], po: Q8) {
+pub fn binary_f32_same_shape(op: Arith, a: &[f32], b: &[f32], out: &mut [u8], po: Affine) {
     match op {
         Arith::Add => add_f32(a, b, out, po),
         Arith::Sub => sub_f32(a, b, out, po),
@@ -110,7 +84,7 @@ pub fn binary_f32_same_shape(op: Arith, a: &[f32], b: &[f32], out: &mut [u8], po
 
 simd_dispatch! {
     /// `out = q(x)` for f32 input (QuantizeLinear, per tensor).
-    pub fn quantize(x: &[f32], p: Q8, out: &mut [u8]) {
+    pub fn quantize(x: &[f32], p: Affine, out: &mut [u8]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = p.quantize(v);
         }
@@ -129,7 +103,7 @@ simd_dispatch! {
 
 simd_dispatch! {
     /// `out = dq(q)` (DequantizeLinear, per tensor).
-    pub fn dequantize(q: &[u8], p: Q8, out: &mut [f32]) {
+    pub fn dequantize(q: &[u8], p: Affine, out: &mut [f32]) {
         for (o, &b) in out.iter_mut().zip(q) {
             *o = p.dequantize(b);
         }
@@ -141,7 +115,7 @@ simd_dispatch! {
     /// `y = (q − mean) · s / √(s²·var + eps) · γ + β` in f32, quantized to `po` (one multiply by
     /// `1/s_out`) or written to `out_f32` when `po` is None. Within one output step of the
     /// reference. Rows up to 32768 codes (i32 sums of squares).
-    pub fn layer_norm_rows_q8(x: &[u8], px: Q8, c: usize, gamma: &[f32], beta: &[f32], eps: f32, po: Option<Q8>, out_q: &mut [u8], out_f32: &mut [f32]) {
+    pub fn layer_norm_rows_q8(x: &[u8], px: Affine, c: usize, gamma: &[f32], beta: &[f32], eps: f32, po: Option<Affine>, out_q: &mut [u8], out_f32: &mut [f32]) {
         if c == 0 {
             return;
         }
@@ -180,7 +154,7 @@ simd_dispatch! {
 simd_dispatch! {
     /// Softmax over rows of `n` 8-bit logits of scale `px.scale`, quantized to `po`:
     /// `e = exp(−s·(q_max − q))` on integer differences. Within one output step of the reference.
-    pub fn softmax_rows_q8(x: &[u8], px: Q8, n: usize, po: Q8, out: &mut [u8]) {
+    pub fn softmax_rows_q8(x: &[u8], px: Affine, n: usize, po: Affine, out: &mut [u8]) {
         if n == 0 {
             return;
         }

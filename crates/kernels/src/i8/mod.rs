@@ -220,9 +220,9 @@ pub struct Activation {
 /// Parameters of a residual epilogue: the GEMM's (table's) output, the residual, the sum.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Residual {
-    pub y: elementwise::Q8,
-    pub r: elementwise::Q8,
-    pub out: elementwise::Q8,
+    pub y: elementwise::Affine,
+    pub r: elementwise::Affine,
+    pub out: elementwise::Affine,
 }
 
 /// The output of an epilogue.
@@ -284,7 +284,7 @@ fn epilogue_rows<T: Copy>(m: usize, n: usize, c: &[T], ldc: usize, e: &Epilogue,
                             *r = sum(v, b) * s;
                         }
                         (act.f)(&mut real);
-                        elementwise::quantize(&real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
+                        elementwise::quantize(&real, crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
                     }
                 }
             }
@@ -373,7 +373,7 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
                 // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
                 unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
                 (act.f)(real);
-                elementwise::quantize(real, elementwise::Q8 { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, out_q);
+                elementwise::quantize(real, crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, out_q);
             });
             epilogue_post(m, n, e, out_q, residual);
             return;

@@ -160,7 +160,7 @@ fn epilogue_is_the_same_on_every_tier() {
 
 #[test]
 fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
-    use super::elementwise::Q8;
+    use super::elementwise::Affine;
     for &(m, k, n) in &[(1, 4, 1), (7, 64, 17), (13, 37, 100), (197, 384, 70)] {
         let a = values(m * k, 5);
         let b: Vec<i8> = values(k * n, 6).into_iter().map(|v| v as i8).collect();
@@ -169,7 +169,7 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
         // Scales from tiny to huge, so that results saturate both ways past ±2^31.
         let scale: Vec<f32> = (0..n).map(|j| [3e-5, 1e-2, 7.0, 1e4, -2e3][j % 5] * (1.0 + j as f32 * 0.01)).collect();
         let bias: Vec<i32> = (0..n as i32).map(|j| j * 313 - 4000).collect();
-        let q = |z: i32, signed: bool| Q8 { scale: 0.05, zero_point: z, signed };
+        let q = |z: i32, signed: bool| Affine { scale: 0.05, zero_point: z, signed };
         let outs = [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }];
         for out in outs {
             for (t, r, act) in [(false, false, false), (true, false, false), (false, true, false), (true, true, false), (false, false, true), (true, true, true)] {

@@ -7,36 +7,23 @@ use octet_graph::op::{optional, required, EvalCtx, Fact, Op};
 use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::{op_any, DType, Data, Tensor};
-use octet_kernels::i8::elementwise::{self as ew, Arith, Q8};
+use octet_kernels::i8::elementwise::{self as ew, Arith};
+pub use octet_kernels::Affine;
 use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
 use octet_kernels::Isa;
 use rayon::prelude::*;
 
-/// Per-tensor affine parameters of an 8-bit activation (eq. 1).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Affine {
-    pub scale: f32,
-    pub zero_point: i32,
-    pub signed: bool,
+/// The tensor type of codes with these parameters.
+pub trait CodeType {
+    fn dtype(self) -> DType;
 }
 
-impl Affine {
-    pub fn dtype(self) -> DType {
+impl CodeType for Affine {
+    fn dtype(self) -> DType {
         if self.signed {
             DType::I8
         } else {
             DType::U8
-        }
-    }
-    /// The same parameters for the byte kernels (which dequantize and quantize as eq. 1 and 5).
-    pub fn q8(self) -> Q8 {
-        Q8 { scale: self.scale, zero_point: self.zero_point, signed: self.signed }
-    }
-    pub fn out_type(self) -> OutType {
-        if self.signed {
-            OutType::S8 { zero_point: self.zero_point }
-        } else {
-            OutType::U8 { zero_point: self.zero_point }
         }
     }
 }
@@ -447,7 +434,7 @@ impl QTable {
     /// The table for `f` (an op applied to a 1-D f32 tensor of the 256 dequantized codes, in
     /// the order of their stored bytes).
     pub fn build(input: Affine, output: Affine, what: String, f: impl Fn(Tensor) -> Result<Tensor, String>) -> Result<QTable, String> {
-        let (pi, po) = (input.q8(), output.q8());
+        let (pi, po) = (input, output);
         let x = Tensor::f32(vec![256], (0..=255u8).map(|b| pi.dequantize(b)).collect());
         let y = f(x)?;
         let y = y.as_f32().ok_or("the op did not give f32")?;
@@ -517,14 +504,14 @@ impl Op for QBinary {
         };
         if let ([Operand::Quantized(pa), Operand::Quantized(pb)], true) = (&self.operands, a.shape() == b.shape()) {
             let mut out = vec![0u8; a.len()];
-            ew::binary_same_shape(arith, bytes(a)?, pa.q8(), bytes(b)?, pb.q8(), &mut out, o.q8());
+            ew::binary_same_shape(arith, bytes(a)?, *pa, bytes(b)?, *pb, &mut out, o);
             return Ok(vec![q_tensor(a.shape().to_vec(), out, o.signed)]);
         }
         let values = |i: usize, t: &Tensor| -> Result<Vec<f32>, String> {
             match &self.operands[i] {
                 Operand::Quantized(p) => {
                     let mut f = vec![0.0f32; t.len()];
-                    ew::dequantize(bytes(t)?, p.q8(), &mut f);
+                    ew::dequantize(bytes(t)?, *p, &mut f);
                     Ok(f)
                 }
                 Operand::Float => t.as_f32().map(|v| v.to_vec()).ok_or_else(|| "float operand expected".to_string()),
@@ -532,7 +519,7 @@ impl Op for QBinary {
         };
         let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
         let (av, bv) = (values(0, a)?, values(1, b)?);
-        let q = o.q8();
+        let q = o;
         if a.shape() == b.shape() {
             let mut out = vec![0u8; av.len()];
             ew::binary_f32_same_shape(arith, &av, &bv, &mut out, q);
@@ -576,7 +563,7 @@ impl Op for QSoftmax {
         let row = *x.shape().last().ok_or("scalar input")?;
         let src = bytes(x)?;
         let mut out = vec![0u8; src.len()];
-        let (pi, po) = (self.input.q8(), self.output.q8());
+        let (pi, po) = (self.input, self.output);
         let block = row * 64;
         if ctx.threads > 1 {
             src.par_chunks(block).zip(out.par_chunks_mut(block)).for_each(|(s, d)| ew::softmax_rows_q8(s, pi, row, po, d));
@@ -623,7 +610,7 @@ impl Op for QLayerNorm {
         let rows = x.len() / c.max(1);
         let block = c * rows.div_ceil(ctx.threads.max(1)).max(1);
         let po = match self.output {
-            Output::Quantized(p) => Some(p.q8()),
+            Output::Quantized(p) => Some(p),
             Output::F32 => None,
         };
         let Some(pi) = self.input else {
@@ -649,7 +636,7 @@ impl Op for QLayerNorm {
             Some(_) => (vec![0u8; src.len()], Vec::new()),
             None => (Vec::new(), vec![0.0f32; src.len()]),
         };
-        let pi = pi.q8();
+        let pi = pi;
         let run = |s: &[u8], q: &mut [u8], f: &mut [f32]| ew::layer_norm_rows_q8(s, pi, c, &self.gamma, &self.beta, self.epsilon, po, q, f);
         if ctx.threads > 1 && po.is_some() {
             src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q, &mut []));
@@ -772,7 +759,7 @@ impl Op for QAttention {
                     let mut logits = vec![0u8; m * n];
                     let mut p = vec![0u8; m * n];
                     gemm_epilogue(m, q, k, q_zp, &kp, &e1, &mut [], &mut logits);
-                    ew::softmax_rows_q8(&logits, sp.q8(), n, softmax.output.q8(), &mut p);
+                    ew::softmax_rows_q8(&logits, sp, n, softmax.output, &mut p);
                     if softmax.output.signed {
                         p.iter_mut().for_each(|b| *b ^= 0x80);
                     }

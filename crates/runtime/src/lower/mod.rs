@@ -628,7 +628,7 @@ fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
                 return None;
             }
             let mut epilogue = l.epilogue.clone();
-            epilogue.residual = Some(octet_kernels::i8::Residual { y: y.q8(), r: pr.q8(), out: b.output.q8() });
+            epilogue.residual = Some(octet_kernels::i8::Residual { y, r: *pr, out: b.output });
             QLinear { epilogue, output: Output::Quantized(b.output), ..l.clone() }
         }
         (Output::F32, _, Some(b)) if b.0 == BinaryKind::Add && g.fact(other).dtype == DType::F32 => QLinear { sum_f32: true, ..l.clone() },
