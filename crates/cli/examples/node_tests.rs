@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).expect("usage: node_tests <dir written by tools/node_parity.py>"));
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).expect("cases.json is JSON");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).expect("cases.json is JSON");
     std::panic::set_hook(Box::new(|_| {}));
     let mut results = BTreeMap::new();
     for case in cases["cases"].as_array().expect("a case list") {
@@ -19,10 +20,13 @@ fn main() {
         let case_dir = dir.join(name);
         let outcome = std::panic::catch_unwind(|| common::run_node_case(&case_dir, rtol, atol)).unwrap_or_else(|_| Err("PANIC".into()));
         let prefix = format!("{}/", dir.display());
-        results.insert(name.to_string(), match outcome {
-            Ok(()) => "pass".to_string(),
-            Err(e) => format!("fail: {}", e.replace(&prefix, "")),
-        });
+        results.insert(
+            name.to_string(),
+            match outcome {
+                Ok(()) => "pass".to_string(),
+                Err(e) => format!("fail: {}", e.replace(&prefix, "")),
+            },
+        );
     }
     println!("{}", serde_json::to_string_pretty(&results).expect("serialisable"));
 }

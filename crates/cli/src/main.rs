@@ -141,7 +141,13 @@ struct ImageArgs {
 impl ImageArgs {
     fn preprocess(&self) -> calib_data::Preprocess {
         let (m, s) = (&self.mean, &self.std);
-        calib_data::Preprocess { size: self.image_size, crop_pct: self.crop_pct, interpolation: self.interpolation, mean: [m[0], m[1], m[2]], std: [s[0], s[1], s[2]] }
+        calib_data::Preprocess {
+            size: self.image_size,
+            crop_pct: self.crop_pct,
+            interpolation: self.interpolation,
+            mean: [m[0], m[1], m[2]],
+            std: [s[0], s[1], s[2]],
+        }
     }
 }
 
@@ -408,7 +414,10 @@ fn dispatch(command: Command) -> Result<()> {
             let start = std::time::Instant::now();
             let written = run::run(&model, &inputs, &output, threads, engine(reference))?;
             if json {
-                let outs: Vec<_> = written.iter().map(|w| serde_json::json!({"name": w.name, "path": w.path, "shape": w.tensor.shape(), "dtype": w.tensor.dtype()})).collect();
+                let outs: Vec<_> = written
+                    .iter()
+                    .map(|w| serde_json::json!({"name": w.name, "path": w.path, "shape": w.tensor.shape(), "dtype": w.tensor.dtype()}))
+                    .collect();
                 out!("{}", serde_json::json!({"outputs": outs, "seconds": start.elapsed().as_secs_f64(), "threads": threads}));
             } else {
                 for w in &written {
@@ -465,7 +474,10 @@ fn dispatch(command: Command) -> Result<()> {
             threads,
             json,
         } => {
-            let exclude = exclude.iter().map(|e| regex::Regex::new(e).with_context(|| format!("--exclude '{e}' is not a valid regular expression"))).collect::<Result<_>>()?;
+            let exclude = exclude
+                .iter()
+                .map(|e| regex::Regex::new(e).with_context(|| format!("--exclude '{e}' is not a valid regular expression")))
+                .collect::<Result<_>>()?;
             let preset = match preset {
                 PresetArg::Int8Gemm => Preset::Int8Gemm,
                 PresetArg::FullInt8 => Preset::FullInt8,
@@ -478,7 +490,13 @@ fn dispatch(command: Command) -> Result<()> {
                 ObserverArg::Mse => Method::Mse,
             };
             let eval_data = match (&eval, target_drop) {
-                (Some(e), Some(_)) => Some(compare::load_data(e, labels.as_deref(), &octet_onnx::load_for_inference(&model)?.graph, &images.preprocess(), None)?),
+                (Some(e), Some(_)) => Some(compare::load_data(
+                    e,
+                    labels.as_deref(),
+                    &octet_onnx::load_for_inference(&model)?.graph,
+                    &images.preprocess(),
+                    None,
+                )?),
                 _ => None,
             };
             let request = quantize::Request {

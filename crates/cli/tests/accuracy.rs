@@ -44,14 +44,19 @@ fn accuracies(report: &Value) -> (f64, f64) {
 #[test]
 fn both_presets_and_seven_bit_weights_stay_close_to_fp32() {
     let dir = Scratch::new("accuracy-presets");
-    for (preset, weights) in [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range")), ("int8-gemm", Some("--adaptive-rounding"))] {
+    for (preset, weights) in
+        [("full-int8", None), ("int8-gemm", None), ("full-int8", Some("--reduce-range")), ("int8-gemm", Some("--adaptive-rounding"))]
+    {
         let mut args = vec!["--preset", preset];
         args.extend(weights);
         let preset = format!("{preset}{}", weights.map(|w| format!(" {w}")).unwrap_or_default());
         let q = quantize(&dir, &format!("{}.onnx", preset.replace(' ', "")), &args);
         let r = compare(&q, &["--node-samples", "16"]);
         let (f, i) = accuracies(&r);
-        println!("{preset}: fp32 {f:.2} %, int8 {i:.2} %, agreement {:.2} %, cosine {:.5}", r["outputs"]["top1_agreement"], r["outputs"]["cosine"]);
+        println!(
+            "{preset}: fp32 {f:.2} %, int8 {i:.2} %, agreement {:.2} %, cosine {:.5}",
+            r["outputs"]["top1_agreement"], r["outputs"]["cosine"]
+        );
         assert!(f >= 87.0, "the shipped model should be trained to ≥ 87 %, it has {f}");
         // The top-1 change is the balance of a few dozen flips either way (about 0.3 points of
         // standard deviation on 2,000 images), so it gets two of them; the flips themselves and
@@ -106,7 +111,10 @@ fn compare_ranks_nodes_and_writes_a_readable_page() {
     octet::npy::write(std::path::Path::new(&calib), &octet_graph::Tensor::f32(vec![2, 16, 128], vec![0.5; 2 * 16 * 128])).unwrap();
     let seed_q = dir.text("seed.int8.onnx");
     octet(&["quantize", &other.display().to_string(), "--calib", &calib, "-o", &seed_q, "--json"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["compare", &fixture("model.onnx"), &seed_q, "--data", &fixture("test.npz")]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args(["compare", &fixture("model.onnx"), &seed_q, "--data", &fixture("test.npz")])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("running the quantized model") && err.contains("seed.int8.onnx"), "{err}");
 }
@@ -116,22 +124,36 @@ fn compare_ranks_nodes_and_writes_a_readable_page() {
 #[test]
 fn target_drop_met_by_the_defaults_keeps_everything_int8() {
     let dir = Scratch::new("accuracy-target");
-    let (model, calib, eval, labels, out) = (fixture("model.onnx"), fixture("calib.npz"), fixture("test.npz"), fixture("labels.npy"), dir.text("t.onnx"));
-    let r = octet(&["quantize", &model, "--calib", &calib, "-o", &out, "--json", "--target-drop", "0.3", "--eval", &eval, "--labels", &labels]);
+    let (model, calib, eval, labels, out) =
+        (fixture("model.onnx"), fixture("calib.npz"), fixture("test.npz"), fixture("labels.npy"), dir.text("t.onnx"));
+    let r =
+        octet(&["quantize", &model, "--calib", &calib, "-o", &out, "--json", "--target-drop", "0.3", "--eval", &eval, "--labels", &labels]);
     let fb = &r["fallback"];
     assert_eq!(fb["met"], true, "{fb}");
     assert_eq!(fb["attempts"].as_array().unwrap().len(), 1, "{fb}");
     assert!(fb["kept_float"].as_array().unwrap().is_empty());
     assert_eq!(fb["eval_samples"], 2000);
     let count = |k: &str| r[k].as_u64().unwrap();
-    let (quantized, in_kernels, residual, unread) = (count("ops_quantized"), count("ops_in_kernels"), count("ops_residual_float"), count("ops_unread_float"));
+    let (quantized, in_kernels, residual, unread) =
+        (count("ops_quantized"), count("ops_in_kernels"), count("ops_residual_float"), count("ops_unread_float"));
     assert_eq!(quantized + in_kernels + residual + unread, count("ops_total"), "{r}");
     assert_eq!(unread, 3, "the patch embedding's Reshape, Transpose and the class-token Concat feed the float residual stream only: {r}");
-    assert_eq!(in_kernels, 6 * 3, "six blocks: softmax and P·V inside int8 attention, GELU in fc1's epilogue (fc2 reads it in 16 bits): {r}");
+    assert_eq!(
+        in_kernels,
+        6 * 3,
+        "six blocks: softmax and P·V inside int8 attention, GELU in fc1's epilogue (fc2 reads it in 16 bits): {r}"
+    );
     assert_eq!(count("uint16_activations"), 6, "fc2's inputs, measured coarse on 8 bits: {r}");
-    assert_eq!(residual, 6 * 4 + 2, "the position-embedding Add, six blocks of two residual Adds and two LayerNorms, the final LayerNorm: {r}");
+    assert_eq!(
+        residual,
+        6 * 4 + 2,
+        "the position-embedding Add, six blocks of two residual Adds and two LayerNorms, the final LayerNorm: {r}"
+    );
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_octet")).args(["quantize", &model, "--calib", &calib, "-o", &out, "--target-drop", "0.3"]).output().unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args(["quantize", &model, "--calib", &calib, "-o", &out, "--target-drop", "0.3"])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("--eval") && err.contains("--labels"), "{err}");

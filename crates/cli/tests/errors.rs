@@ -30,7 +30,6 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     }
 }
 
-
 fn fixture(name: &str, file: &str) -> String {
     common::root().join("tests/fixtures").join(name).join(file).display().to_string()
 }
@@ -98,10 +97,17 @@ fn wrong_input_shape_and_dtype() {
     let s = Scratch::new("errors-input");
     let model = fixture("vit_ts", "model.onnx");
     npy_f32(&s.text("small.npy"), vec![1, 3, 32, 32]);
-    fails_with(&["run", &model, "-i", &s.text("small.npy"), "-o", &s.text("out.npy")], &["input 'input'", "[1, 3, 32, 32]", "[batch, 3, 224, 224]"]);
+    fails_with(
+        &["run", &model, "-i", &s.text("small.npy"), "-o", &s.text("out.npy")],
+        &["input 'input'", "[1, 3, 32, 32]", "[batch, 3, 224, 224]"],
+    );
     npy_f32(&s.text("rank.npy"), vec![3, 224, 224]);
     fails_with(&["run", &model, "-i", &s.text("rank.npy"), "-o", &s.text("out.npy")], &["[3, 224, 224]", "expects"]);
-    octet::npy::write(Path::new(&s.text("f64.npy")), &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224]))).unwrap();
+    octet::npy::write(
+        Path::new(&s.text("f64.npy")),
+        &octet_graph::Tensor::from_parts(vec![1, 3, 224, 224], octet_graph::Data::F64(vec![0.0; 3 * 224 * 224])),
+    )
+    .unwrap();
     fails_with(&["run", &model, "-i", &s.text("f64.npy"), "-o", &s.text("out.npy")], &["holds float64 values", "takes float32"]);
 }
 
@@ -113,7 +119,10 @@ fn missing_and_unknown_inputs() {
     fails_with(&["run", &model, "-i", &format!("x={x}"), "-o", &s.text("out.npy")], &["missing input 'y'", "--input y=FILE.npy"]);
     fails_with(&["run", &model, "-i", &format!("z={x}"), "-o", &s.text("out.npy")], &["no input 'z'", "x, y"]);
     fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy")], &["has 2 inputs", "NAME=FILE.npy"]);
-    fails_with(&["run", &model, "-i", &format!("x={}", s.text("absent.npy")), "-i", &format!("y={x}"), "-o", &s.text("out.npy")], &["cannot open", "absent.npy"]);
+    fails_with(
+        &["run", &model, "-i", &format!("x={}", s.text("absent.npy")), "-i", &format!("y={x}"), "-o", &s.text("out.npy")],
+        &["cannot open", "absent.npy"],
+    );
 }
 
 #[test]
@@ -155,7 +164,10 @@ fn operators_doc_is_generated_from_the_registry() {
     let (ok, md, _) = octet(&["ops", "--format", "md"]);
     assert!(ok);
     let doc = std::fs::read_to_string(common::root().join("doc/operators.md")).unwrap_or_default();
-    assert!(doc == md, "doc/operators.md is stale: regenerate it with `cargo run --release -p octet-cli -- ops --format md > doc/operators.md`");
+    assert!(
+        doc == md,
+        "doc/operators.md is stale: regenerate it with `cargo run --release -p octet-cli -- ops --format md > doc/operators.md`"
+    );
     let (_, json, _) = octet(&["ops", "--format", "json"]);
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     let names: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["op"].as_str().unwrap()).collect();
@@ -172,7 +184,8 @@ fn check_reports_every_node() {
     let nodes = r["nodes"].as_array().unwrap();
     let file_nodes = octet_onnx::load(Path::new(&fixture("vit_ts", "model.onnx"))).unwrap().graph.nodes.len();
     assert_eq!(nodes.len(), file_nodes);
-    let status = |op: &str| -> Vec<String> { nodes.iter().filter(|n| n["op"] == op).map(|n| n["status"].as_str().unwrap().to_string()).collect() };
+    let status =
+        |op: &str| -> Vec<String> { nodes.iter().filter(|n| n["op"] == op).map(|n| n["status"].as_str().unwrap().to_string()).collect() };
     assert!(status("Shape").iter().all(|s| s == "folded"));
     assert!(status("Erf").iter().all(|s| s == "fused"));
     assert!(status("MatMul").iter().all(|s| s == "float"));
@@ -247,8 +260,17 @@ fn allocation_bombs_are_refused_before_allocating() {
 fn the_tensor_limit_is_set_by_flag_or_environment() {
     let s = Scratch::new("errors-limit");
     let (model, x) = (fixture("vit_ts", "model.onnx"), fixture("vit_ts", "input.npy"));
-    fails_with(&["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "1180K"], &["node '/blocks/blocks.0/mlp/fc1/MatMul' (PackedMatMul)", "output shape [2, 197, 768] of float32 needs 1210368 bytes, more than the limit of 1208320 bytes"]);
-    fails_with(&["--max-memory", "1K", "run", &model, "-i", &x, "-o", &s.text("out.npy")], &["input.npy", "header shape [2, 3, 224, 224] of float32 needs 1204224 bytes"]);
+    fails_with(
+        &["run", &model, "-i", &x, "-o", &s.text("out.npy"), "--max-memory", "1180K"],
+        &[
+            "node '/blocks/blocks.0/mlp/fc1/MatMul' (PackedMatMul)",
+            "output shape [2, 197, 768] of float32 needs 1210368 bytes, more than the limit of 1208320 bytes",
+        ],
+    );
+    fails_with(
+        &["--max-memory", "1K", "run", &model, "-i", &x, "-o", &s.text("out.npy")],
+        &["input.npy", "header shape [2, 3, 224, 224] of float32 needs 1204224 bytes"],
+    );
     fails_with(&["check", &model, "--max-memory", "lots"], &["'lots' is not a size"]);
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(["check", &model]).env("OCTET_MAX_MEMORY", "100K").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -276,7 +298,8 @@ fn quantized_models_refuse_non_finite_inputs_float_models_propagate_them() {
     x[3] = f32::NAN;
     octet::npy::write(&s.path("a.npy"), &octet_graph::Tensor::f32(shape.clone(), x)).unwrap();
     octet::npy::write(&s.path("b.npy"), &octet_graph::Tensor::f32(shape, vec![2.0; n])).unwrap();
-    let (ok, _, err) = octet(&["run", &float, "-i", &format!("x={}", s.text("a.npy")), "-i", &format!("y={}", s.text("b.npy")), "-o", &s.text("sum.npy")]);
+    let (ok, _, err) =
+        octet(&["run", &float, "-i", &format!("x={}", s.text("a.npy")), "-i", &format!("y={}", s.text("b.npy")), "-o", &s.text("sum.npy")]);
     assert!(ok, "{err}");
     let sum = octet::npy::read(&s.path("sum.npy")).unwrap();
     let v = sum.as_f32().unwrap();
@@ -315,12 +338,14 @@ fn fuzzer_findings_stay_fixed() {
     assert!(y.unwrap().data() == &Data::I64(vec![i64::MIN, i64::MAX]), "integer Add wraps around as in ONNX Runtime");
     let x = Tensor::f32(vec![2, 3], vec![1.0; 6]);
     for shape in [vec![1i64 << 62, 1 << 62, 0], vec![-1, 1 << 62, 1 << 62], vec![i64::MAX, 2, 3]] {
-        let (ok, err, _) = run_hostile(&s, "reshape_input_shape", &[("x", x.clone()), ("shape", Tensor::from_parts(vec![3], Data::I64(shape.clone())))]);
+        let (ok, err, _) =
+            run_hostile(&s, "reshape_input_shape", &[("x", x.clone()), ("shape", Tensor::from_parts(vec![3], Data::I64(shape.clone())))]);
         assert!(!ok && err.contains("node 'reshape' (Reshape)"), "{shape:?}: {err}");
     }
     let x = Tensor::f32(vec![1, 1, 2, 2], vec![1.0; 4]);
     for bad in [f32::INFINITY, f32::NAN, -2.0, 0.0] {
-        let (ok, err, _) = run_hostile(&s, "resize_input_scales", &[("x", x.clone()), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, bad, 2.0]))]);
+        let (ok, err, _) =
+            run_hostile(&s, "resize_input_scales", &[("x", x.clone()), ("scales", Tensor::f32(vec![4], vec![1.0, 1.0, bad, 2.0]))]);
         assert!(!ok && err.contains("must be finite and positive"), "{bad}: {err}");
     }
     fails_with(&["check", &hostile("conv_zero_stride")], &["node 'conv' (Conv)", "stride 0 must be at least 1"]);

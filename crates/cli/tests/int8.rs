@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use octet::npy;
 use octet_graph::{Tensor, ValueId};
-use octet_runtime::{Engine, Hooks, Session};
 use octet_kernels::Isa;
+use octet_runtime::{Engine, Hooks, Session};
 
 fn octet(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(args).envs(env.iter().copied()).output().expect("run octet");
@@ -35,7 +35,8 @@ fn qdq(name: &str, preset: &str) -> PathBuf {
     if !done.contains(&out) {
         let model = fixture(name).join("model.onnx");
         let input = fixture(name).join("input.npy");
-        let mut args = vec!["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset"];
+        let mut args =
+            vec!["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset"];
         args.extend(preset.split(' '));
         let (ok, _, err) = octet(&args, &[]);
         assert!(ok, "quantize {name} {preset}: {err}");
@@ -115,24 +116,44 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
                 if !node.inputs.iter().flatten().all(known) || !node.outputs.iter().all(known) {
                     continue;
                 }
-                let ins: Vec<Option<Tensor>> =
-                    node.inputs.iter().map(|v| v.map(|v| g.fact(v).value.as_deref().cloned().or_else(|| reference.0.get(&v).cloned()).unwrap())).collect();
+                let ins: Vec<Option<Tensor>> = node
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| g.fact(v).value.as_deref().cloned().or_else(|| reference.0.get(&v).cloned()).unwrap()))
+                    .collect();
                 let refs: Vec<Option<&Tensor>> = ins.iter().map(Option::as_ref).collect();
                 let outs = node.op.eval(&refs, &octet_graph::EvalCtx { threads: 1 }).unwrap();
                 for (o, &v) in outs.iter().zip(&node.outputs) {
                     let want = &reference.0[&v];
                     let d = code_diff(o, want);
                     let kernel = node.op.kernel().unwrap();
-                    let exact = matches!(node.op.name(), "QTable" | "QBinary") || kernel.ends_with("on 8-bit data") || kernel.starts_with("f32 LayerNorm rows");
+                    let exact = matches!(node.op.name(), "QTable" | "QBinary")
+                        || kernel.ends_with("on 8-bit data")
+                        || kernel.starts_with("f32 LayerNorm rows");
                     // A table fused into a GEMM's epilogue maps one step before it to at most its
                     // largest jump between neighbouring codes.
-                    let table_jump = node
-                        .op
-                        .downcast::<octet_runtime::lower::kernels::QLinear>()
-                        .and_then(|l| l.epilogue.table.as_ref())
-                        .map(|t| t.windows(2).map(|w| (w[0] as i8 as i32 - w[1] as i8 as i32).abs().max((w[0] as i32 - w[1] as i32).abs())).max().unwrap_or(1).max(1) as f64);
-                    let bound = if exact { 0.0 } else if o.dtype().is_float() { 1e-3 } else { table_jump.unwrap_or(1.0) };
-                    assert!(d <= bound, "{name} {preset} {}: {} ({}) differs from its reference by {d} (bound {bound})", isa.name(), node.name, node.op.kernel().unwrap());
+                    let table_jump =
+                        node.op.downcast::<octet_runtime::lower::kernels::QLinear>().and_then(|l| l.epilogue.table.as_ref()).map(|t| {
+                            t.windows(2)
+                                .map(|w| (w[0] as i8 as i32 - w[1] as i8 as i32).abs().max((w[0] as i32 - w[1] as i32).abs()))
+                                .max()
+                                .unwrap_or(1)
+                                .max(1) as f64
+                        });
+                    let bound = if exact {
+                        0.0
+                    } else if o.dtype().is_float() {
+                        1e-3
+                    } else {
+                        table_jump.unwrap_or(1.0)
+                    };
+                    assert!(
+                        d <= bound,
+                        "{name} {preset} {}: {} ({}) differs from its reference by {d} (bound {bound})",
+                        isa.name(),
+                        node.name,
+                        node.op.kernel().unwrap()
+                    );
                     let e = seen.entry(node.op.name().to_string()).or_default();
                     e.0 += 1;
                     e.1 = e.1.max(d);
@@ -183,7 +204,10 @@ fn fixtures_in_int8_agree_with_the_qdq_reference_and_across_tiers() {
             let got = int8_session(&model, isa).run(vec![x.clone()]).unwrap().remove(0);
             let c = cosine(&got, &want);
             if isa == Isa::Scalar {
-                println!("{label}: int8 vs QDQ reference cosine {c:.6}, top-1 {}", if top1(&got) == top1(&want) { "equal" } else { "DIFFERENT" });
+                println!(
+                    "{label}: int8 vs QDQ reference cosine {c:.6}, top-1 {}",
+                    if top1(&got) == top1(&want) { "equal" } else { "DIFFERENT" }
+                );
             }
             assert!(c >= 0.999, "{label} {}: cosine {c}", isa.name());
             if got.rank() == 2 {
@@ -208,12 +232,16 @@ fn isa_can_be_forced_and_an_unavailable_tier_is_a_clear_error() {
         assert!(ok, "{err}");
         let r: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(r["isa"], isa.name());
-        let kernels: Vec<&str> = r["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "int8").map(|n| n["kernel"].as_str().unwrap()).collect();
+        let kernels: Vec<&str> =
+            r["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "int8").map(|n| n["kernel"].as_str().unwrap()).collect();
         assert!(kernels.iter().any(|k| k.contains(&format!("{}_gemm_u8s8", isa.name()))), "{kernels:?}");
     }
     let (ok, _, err) = octet(&["check", m], &[("OCTET_ISA", "amx")]);
     assert!(!ok && err.contains("OCTET_ISA=amx") && err.contains("scalar, avx2, avx512vnni"), "{err}");
-    let (ok, _, err) = octet(&["run", m, "-i", fixture("seed_attention_ts").join("input.npy").to_str().unwrap(), "-o", "/dev/null"], &[("OCTET_ISA", "sse9")]);
+    let (ok, _, err) = octet(
+        &["run", m, "-i", fixture("seed_attention_ts").join("input.npy").to_str().unwrap(), "-o", "/dev/null"],
+        &[("OCTET_ISA", "sse9")],
+    );
     assert!(!ok && err.contains("OCTET_ISA=sse9"), "{err}");
     if !Isa::Avx512Vnni.available() {
         let (ok, _, err) = octet(&["check", m], &[("OCTET_ISA", "avx512vnni")]);

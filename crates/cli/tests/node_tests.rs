@@ -23,10 +23,13 @@ fn onnx_backend_node_tests_match_manifest() {
         let outcome = std::panic::catch_unwind(|| common::run_node_case(&node_dir.join(name), rtol, atol))
             .unwrap_or_else(|_| Err("PANIC".to_string()));
         let prefix = format!("{}/", node_dir.display());
-        results.insert(name.to_string(), match outcome {
-            Ok(()) => "pass".to_string(),
-            Err(e) => format!("fail: {}", e.replace(&prefix, "")),
-        });
+        results.insert(
+            name.to_string(),
+            match outcome {
+                Ok(()) => "pass".to_string(),
+                Err(e) => format!("fail: {}", e.replace(&prefix, "")),
+            },
+        );
     }
     let passed = results.values().filter(|v| *v == "pass").count();
     println!("{passed} of {} node tests pass", results.len());
@@ -62,7 +65,8 @@ fn onnx_backend_node_tests_match_manifest() {
 fn onnx_backend_node_tests_pass_through_octet_run() {
     let node_dir = common::root().join("tests/node");
     let cases: Value = serde_json::from_str(&std::fs::read_to_string(node_dir.join("cases.json")).unwrap()).unwrap();
-    let manifest: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(node_dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(node_dir.join("manifest.json")).unwrap()).unwrap();
     let scratch = common::Scratch::new("node-cli");
     let mut mismatches = Vec::new();
     let mut passed = 0;
@@ -70,10 +74,17 @@ fn onnx_backend_node_tests_pass_through_octet_run() {
     for case in all {
         let name = case["name"].as_str().unwrap();
         let (rtol, atol) = (case["rtol"].as_f64().unwrap_or(1e-3), case["atol"].as_f64().unwrap_or(1e-7));
-        let outcome = common::run_node_case_cli(std::path::Path::new(env!("CARGO_BIN_EXE_octet")), &node_dir.join(name), &scratch.path(&format!("{name}.npz")), rtol, atol);
+        let outcome = common::run_node_case_cli(
+            std::path::Path::new(env!("CARGO_BIN_EXE_octet")),
+            &node_dir.join(name),
+            &scratch.path(&format!("{name}.npz")),
+            rtol,
+            atol,
+        );
         passed += usize::from(outcome.is_ok());
         if outcome.is_ok() != (manifest.get(name).map(String::as_str) == Some("pass")) {
-            mismatches.push(format!("{name}: through octet run {outcome:?}, manifest '{}'", manifest.get(name).map_or("(none)", |s| s.as_str())));
+            mismatches
+                .push(format!("{name}: through octet run {outcome:?}, manifest '{}'", manifest.get(name).map_or("(none)", |s| s.as_str())));
         }
     }
     println!("{passed} of {} node tests pass through `octet run`", all.len());

@@ -6,11 +6,11 @@
 mod common;
 
 use octet_graph::{Graph, Tensor, ValueId};
-use octet_runtime::{Engine, Session};
 use octet_onnx::proto::tensor_proto::DataType;
 use octet_onnx::proto::{ModelProto, TensorProto};
 use octet_onnx::OnnxModel;
 use octet_quant::{evaluate, Method, Options, Preset};
+use octet_runtime::{Engine, Session};
 use std::path::Path;
 
 /// The channels given outliers (of 128).
@@ -178,7 +178,14 @@ struct Config {
 }
 
 fn configs() -> Vec<Config> {
-    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, int8_residual: true, ..Options::new(Preset::FullInt8) };
+    let plain = Options {
+        smooth: false,
+        wide_residual: false,
+        bias_correction: false,
+        softmax_calibrated: false,
+        int8_residual: true,
+        ..Options::new(Preset::FullInt8)
+    };
     vec![
         Config { name: "min/max, no remedy", options: plain.clone(), method: Method::MinMax },
         Config { name: "percentile 99.99", options: plain.clone(), method: Method::Percentile(99.99) },
@@ -200,10 +207,18 @@ fn default_preset_holds_where_min_max_breaks() {
     let base = octet_onnx::load(&dir.join("model.onnx")).unwrap();
     let calib = samples(&dir.join("calib.npz"), 128);
     let test = samples(&dir.join("test.npz"), 400);
-    let cases: Vec<(Injection, f32)> =
-        vec![(Injection::LayerNormOutputs, 20.0), (Injection::LayerNormOutputs, 100.0), (Injection::ResidualStream, 20.0), (Injection::ResidualStream, 100.0)];
+    let cases: Vec<(Injection, f32)> = vec![
+        (Injection::LayerNormOutputs, 20.0),
+        (Injection::LayerNormOutputs, 100.0),
+        (Injection::ResidualStream, 20.0),
+        (Injection::ResidualStream, 100.0),
+    ];
     let configs = configs();
-    let mut table = format!("| case | measured ratio | {} |\n|---|---|{}\n", configs.iter().map(|c| c.name).collect::<Vec<_>>().join(" | "), "---|".repeat(configs.len()));
+    let mut table = format!(
+        "| case | measured ratio | {} |\n|---|---|{}\n",
+        configs.iter().map(|c| c.name).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(configs.len())
+    );
     let mut broken = 0;
     for (kind, k) in cases {
         let model = inject(&base, kind, k);
@@ -222,7 +237,8 @@ fn default_preset_holds_where_min_max_breaks() {
             let int8 = Session::new(m.graph, 2, Engine::Int8).unwrap();
             cosines.push(evaluate::agreement(&reference, &output(&int8, &batches), None).unwrap().cosine);
         }
-        table += &format!("| {kind:?} ×{k} | {ratio:.0}× | {} |\n", cosines.iter().map(|c| format!("{c:.4}")).collect::<Vec<_>>().join(" | "));
+        table +=
+            &format!("| {kind:?} ×{k} | {ratio:.0}× | {} |\n", cosines.iter().map(|c| format!("{c:.4}")).collect::<Vec<_>>().join(" | "));
         let plain = cosines[0];
         for (c, cos) in configs.iter().zip(&cosines).filter(|(c, _)| c.name.starts_with("default")) {
             assert!(*cos >= 0.99, "{kind:?} ×{k}: {}'s cosine is {cos:.4}\n{table}", c.name);
@@ -245,7 +261,14 @@ fn target_drop_finds_the_few_ops_that_matter() {
     let calib = samples(&dir.join("calib.npz"), 128);
     let labels = octet::npy::read(&dir.join("labels.npy")).unwrap().to_i64_vec().unwrap();
     let data = octet::compare::Data { samples: samples(&dir.join("test.npz"), 1000), labels: Some(labels[..1000].to_vec()) };
-    let plain = Options { smooth: false, wide_residual: false, bias_correction: false, softmax_calibrated: false, int8_residual: true, ..Options::new(Preset::FullInt8) };
+    let plain = Options {
+        smooth: false,
+        wide_residual: false,
+        bias_correction: false,
+        softmax_calibrated: false,
+        int8_residual: true,
+        ..Options::new(Preset::FullInt8)
+    };
     let target = octet::quantize::Target { drop: 1.0, data: &data };
     let (q, fb) = octet::quantize::keep_float_until(&model, &calib, &plain, Method::MinMax, 2, &target, &|_| {}).unwrap();
     println!("{fb:?}");

@@ -16,7 +16,6 @@ fn fixture(name: &str, file: &str) -> PathBuf {
     common::root().join("tests/fixtures").join(name).join(file)
 }
 
-
 fn octet(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_octet")).args(args).output().expect("run octet");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -75,7 +74,8 @@ fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
     let (ok, out, err) = octet(&["check", s(&q), "--json"]);
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let status = |name: &str| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["status"].as_str().unwrap().to_string();
+    let status =
+        |name: &str| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["status"].as_str().unwrap().to_string();
     for node in ["/MatMul", "/MatMul_1", "/Mul", "/qkv/MatMul", "/proj/MatMul"] {
         assert_eq!(status(node), "int8", "{node} in {out}");
     }
@@ -90,7 +90,12 @@ fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
 #[test]
 fn vits_keep_accuracy_with_both_presets() {
     let d = Scratch::new("quant-vit");
-    for (name, shape) in [("vit_ts", vec![3, 224, 224]), ("vit_dynamo", vec![3, 224, 224]), ("deit_distilled_ts", vec![3, 224, 224]), ("dinov2_ts", vec![3, 112, 112])] {
+    for (name, shape) in [
+        ("vit_ts", vec![3, 224, 224]),
+        ("vit_dynamo", vec![3, 224, 224]),
+        ("deit_distilled_ts", vec![3, 224, 224]),
+        ("dinov2_ts", vec![3, 112, 112]),
+    ] {
         let x = npy::read(&fixture(name, "input.npy")).unwrap();
         let fp32 = npy::read(&fixture(name, "ort.npy")).unwrap();
         let gemm = quantize(&d, name, &shape, 8, &["--preset", "int8-gemm"]);
@@ -100,7 +105,8 @@ fn vits_keep_accuracy_with_both_presets() {
         println!("{name}: cosine vs fp32, int8-gemm {c:.5}, full-int8 {cf:.5}");
         assert!(c >= 0.999, "{name} int8-gemm cosine {c}");
         assert!(cf >= 0.999, "{name} full-int8 cosine {cf}");
-        let bytes = |p: &Path| std::fs::metadata(p).unwrap().len() + std::fs::metadata(p.with_extension("onnx.data")).map(|m| m.len()).unwrap_or(0);
+        let bytes =
+            |p: &Path| std::fs::metadata(p).unwrap().len() + std::fs::metadata(p.with_extension("onnx.data")).map(|m| m.len()).unwrap_or(0);
         let ratio = bytes(&fixture(name, "model.onnx")) as f64 / bytes(&gemm) as f64;
         assert!(ratio > 2.5, "{name}: the QDQ file is only {ratio:.2}× smaller");
     }
@@ -161,10 +167,17 @@ fn exclude_and_per_tensor() {
     let d = Scratch::new("quant-exclude");
     // With an 8-bit softmax, so that P·V is an int8 op to exclude (by default P stays float and
     // P·V runs inside int8 attention whatever --exclude says of it).
-    let q = quantize(&d, "seed_attention_ts", &[16, 128], 4, &["--int8-softmax", "--exclude", "^/MatMul_1$", "--exclude", "Softmax", "--per-tensor"]);
+    let q = quantize(
+        &d,
+        "seed_attention_ts",
+        &[16, 128],
+        4,
+        &["--int8-softmax", "--exclude", "^/MatMul_1$", "--exclude", "Softmax", "--per-tensor"],
+    );
     let (_, out, _) = octet(&["check", s(&q), "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let status = |name: &str| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["status"].as_str().unwrap().to_string();
+    let status =
+        |name: &str| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["status"].as_str().unwrap().to_string();
     assert_eq!(status("/MatMul_1"), "float");
     assert_eq!(status("/MatMul"), "int8");
     let m = octet_onnx::load(&q).unwrap();
@@ -258,7 +271,8 @@ fn images_are_preprocessed_like_timm() {
     let dir = common::root().join("tests/fixtures/images");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     for size in [64u32, 224] {
-        let files: Vec<String> = meta["expected_files_by_size"][size.to_string()].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+        let files: Vec<String> =
+            meta["expected_files_by_size"][size.to_string()].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
         let want = npy::read(&dir.join(format!("expected_{size}.npy"))).unwrap();
         let p = octet::calib_data::Preprocess { size, ..Default::default() };
         let per = 3 * (size * size) as usize;

@@ -65,7 +65,10 @@ pub fn check_tensor(dtype: DType, shape: &[usize]) -> Result<u64, String> {
     let limit = max_tensor_bytes();
     match bytes {
         Some(b) if b <= limit => Ok(b),
-        Some(b) => Err(format!("shape {shape:?} of {} needs {b} bytes, more than the limit of {limit} bytes (set it with --max-memory or {ENV})", dtype.name())),
+        Some(b) => Err(format!(
+            "shape {shape:?} of {} needs {b} bytes, more than the limit of {limit} bytes (set it with --max-memory or {ENV})",
+            dtype.name()
+        )),
         None => Err(format!("shape {shape:?} of {} needs more than 2^64 bytes", dtype.name())),
     }
 }

@@ -82,7 +82,12 @@ impl QParams {
             let c = (i / inner) % channels;
             amax[c] = amax[c].max(v.abs());
         }
-        QParams { qtype: QType::S8, scale: amax.iter().map(|&a| if a > 0.0 { a / qmax } else { 1.0 }).collect(), zero_point: vec![0; channels], axis }
+        QParams {
+            qtype: QType::S8,
+            scale: amax.iter().map(|&a| if a > 0.0 { a / qmax } else { 1.0 }).collect(),
+            zero_point: vec![0; channels],
+            axis,
+        }
     }
 
     /// These parameters with every scale multiplied by `factor > 0` (eq. 6: `x · c` on a

@@ -254,7 +254,13 @@ impl Pass for FuseGelu {
             } else {
                 continue;
             };
-            let node = Node { name: anchor.name.clone(), op: Arc::new(Unary(kind)), inputs: vec![Some(x)], outputs: anchor.outputs.clone(), fused: vec![] };
+            let node = Node {
+                name: anchor.name.clone(),
+                op: Arc::new(Unary(kind)),
+                inputs: vec![Some(x)],
+                outputs: anchor.outputs.clone(),
+                fused: vec![],
+            };
             g.replace_node(at, node);
             return true;
         }

@@ -391,7 +391,9 @@ impl Tensor {
     /// samples into a batch); `None` when they differ or `parts` is empty.
     pub fn concat_rows(parts: &[&Tensor]) -> Option<Tensor> {
         let first = parts.first()?;
-        if first.rank() == 0 || parts.iter().any(|p| p.dtype() != first.dtype() || p.rank() != first.rank() || p.shape[1..] != first.shape[1..]) {
+        if first.rank() == 0
+            || parts.iter().any(|p| p.dtype() != first.dtype() || p.rank() != first.rank() || p.shape[1..] != first.shape[1..])
+        {
             return None;
         }
         let mut shape = first.shape.clone();

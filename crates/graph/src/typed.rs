@@ -41,9 +41,8 @@ pub fn check_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
     let mut bound: Vec<(&str, usize)> = Vec::new();
     for (i, (input, shape)) in graph.inputs.iter().zip(shapes).enumerate() {
         let name = graph.input_name(i);
-        let mismatch = || {
-            Error::Input(format!("input '{name}' has shape {shape:?}, the model expects {} ({})", input.describe_dims(), input.dtype))
-        };
+        let mismatch =
+            || Error::Input(format!("input '{name}' has shape {shape:?}, the model expects {} ({})", input.describe_dims(), input.dtype));
         if input.dims.len() != shape.len() {
             return Err(mismatch());
         }
@@ -144,7 +143,6 @@ impl TypedGraph {
         Ok(typed)
     }
 
-
     /// Evaluates every node whose inputs are all constant and drops it.
     pub fn fold_constants(&mut self) -> Result<()> {
         let mut kept = Vec::with_capacity(self.nodes.len());
@@ -208,7 +206,8 @@ impl TypedGraph {
 
     /// How many node inputs and graph outputs read `v`.
     pub fn uses(&self, v: ValueId) -> usize {
-        self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == Some(v)).count() + self.outputs.iter().filter(|&&o| o == v).count()
+        self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == Some(v)).count()
+            + self.outputs.iter().filter(|&&o| o == v).count()
     }
 
     /// Replaces node `at` by `node`, which computes the same outputs from `node.inputs`, and

@@ -56,18 +56,9 @@ fn peak(kernel: &str) -> f64 {
         let iters = 20_000_000;
         let chains = CHAINS as f64;
         let (ops, f): (f64, Box<dyn Fn() -> i32>) = match kernel {
-            k if k.starts_with("avx512vnni") => (
-                chains * 64.0 * 2.0,
-                Box::new(move || unsafe { vnni(iters) }),
-            ),
-            "avx2_gemm_u8s8_5x16" => (
-                chains * 16.0 * 2.0,
-                Box::new(move || unsafe { madd(iters) }),
-            ),
-            "avx2_gemm_u8s7_5x16" => (
-                chains * 32.0 * 2.0,
-                Box::new(move || unsafe { maddubs(iters) }),
-            ),
+            k if k.starts_with("avx512vnni") => (chains * 64.0 * 2.0, Box::new(move || unsafe { vnni(iters) })),
+            "avx2_gemm_u8s8_5x16" => (chains * 16.0 * 2.0, Box::new(move || unsafe { madd(iters) })),
+            "avx2_gemm_u8s7_5x16" => (chains * 32.0 * 2.0, Box::new(move || unsafe { maddubs(iters) })),
             _ => return f64::NAN,
         };
         let mut best = 0.0f64;
@@ -86,27 +77,15 @@ fn peak(kernel: &str) -> f64 {
 }
 
 fn main() {
-    let shapes = [
-        (197, 384, 1152),
-        (197, 384, 1536),
-        (197, 1536, 384),
-        (197, 384, 384),
-        (197, 64, 197),
-        (197, 197, 64),
-    ];
+    let shapes = [(197, 384, 1152), (197, 384, 1536), (197, 1536, 384), (197, 384, 384), (197, 64, 197), (197, 197, 64)];
     // Full-range right operands, then 7-bit ones ([-64, 64], as `--reduce-range` writes).
-    let operands: [fn(usize) -> i8; 2] = [
-        |i| (i * 13 % 255) as u8 as i8,
-        |i| (i * 13 % 129) as i8 - 64,
-    ];
+    let operands: [fn(usize) -> i8; 2] = [|i| (i * 13 % 255) as u8 as i8, |i| (i * 13 % 129) as i8 - 64];
     let mut peaks: Vec<(&str, f64)> = Vec::new();
     println!("| tier | kernel | peak GOP/s | M×K×N | GOP/s | % of peak |");
     println!("|---|---|---|---|---|---|");
     for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
         for weight in operands {
-            if peaks.iter().any(|(k, _)| {
-                *k == PackedB::from_rows(isa, 2, 1, 0, &[weight(0), weight(1)], 1).kernel_name()
-            }) {
+            if peaks.iter().any(|(k, _)| *k == PackedB::from_rows(isa, 2, 1, 0, &[weight(0), weight(1)], 1).kernel_name()) {
                 continue;
             }
             for &(m, k, n) in &shapes {
@@ -124,8 +103,7 @@ fn main() {
                 };
                 let mut c = vec![0i32; m * n];
                 let ops = 2.0 * (m * k * n) as f64;
-                let iters =
-                    ((2e9 / ops) as usize).clamp(1, 2000) / if isa == Isa::Scalar { 50 } else { 1 };
+                let iters = ((2e9 / ops) as usize).clamp(1, 2000) / if isa == Isa::Scalar { 50 } else { 1 };
                 let mut best = f64::MAX;
                 for _ in 0..5 {
                     let t = Instant::now();
@@ -137,12 +115,7 @@ fn main() {
                     best = best.min(t.elapsed().as_secs_f64() / iters.max(1) as f64);
                 }
                 let gops = ops / best / 1e9;
-                println!(
-                    "| {} | {kernel} | {:.0} | {m}×{k}×{n} | {gops:.0} | {:.0} % |",
-                    isa.name(),
-                    p / 1e9,
-                    100.0 * gops * 1e9 / p
-                );
+                println!("| {} | {kernel} | {:.0} | {m}×{k}×{n} | {gops:.0} | {:.0} % |", isa.name(), p / 1e9, 100.0 * gops * 1e9 / p);
             }
         }
     }

@@ -48,7 +48,17 @@ impl Hooks for OpTimes<'_> {
 /// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
 /// symbolic dims set to `batch` is used.
 #[allow(clippy::too_many_arguments)]
-pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usize, iters: usize, warmup: usize, progress: bool, profile: bool, engine: Engine) -> Result<BenchResult> {
+pub fn bench(
+    model: &Path,
+    input: Option<&InputArg>,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+    progress: bool,
+    profile: bool,
+    engine: Engine,
+) -> Result<BenchResult> {
     let session = open(model, threads, engine)?;
     let inputs = match input {
         Some(a) => bind(session.graph(), std::slice::from_ref(a))?,
@@ -81,10 +91,17 @@ pub fn bench(model: &Path, input: Option<&InputArg>, batch: usize, threads: usiz
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let median = at(0.5);
     let total: f64 = per_op.values().sum();
-    let mut profile: Vec<OpTime> = per_op
-        .into_iter()
-        .map(|(op, ms)| OpTime { op: op.to_string(), ms_per_run: ms / times.len() as f64, share: ms / total })
-        .collect();
+    let mut profile: Vec<OpTime> =
+        per_op.into_iter().map(|(op, ms)| OpTime { op: op.to_string(), ms_per_run: ms / times.len() as f64, share: ms / total }).collect();
     profile.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
-    Ok(BenchResult { median_ms: median, p90_ms: at(0.9), min_ms: times[0], images_per_s: batch as f64 * 1e3 / median, threads, batch, iters: times.len(), profile })
+    Ok(BenchResult {
+        median_ms: median,
+        p90_ms: at(0.9),
+        min_ms: times[0],
+        images_per_s: batch as f64 * 1e3 / median,
+        threads,
+        batch,
+        iters: times.len(),
+        profile,
+    })
 }

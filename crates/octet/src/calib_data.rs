@@ -57,7 +57,13 @@ pub struct Preprocess {
 impl Default for Preprocess {
     /// The ImageNet defaults timm uses for ViTs at 224.
     fn default() -> Self {
-        Preprocess { size: 224, crop_pct: 0.875, interpolation: Interpolation::Bicubic, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+        Preprocess {
+            size: 224,
+            crop_pct: 0.875,
+            interpolation: Interpolation::Bicubic,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
     }
 }
 
@@ -79,7 +85,8 @@ pub fn preprocess_image(path: &Path, p: &Preprocess) -> Result<Tensor> {
     let long = |a: u32, b: u32| short as u64 * a as u64 / b as u64;
     let (nw, nh) = if w <= h { (short as u64, long(h, w)) } else { (long(w, h), short as u64) };
     let resized_shape = [nh as usize, nw as usize, 3];
-    octet_graph::limits::check_tensor(octet_graph::DType::U8, &resized_shape).map_err(|m| anyhow::anyhow!("'{}' ({w}×{h}) resized for the crop: {m}", path.display()))?;
+    octet_graph::limits::check_tensor(octet_graph::DType::U8, &resized_shape)
+        .map_err(|m| anyhow::anyhow!("'{}' ({w}×{h}) resized for the crop: {m}", path.display()))?;
     let (nw, nh) = (u32::try_from(nw)?, u32::try_from(nh)?);
     if nw < p.size || nh < p.size {
         bail!("'{}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", path.display(), p.size, p.size, p.crop_pct);
@@ -108,7 +115,9 @@ pub fn image_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list '{}'", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -181,7 +190,11 @@ pub fn from_stacks(stacks: &[(String, Tensor)], graph: &Graph, limit: Option<usi
         }
         let rank = input.dims.len();
         if t.rank() != rank && t.rank() + 1 != rank || t.rank() == 0 {
-            bail!("{what}: input '{name}' is {} but the data has shape {:?}; stack samples along the first axis", input.describe_dims(), t.shape());
+            bail!(
+                "{what}: input '{name}' is {} but the data has shape {:?}; stack samples along the first axis",
+                input.describe_dims(),
+                t.shape()
+            );
         }
         ordered.push(t);
     }

@@ -139,7 +139,9 @@ fn quantized(q: &Qdq, typed: &TypedGraph, p: &Node) -> Option<&'static str> {
         return None;
     }
     match linear_bias(q, p) {
-        Some(add) if q.read_by(add.outputs[0], "QuantizeLinear") => Some("a Linear: inputs and int32 bias from DequantizeLinear, output to QuantizeLinear"),
+        Some(add) if q.read_by(add.outputs[0], "QuantizeLinear") => {
+            Some("a Linear: inputs and int32 bias from DequantizeLinear, output to QuantizeLinear")
+        }
         Some(_) => Some("a Linear: inputs and int32 bias from DequantizeLinear, output stays float"),
         None => Some("inputs from DequantizeLinear, output stays float"),
     }
@@ -170,7 +172,8 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
     let q = Qdq::new(g);
     let planned: HashMap<&str, &Node> = typed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let constant = |v: usize| typed.facts.get(v).and_then(|f| f.as_ref()).is_some_and(|f| f.is_constant());
-    let absorbed_by: HashMap<&str, &str> = typed.nodes.iter().flat_map(|p| p.fused.iter().map(move |f| (f.as_str(), p.name.as_str()))).collect();
+    let absorbed_by: HashMap<&str, &str> =
+        typed.nodes.iter().flat_map(|p| p.fused.iter().map(move |f| (f.as_str(), p.name.as_str()))).collect();
     let mut quantized_ops = BTreeMap::new();
     let mut linear_adds: HashMap<&str, &str> = HashMap::new();
     let mut int8: HashMap<&str, &'static str> = HashMap::new();
@@ -204,20 +207,39 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             } else if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
                 report(Status::Qdq, Some(anchor.to_string()), "-".into(), "-", format!("absorbed into the int8 kernel of '{anchor}'"))
             } else {
-                report(Status::Int8, Some(anchor.to_string()), format!("part of: {kernel}"), "int8 kernel", format!("{why}: runs inside the int8 kernel of '{anchor}'"))
+                report(
+                    Status::Int8,
+                    Some(anchor.to_string()),
+                    format!("part of: {kernel}"),
+                    "int8 kernel",
+                    format!("{why}: runs inside the int8 kernel of '{anchor}'"),
+                )
             }
         } else if let Some(p) = planned.get(n.name.as_str()) {
             let def = ops::lookup(p.op.name()).expect("planned ops come from the registry");
             let kernel = format!("{}: {}", p.op.name(), def.float_kernel);
-            let fused = if p.op.name() != n.op.name() { format!("; matched a pattern that runs as one {}", p.op.name()) } else { String::new() };
+            let fused =
+                if p.op.name() != n.op.name() { format!("; matched a pattern that runs as one {}", p.op.name()) } else { String::new() };
             if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {
                 report(Status::Qdq, Some(n.name.clone()), kernel, "-", "quantization boundary of an activation".into())
             } else if let Some(why) = int8.get(n.name.as_str()) {
                 report(Status::Int8, Some(n.name.clone()), kernel, FLOAT_BETWEEN_DQ_AND_Q, format!("{why}{fused}; no int8 kernel matched"))
             } else if let Some(linear) = linear_adds.get(n.name.as_str()) {
-                report(Status::Int8, Some(linear.to_string()), kernel, def.int8.describe(), format!("the int32 bias of the Linear '{linear}'"))
+                report(
+                    Status::Int8,
+                    Some(linear.to_string()),
+                    kernel,
+                    def.int8.describe(),
+                    format!("the int32 bias of the Linear '{linear}'"),
+                )
             } else if p.inputs.iter().flatten().chain(&p.outputs).any(|v| stream.contains(v)) {
-                report(Status::Float, Some(n.name.clone()), kernel, "not quantized", format!("the residual stream, float by default (`octet quantize --int8-residual` quantizes it){fused}"))
+                report(
+                    Status::Float,
+                    Some(n.name.clone()),
+                    kernel,
+                    "not quantized",
+                    format!("the residual stream, float by default (`octet quantize --int8-residual` quantizes it){fused}"),
+                )
             } else {
                 report(Status::Float, Some(n.name.clone()), kernel, "not quantized", format!("float kernel{fused}"))
             }
@@ -272,8 +294,11 @@ impl Report {
             self.batch,
             self.isa
         );
-        let shown: Vec<&NodeReport> =
-            self.nodes.iter().filter(|n| all || n.status == Status::Int8 || n.status == Status::Float && n.runs_as.as_deref() == Some(&n.name)).collect();
+        let shown: Vec<&NodeReport> = self
+            .nodes
+            .iter()
+            .filter(|n| all || n.status == Status::Int8 || n.status == Status::Float && n.runs_as.as_deref() == Some(&n.name))
+            .collect();
         let w0 = shown.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
         let w1 = shown.iter().map(|n| n.op.len()).max().unwrap_or(2).max(2);
         let w2 = shown.iter().map(|n| n.kernel.len()).max().unwrap_or(6).max(6);

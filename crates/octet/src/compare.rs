@@ -27,7 +27,9 @@ pub fn load_data(data: &Path, labels: Option<&Path>, graph: &octet_graph::Graph,
         None => None,
         Some(p) => {
             let t = npy::read(p)?;
-            let l = t.to_i64_vec().filter(|_| t.rank() == 1).with_context(|| format!("'{}' must be a 1-D array of integer class labels, it is {} {:?}", p.display(), t.dtype(), t.shape()))?;
+            let l = t.to_i64_vec().filter(|_| t.rank() == 1).with_context(|| {
+                format!("'{}' must be a 1-D array of integer class labels, it is {} {:?}", p.display(), t.dtype(), t.shape())
+            })?;
             if l.len() < samples.len() {
                 bail!("'{}' holds {} labels for {} samples", p.display(), l.len(), samples.len());
             }

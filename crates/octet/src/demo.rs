@@ -74,7 +74,15 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
 
     let graph = octet_onnx::load_for_inference(&model)?.graph;
     let data = load_data(&test, Some(&labels), &graph, &no_images, None)?;
-    let cmp = compare::compare(&compare::Request { float: &model, quantized: &quantized, data: &data, batch: 50, node_samples: 128, threads, progress })?;
+    let cmp = compare::compare(&compare::Request {
+        float: &model,
+        quantized: &quantized,
+        data: &data,
+        batch: 50,
+        node_samples: 128,
+        threads,
+        progress,
+    })?;
     let report = out.join("report.html");
     crate::write_atomically(&report, html::page(&cmp).as_bytes())?;
 

@@ -19,7 +19,11 @@ fn sqnr_chart(nodes: &[&NodeError]) -> String {
     let mut s = format!(r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="SQNR per node">"#);
     for t in (0..=(top as i64)).step_by(10) {
         let yy = y(t as f64);
-        s += &format!(r##"<line x1="{left}" x2="{w}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e3e6ea"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{t}</text>"##, left - 6.0, yy + 4.0);
+        s += &format!(
+            r##"<line x1="{left}" x2="{w}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e3e6ea"/><text x="{}" y="{:.1}" class="tick" text-anchor="end">{t}</text>"##,
+            left - 6.0,
+            yy + 4.0
+        );
     }
     for (i, n) in nodes.iter().enumerate() {
         let x = left + i as f64 * step;
@@ -35,10 +39,20 @@ fn sqnr_chart(nodes: &[&NodeError]) -> String {
             n.loss_db
         );
         if n.loss_db >= 3.0 {
-            s += &format!(r##"<circle cx="{:.1}" cy="{:.1}" r="2.6" fill="#c0392b"><title>{}: loses {:.1} dB</title></circle>"##, x + step / 2.0, yy - 5.0, escape(&n.node), n.loss_db);
+            s += &format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="2.6" fill="#c0392b"><title>{}: loses {:.1} dB</title></circle>"##,
+                x + step / 2.0,
+                yy - 5.0,
+                escape(&n.node),
+                n.loss_db
+            );
         }
     }
-    s += &format!(r#"<text x="{left}" y="{}" class="tick">input</text><text x="{w}" y="{}" class="tick" text-anchor="end">output</text>"#, h - 6.0, h - 6.0);
+    s += &format!(
+        r#"<text x="{left}" y="{}" class="tick">input</text><text x="{w}" y="{}" class="tick" text-anchor="end">output</text>"#,
+        h - 6.0,
+        h - 6.0
+    );
     s += "</svg>";
     s
 }
@@ -50,12 +64,29 @@ fn histogram_svg(h: &Histogram) -> String {
     let x = |v: f32| 4.0 + (w - 8.0) * ((v - h.lo) as f64 / span).clamp(0.0, 1.0);
     let peak = h.counts.iter().map(|&c| ((c + 1) as f64).ln()).fold(1.0, f64::max);
     let bw = (w - 8.0) / h.counts.len() as f64;
-    let mut s = format!(r##"<svg viewBox="0 0 {w} {ht}" width="{w}" height="{ht}"><rect x="{:.1}" y="0" width="{:.1}" height="{}" fill="#e8f0fb"/>"##, x(h.grid.0), x(h.grid.1) - x(h.grid.0), ht - 18.0);
+    let mut s = format!(
+        r##"<svg viewBox="0 0 {w} {ht}" width="{w}" height="{ht}"><rect x="{:.1}" y="0" width="{:.1}" height="{}" fill="#e8f0fb"/>"##,
+        x(h.grid.0),
+        x(h.grid.1) - x(h.grid.0),
+        ht - 18.0
+    );
     for (i, &c) in h.counts.iter().enumerate() {
         let bh = (ht - 20.0) * ((c + 1) as f64).ln() / peak;
-        s += &format!(r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#3b6fb6"/>"##, 4.0 + i as f64 * bw, ht - 18.0 - bh, (bw - 0.5).max(0.5));
+        s += &format!(
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#3b6fb6"/>"##,
+            4.0 + i as f64 * bw,
+            ht - 18.0 - bh,
+            (bw - 0.5).max(0.5)
+        );
     }
-    s += &format!(r#"<text x="4" y="{}" class="tick">{:.3}</text><text x="{}" y="{}" class="tick" text-anchor="end">{:.3}</text></svg>"#, ht - 4.0, h.lo, w - 4.0, ht - 4.0, h.hi);
+    s += &format!(
+        r#"<text x="4" y="{}" class="tick">{:.3}</text><text x="{}" y="{}" class="tick" text-anchor="end">{:.3}</text></svg>"#,
+        ht - 4.0,
+        h.lo,
+        w - 4.0,
+        ht - 4.0,
+        h.hi
+    );
     s
 }
 

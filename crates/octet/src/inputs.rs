@@ -42,13 +42,22 @@ pub fn bind(graph: &Graph, args: &[InputArg]) -> Result<Vec<Tensor>> {
         slots[i] = Some(t);
         Ok(())
     };
-    let unknown = |n: &str| anyhow::anyhow!("the model has no input '{n}'; its inputs are: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    let unknown = |n: &str| {
+        anyhow::anyhow!(
+            "the model has no input '{n}'; its inputs are: {}",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        )
+    };
     for (k, a) in args.iter().enumerate() {
         if a.name.is_none() && npy::is_npz(&a.path) {
             let arrays = npy::read_npz(&a.path)?;
             let single = arrays.len() == 1 && names.len() == 1;
             for (n, t) in arrays {
-                let i = if single { 0 } else { names.iter().position(|m| *m == n).ok_or_else(|| unknown(&n)).with_context(|| format!("in '{}'", a.path.display()))? };
+                let i = if single {
+                    0
+                } else {
+                    names.iter().position(|m| *m == n).ok_or_else(|| unknown(&n)).with_context(|| format!("in '{}'", a.path.display()))?
+                };
                 put(i, t, &a.path)?;
             }
             continue;
@@ -57,7 +66,11 @@ pub fn bind(graph: &Graph, args: &[InputArg]) -> Result<Vec<Tensor>> {
             Some(n) => names.iter().position(|m| m == n).ok_or_else(|| unknown(n))?,
             None if names.is_empty() => bail!("the model takes no inputs; run it without --input"),
             None if args.len() == 1 && names.len() == 1 => 0,
-            None if names.len() > 1 => bail!("the model has {} inputs ({}); name each one: --input NAME=FILE.npy, or pass one .npz holding an array per input", names.len(), names.join(", ")),
+            None if names.len() > 1 => bail!(
+                "the model has {} inputs ({}); name each one: --input NAME=FILE.npy, or pass one .npz holding an array per input",
+                names.len(),
+                names.join(", ")
+            ),
             None => k,
         };
         put(i, npy::read(&a.path)?, &a.path)?;
@@ -65,7 +78,17 @@ pub fn bind(graph: &Graph, args: &[InputArg]) -> Result<Vec<Tensor>> {
     slots
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.with_context(|| format!("missing input '{}' {} ({}): pass --input {}=FILE.npy", names[i], graph.inputs[i].describe_dims(), graph.inputs[i].dtype, names[i])))
+        .map(|(i, t)| {
+            t.with_context(|| {
+                format!(
+                    "missing input '{}' {} ({}): pass --input {}=FILE.npy",
+                    names[i],
+                    graph.inputs[i].describe_dims(),
+                    graph.inputs[i].dtype,
+                    names[i]
+                )
+            })
+        })
         .collect()
 }
 
@@ -79,7 +102,14 @@ pub fn synthetic(graph: &Graph, batch: usize) -> Result<Vec<Tensor>> {
             if !input.dtype.is_float() {
                 bail!("input '{}' is {}: pass real data with --input", graph.input_name(i), input.dtype);
             }
-            let shape: Vec<usize> = input.dims.iter().map(|d| match d { Dim::Fixed(n) => *n, Dim::Symbol(_) => batch }).collect();
+            let shape: Vec<usize> = input
+                .dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbol(_) => batch,
+                })
+                .collect();
             let n: usize = shape.iter().product();
             let mut state = 0x2545_f491_4f6c_dd1du64;
             let v = (0..n)

@@ -12,7 +12,8 @@ use octet_graph::{DType, Data, Tensor};
 /// unsigned integers of 8 to 64 bits, bool (C or Fortran order).
 pub fn read(path: &Path) -> Result<Tensor> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open '{}'", path.display()))?;
-    let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
+    let npy =
+        npyz::NpyFile::new(BufReader::new(file)).map_err(|e| anyhow::anyhow!("'{}' is not a valid .npy file: {e}", path.display()))?;
     from_npy(npy, &format!("'{}'", path.display()))
 }
 
@@ -21,7 +22,10 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bad = |e: std::io::Error| anyhow::anyhow!("'{}' is not a valid .npz file: {e}", path.display());
     let mut npz = npyz::npz::NpzArchive::open(path).map_err(bad)?;
     let archive = npz.zip_archive();
-    let files = (0..archive.len()).map(|i| archive.by_index_raw(i).map(|f| f.name().to_string())).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.into()))?;
+    let files = (0..archive.len())
+        .map(|i| archive.by_index_raw(i).map(|f| f.name().to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.into()))?;
     let names: Vec<String> = files.iter().filter_map(|f| npyz::npz::array_name_from_file_name(f)).map(String::from).collect();
     names
         .into_iter()

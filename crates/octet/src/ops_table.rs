@@ -1,6 +1,6 @@
 //! The operator support matrix, rendered from the op registry.
 
-use octet_graph::ops::{REGISTRY, OPSETS};
+use octet_graph::ops::{OPSETS, REGISTRY};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -31,8 +31,10 @@ fn rows() -> Vec<Row> {
 pub fn text() -> String {
     let rows = rows();
     let head = ["op", "opsets", "float kernel", "int8", "quantization rule", "notes"];
-    let cells: Vec<[String; 6]> =
-        rows.iter().map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.into(), r.quant_rule.into(), r.notes.into()]).collect();
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.into(), r.quant_rule.into(), r.notes.into()])
+        .collect();
     let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0);
     let widths: Vec<usize> = (0..6).map(width).collect();
     let line = |c: [&str; 6]| {

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use octet_graph::Tensor;
-use octet_runtime::Session;
 use octet_quant::evaluate;
 use octet_quant::verify::{self, Verification};
 use octet_quant::{Method, Options, Summary};
+use octet_runtime::Session;
 use regex::Regex;
 use serde::Serialize;
 
@@ -89,7 +89,8 @@ pub fn quantize(r: &Request) -> Result<Report> {
         Some(target) => {
             let spinner = if r.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-            let (q, fb) = keep_float_until(&model, &samples, &r.options, r.method, r.threads, target, &|m: &str| spinner.set_message(m.to_string()))?;
+            let (q, fb) =
+                keep_float_until(&model, &samples, &r.options, r.method, r.threads, target, &|m: &str| spinner.set_message(m.to_string()))?;
             spinner.finish_and_clear();
             (q, Some(fb))
         }
@@ -100,7 +101,15 @@ pub fn quantize(r: &Request) -> Result<Report> {
     let ranges = ranges_path(r.output);
     let json = serde_json::json!({ "summary": q.summary, "values": q.values, "ops": q.annotation.units });
     crate::write_atomically(&ranges, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    Ok(Report { output: r.output.to_path_buf(), ranges, input_bytes: model_bytes(r.model), output_bytes: model_bytes(r.output), summary: q.summary, verification, fallback })
+    Ok(Report {
+        output: r.output.to_path_buf(),
+        ranges,
+        input_bytes: model_bytes(r.model),
+        output_bytes: model_bytes(r.output),
+        summary: q.summary,
+        verification,
+        fallback,
+    })
 }
 
 impl Report {
@@ -129,14 +138,25 @@ impl Report {
             );
         }
         if self.summary.uint16_activations > 0 {
-            let raised = self.summary.opset_raised_from.map(|f| format!("; opset raised from {f} to {}, which 16-bit Q/DQ need", octet_onnx::opset::SIXTEEN_BIT_QDQ)).unwrap_or_default();
+            let raised = self
+                .summary
+                .opset_raised_from
+                .map(|f| format!("; opset raised from {f} to {}, which 16-bit Q/DQ need", octet_onnx::opset::SIXTEEN_BIT_QDQ))
+                .unwrap_or_default();
             let coarse = &self.summary.outliers.coarse_inputs;
             let measured = if coarse.is_empty() {
                 String::new()
             } else {
-                format!("; calibration measured {} Linear input(s) below {} dB on an 8-bit grid", coarse.len(), octet_quant::outliers::COARSE_GRID_DB)
+                format!(
+                    "; calibration measured {} Linear input(s) below {} dB on an 8-bit grid",
+                    coarse.len(),
+                    octet_quant::outliers::COARSE_GRID_DB
+                )
             };
-            out += &format!("16-bit: {} Linear input(s) stored as uint16 (their Linears run two bytes per input){measured}{raised}\n", self.summary.uint16_activations);
+            out += &format!(
+                "16-bit: {} Linear input(s) stored as uint16 (their Linears run two bytes per input){measured}{raised}\n",
+                self.summary.uint16_activations
+            );
         }
         if let Some(why) = &self.summary.uint16_skipped {
             out += &format!("warning: 16-bit Linear inputs need opset {}: {why}; they stay 8-bit\n", octet_onnx::opset::SIXTEEN_BIT_QDQ);
@@ -208,7 +228,12 @@ fn accuracy(session: &Session, graph: &octet_graph::Graph, data: &Data) -> Resul
     let out = evaluate::first_output(session, &batches, &mut |_, _| {})?;
     let predictions = evaluate::top1(&out);
     if predictions.len() != labels.len() {
-        bail!("the model's output {:?} holds {} predictions for {} labels; --target-drop needs one class vector per sample", out.shape(), predictions.len(), labels.len());
+        bail!(
+            "the model's output {:?} holds {} predictions for {} labels; --target-drop needs one class vector per sample",
+            out.shape(),
+            predictions.len(),
+            labels.len()
+        );
     }
     Ok(evaluate::accuracy(&predictions, labels))
 }
@@ -250,7 +275,15 @@ pub fn keep_float_until(
     let mut attempts = vec![Attempt { kept_float: 0, accuracy: acc0 }];
     let within = |acc: f64| float_accuracy - acc <= target.drop;
     if within(acc0) {
-        let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc0, eval_samples: target.data.samples.len(), kept_float: vec![], met: true, attempts };
+        let fb = Fallback {
+            target_drop: target.drop,
+            float_accuracy,
+            accuracy: acc0,
+            eval_samples: target.data.samples.len(),
+            kept_float: vec![],
+            met: true,
+            attempts,
+        };
         return Ok((first, fb));
     }
 
@@ -258,11 +291,17 @@ pub fn keep_float_until(
     let n = target.data.samples.len().min(128);
     let batches = evaluate::batches(&model.graph, &target.data.samples[..n], 32)?;
     let nodes = evaluate::node_errors(&model.graph, &qgraph, &batches, threads, &mut |_, _| {})?;
-    let unit_of_node: std::collections::HashMap<&str, usize> =
-        model.graph.nodes.iter().enumerate().filter_map(|(i, n)| first.annotation.unit_of.get(i).copied().flatten().map(|u| (n.name.as_str(), u))).collect();
+    let unit_of_node: std::collections::HashMap<&str, usize> = model
+        .graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| first.annotation.unit_of.get(i).copied().flatten().map(|u| (n.name.as_str(), u)))
+        .collect();
     // Quantized outputs whose grid alone costs the most SQNR first (keeping the node and its
     // readers float removes exactly that), then nodes by the SQNR they lose, then by their own.
-    let (mut gridded, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) = nodes.iter().partition(|e| e.grid_sqnr_db.is_some());
+    let (mut gridded, mut rest): (Vec<&evaluate::NodeError>, Vec<&evaluate::NodeError>) =
+        nodes.iter().partition(|e| e.grid_sqnr_db.is_some());
     gridded.sort_by(|a, b| a.grid_sqnr_db.unwrap_or(0.0).total_cmp(&b.grid_sqnr_db.unwrap_or(0.0)));
     rest.sort_by(|a, b| b.loss_db.total_cmp(&a.loss_db).then(a.sqnr_db.total_cmp(&b.sqnr_db)));
     // A node's loss includes the quantization of its output, which its readers do: keeping the
@@ -330,7 +369,15 @@ pub fn keep_float_until(
             Some(l) => l,
             None => (first, acc0),
         };
-        let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: ranked, met: false, attempts };
+        let fb = Fallback {
+            target_drop: target.drop,
+            float_accuracy,
+            accuracy: acc,
+            eval_samples: target.data.samples.len(),
+            kept_float: ranked,
+            met: false,
+            attempts,
+        };
         return Ok((q, fb));
     };
     while hi - lo > 1 {
@@ -343,6 +390,14 @@ pub fn keep_float_until(
             lo = mid;
         }
     }
-    let fb = Fallback { target_drop: target.drop, float_accuracy, accuracy: acc, eval_samples: target.data.samples.len(), kept_float: kept(hi).to_vec(), met: true, attempts };
+    let fb = Fallback {
+        target_drop: target.drop,
+        float_accuracy,
+        accuracy: acc,
+        eval_samples: target.data.samples.len(),
+        kept_float: kept(hi).to_vec(),
+        met: true,
+        attempts,
+    };
     Ok((q, fb))
 }

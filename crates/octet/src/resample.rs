@@ -64,7 +64,10 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, kind: Interpolation) -> RgbImage {
             let (start, ws) = &k[x as usize];
             let mut px = [0u8; 3];
             for (c, out) in px.iter_mut().enumerate() {
-                let acc = ws.iter().enumerate().fold(1i64 << (PRECISION_BITS - 1), |a, (i, &wt)| a + img.get_pixel((start + i) as u32, y)[c] as i64 * wt as i64);
+                let acc = ws
+                    .iter()
+                    .enumerate()
+                    .fold(1i64 << (PRECISION_BITS - 1), |a, (i, &wt)| a + img.get_pixel((start + i) as u32, y)[c] as i64 * wt as i64);
                 *out = clip8(acc);
             }
             image::Rgb(px)
@@ -80,7 +83,10 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, kind: Interpolation) -> RgbImage {
         let (start, ws) = &k[y as usize];
         let mut px = [0u8; 3];
         for (c, out) in px.iter_mut().enumerate() {
-            let acc = ws.iter().enumerate().fold(1i64 << (PRECISION_BITS - 1), |a, (i, &wt)| a + horizontal.get_pixel(x, (start + i) as u32)[c] as i64 * wt as i64);
+            let acc = ws
+                .iter()
+                .enumerate()
+                .fold(1i64 << (PRECISION_BITS - 1), |a, (i, &wt)| a + horizontal.get_pixel(x, (start + i) as u32)[c] as i64 * wt as i64);
             *out = clip8(acc);
         }
         image::Rgb(px)

@@ -17,7 +17,9 @@ pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
     let graph = octet_onnx::load_for_inference(model)?.graph;
     let path = model.to_path_buf();
     let reload: octet_runtime::Reload = std::sync::Arc::new(move || {
-        octet_onnx::load_for_inference(&path).map(|m| m.graph).map_err(|e| octet_graph::Error::Invalid(format!("reading the model again: {e}")))
+        octet_onnx::load_for_inference(&path)
+            .map(|m| m.graph)
+            .map_err(|e| octet_graph::Error::Invalid(format!("reading the model again: {e}")))
     });
     Ok(session(graph, threads, engine)?.reloadable(reload))
 }

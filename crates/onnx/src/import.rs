@@ -106,7 +106,10 @@ pub fn load_bytes(bytes: &[u8], path: &Path, base: &Path) -> Result<OnnxModel, I
 }
 
 fn decode(bytes: bytes::Bytes, path: &Path) -> Result<ModelProto, ImportError> {
-    ModelProto::decode(bytes).map_err(|e| ImportError::NotOnnx { path: path.to_path_buf(), reason: format!("the protobuf does not parse ({e}); is the file truncated or corrupt?") })
+    ModelProto::decode(bytes).map_err(|e| ImportError::NotOnnx {
+        path: path.to_path_buf(),
+        reason: format!("the protobuf does not parse ({e}); is the file truncated or corrupt?"),
+    })
 }
 
 /// Imports a decoded model. With the `mapped` file it was decoded from, initializer bytes are
@@ -152,8 +155,9 @@ fn import(mut model: ModelProto, path: &Path, base: &Path, mapped: Option<&memma
         let Some(TypeValue::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
             return Err(invalid(format!("input '{}' is not a tensor", vi.name())));
         };
-        let dtype = ops::elementwise::dtype_from_onnx(tt.elem_type() as i64)
-            .ok_or_else(|| invalid(format!("input '{}' has data type {}, which octet does not support", vi.name(), dtype_name(tt.elem_type()))))?;
+        let dtype = ops::elementwise::dtype_from_onnx(tt.elem_type() as i64).ok_or_else(|| {
+            invalid(format!("input '{}' has data type {}, which octet does not support", vi.name(), dtype_name(tt.elem_type())))
+        })?;
         let dims = tt
             .shape
             .as_ref()
@@ -193,7 +197,12 @@ const MAX_SUBGRAPH_DEPTH: usize = 16;
 /// defining them are the values it captures from enclosing scopes.
 fn import_body(g: &GraphProto, opset: u32, base: &Path, depth: usize) -> Result<ops::control_flow::Body, ImportError> {
     if depth > MAX_SUBGRAPH_DEPTH {
-        return Err(octet_graph::Error::Node { node: g.name().to_string(), op: "subgraph".into(), message: format!("subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH}") }.into());
+        return Err(octet_graph::Error::Node {
+            node: g.name().to_string(),
+            op: "subgraph".into(),
+            message: format!("subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH}"),
+        }
+        .into());
     }
     let invalid = |message: String| ImportError::Invalid { path: base.to_path_buf(), message };
     let mut graph = Graph::default();
@@ -228,7 +237,15 @@ fn import_body(g: &GraphProto, opset: u32, base: &Path, depth: usize) -> Result<
     Ok(ops::control_flow::Body { graph, formal, captured })
 }
 
-fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Graph, index: &mut HashMap<String, usize>, depth: usize) -> Result<Node, ImportError> {
+fn import_node(
+    n: &NodeProto,
+    i: usize,
+    opset: u32,
+    base: &Path,
+    graph: &mut Graph,
+    index: &mut HashMap<String, usize>,
+    depth: usize,
+) -> Result<Node, ImportError> {
     let name = if n.name().is_empty() { format!("{}_{i}", n.op_type()) } else { n.name().to_string() };
     let op_type = n.op_type();
     let def = ops::lookup(op_type).filter(|_| is_default_domain(n.domain()));
@@ -261,7 +278,9 @@ fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Gra
             }
             AttributeType::Graph => {
                 let g = a.g.as_ref().ok_or_else(|| node_err(format!("attribute '{}' holds no graph", a.name())))?;
-                Attr::Graph(Arc::new(import_body(g, opset, base, depth + 1).map_err(|e| node_err(format!("subgraph '{}': {e}", a.name())))?))
+                Attr::Graph(Arc::new(
+                    import_body(g, opset, base, depth + 1).map_err(|e| node_err(format!("subgraph '{}': {e}", a.name())))?,
+                ))
             }
             other => return Err(node_err(format!("attribute '{}' of type {} is not supported", a.name(), other.as_str_name())).into()),
         };
@@ -283,4 +302,3 @@ fn import_node(n: &NodeProto, i: usize, opset: u32, base: &Path, graph: &mut Gra
         .collect();
     Ok(Node { name, op, inputs, outputs, fused: vec![] })
 }
-

@@ -41,7 +41,9 @@ pub fn check_raise(model: &ModelProto, to: i64) -> Result<(), String> {
         return Ok(());
     }
     if from < OLDEST {
-        return Err(format!("the model is at opset {from}, and octet raises opsets from {OLDEST} on (re-export it with opset {OLDEST} or later)"));
+        return Err(format!(
+            "the model is at opset {from}, and octet raises opsets from {OLDEST} on (re-export it with opset {OLDEST} or later)"
+        ));
     }
     if !model.functions.is_empty() {
         return Err("the model defines local functions, whose opset imports octet does not rewrite".into());
@@ -49,8 +51,12 @@ pub fn check_raise(model: &ModelProto, to: i64) -> Result<(), String> {
     let mut blocking = None;
     if let Some(g) = &model.graph {
         crate::scope::for_each_node(g, &mut |n| {
-            if let Some((op, at)) = NOT_REWRITTEN.iter().find(|(op, at)| is_default_domain(n.domain()) && n.op_type() == *op && from < *at && to >= *at) {
-                blocking.get_or_insert_with(|| format!("node '{}' is a {op}, whose meaning changed at opset {at}, and octet does not rewrite it", n.name()));
+            if let Some((op, at)) =
+                NOT_REWRITTEN.iter().find(|(op, at)| is_default_domain(n.domain()) && n.op_type() == *op && from < *at && to >= *at)
+            {
+                blocking.get_or_insert_with(|| {
+                    format!("node '{}' is a {op}, whose meaning changed at opset {at}, and octet does not rewrite it", n.name())
+                });
             }
         });
     }
@@ -109,7 +115,12 @@ fn rewrite_graph(g: &mut GraphProto, from: i64, to: i64, names: &mut crate::scop
         }
         let sizes_given = n.input.get(1).is_some_and(|s| !s.is_empty());
         if crosses(18) && n.op_type() == "Split" && !sizes_given && !n.attribute.iter().any(|a| a.name() == "num_outputs") {
-            n.attribute.push(AttributeProto { name: Some("num_outputs".into()), r#type: Some(AttributeType::Int as i32), i: Some(n.output.len() as i64), ..Default::default() });
+            n.attribute.push(AttributeProto {
+                name: Some("num_outputs".into()),
+                r#type: Some(AttributeType::Int as i32),
+                i: Some(n.output.len() as i64),
+                ..Default::default()
+            });
         }
     }
     g.initializer.extend(initializers);
@@ -121,7 +132,14 @@ mod tests {
     use crate::proto::{NodeProto, OperatorSetIdProto};
 
     fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
-        NodeProto { op_type: Some(op.into()), name: Some(format!("{op}_0")), input: inputs.iter().map(|s| s.to_string()).collect(), output: outputs.iter().map(|s| s.to_string()).collect(), attribute, ..Default::default() }
+        NodeProto {
+            op_type: Some(op.into()),
+            name: Some(format!("{op}_0")),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute,
+            ..Default::default()
+        }
     }
 
     fn ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -139,13 +157,23 @@ mod tests {
 
     #[test]
     fn reductions_take_axes_as_inputs_and_splits_name_their_outputs() {
-        let mut m = model(14, vec![node("ReduceMean", &["x"], &["m"], vec![ints("axes", &[-1])]), node("ReduceMax", &["x"], &["all"], vec![]), node("Split", &["x"], &["a", "b"], vec![])]);
+        let mut m = model(
+            14,
+            vec![
+                node("ReduceMean", &["x"], &["m"], vec![ints("axes", &[-1])]),
+                node("ReduceMax", &["x"], &["all"], vec![]),
+                node("Split", &["x"], &["a", "b"], vec![]),
+            ],
+        );
         assert_eq!(raise(&mut m, SIXTEEN_BIT_QDQ), Ok(14));
         assert_eq!((default_opset(&m), m.ir_version()), (Some(21), 10));
         let g = m.graph.as_ref().unwrap();
         assert_eq!((g.node[0].input.clone(), g.node[0].attribute.len()), (vec!["x".to_string(), "m_axes".to_string()], 0));
         let axes = &g.initializer[0];
-        assert_eq!((axes.name(), axes.dims.clone(), axes.data_type, axes.raw_data().to_vec()), ("m_axes", vec![1], Some(DataType::Int64 as i32), (-1i64).to_le_bytes().to_vec()));
+        assert_eq!(
+            (axes.name(), axes.dims.clone(), axes.data_type, axes.raw_data().to_vec()),
+            ("m_axes", vec![1], Some(DataType::Int64 as i32), (-1i64).to_le_bytes().to_vec())
+        );
         assert_eq!(g.node[1].input, vec!["x".to_string()], "no axes: all of them, as before");
         assert_eq!((g.node[2].attribute[0].name(), g.node[2].attribute[0].i()), ("num_outputs", 2));
     }

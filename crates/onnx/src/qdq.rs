@@ -84,7 +84,12 @@ fn qdq_node(op: &str, name: &str, inputs: [&str; 3], output: &str, axis: Option<
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.into()],
         attribute: axis
-            .map(|a| AttributeProto { name: Some("axis".into()), r#type: Some(AttributeType::Int as i32), i: Some(a as i64), ..Default::default() })
+            .map(|a| AttributeProto {
+                name: Some("axis".into()),
+                r#type: Some(AttributeType::Int as i32),
+                i: Some(a as i64),
+                ..Default::default()
+            })
             .into_iter()
             .collect(),
         ..Default::default()
@@ -123,13 +128,26 @@ pub fn insert_qdq(model: &mut ModelProto, edits: &QdqEdits) {
         nodes[c.node].input[c.slot] = dq_out;
     }
 
-    let producer: HashMap<&str, usize> = g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let producer: HashMap<&str, usize> =
+        g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
     for a in &edits.activations {
         let q_out = names.fresh(format!("{}_quantized", a.value));
         let dq_out = names.fresh(format!("{}_dequantized", a.value));
         let [scale, zp] = param_tensors(&names.fresh(format!("{}_qparams", a.value)), &a.params);
-        let q = qdq_node("QuantizeLinear", &names.fresh(format!("{}_QuantizeLinear", a.value)), [&a.value, scale.name(), zp.name()], &q_out, None);
-        let dq = qdq_node("DequantizeLinear", &names.fresh(format!("{}_DequantizeLinear", a.value)), [&q_out, scale.name(), zp.name()], &dq_out, None);
+        let q = qdq_node(
+            "QuantizeLinear",
+            &names.fresh(format!("{}_QuantizeLinear", a.value)),
+            [&a.value, scale.name(), zp.name()],
+            &q_out,
+            None,
+        );
+        let dq = qdq_node(
+            "DequantizeLinear",
+            &names.fresh(format!("{}_DequantizeLinear", a.value)),
+            [&q_out, scale.name(), zp.name()],
+            &dq_out,
+            None,
+        );
         g.initializer.extend([scale, zp]);
         match producer.get(a.value.as_str()) {
             Some(&p) => after.entry(p).or_default().extend([q, dq]),

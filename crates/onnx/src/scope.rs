@@ -111,7 +111,12 @@ pub fn rename_reads(g: &mut GraphProto, old: &str, new: &str) {
 /// reads, those of subgraphs included), then the initializers nothing reads.
 pub fn remove_unread(g: &mut GraphProto) {
     loop {
-        let read: HashSet<String> = g.node.iter().flat_map(|n| reads(n).into_iter().map(String::from)).chain(g.output.iter().map(|o| o.name().to_string())).collect();
+        let read: HashSet<String> = g
+            .node
+            .iter()
+            .flat_map(|n| reads(n).into_iter().map(String::from))
+            .chain(g.output.iter().map(|o| o.name().to_string()))
+            .collect();
         let before = g.node.len();
         g.node.retain(|n| n.output.iter().any(|o| read.contains(o)));
         if g.node.len() == before {
@@ -130,7 +135,9 @@ pub fn validate(model: &ModelProto) -> Result<(), String> {
         let mut own: HashSet<&str> = HashSet::new();
         let define = |name: &'_ str, what: &str, all: &mut HashSet<String>| -> Result<(), String> {
             if !all.insert(name.to_string()) {
-                return Err(format!("{path}: {what} defines '{name}', which is already defined (each name is defined once in a model, subgraphs included)"));
+                return Err(format!(
+                    "{path}: {what} defines '{name}', which is already defined (each name is defined once in a model, subgraphs included)"
+                ));
             }
             Ok(())
         };
@@ -149,7 +156,10 @@ pub fn validate(model: &ModelProto) -> Result<(), String> {
             let node = if n.name().is_empty() { format!("{} #{k}", n.op_type()) } else { n.name().to_string() };
             for i in n.input.iter().filter(|i| !i.is_empty()) {
                 if !visible(i, &own) {
-                    return Err(format!("{path}: node '{node}' ({}) reads '{i}', which no node before it, initializer or input defines", n.op_type()));
+                    return Err(format!(
+                        "{path}: node '{node}' ({}) reads '{i}', which no node before it, initializer or input defines",
+                        n.op_type()
+                    ));
                 }
             }
             let mut scopes = outer.to_vec();
@@ -181,7 +191,13 @@ mod tests {
     use crate::proto::{attribute_proto::AttributeType, AttributeProto, ValueInfoProto};
 
     fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto { op_type: Some(op.into()), name: Some(outputs[0].to_uppercase()), input: inputs.iter().map(|s| s.to_string()).collect(), output: outputs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        NodeProto {
+            op_type: Some(op.into()),
+            name: Some(outputs[0].to_uppercase()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     fn value(name: &str) -> ValueInfoProto {
@@ -189,7 +205,12 @@ mod tests {
     }
 
     fn branch(nodes: Vec<NodeProto>, output: &str) -> AttributeProto {
-        AttributeProto { name: Some("then_branch".into()), r#type: Some(AttributeType::Graph as i32), g: Some(GraphProto { node: nodes, output: vec![value(output)], ..Default::default() }), ..Default::default() }
+        AttributeProto {
+            name: Some("then_branch".into()),
+            r#type: Some(AttributeType::Graph as i32),
+            g: Some(GraphProto { node: nodes, output: vec![value(output)], ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     /// `c = Concat(x, x)` read only inside the If's branch; `dead = Neg(x)` read by nothing.
@@ -232,11 +253,16 @@ mod tests {
         assert!(validate(&ModelProto { graph: Some(g), ..Default::default() }).unwrap_err().contains("reads 'c'"));
         let mut g = graph_with_if();
         g.node[1].output[0] = "c".into();
-        assert!(validate(&ModelProto { graph: Some(g), ..Default::default() }).unwrap_err().contains("defines 'c', which is already defined"));
+        assert!(validate(&ModelProto { graph: Some(g), ..Default::default() })
+            .unwrap_err()
+            .contains("defines 'c', which is already defined"));
         let mut g = graph_with_if();
         g.node[2].attribute[0].g.as_mut().unwrap().node[0].output[0] = "x".into();
         g.node[2].attribute[0].g.as_mut().unwrap().output[0].name = Some("x".into());
-        assert!(validate(&ModelProto { graph: Some(g), ..Default::default() }).unwrap_err().contains("defines 'x'"), "shadowing is refused");
+        assert!(
+            validate(&ModelProto { graph: Some(g), ..Default::default() }).unwrap_err().contains("defines 'x'"),
+            "shadowing is refused"
+        );
     }
 
     #[test]
@@ -244,6 +270,6 @@ mod tests {
         let mut g = graph_with_if();
         rename_reads(&mut g, "c", "c2");
         assert_eq!(g.node[2].attribute[0].g.as_ref().unwrap().node[0].input, vec!["c2".to_string()]);
-        assert_eq!(defined_names(&g).contains("inner"), true);
+        assert!(defined_names(&g).contains("inner"));
     }
 }

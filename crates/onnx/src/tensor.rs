@@ -49,7 +49,9 @@ pub(crate) fn external_bytes(t: &TensorProto, base: &Path) -> Result<Vec<u8>, St
         return Err(format!("external data file '{location}' has {size} bytes; offset {offset} and length {length} reach past its end"));
     };
     let mut bytes = vec![0u8; usize::try_from(length).map_err(|_| format!("external data length {length} does not fit in memory"))?];
-    file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut bytes)).map_err(|e| format!("external data file '{location}' cannot be read: {e}"))?;
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| format!("external data file '{location}' cannot be read: {e}"))?;
     Ok(bytes)
 }
 
@@ -66,11 +68,13 @@ pub(crate) fn take_tensor(t: &mut TensorProto, base: &Path) -> Result<Tensor, St
 }
 
 fn tensor_from_parts(t: &TensorProto, raw: Option<bytes::Bytes>, base: &Path) -> Result<Tensor, String> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<Result<_, _>>()?;
+    let shape: Vec<usize> =
+        t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<Result<_, _>>()?;
     let external = t.data_location == Some(DataLocation::External as i32);
     let raw: Option<bytes::Bytes> = if external { Some(external_bytes(t, base)?.into()) } else { raw };
     let code = t.data_type();
-    let dtype = octet_graph::ops::elementwise::dtype_from_onnx(code as i64).ok_or_else(|| format!("data type {} is not supported", dtype_name(code)))?;
+    let dtype = octet_graph::ops::elementwise::dtype_from_onnx(code as i64)
+        .ok_or_else(|| format!("data type {} is not supported", dtype_name(code)))?;
     let data = match (DataType::try_from(code), raw) {
         (_, Some(r)) => Data::from_le_bytes(dtype, &r),
         (Ok(DataType::Float), None) => Data::F32(t.float_data.clone()),

@@ -115,6 +115,9 @@ fn numpy_type(d: DType) -> &'static str {
     }
 }
 
+/// An input as Python sees it: name, shape (ints, dim names or None) and ONNX type string.
+type InputSpec<'py> = (String, Vec<Bound<'py, PyAny>>, &'static str);
+
 /// A loaded model, shared by any number of Python threads.
 #[pyclass(frozen, module = "octet._octet")]
 struct Session {
@@ -132,7 +135,7 @@ impl Session {
     }
 
     /// `[(name, shape, type)]`: symbolic dims are their names, or None when unnamed.
-    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, Vec<Bound<'py, PyAny>>, &'static str)>> {
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<InputSpec<'py>>> {
         let g = self.inner.graph();
         g.inputs
             .iter()
@@ -159,7 +162,11 @@ impl Session {
     /// Runs on arrays given in input order; the GIL is released while the model runs.
     fn run<'py>(&self, py: Python<'py>, feeds: Vec<Bound<'py, PyAny>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let names: Vec<String> = (0..self.inner.graph().inputs.len()).map(|i| self.inner.graph().input_name(i).to_string()).collect();
-        let tensors = feeds.iter().enumerate().map(|(i, a)| to_tensor(a, &format!("input '{}'", names.get(i).map_or("?", |s| s.as_str())))).collect::<PyResult<Vec<_>>>()?;
+        let tensors = feeds
+            .iter()
+            .enumerate()
+            .map(|(i, a)| to_tensor(a, &format!("input '{}'", names.get(i).map_or("?", |s| s.as_str()))))
+            .collect::<PyResult<Vec<_>>>()?;
         let session = self.inner.clone();
         let outs = py.detach(move || session.run(tensors)).map_err(|e| py_err(e.into()))?;
         outs.into_iter().map(|t| to_array(py, t)).collect()
@@ -168,11 +175,13 @@ impl Session {
 
 /// Named arrays of stacked samples from a dict `{input name: ndarray}`.
 fn stacks(data: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
-    data.iter().map(|(k, v)| {
-        let name: String = k.extract()?;
-        let t = to_tensor(&v, &format!("data for input '{name}'"))?;
-        Ok((name, t))
-    }).collect()
+    data.iter()
+        .map(|(k, v)| {
+            let name: String = k.extract()?;
+            let t = to_tensor(&v, &format!("data for input '{name}'"))?;
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// `quantize(model, output, data, options)`: `data` is a path (str) or a dict of stacked arrays;
@@ -203,7 +212,10 @@ fn quantize(
         "int8-gemm" => octet_quant::Preset::Int8Gemm,
         other => return Err(input_err(format!("preset '{other}' is not one of full-int8, int8-gemm"))),
     };
-    let exclude = exclude.iter().map(|e| regex::Regex::new(e).map_err(|err| input_err(format!("exclude '{e}': {err}")))).collect::<PyResult<Vec<_>>>()?;
+    let exclude = exclude
+        .iter()
+        .map(|e| regex::Regex::new(e).map_err(|err| input_err(format!("exclude '{e}': {err}"))))
+        .collect::<PyResult<Vec<_>>>()?;
     let calib_path: Option<PathBuf> = data.extract().ok();
     let calib_stacks = match &calib_path {
         Some(_) => None,
@@ -315,7 +327,15 @@ fn compare(
                 anyhow::ensure!(l.len() >= samples.len(), "{} labels for {} samples", l.len(), samples.len());
             }
             let data = octet::compare::Data { samples, labels };
-            let request = octet::compare::Request { float: &float_model, quantized: &quantized_model, data: &data, batch: batch.max(1), node_samples, threads, progress };
+            let request = octet::compare::Request {
+                float: &float_model,
+                quantized: &quantized_model,
+                data: &data,
+                batch: batch.max(1),
+                node_samples,
+                threads,
+                progress,
+            };
             octet::compare::compare(&request)
         })
         .map_err(py_err)?;

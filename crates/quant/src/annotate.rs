@@ -178,7 +178,9 @@ pub enum ConstantKind {
 pub enum GroupKind {
     /// From calibration, of type `qtype`: S8 symmetric when a member is a right matmul operand,
     /// U16 asymmetric for [`uint16_inputs`], else U8 asymmetric.
-    Observed { qtype: QType },
+    Observed {
+        qtype: QType,
+    },
     Fixed(QParams),
 }
 
@@ -276,7 +278,9 @@ pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
     for t in typed.nodes.iter().filter(|t| t.op.name() == "Softmax") {
         let (Some(x), Some(&p)) = (t.inputs.first().copied().flatten(), t.outputs.first()) else { continue };
         let readers: Vec<&octet_graph::Node> = typed.nodes.iter().filter(|n| n.inputs.contains(&Some(p))).collect();
-        let into_products = !readers.is_empty() && !typed.outputs.contains(&p) && readers.iter().all(|n| n.op.name() == "MatMul" && n.inputs[0] == Some(p) && n.inputs.get(1) != Some(&Some(p)));
+        let into_products = !readers.is_empty()
+            && !typed.outputs.contains(&p)
+            && readers.iter().all(|n| n.op.name() == "MatMul" && n.inputs[0] == Some(p) && n.inputs.get(1) != Some(&Some(p)));
         if let Some(path) = logits(typed, x, 4).filter(|_| into_products) {
             core.extend(path);
             core.push(p);
@@ -299,7 +303,8 @@ pub fn activation_inputs(typed: &TypedGraph) -> Vec<(ValueId, ValueId)> {
         let sole = typed.uses(x) == 1 && !typed.outputs.contains(&x);
         let Some(p) = typed.producer(x).map(|p| &typed.nodes[p]).filter(|_| sole) else { continue };
         let product = |n: &octet_graph::Node| matches!(n.op.name(), "MatMul" | "Gemm" | "Conv");
-        let bias_add = p.op.name() == "Add" && p.inputs.iter().flatten().any(|&i| typed.producer(i).is_some_and(|q| product(&typed.nodes[q]) && typed.uses(i) == 1));
+        let bias_add = p.op.name() == "Add"
+            && p.inputs.iter().flatten().any(|&i| typed.producer(i).is_some_and(|q| product(&typed.nodes[q]) && typed.uses(i) == 1));
         if product(p) || bias_add {
             out.push((x, t.outputs[0]));
         }
@@ -354,23 +359,28 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
 
     // Values kept float, spread over data movement: a Reshape or Transpose of a float value is
     // float too, and so is what it moves.
-    let mut float_set: std::collections::HashSet<ValueId> = graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
-    let core: std::collections::HashSet<ValueId> = if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
+    let mut float_set: std::collections::HashSet<ValueId> =
+        graph.names.iter().enumerate().filter(|(_, n)| opts.float_values.contains(n)).map(|(v, _)| v).collect();
+    let core: std::collections::HashSet<ValueId> =
+        if opts.int8_softmax { Default::default() } else { attention_core(typed).into_iter().collect() };
     float_set.extend(&core);
     // A 16-bit input after an activation needs the activation float: in its product's epilogue.
-    let coarse: std::collections::HashSet<ValueId> = opts.coarse_inputs.iter().filter_map(|n| typed.names.iter().position(|m| m == n)).collect();
+    let coarse: std::collections::HashSet<ValueId> =
+        opts.coarse_inputs.iter().filter_map(|n| typed.names.iter().position(|m| m == n)).collect();
     let in_epilogue = |y: ValueId| match opts.uint16_inputs {
         _ if opts.activation_epilogue => true,
         WideInputs::FloatProduced => true,
         WideInputs::Measured => coarse.contains(&y),
         WideInputs::Off => false,
     };
-    let activation_in: std::collections::HashSet<ValueId> = activation_inputs(typed).into_iter().filter(|&(_, y)| in_epilogue(y)).map(|(x, _)| x).collect();
+    let activation_in: std::collections::HashSet<ValueId> =
+        activation_inputs(typed).into_iter().filter(|&(_, y)| in_epilogue(y)).map(|(x, _)| x).collect();
     float_set.extend(&activation_in);
     let spread = |set: &mut std::collections::HashSet<ValueId>| loop {
         let before = set.len();
         for t in typed.nodes.iter().filter(|t| ops::lookup(t.op.name()).is_some_and(|d| d.quant == QuantRule::SharesInput)) {
-            let touched: Vec<ValueId> = t.inputs.iter().flatten().copied().chain(t.outputs.iter().copied()).filter(|&v| is_float_activation(v)).collect();
+            let touched: Vec<ValueId> =
+                t.inputs.iter().flatten().copied().chain(t.outputs.iter().copied()).filter(|&v| is_float_activation(v)).collect();
             if touched.iter().any(|v| set.contains(v)) {
                 set.extend(touched);
             }
@@ -379,7 +389,8 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             break;
         }
     };
-    let mut stream: std::collections::HashSet<ValueId> = if opts.int8_residual { Default::default() } else { residual_stream(typed).into_iter().collect() };
+    let mut stream: std::collections::HashSet<ValueId> =
+        if opts.int8_residual { Default::default() } else { residual_stream(typed).into_iter().collect() };
     spread(&mut stream);
     float_set.extend(&stream);
     spread(&mut float_set);
@@ -423,7 +434,9 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
                         let other = add.inputs.iter().flatten().copied().find(|&v| v != out);
                         let n = typed.fact(w).shape[1];
                         if add.op.name() == "Add" && add.fused.is_empty() && !typed.outputs.contains(&out) {
-                            if let Some(b) = other.filter(|&b| is_const(b) && typed.fact(b).shape.iter().product::<usize>() == n && typed.fact(b).shape.last() == Some(&n)) {
+                            if let Some(b) = other.filter(|&b| {
+                                is_const(b) && typed.fact(b).shape.iter().product::<usize>() == n && typed.fact(b).shape.last() == Some(&n)
+                            }) {
                                 let slot = add.inputs.iter().position(|&v| v == Some(b)).unwrap();
                                 let ai = index[add.name.as_str()];
                                 taken[*r] = true;
@@ -440,13 +453,17 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
         }
         let inputs: Vec<ValueId> = t.inputs.iter().flatten().copied().filter(|&v| is_float_activation(v)).collect();
         let outputs: Vec<ValueId> = outputs.into_iter().filter(|&v| is_float_activation(v)).collect();
-        let right_operand = (def.quant == QuantRule::Matmul).then(|| t.inputs.get(1).copied().flatten()).flatten().filter(|&v| is_float_activation(v));
+        let right_operand =
+            (def.quant == QuantRule::Matmul).then(|| t.inputs.get(1).copied().flatten()).flatten().filter(|&v| is_float_activation(v));
         let scalar = scalar_scale(typed, t).is_some();
         let selected_by_preset = match opts.preset {
             Preset::FullInt8 => def.quant != QuantRule::NotQuantized,
             Preset::Int8Gemm => def.quant == QuantRule::Matmul || scalar,
         };
-        let excluded = opts.exclude.iter().find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
+        let excluded = opts
+            .exclude
+            .iter()
+            .find(|re| re.is_match(&op) || re.is_match(t.op.name()) || members.iter().any(|&m| re.is_match(&graph.nodes[m].name)));
         let float_value = |vs: &[ValueId]| vs.iter().find(|v| float_set.contains(v)).map(|&v| graph.names[v].clone());
         let wide = if def.quant == QuantRule::Matmul { None } else { float_value(&inputs).or_else(|| float_value(&outputs)) };
         let in_stream = def.quant != QuantRule::Matmul && inputs.iter().chain(&outputs).any(|v| stream.contains(v));
@@ -462,8 +479,12 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             (true, None) if epilogue_activation => {
                 (false, "runs in the epilogue of the product before it, quantized once after it (--activation-epilogue)".into())
             }
-            (true, None) if in_stream => (false, "residual stream: stays float, written by the products' epilogues (--int8-residual quantizes it)".into()),
-            (true, None) if wide.is_some() => (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default())),
+            (true, None) if in_stream => {
+                (false, "residual stream: stays float, written by the products' epilogues (--int8-residual quantizes it)".into())
+            }
+            (true, None) if wide.is_some() => {
+                (false, format!("'{}' is kept float (outlier channels: a wider residual stream)", wide.unwrap_or_default()))
+            }
             (false, _) if def.quant == QuantRule::NotQuantized => (false, "no quantization rule: shape arithmetic or a Q/DQ op".into()),
             (false, _) => (false, format!("the {} preset keeps it float", preset_name(opts.preset))),
             (true, _) if inputs.is_empty() || outputs.is_empty() => (false, "no float activation input or output".into()),
@@ -479,14 +500,30 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             }
         }
         let residual = selected_by_preset && excluded.is_none() && !core_op && !epilogue_activation && in_stream;
-        units.push(Unit { name, op, rule: def.quant, planned: ti, nodes: members, inputs, outputs, right_operand, selected, float_output: selected && float_output, reason, in_kernel, residual, unread: false });
+        units.push(Unit {
+            name,
+            op,
+            rule: def.quant,
+            planned: ti,
+            nodes: members,
+            inputs,
+            outputs,
+            right_operand,
+            selected,
+            float_output: selected && float_output,
+            reason,
+            in_kernel,
+            residual,
+            unread: false,
+        });
     }
 
     // Outputs that no int8 op reads (a graph output, the pooling after the last block, a value
     // that only float ops read) would only be rounded: a product writes them float from its
     // epilogue, any other op runs float.
     loop {
-        let read_in_int8: std::collections::HashSet<ValueId> = units.iter().filter(|u| u.selected || u.in_kernel).flat_map(|u| u.inputs.iter().copied()).collect();
+        let read_in_int8: std::collections::HashSet<ValueId> =
+            units.iter().filter(|u| u.selected || u.in_kernel).flat_map(|u| u.inputs.iter().copied()).collect();
         let mut changed = false;
         for u in units.iter_mut().filter(|u| u.selected && !u.float_output) {
             if u.outputs.iter().any(|o| read_in_int8.contains(o)) {
@@ -566,7 +603,8 @@ pub fn annotate(graph: &Graph, typed: &TypedGraph, opts: &Options) -> Annotation
             produced_by.insert(o, u);
         }
     }
-    let softmax_inputs: Vec<ValueId> = units.iter().filter(|u| u.selected && u.rule == QuantRule::FixedOutput).flat_map(|u| u.inputs.iter().copied()).collect();
+    let softmax_inputs: Vec<ValueId> =
+        units.iter().filter(|u| u.selected && u.rule == QuantRule::FixedOutput).flat_map(|u| u.inputs.iter().copied()).collect();
     for g in &mut groups {
         let producer = g.members.iter().filter_map(|(v, _)| produced_by.get(v)).find(|u| u.rule != QuantRule::SharesInput);
         g.tensor = match producer {
@@ -620,7 +658,9 @@ pub fn uint16_inputs(units: &[Unit], groups: &[Group], which: WideInputs, coarse
     }
     let linear = |u: &&Unit| u.rule == QuantRule::Matmul && u.op != "Conv" && u.right_operand.is_none() && u.inputs.len() == 1;
     // Something other than a Linear or data movement reads the LayerNorm's output.
-    let unsmoothed_norm = |u: &Unit| u.outputs.iter().any(|o| readers.get(o).is_some_and(|r| r.iter().any(|r| !linear(r) && r.rule != QuantRule::SharesInput)));
+    let unsmoothed_norm = |u: &Unit| {
+        u.outputs.iter().any(|o| readers.get(o).is_some_and(|r| r.iter().any(|r| !linear(r) && r.rule != QuantRule::SharesInput)))
+    };
     let widened_by = |mut v: ValueId| {
         let measured_coarse = coarse.contains(&v);
         for _ in 0..8 {

@@ -113,7 +113,9 @@ pub fn check_finite(samples: &[Vec<Tensor>], input_names: &[&str]) -> Result<(),
     for (s, inputs) in samples.iter().enumerate() {
         for (t, name) in inputs.iter().zip(input_names) {
             if let Some(i) = t.as_f32().and_then(|xs| xs.iter().position(|x| !x.is_finite())) {
-                return Err(Error::Input(format!("calibration sample {s}: input '{name}' holds a non-finite value (NaN or Inf) at element {i}")));
+                return Err(Error::Input(format!(
+                    "calibration sample {s}: input '{name}' holds a non-finite value (NaN or Inf) at element {i}"
+                )));
             }
         }
     }
@@ -170,12 +172,26 @@ pub fn calibrate(
             observers.iter_mut().flatten().for_each(Observer::start_histogram);
         }
         for (s, inputs) in samples.iter().enumerate() {
-            let mut hooks = Collect { member: &member, observers: &mut observers, names, sample: s, histogram: pass == 1, sums: &mut sums, moments: &mut second, moment_rows: MOMENT_ROWS.div_ceil(samples.len()), threads };
+            let mut hooks = Collect {
+                member: &member,
+                observers: &mut observers,
+                names,
+                sample: s,
+                histogram: pass == 1,
+                sums: &mut sums,
+                moments: &mut second,
+                moment_rows: MOMENT_ROWS.div_ceil(samples.len()),
+                threads,
+            };
             session.run_hooked(inputs.clone(), &mut hooks)?;
             progress(pass * samples.len() + s + 1, total);
         }
     }
-    let means = sums.into_iter().filter(|(_, (_, rows))| *rows > 0).map(|(v, (sum, rows))| (v, sum.into_iter().map(|s| s / rows as f64).collect())).collect();
+    let means = sums
+        .into_iter()
+        .filter(|(_, (_, rows))| *rows > 0)
+        .map(|(v, (sum, rows))| (v, sum.into_iter().map(|s| s / rows as f64).collect()))
+        .collect();
     let moments = second.into_iter().filter_map(|(v, m)| Some((v, m?))).filter(|(_, m)| m.rows > 0).collect();
     Ok(Calibration { observers, samples: samples.len(), means, moments })
 }

@@ -82,7 +82,16 @@ fn fit_bias_codes(bias: &[f32], sx: f32, weight: &mut ConstantQdq, float: &Tenso
 /// weight_qmax]`, rounded adaptively where calibration measured the Linear's inputs
 /// ([`crate::rounding`]), else to nearest.
 #[allow(clippy::too_many_arguments)]
-pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibration, method: Method, bias_correction: bool, weight_qmax: f32, threads: usize) -> Conversion {
+pub fn convert(
+    graph: &Graph,
+    typed: &TypedGraph,
+    ann: &Annotation,
+    cal: &Calibration,
+    method: Method,
+    bias_correction: bool,
+    weight_qmax: f32,
+    threads: usize,
+) -> Conversion {
     let mut params: HashMap<ValueId, QParams> = HashMap::new();
     let mut values = Vec::new();
     for (g, group) in ann.groups.iter().enumerate() {
@@ -99,7 +108,14 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
         for &(v, f) in &group.members {
             let p = base.scaled(f);
             let observed = cal.observers[g].as_ref().filter(|o| o.count > 0).map(|o| (o.min * f, o.max * f));
-            values.push(ValueRecord { name: graph.names[v].clone(), qtype: p.qtype, scale: p.scale[0], zero_point: p.zero_point[0], observed, group: g });
+            values.push(ValueRecord {
+                name: graph.names[v].clone(),
+                qtype: p.qtype,
+                scale: p.scale[0],
+                zero_point: p.zero_point[0],
+                observed,
+                group: g,
+            });
             params.insert(v, p);
         }
     }
@@ -123,7 +139,8 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
                 let w = value.as_f32().expect("float weight");
                 let p = QParams::symmetric_weights(w, value.shape(), *axis, weight_qmax);
                 let input = crate::calibrate::linear_input(ann, c);
-                let moment = input.and_then(|x| cal.moments.get(&x)).filter(|m| matrix_output_axis.is_some_and(|a| value.shape()[1 - a] == m.k));
+                let moment =
+                    input.and_then(|x| cal.moments.get(&x)).filter(|m| matrix_output_axis.is_some_and(|a| value.shape()[1 - a] == m.k));
                 let codes = match (moment, matrix_output_axis) {
                     (Some(m), Some(out_axis)) => {
                         let centred = bias_correction && input.is_some_and(|x| cal.means.contains_key(&x));
@@ -138,7 +155,12 @@ pub fn convert(graph: &Graph, typed: &TypedGraph, ann: &Annotation, cal: &Calibr
                 let w = typed.fact(ann.constants[*weight].value).value.as_ref().expect("constants have values");
                 fit_bias_codes(value.as_f32().expect("float bias"), sx, &mut constants[*weight], w);
                 let sw = &constants[*weight].params;
-                let p = QParams { qtype: QType::I32, scale: sw.scale.iter().map(|s| s * sx).collect(), zero_point: vec![0; sw.scale.len()], axis: sw.axis.map(|_| 0) };
+                let p = QParams {
+                    qtype: QType::I32,
+                    scale: sw.scale.iter().map(|s| s * sx).collect(),
+                    zero_point: vec![0; sw.scale.len()],
+                    axis: sw.axis.map(|_| 0),
+                };
                 let value = match (cal.means.get(input).filter(|_| bias_correction), &ann.constants[*weight].kind) {
                     (Some(mean), ConstantKind::Weight { matrix_output_axis: Some(out_axis), .. }) => {
                         let w = typed.fact(ann.constants[*weight].value).value.as_ref().expect("constants have values");

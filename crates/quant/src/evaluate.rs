@@ -22,7 +22,8 @@ pub fn batches(graph: &Graph, samples: &[Vec<Tensor>], batch: usize) -> Result<V
             (0..chunk[0].len())
                 .map(|i| {
                     let parts: Vec<&Tensor> = chunk.iter().map(|s| &s[i]).collect();
-                    Tensor::concat_rows(&parts).ok_or_else(|| Error::Input(format!("samples of input '{}' differ in shape or type", graph.input_name(i))))
+                    Tensor::concat_rows(&parts)
+                        .ok_or_else(|| Error::Input(format!("samples of input '{}' differ in shape or type", graph.input_name(i))))
                 })
                 .collect()
         })
@@ -104,7 +105,11 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
         return Err(Error::Input("the model has no float32 output to compare".into()));
     };
     if float.shape() != quantized.shape() {
-        return Err(Error::Input(format!("the outputs differ in shape: {:?} (float) and {:?} (quantized)", float.shape(), quantized.shape())));
+        return Err(Error::Input(format!(
+            "the outputs differ in shape: {:?} (float) and {:?} (quantized)",
+            float.shape(),
+            quantized.shape()
+        )));
     }
     let n = float.shape().first().copied().unwrap_or(1).max(1);
     if let Some(l) = labels.filter(|l| l.len() != n) {
@@ -112,18 +117,18 @@ pub fn agreement(float: &Tensor, quantized: &Tensor, labels: Option<&[i64]>) -> 
     }
     let (pf, pq) = (top1(float), top1(quantized));
     if labels.is_some() && pf.len() != n {
-        return Err(Error::Input(format!("the output {:?} has {} rows of classes for {n} samples; labels need one prediction per sample", float.shape(), pf.len())));
+        return Err(Error::Input(format!(
+            "the output {:?} has {} rows of classes for {n} samples; labels need one prediction per sample",
+            float.shape(),
+            pf.len()
+        )));
     }
     let per = x.len() / n;
     if per == 0 {
         return Err(Error::Input(format!("the outputs {:?} are empty", float.shape())));
     }
-    let cosine = x
-        .chunks(per)
-        .zip(y.chunks(per))
-        .map(|(a, b)| cosine(a.iter().zip(b).map(|(&p, &q)| (p as f64, q as f64))))
-        .sum::<f64>()
-        / n as f64;
+    let cosine =
+        x.chunks(per).zip(y.chunks(per)).map(|(a, b)| cosine(a.iter().zip(b).map(|(&p, &q)| (p as f64, q as f64)))).sum::<f64>() / n as f64;
     let (signal, noise) = x.iter().zip(y).fold((0.0, 0.0), |(s, e), (&a, &b)| (s + a as f64 * a as f64, e + (a as f64 - b as f64).powi(2)));
     let agree = pf.iter().zip(&pq).filter(|(a, b)| a == b).count();
     Ok(OutputAgreement {
@@ -282,7 +287,9 @@ fn softmax_inputs(g: &Graph) -> std::collections::HashSet<ValueId> {
             let all = readers.peek().is_some()
                 && readers.all(|r| match r.op.name() {
                     "Softmax" => true,
-                    "Mul" | "Div" => r.inputs.iter().flatten().any(|i| g.constants.contains_key(i)) && r.outputs.iter().all(|x| out.contains(x)),
+                    "Mul" | "Div" => {
+                        r.inputs.iter().flatten().any(|i| g.constants.contains_key(i)) && r.outputs.iter().all(|x| out.contains(x))
+                    }
                     _ => false,
                 });
             if all {
@@ -296,7 +303,13 @@ fn softmax_inputs(g: &Graph) -> std::collections::HashSet<ValueId> {
 /// SQNR of every float node output of `float` against the same value in `qdq` (its QDQ version,
 /// run in float between dq and q — the reference semantics), over `batches`, in `float`'s node
 /// order. Values with no counterpart of the same name are skipped.
-pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<NodeError>, Error> {
+pub fn node_errors(
+    float: &Graph,
+    qdq: &Graph,
+    batches: &[Vec<Tensor>],
+    threads: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<NodeError>, Error> {
     let by_name: HashMap<&str, ValueId> = qdq.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, n) in qdq.nodes.iter().enumerate() {
@@ -307,7 +320,12 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
     // Softmax inputs are skipped: their grids clip the low end on purpose (exp of a large negative
     // number is ~0), so their SQNR says nothing; the Softmax output shows the effect.
     let logits = softmax_inputs(float);
-    let compared = float.inputs.iter().map(|i| i.value).chain(float.nodes.iter().flat_map(|n| n.outputs.iter().copied())).filter(|v| !logits.contains(v));
+    let compared = float
+        .inputs
+        .iter()
+        .map(|i| i.value)
+        .chain(float.nodes.iter().flat_map(|n| n.outputs.iter().copied()))
+        .filter(|v| !logits.contains(v));
     let mut targets: HashMap<ValueId, Target> = HashMap::new();
     for v in compared {
         let Some(&q) = by_name.get(float.names[v].as_str()) else { continue };
@@ -334,7 +352,12 @@ pub fn node_errors(float: &Graph, qdq: &Graph, batches: &[Vec<Tensor>], threads:
     // folded) the worst of what reaches its producer's inputs.
     let mut reaching: HashMap<ValueId, f64> = HashMap::new();
     for n in &float.nodes {
-        let worst = n.inputs.iter().flatten().map(|i| reaching.get(i).copied().or_else(|| sqnr(*i)).unwrap_or(SQNR_CAP_DB)).fold(SQNR_CAP_DB, f64::min);
+        let worst = n
+            .inputs
+            .iter()
+            .flatten()
+            .map(|i| reaching.get(i).copied().or_else(|| sqnr(*i)).unwrap_or(SQNR_CAP_DB))
+            .fold(SQNR_CAP_DB, f64::min);
         for &o in &n.outputs {
             reaching.insert(o, sqnr(o).unwrap_or(worst));
         }

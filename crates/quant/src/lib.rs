@@ -12,9 +12,9 @@ pub mod rounding;
 pub mod verify;
 
 use octet_graph::{Error, Tensor};
-use octet_runtime::{Engine, Session};
 use octet_onnx::proto::ModelProto;
 use octet_onnx::OnnxModel;
+use octet_runtime::{Engine, Session};
 use serde::Serialize;
 
 pub use annotate::{Annotation, Options, Preset};
@@ -81,7 +81,11 @@ pub struct Prepared {
 pub fn prepare(model: &OnnxModel, samples: &[Vec<Tensor>], opts: &Options, threads: usize) -> Result<Prepared, Error> {
     let g = &model.graph;
     if let Some(n) = g.nodes.iter().find(|n| matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear")) {
-        return Err(Error::Input(format!("the model is already quantized (node '{}' is a {}); quantize its float original", n.name, n.op.name())));
+        return Err(Error::Input(format!(
+            "the model is already quantized (node '{}' is a {}); quantize its float original",
+            n.name,
+            n.op.name()
+        )));
     }
     if samples.is_empty() {
         return Err(Error::Input("no calibration samples".into()));
@@ -98,13 +102,25 @@ pub fn prepare(model: &OnnxModel, samples: &[Vec<Tensor>], opts: &Options, threa
     octet_onnx::inline_external_data(&mut proto, &model.base).map_err(|e| Error::Input(e.to_string()))?;
     let measure = opts.uint16_inputs == annotate::WideInputs::Measured;
     let outliers = if opts.smooth || opts.wide_residual || measure {
-        outliers::prepare(g, &mut proto, &samples[..samples.len().min(OUTLIER_SAMPLES)], opts.smooth, opts.wide_residual, opts.weight_qmax(), threads)?
+        outliers::prepare(
+            g,
+            &mut proto,
+            &samples[..samples.len().min(OUTLIER_SAMPLES)],
+            opts.smooth,
+            opts.wide_residual,
+            opts.weight_qmax(),
+            threads,
+        )?
     } else {
         outliers::OutlierReport::default()
     };
     let smoothed = if outliers.smoothing.iter().any(|s| s.alpha.is_some()) {
         let bytes = prost::Message::encode_to_vec(&proto);
-        Some(octet_onnx::load_bytes(&bytes, std::path::Path::new("(smoothed model)"), &model.base).map_err(|e| Error::Input(e.to_string()))?.graph)
+        Some(
+            octet_onnx::load_bytes(&bytes, std::path::Path::new("(smoothed model)"), &model.base)
+                .map_err(|e| Error::Input(e.to_string()))?
+                .graph,
+        )
     } else {
         None
     };
@@ -149,13 +165,28 @@ pub fn quantize_prepared(
     opts.float_values.extend(calibrate::non_finite_values(&session, &g.names, first)?);
     let mut annotation = annotate::annotate(g, &typed, &opts);
     let wide = |g: &annotate::Group| matches!(g.kind, annotate::GroupKind::Observed { qtype: octet_graph::QType::U16 });
-    let uint16_skipped = annotation.groups.iter().any(wide).then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err()).flatten();
+    let uint16_skipped = annotation
+        .groups
+        .iter()
+        .any(wide)
+        .then(|| octet_onnx::opset::check_raise(&proto, octet_onnx::opset::SIXTEEN_BIT_QDQ).err())
+        .flatten();
     if uint16_skipped.is_some() {
         for g in annotation.groups.iter_mut().filter(|g| wide(g)) {
             g.kind = annotate::GroupKind::Observed { qtype: octet_graph::QType::U8 };
         }
     }
-    let cal = calibrate::calibrate(&session, &annotation, &g.names, samples, method, opts.bias_correction, opts.adaptive_rounding, threads, progress)?;
+    let cal = calibrate::calibrate(
+        &session,
+        &annotation,
+        &g.names,
+        samples,
+        method,
+        opts.bias_correction,
+        opts.adaptive_rounding,
+        threads,
+        progress,
+    )?;
     let conv = convert::convert(g, &typed, &annotation, &cal, method, opts.bias_correction, opts.weight_qmax(), threads);
     octet_onnx::qdq::insert_qdq(&mut proto, &conv.edits);
     let uint16_activations = conv.edits.activations.iter().filter(|a| a.params.qtype == octet_graph::QType::U16).count();
@@ -196,4 +227,3 @@ pub fn quantize_prepared(
     };
     Ok(Quantized { model: proto, annotation, values: conv.values, summary })
 }
-

@@ -16,10 +16,10 @@
 use std::collections::HashMap;
 
 use octet_graph::{Error, Graph, QParams, QType, Tensor, ValueId};
-use octet_runtime::{Engine, Hooks, Session};
 use octet_kernels::f32::{matmul, MatLayout, Threads};
 use octet_onnx::proto::tensor_proto::DataType;
 use octet_onnx::proto::{ModelProto, TensorProto};
+use octet_runtime::{Engine, Hooks, Session};
 use serde::Serialize;
 
 /// A value whose largest channel maximum is this many times its median channel maximum has
@@ -151,7 +151,9 @@ struct Smoothable {
 fn linear_readers(g: &Graph, v: ValueId, gathers: &mut Vec<usize>) -> Option<Vec<Reader>> {
     let mut out = Vec::new();
     for (j, r) in g.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(v))) {
-        let matrix = |slot: usize| r.inputs.get(slot).copied().flatten().filter(|&w| constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some()));
+        let matrix = |slot: usize| {
+            r.inputs.get(slot).copied().flatten().filter(|&w| constant(g, w).is_some_and(|t| t.rank() == 2 && t.as_f32().is_some()))
+        };
         match r.op.name() {
             "Shape" => {}
             "MatMul" if r.inputs[0] == Some(v) => out.push(Reader { node: j, weight: matrix(1)?, transposed: false }),
@@ -300,9 +302,16 @@ impl<'a> Migration<'a> {
 
 /// The float run's per-channel statistics of the outputs of `smoothable` LayerNorms (with
 /// sampled rows) when `smooth`, and of every rank ≥ 2 activation when `all`.
-fn collect(g: &Graph, samples: &[Vec<Tensor>], smooth: bool, all: bool, threads: usize) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
+fn collect(
+    g: &Graph,
+    samples: &[Vec<Tensor>],
+    smooth: bool,
+    all: bool,
+    threads: usize,
+) -> Result<(Vec<Smoothable>, HashMap<ValueId, ChannelStats>), Error> {
     let candidates = if smooth { smoothable(g) } else { Vec::new() };
-    let mut wanted: HashMap<ValueId, bool> = if all { g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect() } else { HashMap::new() };
+    let mut wanted: HashMap<ValueId, bool> =
+        if all { g.nodes.iter().flat_map(|n| n.outputs.iter().map(|&o| (o, false))).collect() } else { HashMap::new() };
     wanted.extend(linear_inputs(g).map(|v| (v, false)));
     for c in &candidates {
         wanted.insert(c.output, true);
@@ -417,7 +426,12 @@ pub fn prepare(
             let before = migration.error(&ones, &mut scratch);
             let mut best = (before, None, ones);
             for &alpha in &ALPHAS {
-                let s: Vec<f32> = st.absmax.iter().zip(&wmax).map(|(&a, &b)| (a.max(1e-5).powf(alpha) / b.max(1e-5).powf(1.0 - alpha)).max(1e-5)).collect();
+                let s: Vec<f32> = st
+                    .absmax
+                    .iter()
+                    .zip(&wmax)
+                    .map(|(&a, &b)| (a.max(1e-5).powf(alpha) / b.max(1e-5).powf(1.0 - alpha)).max(1e-5))
+                    .collect();
                 let e = migration.error(&s, &mut scratch);
                 if e < best.0 {
                     best = (e, Some(alpha), s);
@@ -428,7 +442,9 @@ pub fn prepare(
                 for &node in std::iter::once(&c.norm).chain(&c.gathers) {
                     rename_output(proto, node);
                 }
-                let divided = |t: &Tensor| -> Vec<f32> { t.as_f32().expect("float LayerNorm parameters").iter().zip(&s).map(|(v, s)| v / s).collect() };
+                let divided = |t: &Tensor| -> Vec<f32> {
+                    t.as_f32().expect("float LayerNorm parameters").iter().zip(&s).map(|(v, s)| v / s).collect()
+                };
                 set_input(proto, c.gamma.0, c.gamma.1, gamma.shape(), &divided(gamma));
                 if let (Some(b), Some((node, slot))) = (beta, c.beta) {
                     set_input(proto, node, slot, b.shape(), &divided(b));
@@ -436,12 +452,23 @@ pub fn prepare(
                 for r in &c.linears {
                     let t = constant(graph, r.weight).expect("checked");
                     let cols = t.shape()[1];
-                    let scaled: Vec<f32> =
-                        t.as_f32().expect("checked").iter().enumerate().map(|(i, v)| v * s[if r.transposed { i % cols } else { i / cols }]).collect();
+                    let scaled: Vec<f32> = t
+                        .as_f32()
+                        .expect("checked")
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v * s[if r.transposed { i % cols } else { i / cols }])
+                        .collect();
                     set_input(proto, r.node, 1, t.shape(), &scaled);
                 }
             }
-            report.smoothing.push(Smoothing { norm: norm.name.clone(), outlier_ratio: st.outlier_ratio(), alpha, error_before: before, error_after });
+            report.smoothing.push(Smoothing {
+                norm: norm.name.clone(),
+                outlier_ratio: st.outlier_ratio(),
+                alpha,
+                error_before: before,
+                error_after,
+            });
         }
     }
     for v in linear_inputs(graph) {
@@ -454,7 +481,8 @@ pub fn prepare(
     if wide_residual {
         let read_by_stream = |v: ValueId| {
             graph.nodes.iter().any(|r| {
-                r.inputs.contains(&Some(v)) && (r.op.name() == "LayerNormalization" && r.inputs[0] == Some(v) || matches!(r.op.name(), "Add" | "Concat"))
+                r.inputs.contains(&Some(v))
+                    && (r.op.name() == "LayerNormalization" && r.inputs[0] == Some(v) || matches!(r.op.name(), "Add" | "Concat"))
             })
         };
         for n in &graph.nodes {

@@ -79,7 +79,16 @@ impl SecondMoment {
 /// coordinate descent on the output error under `moment` (its covariance when `centred`: a bias
 /// correction removes the mean error). Returns the codes in `w`'s layout.
 #[allow(clippy::too_many_arguments)]
-pub fn round_adaptively(w: &[f32], shape: &[usize], out_axis: usize, params: &QParams, qmax: f32, moment: &SecondMoment, centred: bool, threads: usize) -> Vec<i64> {
+pub fn round_adaptively(
+    w: &[f32],
+    shape: &[usize],
+    out_axis: usize,
+    params: &QParams,
+    qmax: f32,
+    moment: &SecondMoment,
+    centred: bool,
+    threads: usize,
+) -> Vec<i64> {
     let (k, n) = if out_axis == 1 { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
     assert_eq!(moment.k, k, "round_adaptively: the second moment is {0}×{0} for a weight of {k} inputs", moment.k);
     let at = |kk: usize, nn: usize| if out_axis == 1 { kk * n + nn } else { nn * k + kk };

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use octet_graph::{Error, Graph, Tensor};
-use octet_runtime::{Engine, Session};
 use octet_onnx::proto::ModelProto;
+use octet_runtime::{Engine, Session};
 use serde::Serialize;
 
 /// Samples [`hold_back`] keeps from calibration for the check.
@@ -61,21 +61,40 @@ impl Verification {
         let outs: Vec<String> = self
             .outputs
             .iter()
-            .map(|o| format!("'{}' {} worst {:.5}, mean {:.5} (QDQ reference worst {:.5})", o.name, o.measure, o.int8_worst, o.int8_mean, o.reference_worst))
+            .map(|o| {
+                format!(
+                    "'{}' {} worst {:.5}, mean {:.5} (QDQ reference worst {:.5})",
+                    o.name, o.measure, o.int8_worst, o.int8_mean, o.reference_worst
+                )
+            })
             .collect();
-        let on = if self.held_back { format!("{} held-back sample(s)", self.samples) } else { format!("{} calibration sample(s) (too few to hold any back)", self.samples) };
+        let on = if self.held_back {
+            format!("{} held-back sample(s)", self.samples)
+        } else {
+            format!("{} calibration sample(s) (too few to hold any back)", self.samples)
+        };
         format!("checked: the file loads and runs in octet on the int8 and reference engines; against float on {on}: {}\n", outs.join("; "))
     }
 }
 
 /// Checks `proto`, the quantized form of `float` (`base`: where external data would be), on
 /// `samples` (`held_back`: whether calibration saw them). The error names the node that breaks a rule or fails to plan or run.
-pub fn verify(proto: &ModelProto, base: &Path, float: &Graph, samples: &[Vec<Tensor>], held_back: bool, threads: usize) -> Result<Verification, Error> {
-    let refuse = |what: String| Error::Invalid(format!("the quantized model {what}; octet wrote no file (please report this with the model)"));
+pub fn verify(
+    proto: &ModelProto,
+    base: &Path,
+    float: &Graph,
+    samples: &[Vec<Tensor>],
+    held_back: bool,
+    threads: usize,
+) -> Result<Verification, Error> {
+    let refuse =
+        |what: String| Error::Invalid(format!("the quantized model {what}; octet wrote no file (please report this with the model)"));
     octet_onnx::scope::validate(proto).map_err(|e| refuse(format!("breaks ONNX's rules: {e}")))?;
     let bytes = prost::Message::encode_to_vec(proto);
-    let quantized = octet_onnx::load_bytes(&bytes, Path::new("(quantized model)"), base).map_err(|e| refuse(format!("does not import: {e}")))?.graph;
-    let reference = Session::new(quantized.clone(), threads, Engine::Reference).map_err(|e| refuse(format!("does not load on the reference engine: {e}")))?;
+    let quantized =
+        octet_onnx::load_bytes(&bytes, Path::new("(quantized model)"), base).map_err(|e| refuse(format!("does not import: {e}")))?.graph;
+    let reference = Session::new(quantized.clone(), threads, Engine::Reference)
+        .map_err(|e| refuse(format!("does not load on the reference engine: {e}")))?;
     let int8 = Session::new(quantized, threads, Engine::Int8).map_err(|e| refuse(format!("does not load on the int8 engine: {e}")))?;
     let float_session = Session::new(float.clone(), threads, Engine::Reference)?;
     let names: Vec<String> = float.output_names().into_iter().map(String::from).collect();
@@ -86,7 +105,8 @@ pub fn verify(proto: &ModelProto, base: &Path, float: &Graph, samples: &[Vec<Ten
         let got_ref = reference.run(sample.clone()).map_err(|e| refuse(format!("fails on the reference engine: {e}")))?;
         for (k, w) in want.iter().enumerate() {
             let (measure, a) = similarity(w, &got[k]).map_err(|m| refuse(format!("gives output '{}' {m} on the int8 engine", names[k])))?;
-            let (_, b) = similarity(w, &got_ref[k]).map_err(|m| refuse(format!("gives output '{}' {m} on the reference engine", names[k])))?;
+            let (_, b) =
+                similarity(w, &got_ref[k]).map_err(|m| refuse(format!("gives output '{}' {m} on the reference engine", names[k])))?;
             per_output[k].0.push(a);
             per_output[k].1.push(b);
             per_output[k].2 = measure;
@@ -96,7 +116,13 @@ pub fn verify(proto: &ModelProto, base: &Path, float: &Graph, samples: &[Vec<Ten
     let outputs = names
         .into_iter()
         .zip(per_output)
-        .map(|(name, (a, b, measure))| OutputCheck { name, int8_worst: worst(&a), int8_mean: a.iter().sum::<f64>() / a.len().max(1) as f64, reference_worst: worst(&b), measure })
+        .map(|(name, (a, b, measure))| OutputCheck {
+            name,
+            int8_worst: worst(&a),
+            int8_mean: a.iter().sum::<f64>() / a.len().max(1) as f64,
+            reference_worst: worst(&b),
+            measure,
+        })
         .collect();
     Ok(Verification { samples: samples.len(), held_back, outputs })
 }

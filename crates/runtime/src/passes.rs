@@ -95,7 +95,8 @@ impl Step {
 /// A DequantizeLinear of a constant tensor (a quantized weight or bias) stays a node on the int8
 /// engine, so that the lowering can take its integers.
 fn deferred_for_lowering(node: &Node, inputs: &[Option<&Fact>]) -> bool {
-    node.op.downcast::<DequantizeLinear>().is_some() && inputs.first().copied().flatten().is_some_and(|f| f.shape.iter().product::<usize>() > 1)
+    node.op.downcast::<DequantizeLinear>().is_some()
+        && inputs.first().copied().flatten().is_some_and(|f| f.shape.iter().product::<usize>() > 1)
 }
 
 /// What a plan is made for.

@@ -109,7 +109,11 @@ impl Plan {
                 Some(t) => vec![t.reshaped(g.fact(node.outputs[0]).shape.clone())],
                 None => {
                     let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| values[v].as_deref())).collect();
-                    node.op.eval(&ins, ctx).map_err(|message| Error::Node { node: node.name.clone(), op: node.op.name().into(), message })?
+                    node.op.eval(&ins, ctx).map_err(|message| Error::Node {
+                        node: node.name.clone(),
+                        op: node.op.name().into(),
+                        message,
+                    })?
                 }
             };
             for (&v, t) in node.outputs.iter().zip(outs) {
@@ -220,7 +224,9 @@ impl Session {
         let g = &self.graph;
         let only_dequantized = |v: &ValueId| {
             let nodes = readers.get(v).map(Vec::as_slice).unwrap_or_default();
-            !nodes.is_empty() && !g.outputs.contains(v) && nodes.iter().all(|&i| g.nodes[i].op.name() == "DequantizeLinear" && g.nodes[i].inputs.first() == Some(&Some(*v)))
+            !nodes.is_empty()
+                && !g.outputs.contains(v)
+                && nodes.iter().all(|&i| g.nodes[i].op.name() == "DequantizeLinear" && g.nodes[i].inputs.first() == Some(&Some(*v)))
         };
         let ids: Vec<ValueId> = g.constants.keys().filter(|v| only_dequantized(v)).copied().collect();
         let held = ids.iter().filter_map(|v| self.graph.constants.remove(v).map(|t| (*v, t))).collect();
@@ -286,7 +292,12 @@ impl Session {
         }
         if inputs.len() != self.graph.inputs.len() {
             let names: Vec<&str> = (0..self.graph.inputs.len()).map(|i| self.graph.input_name(i)).collect();
-            return Err(Error::Input(format!("the model takes {} inputs ({}), {} were given", names.len(), names.join(", "), inputs.len())));
+            return Err(Error::Input(format!(
+                "the model takes {} inputs ({}), {} were given",
+                names.len(),
+                names.join(", "),
+                inputs.len()
+            )));
         }
         if self.quantized {
             for (i, t) in inputs.iter().enumerate() {

@@ -65,7 +65,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed = args
+        .seed
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     if let Some(file) = &args.replay {
         let input = match std::fs::read(file) {
             Ok(b) => b,
@@ -227,7 +229,11 @@ fn worker(target: Target, args: &Args, seed: u64) -> ExitCode {
                 }
             }
             Err(panic) => {
-                let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
                 let at = PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let _ = save_crash(&args.out, target, &input, &format!("panic: {message} at {at}"));
                 write_stats(&stats_path, &seen, execs, total_before + started.elapsed().as_secs_f64());
@@ -256,5 +262,8 @@ fn write_stats(path: &Path, seen: &HashSet<String>, execs: u64, seconds: f64) {
     let mut outcomes: Vec<&String> = seen.iter().collect();
     outcomes.sort();
     let _ = std::fs::write(path.with_extension("outcomes"), outcomes.iter().map(|s| format!("{s}\n")).collect::<String>());
-    let _ = std::fs::write(path, format!("{execs} executions, {:.0} s, {:.0} exec/s, {} distinct outcomes", seconds, execs as f64 / seconds.max(1e-9), seen.len()));
+    let _ = std::fs::write(
+        path,
+        format!("{execs} executions, {:.0} s, {:.0} exec/s, {} distinct outcomes", seconds, execs as f64 / seconds.max(1e-9), seen.len()),
+    );
 }

@@ -33,7 +33,12 @@ impl Target {
             return Ok(Target::ALL.to_vec());
         }
         s.split(',')
-            .map(|n| Target::ALL.into_iter().find(|t| t.name() == n.trim()).ok_or_else(|| format!("no target '{n}': choose onnx, npy, image, run or all")))
+            .map(|n| {
+                Target::ALL
+                    .into_iter()
+                    .find(|t| t.name() == n.trim())
+                    .ok_or_else(|| format!("no target '{n}': choose onnx, npy, image, run or all"))
+            })
             .collect()
     }
 
@@ -134,7 +139,9 @@ fn run_models() -> &'static [PathBuf] {
     static MODELS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
     MODELS.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut models: Vec<PathBuf> = std::fs::read_dir(root.join("tests/node")).map(|d| d.flatten().map(|e| e.path().join("model.onnx")).filter(|p| p.exists()).collect()).unwrap_or_default();
+        let mut models: Vec<PathBuf> = std::fs::read_dir(root.join("tests/node"))
+            .map(|d| d.flatten().map(|e| e.path().join("model.onnx")).filter(|p| p.exists()).collect())
+            .unwrap_or_default();
         models.sort();
         for f in ["seed_attention_ts/model.onnx", "hostile/qdq_relu.onnx"] {
             models.push(root.join("tests/fixtures").join(f));
@@ -195,9 +202,44 @@ fn run(recipe: &[u8]) -> anyhow::Result<String> {
         }
         let mut value = || bytes.next().unwrap_or(0);
         let data = match input.dtype {
-            DType::F32 => Data::F32((0..n).map(|_| { let b = value(); if b < 8 { SPECIAL[b as usize] } else { (b as f32 - 128.0) / 16.0 } }).collect()),
-            DType::F64 => Data::F64((0..n).map(|_| { let b = value(); if b < 8 { SPECIAL[b as usize] as f64 } else { (b as f64 - 128.0) / 16.0 } }).collect()),
-            DType::I64 => Data::I64((0..n).map(|_| { let b = value(); if b == 0xff { i64::MAX } else if b == 0xfe { i64::MIN } else { b as i64 - 128 } }).collect()),
+            DType::F32 => Data::F32(
+                (0..n)
+                    .map(|_| {
+                        let b = value();
+                        if b < 8 {
+                            SPECIAL[b as usize]
+                        } else {
+                            (b as f32 - 128.0) / 16.0
+                        }
+                    })
+                    .collect(),
+            ),
+            DType::F64 => Data::F64(
+                (0..n)
+                    .map(|_| {
+                        let b = value();
+                        if b < 8 {
+                            SPECIAL[b as usize] as f64
+                        } else {
+                            (b as f64 - 128.0) / 16.0
+                        }
+                    })
+                    .collect(),
+            ),
+            DType::I64 => Data::I64(
+                (0..n)
+                    .map(|_| {
+                        let b = value();
+                        if b == 0xff {
+                            i64::MAX
+                        } else if b == 0xfe {
+                            i64::MIN
+                        } else {
+                            b as i64 - 128
+                        }
+                    })
+                    .collect(),
+            ),
             DType::I32 => Data::I32((0..n).map(|_| value() as i32 - 128).collect()),
             DType::I8 => Data::I8((0..n).map(|_| value() as i8).collect()),
             DType::U8 => Data::U8((0..n).map(|_| value()).collect()),

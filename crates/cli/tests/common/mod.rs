@@ -80,7 +80,14 @@ pub fn run_node_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
 /// NAME=input_<i>.npy … -o out` (`out` a `.npz`), then the outputs read back and compared.
 pub fn run_node_case_cli(octet: &Path, dir: &Path, out: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     let model = octet_onnx::load(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
-    let mut args = vec!["run".to_string(), dir.join("model.onnx").display().to_string(), "--threads".into(), "1".into(), "-o".into(), out.display().to_string()];
+    let mut args = vec![
+        "run".to_string(),
+        dir.join("model.onnx").display().to_string(),
+        "--threads".into(),
+        "1".into(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
     for i in 0..model.graph.inputs.len() {
         args.extend(["-i".to_string(), format!("{}={}", model.graph.input_name(i), dir.join(format!("input_{i}.npy")).display())]);
     }

@@ -58,7 +58,8 @@ impl Attention {
         }
         let three_d = q.len() == 3;
         let (b, hq, sq, dk, hkv, skv, dv) = if three_d {
-            let (hq, hkv) = (self.q_num_heads.ok_or("3-D inputs need q_num_heads")?, self.kv_num_heads.ok_or("3-D inputs need kv_num_heads")?);
+            let (hq, hkv) =
+                (self.q_num_heads.ok_or("3-D inputs need q_num_heads")?, self.kv_num_heads.ok_or("3-D inputs need kv_num_heads")?);
             if hq == 0 || hkv == 0 || !q[2].is_multiple_of(hq) || !k[2].is_multiple_of(hkv) || !v[2].is_multiple_of(hkv) {
                 return Err(format!("hidden sizes of Q {q:?}, K {k:?}, V {v:?} do not split into {hq} and {hkv} heads"));
             }
@@ -209,7 +210,15 @@ impl Op for Attention {
                             } else {
                                 let at = b * mask_st[0] + h * mask_st[1] + i * mask_st[2] + j * mask_st[3];
                                 let e = mask_v[at];
-                                m = if mask_bool { if e != 0.0 { 0.0 } else { f64::NEG_INFINITY } } else { e };
+                                m = if mask_bool {
+                                    if e != 0.0 {
+                                        0.0
+                                    } else {
+                                        f64::NEG_INFINITY
+                                    }
+                                } else {
+                                    e
+                                };
                             }
                         }
                         let p = i as i64 + offset;

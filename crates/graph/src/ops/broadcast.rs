@@ -26,9 +26,7 @@ pub fn broadcast_shapes(shapes: &[&[usize]]) -> OpResult<Vec<usize>> {
 pub fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
     let own = strides(shape);
     let off = out_shape.len() - shape.len();
-    (0..out_shape.len())
-        .map(|i| if i < off || shape[i - off] == 1 { 0 } else { own[i - off] })
-        .collect()
+    (0..out_shape.len()).map(|i| if i < off || shape[i - off] == 1 { 0 } else { own[i - off] }).collect()
 }
 
 /// Calls `f(offsets, inner_len)` once per row of the last output axis, where `offsets[k]` is the
@@ -107,11 +105,7 @@ pub fn ternary<A: Copy, B: Copy, C: Copy, O>(
     out_shape: &[usize],
     f: impl Fn(A, B, C) -> O,
 ) -> Vec<O> {
-    let st = [
-        broadcast_strides(a_shape, out_shape),
-        broadcast_strides(b_shape, out_shape),
-        broadcast_strides(c_shape, out_shape),
-    ];
+    let st = [broadcast_strides(a_shape, out_shape), broadcast_strides(b_shape, out_shape), broadcast_strides(c_shape, out_shape)];
     let last = out_shape.len().saturating_sub(1);
     let inner: Vec<usize> = st.iter().map(|s| if out_shape.is_empty() { 0 } else { s[last] }).collect();
     let mut out = Vec::with_capacity(out_shape.iter().product());

@@ -43,9 +43,17 @@ impl Body {
             let inputs: Vec<Option<&Tensor>> = node
                 .inputs
                 .iter()
-                .map(|v| v.map(|v| values[v].as_deref().ok_or_else(|| format!("node '{}' reads '{}', which nothing computed", node.name, self.graph.names[v]))).transpose())
+                .map(|v| {
+                    v.map(|v| {
+                        values[v]
+                            .as_deref()
+                            .ok_or_else(|| format!("node '{}' reads '{}', which nothing computed", node.name, self.graph.names[v]))
+                    })
+                    .transpose()
+                })
                 .collect::<OpResult<_>>()?;
-            let outputs = node.op.eval(&inputs, &EvalCtx::default()).map_err(|e| format!("node '{}' ({}): {e}", node.name, node.op.name()))?;
+            let outputs =
+                node.op.eval(&inputs, &EvalCtx::default()).map_err(|e| format!("node '{}' ({}): {e}", node.name, node.op.name()))?;
             for (&v, t) in node.outputs.iter().zip(outputs) {
                 values[v] = Some(Arc::new(t));
             }
@@ -53,7 +61,9 @@ impl Body {
         self.graph
             .outputs
             .iter()
-            .map(|&v| values[v].take().map(Arc::unwrap_or_clone).ok_or_else(|| format!("body output '{}' is not computed", self.graph.names[v])))
+            .map(|&v| {
+                values[v].take().map(Arc::unwrap_or_clone).ok_or_else(|| format!("body output '{}' is not computed", self.graph.names[v]))
+            })
             .collect()
     }
 
@@ -73,7 +83,14 @@ impl Body {
             let inputs: Vec<Option<&Fact>> = node
                 .inputs
                 .iter()
-                .map(|v| v.map(|v| facts[v].as_ref().ok_or_else(|| format!("node '{}' reads '{}', which nothing computed", node.name, self.graph.names[v]))).transpose())
+                .map(|v| {
+                    v.map(|v| {
+                        facts[v]
+                            .as_ref()
+                            .ok_or_else(|| format!("node '{}' reads '{}', which nothing computed", node.name, self.graph.names[v]))
+                    })
+                    .transpose()
+                })
                 .collect::<OpResult<_>>()?;
             let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
             let out: Vec<Fact> = if all_constant && node.op.foldable() {
@@ -86,13 +103,18 @@ impl Body {
                 facts[v] = Some(f);
             }
         }
-        self.graph.outputs.iter().map(|&v| facts[v].clone().ok_or_else(|| format!("body output '{}' is not computed", self.graph.names[v]))).collect()
+        self.graph
+            .outputs
+            .iter()
+            .map(|&v| facts[v].clone().ok_or_else(|| format!("body output '{}' is not computed", self.graph.names[v])))
+            .collect()
     }
 }
 
 /// Every input index, for ops whose inputs all decide their outputs' shapes.
 const ALL: &[usize] = &[
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+    36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
 ];
 
 fn present<'a, T>(inputs: &[Option<&'a T>], range: std::ops::Range<usize>, what: &str) -> OpResult<Vec<&'a T>> {
@@ -149,7 +171,10 @@ pub struct If {
 impl If {
     fn captures<'a, T>(&self, inputs: &[Option<&'a T>]) -> OpResult<(Vec<&'a T>, Vec<&'a T>)> {
         let n = self.then_branch.captured.len();
-        Ok((present(inputs, 1..1 + n, "captured value")?, present(inputs, 1 + n..1 + n + self.else_branch.captured.len(), "captured value")?))
+        Ok((
+            present(inputs, 1..1 + n, "captured value")?,
+            present(inputs, 1 + n..1 + n + self.else_branch.captured.len(), "captured value")?,
+        ))
     }
 }
 
@@ -210,12 +235,20 @@ impl Loop {
         }
         for (k, (before, after)) in states.iter().zip(&out[1..1 + n_state]).enumerate() {
             if before.dtype != after.dtype || before.shape != after.shape {
-                return Err(format!("loop-carried value {k} goes from {} {:?} to {} {:?} in one iteration", before.dtype, before.shape, after.dtype, after.shape));
+                return Err(format!(
+                    "loop-carried value {k} goes from {} {:?} to {} {:?} in one iteration",
+                    before.dtype, before.shape, after.dtype, after.shape
+                ));
             }
         }
         let mut result: Vec<Fact> = states.iter().map(|f| Fact::new(f.dtype, f.shape.clone())).collect();
         if out.len() > 1 + n_state {
-            let trips = inputs.first().copied().flatten().and_then(|f| f.const_scalar()).ok_or("its scan outputs' length depends on a trip count computed at run time")?;
+            let trips = inputs
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|f| f.const_scalar())
+                .ok_or("its scan outputs' length depends on a trip count computed at run time")?;
             let stays_true = |f: Option<&Fact>| f.is_none_or(|f| f.const_scalar().is_some_and(|c| c != 0.0));
             if !stays_true(inputs.get(1).copied().flatten()) || !stays_true(Some(&out[0])) {
                 return Err("its scan outputs' length depends on a condition computed at run time".into());
@@ -246,11 +279,17 @@ impl Op for Loop {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let n_state = self.declared_inputs.checked_sub(2).ok_or("Loop takes M and cond before its loop-carried values")?;
-        let trip = inputs.first().copied().flatten().map(|t| t.to_i64_vec().and_then(|v| v.first().copied()).ok_or("M must be an integer scalar")).transpose()?;
+        let trip = inputs
+            .first()
+            .copied()
+            .flatten()
+            .map(|t| t.to_i64_vec().and_then(|v| v.first().copied()).ok_or("M must be an integer scalar"))
+            .transpose()?;
         let mut cond = inputs.get(1).copied().flatten().map(|t| bool_scalar(t, "cond")).transpose()?.unwrap_or(true);
         let mut state: Vec<Tensor> = present(inputs, 2..2 + n_state, "loop-carried value")?.into_iter().cloned().collect();
         let captured = present(inputs, self.declared_inputs..self.declared_inputs + self.body.captured.len(), "captured value")?;
-        let n_scan = self.body.graph.outputs.len().checked_sub(1 + n_state).ok_or("the body must return cond and every loop-carried value")?;
+        let n_scan =
+            self.body.graph.outputs.len().checked_sub(1 + n_state).ok_or("the body must return cond and every loop-carried value")?;
         let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); n_scan];
         let mut i = 0i64;
         while cond && trip.is_none_or(|m| i < m) {
@@ -310,7 +349,8 @@ impl Scan {
     /// One unbatched scan: states and scan inputs in, final states and stacked scan outputs out.
     fn scan(&self, states: Vec<Tensor>, scan_in: &[&Tensor], captured: &[&Tensor]) -> OpResult<Vec<Tensor>> {
         let (_, n_state, n_scan_out) = self.counts()?;
-        let axes: Vec<usize> = scan_in.iter().enumerate().map(|(k, t)| Self::axis(&self.input_axes, k, t.rank())).collect::<OpResult<_>>()?;
+        let axes: Vec<usize> =
+            scan_in.iter().enumerate().map(|(k, t)| Self::axis(&self.input_axes, k, t.rank())).collect::<OpResult<_>>()?;
         let len = scan_in.first().map(|t| t.shape()[axes[0]]).unwrap_or(0);
         if scan_in.iter().zip(&axes).any(|(t, &a)| t.shape()[a] != len) {
             return Err("scan inputs differ in sequence length".into());

@@ -18,7 +18,9 @@ pub enum BinaryKind {
     Pow,
     /// `fmod = 0`: integer remainder with the divisor's sign (Python's `%`); `fmod = 1`: C's
     /// `fmod`, the dividend's sign.
-    Mod { fmod: bool },
+    Mod {
+        fmod: bool,
+    },
     Max,
     Min,
     /// `x` where `x ≥ 0`, else `slope · x`.
@@ -34,7 +36,9 @@ pub enum BinaryKind {
     BitwiseAnd,
     BitwiseOr,
     BitwiseXor,
-    BitShift { left: bool },
+    BitShift {
+        left: bool,
+    },
 }
 
 impl BinaryKind {
@@ -71,7 +75,18 @@ impl BinaryKind {
 
     /// Ops whose result is a number of the operands' type, defined on floats.
     pub fn is_arithmetic(self) -> bool {
-        matches!(self, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div | BinaryKind::Pow | BinaryKind::Mod { .. } | BinaryKind::Max | BinaryKind::Min | BinaryKind::PRelu)
+        matches!(
+            self,
+            BinaryKind::Add
+                | BinaryKind::Sub
+                | BinaryKind::Mul
+                | BinaryKind::Div
+                | BinaryKind::Pow
+                | BinaryKind::Mod { .. }
+                | BinaryKind::Max
+                | BinaryKind::Min
+                | BinaryKind::PRelu
+        )
     }
 
     fn float(self, a: f64, b: f64) -> f64 {
@@ -84,11 +99,33 @@ impl BinaryKind {
             BinaryKind::Mod { fmod: true } => a % b,
             BinaryKind::Mod { fmod: false } => {
                 let r = a % b;
-                if r != 0.0 && (r < 0.0) != (b < 0.0) { r + b } else { r }
+                if r != 0.0 && (r < 0.0) != (b < 0.0) {
+                    r + b
+                } else {
+                    r
+                }
             }
-            BinaryKind::Max => if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) },
-            BinaryKind::Min => if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) },
-            BinaryKind::PRelu => if a < 0.0 { a * b } else { a },
+            BinaryKind::Max => {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(b)
+                }
+            }
+            BinaryKind::Min => {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.min(b)
+                }
+            }
+            BinaryKind::PRelu => {
+                if a < 0.0 {
+                    a * b
+                } else {
+                    a
+                }
+            }
             _ => unreachable!("{self:?} is not arithmetic"),
         }
     }
@@ -96,7 +133,13 @@ impl BinaryKind {
     /// Integer semantics on values widened to i64; the caller truncates back to the operand
     /// type, which makes Add, Sub and Mul wrap as the narrow type would.
     fn integer(self, a: i64, b: i64, unsigned: bool) -> OpResult<i64> {
-        let nonzero = |b: i64| if b == 0 { Err(format!("integer {} by zero", if matches!(self, BinaryKind::Div) { "division" } else { "remainder" })) } else { Ok(b) };
+        let nonzero = |b: i64| {
+            if b == 0 {
+                Err(format!("integer {} by zero", if matches!(self, BinaryKind::Div) { "division" } else { "remainder" }))
+            } else {
+                Ok(b)
+            }
+        };
         Ok(match self {
             BinaryKind::Add => a.wrapping_add(b),
             BinaryKind::Sub => a.wrapping_sub(b),
@@ -114,13 +157,23 @@ impl BinaryKind {
             BinaryKind::Mod { fmod: true } => a.wrapping_rem(nonzero(b)?),
             BinaryKind::Mod { fmod: false } => {
                 let r = a.wrapping_rem(nonzero(b)?);
-                if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r }
+                if r != 0 && ((r < 0) != (b < 0)) {
+                    r + b
+                } else {
+                    r
+                }
             }
             BinaryKind::Max if unsigned => (a as u64).max(b as u64) as i64,
             BinaryKind::Min if unsigned => (a as u64).min(b as u64) as i64,
             BinaryKind::Max => a.max(b),
             BinaryKind::Min => a.min(b),
-            BinaryKind::PRelu => if a < 0 { a.wrapping_mul(b) } else { a },
+            BinaryKind::PRelu => {
+                if a < 0 {
+                    a.wrapping_mul(b)
+                } else {
+                    a
+                }
+            }
             BinaryKind::And | BinaryKind::BitwiseAnd => a & b,
             BinaryKind::Or | BinaryKind::BitwiseOr => a | b,
             BinaryKind::Xor | BinaryKind::BitwiseXor => a ^ b,
@@ -164,7 +217,9 @@ impl Binary {
         }
         let ok = match k {
             BinaryKind::And | BinaryKind::Or | BinaryKind::Xor => a == DType::Bool,
-            BinaryKind::BitwiseAnd | BinaryKind::BitwiseOr | BinaryKind::BitwiseXor | BinaryKind::BitShift { .. } => !a.is_float() && (a != DType::Bool || !matches!(k, BinaryKind::BitShift { .. })),
+            BinaryKind::BitwiseAnd | BinaryKind::BitwiseOr | BinaryKind::BitwiseXor | BinaryKind::BitShift { .. } => {
+                !a.is_float() && (a != DType::Bool || !matches!(k, BinaryKind::BitShift { .. }))
+            }
             BinaryKind::Equal => true,
             _ => a != DType::Bool,
         };
@@ -398,18 +453,40 @@ pub enum UnaryKind {
     Softsign,
     Mish,
     HardSwish,
-    Elu { alpha: f32 },
-    Celu { alpha: f32 },
-    Selu { alpha: f32, gamma: f32 },
-    LeakyRelu { alpha: f32 },
-    ThresholdedRelu { alpha: f32 },
-    HardSigmoid { alpha: f32, beta: f32 },
-    Shrink { bias: f32, lambd: f32 },
-    Swish { alpha: f32 },
+    Elu {
+        alpha: f32,
+    },
+    Celu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
+    ThresholdedRelu {
+        alpha: f32,
+    },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
+    Swish {
+        alpha: f32,
+    },
     /// Bool result.
     IsNaN,
     /// Bool result; which infinities count.
-    IsInf { positive: bool, negative: bool },
+    IsInf {
+        positive: bool,
+        negative: bool,
+    },
     /// Bool in, bool out.
     Not,
     /// Integers in, same type out.
@@ -507,7 +584,15 @@ impl UnaryKind {
             GeluTanh => k::gelu_tanh_scalar(x as f32) as f64,
             Abs => x.abs(),
             Neg => -x,
-            Sign => if x.is_nan() { x } else if x == 0.0 { 0.0 } else { x.signum() },
+            Sign => {
+                if x.is_nan() {
+                    x
+                } else if x == 0.0 {
+                    0.0
+                } else {
+                    x.signum()
+                }
+            }
             Exp => x.exp(),
             Log => x.ln(),
             Ceil => x.ceil(),
@@ -529,18 +614,42 @@ impl UnaryKind {
             Softsign => x / (1.0 + x.abs()),
             Mish => x * softplus(x).tanh(),
             HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-            Elu { alpha } => if x < 0.0 { alpha as f64 * x.exp_m1() } else { x },
+            Elu { alpha } => {
+                if x < 0.0 {
+                    alpha as f64 * x.exp_m1()
+                } else {
+                    x
+                }
+            }
             Celu { alpha } => {
                 let a = alpha as f64;
                 x.max(0.0) + (a * (x / a).exp_m1()).min(0.0)
             }
             Selu { alpha, gamma } => gamma as f64 * if x <= 0.0 { alpha as f64 * x.exp_m1() } else { x },
-            LeakyRelu { alpha } => if x < 0.0 { alpha as f64 * x } else { x },
-            ThresholdedRelu { alpha } => if x > alpha as f64 { x } else { 0.0 },
+            LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha as f64 * x
+                } else {
+                    x
+                }
+            }
+            ThresholdedRelu { alpha } => {
+                if x > alpha as f64 {
+                    x
+                } else {
+                    0.0
+                }
+            }
             HardSigmoid { alpha, beta } => (alpha as f64 * x + beta as f64).clamp(0.0, 1.0),
             Shrink { bias, lambd } => {
                 let (b, l) = (bias as f64, lambd as f64);
-                if x < -l { x + b } else if x > l { x - b } else { 0.0 }
+                if x < -l {
+                    x + b
+                } else if x > l {
+                    x - b
+                } else {
+                    0.0
+                }
             }
             Swish { alpha } => x / (1.0 + (-(alpha as f64) * x).exp()),
             IsNaN | IsInf { .. } | Not | BitwiseNot => unreachable!("{self:?} has no float result"),
@@ -601,7 +710,8 @@ impl Op for Unary {
             _ if x.dtype().is_float() => from_f64(out_dtype, x.to_f64_vec().into_iter().map(|e| kind.float(e)).collect()),
             (UnaryKind::Shrink { .. }, _) => from_f64(out_dtype, x.to_f64_vec().into_iter().map(|e| kind.float(e)).collect()),
             _ => {
-                let v: Vec<i64> = x.to_i64_vec().expect("integer").into_iter().map(|e| kind.integer(e).expect("checked by out_dtype")).collect();
+                let v: Vec<i64> =
+                    x.to_i64_vec().expect("integer").into_iter().map(|e| kind.integer(e).expect("checked by out_dtype")).collect();
                 Data::from_i64s(out_dtype, &v)
             }
         };
@@ -651,9 +761,15 @@ impl Op for Clip {
             return Ok(vec![Tensor::from_parts(shape, from_f64(x.dtype(), v))]);
         }
         let ints = |b: Option<f64>, t: Option<&Tensor>| t.and_then(|t| t.to_i64_vec()).map(|v| v[0]).or(b.map(|b| b as i64));
-        let (lo, hi) = (ints(lo, crate::op::optional(inputs, 1)).unwrap_or(i64::MIN), ints(hi, crate::op::optional(inputs, 2)).unwrap_or(i64::MAX));
+        let (lo, hi) =
+            (ints(lo, crate::op::optional(inputs, 1)).unwrap_or(i64::MIN), ints(hi, crate::op::optional(inputs, 2)).unwrap_or(i64::MAX));
         let unsigned = x.dtype().is_unsigned_integer();
-        let v: Vec<i64> = x.to_i64_vec().expect("integer").into_iter().map(|e| if unsigned { (e as u64).max(lo as u64).min(hi as u64) as i64 } else { e.max(lo).min(hi) }).collect();
+        let v: Vec<i64> = x
+            .to_i64_vec()
+            .expect("integer")
+            .into_iter()
+            .map(|e| if unsigned { (e as u64).max(lo as u64).min(hi as u64) as i64 } else { e.max(lo).min(hi) })
+            .collect();
         Ok(vec![Tensor::from_parts(shape, Data::from_i64s(x.dtype(), &v))])
     }
 
@@ -714,7 +830,9 @@ pub fn cast(x: &Tensor, to: DType) -> Tensor {
         (d, DType::F32) => Data::F32(with_data!(d, v => v.iter().map(|&e| e.to_f64() as f32).collect())),
         // Integers to integers (and narrow integers to floats) exactly through i64; uint64 to a
         // float through f64, since its i64 image wraps above i64::MAX.
-        (d, to) if !(d.dtype().is_float() || d.dtype() == DType::U64 && to.is_float()) => Data::from_i64s(to, &x.to_i64_vec().expect("integer")),
+        (d, to) if !(d.dtype().is_float() || d.dtype() == DType::U64 && to.is_float()) => {
+            Data::from_i64s(to, &x.to_i64_vec().expect("integer"))
+        }
         (_, to) => from_f64(to, x.to_f64_vec()),
     };
     Tensor::from_parts(x.shape().to_vec(), data)
@@ -733,7 +851,10 @@ impl Op for SwiGlu {
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
         if a.shape != b.shape || a.dtype != b.dtype || !a.dtype.is_float() {
-            return Err(format!("SwiGLU takes two float inputs of one shape and type, got {} {:?} and {} {:?}", a.dtype, a.shape, b.dtype, b.shape));
+            return Err(format!(
+                "SwiGLU takes two float inputs of one shape and type, got {} {:?} and {} {:?}",
+                a.dtype, a.shape, b.dtype, b.shape
+            ));
         }
         Ok(vec![Fact::new(a.dtype, a.shape.clone())])
     }

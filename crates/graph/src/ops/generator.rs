@@ -35,7 +35,11 @@ impl Op for Range {
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let start = required(inputs, 0, "start")?;
-        let get = |i, what| required(inputs, i, what)?.const_scalar().ok_or_else(|| format!("{what} must be a constant scalar (it is computed at run time)"));
+        let get = |i, what| {
+            required(inputs, i, what)?
+                .const_scalar()
+                .ok_or_else(|| format!("{what} must be a constant scalar (it is computed at run time)"))
+        };
         let n = range_len(get(0, "start")?, get(1, "limit")?, get(2, "delta")?)?;
         Ok(vec![Fact::new(start.dtype, vec![n])])
     }
@@ -151,7 +155,13 @@ pub struct MelWeightMatrix {
 impl MelWeightMatrix {
     fn args(inputs: &[Option<&Tensor>]) -> OpResult<[f64; 5]> {
         let get = |i: usize, what: &str| required(inputs, i, what)?.scalar_value().ok_or_else(|| format!("{what} must be a scalar"));
-        Ok([get(0, "num_mel_bins")?, get(1, "dft_length")?, get(2, "sample_rate")?, get(3, "lower_edge_hertz")?, get(4, "upper_edge_hertz")?])
+        Ok([
+            get(0, "num_mel_bins")?,
+            get(1, "dft_length")?,
+            get(2, "sample_rate")?,
+            get(3, "lower_edge_hertz")?,
+            get(4, "upper_edge_hertz")?,
+        ])
     }
 }
 

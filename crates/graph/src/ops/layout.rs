@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::error::OpResult;
 use super::shape::{const_ints, tensor_ints};
+use crate::error::OpResult;
 use crate::op::{norm_axis, norm_index, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
 use crate::tensor::{numel, strides, Data, Pick, Tensor};
@@ -188,7 +188,11 @@ impl Op for Pad {
                         PadMode::Reflect => {
                             let period = 2 * (d - 1);
                             let m = i.rem_euclid(period);
-                            if m < d { m } else { period - m }
+                            if m < d {
+                                m
+                            } else {
+                                period - m
+                            }
                         }
                     };
                 }
@@ -394,7 +398,8 @@ impl Op for CenterCropPad {
         let s = x.shape().to_vec();
         let shape = self.target(&s, &tensor_ints(required(inputs, 1, "shape")?, "shape")?)?;
         let st = strides(&s);
-        let shift: Vec<i64> = s.iter().zip(&shape).map(|(&d, &t)| if d >= t { ((d - t) / 2) as i64 } else { -(((t - d) / 2) as i64) }).collect();
+        let shift: Vec<i64> =
+            s.iter().zip(&shape).map(|(&d, &t)| if d >= t { ((d - t) / 2) as i64 } else { -(((t - d) / 2) as i64) }).collect();
         remap(x, shape.clone(), None, |o| {
             let mut off = 0;
             for a in 0..s.len() {
@@ -777,14 +782,20 @@ impl Op for CastLike {
     op_any!();
 }
 
-
 /// Output facts of an op whose output sizes depend on input values (NonZero, Unique,
 /// NonMaxSuppression): every input must be known when the model is planned (a constant, or a
 /// graph input planned by value); the op is then evaluated on them.
 pub(crate) fn infer_by_value(op: &dyn Op, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
     let values: Vec<Option<&Tensor>> = inputs
         .iter()
-        .map(|f| f.map(|f| f.value.as_deref().ok_or_else(|| format!("{}'s output size depends on its inputs' values, which must be known when the model is planned", op.name()))).transpose())
+        .map(|f| {
+            f.map(|f| {
+                f.value.as_deref().ok_or_else(|| {
+                    format!("{}'s output size depends on its inputs' values, which must be known when the model is planned", op.name())
+                })
+            })
+            .transpose()
+        })
         .collect::<OpResult<_>>()?;
     Ok(op.eval(&values, &EvalCtx::default())?.into_iter().map(|t| Fact::constant(Arc::new(t))).collect())
 }
@@ -854,7 +865,9 @@ impl Op for Unique {
         };
         let v = x.to_f64_vec();
         // Slice i as a key: its elements in row-major order.
-        let key = |i: usize| -> Vec<f64> { (0..outer).flat_map(|o| (0..inner).map(move |j| (o, j))).map(|(o, j)| v[(o * count + i) * inner + j]).collect() };
+        let key = |i: usize| -> Vec<f64> {
+            (0..outer).flat_map(|o| (0..inner).map(move |j| (o, j))).map(|(o, j)| v[(o * count + i) * inner + j]).collect()
+        };
         let keys: Vec<Vec<f64>> = (0..count).map(key).collect();
         let mut firsts: Vec<usize> = Vec::new();
         let mut inverse = vec![0usize; count];
@@ -927,7 +940,10 @@ impl MaxUnpool {
             inferred.push(usize::try_from(d).map_err(|_| format!("unpooled size {d} is negative"))?);
         }
         let out = match output_shape {
-            Some(o) => o.iter().map(|&d| usize::try_from(d).map_err(|_| format!("output_shape {o:?} is negative"))).collect::<OpResult<Vec<_>>>()?,
+            Some(o) => o
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| format!("output_shape {o:?} is negative")))
+                .collect::<OpResult<Vec<_>>>()?,
             None => inferred.clone(),
         };
         if out.len() != inferred.len() || out.iter().zip(&inferred).any(|(o, i)| o < i) {
@@ -987,7 +1003,15 @@ impl Upsample {
             Some(s) => s.iter().map(|&v| v as f64).collect(),
             None => floats(required(inputs, 1, "scales")?).ok_or("scales must be known when the model is planned")?,
         };
-        s.iter().map(|&v| if v >= 1.0 && v.fract() == 0.0 && v < 1e6 { Ok(v as usize) } else { Err(format!("Upsample supports integer scales ≥ 1 (nearest), got {v}")) }).collect()
+        s.iter()
+            .map(|&v| {
+                if v >= 1.0 && v.fract() == 0.0 && v < 1e6 {
+                    Ok(v as usize)
+                } else {
+                    Err(format!("Upsample supports integer scales ≥ 1 (nearest), got {v}"))
+                }
+            })
+            .collect()
     }
 }
 

@@ -89,7 +89,10 @@ impl Op for Loss {
                     weights.push(0.0);
                     continue;
                 }
-                let k = usize::try_from(class).ok().filter(|&k| k < c).ok_or_else(|| format!("target {class} is not a class index below {c}"))?;
+                let k = usize::try_from(class)
+                    .ok()
+                    .filter(|&k| k < c)
+                    .ok_or_else(|| format!("target {class} is not a class index below {c}"))?;
                 let w = weight.as_ref().map_or(1.0, |w| w[k]);
                 losses.push(-v[(b * c + k) * d + j] * w);
                 weights.push(w);
@@ -98,7 +101,9 @@ impl Op for Loss {
         let loss = match self.reduction {
             LossReduction::None => losses,
             LossReduction::Sum => vec![losses.iter().sum()],
-            LossReduction::Mean if weight.is_some() || self.ignore_index.is_some() => vec![losses.iter().sum::<f64>() / weights.iter().sum::<f64>()],
+            LossReduction::Mean if weight.is_some() || self.ignore_index.is_some() => {
+                vec![losses.iter().sum::<f64>() / weights.iter().sum::<f64>()]
+            }
             LossReduction::Mean => vec![losses.iter().sum::<f64>() / losses.len().max(1) as f64],
         };
         let dtype = x.dtype();
@@ -110,4 +115,3 @@ impl Op for Loss {
     }
     op_any!();
 }
-

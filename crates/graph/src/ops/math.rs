@@ -3,7 +3,7 @@
 use crate::error::OpResult;
 use crate::op::{norm_axis, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use crate::tensor::{numel, Data, DType, Tensor};
+use crate::tensor::{numel, DType, Data, Tensor};
 
 /// Running sum or product along an axis (`exclusive`: shifted by one; `reverse`: from the end).
 #[derive(Debug)]
@@ -222,7 +222,8 @@ impl Einsum {
         if terms.len() != shapes.len() {
             return Err(format!("equation '{}' has {} operands, got {}", self.equation, terms.len(), shapes.len()));
         }
-        let ellipsis_rank = terms.iter().zip(shapes).map(|(t, s)| if t.contains("...") { s.len() + 3 - t.len() } else { 0 }).max().unwrap_or(0);
+        let ellipsis_rank =
+            terms.iter().zip(shapes).map(|(t, s)| if t.contains("...") { s.len() + 3 - t.len() } else { 0 }).max().unwrap_or(0);
         let ell: Vec<char> = (0..ellipsis_rank).map(|i| (b'A' + i as u8) as char).collect();
         let expand = |t: &str, rank: usize| -> OpResult<Vec<char>> {
             match t.split_once("...") {
@@ -348,7 +349,9 @@ impl Dft {
         Ok((axis, n, out))
     }
     fn scalar_of<T>(inputs: &[Option<&T>], i: usize, get: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<Option<i64>> {
-        crate::op::optional(inputs, i).map(|t| get(t).and_then(|v| v.first().copied()).ok_or_else(|| format!("input {i} must be an integer scalar"))).transpose()
+        crate::op::optional(inputs, i)
+            .map(|t| get(t).and_then(|v| v.first().copied()).ok_or_else(|| format!("input {i} must be an integer scalar")))
+            .transpose()
     }
 }
 
@@ -379,7 +382,13 @@ impl Op for Dft {
         for o in 0..outer {
             for j in 0..inner {
                 let at = |k: usize| ((o * m_in + k) * inner + j) * c_in;
-                let z = |k: usize| -> (f64, f64) { if k < m_in { (v[at(k)], if c_in == 2 { v[at(k) + 1] } else { 0.0 }) } else { (0.0, 0.0) } };
+                let z = |k: usize| -> (f64, f64) {
+                    if k < m_in {
+                        (v[at(k)], if c_in == 2 { v[at(k) + 1] } else { 0.0 })
+                    } else {
+                        (0.0, 0.0)
+                    }
+                };
                 for t in 0..m_out {
                     let dst = ((o * m_out + t) * inner + j) * c_out;
                     if self.inverse && self.onesided {

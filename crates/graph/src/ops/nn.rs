@@ -285,13 +285,20 @@ impl Conv {
         if !(1..=2).contains(&spatial) || w.len() != x.len() {
             return Err(format!("only 1-D and 2-D convolutions are supported: X {x:?}, W {w:?}"));
         }
-        let attrs = super::pool::WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: false };
+        let attrs = super::pool::WindowAttrs {
+            strides: self.strides.as_deref(),
+            dilations: self.dilations.as_deref(),
+            pads: self.pads.as_deref(),
+            auto_pad: &self.auto_pad,
+            ceil_mode: false,
+        };
         let axes = super::pool::window_geometry(&x[2..], &w[2..], &attrs)?;
         // A 1-D convolution is a 2-D one over a height of 1.
         let unit = super::pool::Axis { size: 1, kernel: 1, stride: 1, dilation: 1, pad_begin: 0, pad_end: 0, out: 1 };
         let [hy, wx] = if spatial == 2 { [axes[0], axes[1]] } else { [unit, axes[0]] };
         let (h, kh, wd, kw) = (hy.size, hy.kernel, wx.size, wx.kernel);
-        let (stride, dil, pad_begin, out) = ([hy.stride, wx.stride], [hy.dilation, wx.dilation], [hy.pad_begin, wx.pad_begin], [hy.out, wx.out]);
+        let (stride, dil, pad_begin, out) =
+            ([hy.stride, wx.stride], [hy.dilation, wx.dilation], [hy.pad_begin, wx.pad_begin], [hy.out, wx.out]);
         let g = self.group.max(1);
         if x[1] != w[1] * g || !w[0].is_multiple_of(g) {
             return Err(format!("channels of X {x:?} and W {w:?} do not match group {g}"));
@@ -300,7 +307,11 @@ impl Conv {
     }
 
     fn out_shape(g: &ConvGeom, rank: usize) -> Vec<usize> {
-        if rank == 4 { vec![g.n, g.m, g.oh, g.ow] } else { vec![g.n, g.m, g.ow] }
+        if rank == 4 {
+            vec![g.n, g.m, g.oh, g.ow]
+        } else {
+            vec![g.n, g.m, g.ow]
+        }
     }
 }
 
@@ -346,7 +357,18 @@ impl Op for Conv {
                 }
                 let dst = &mut out[(n * g.m + gi * mg) * pixels..][..mg * pixels];
                 let wg = &wv[gi * mg * kdim..][..mg * kdim];
-                k::matmul(mg, pixels, kdim, wg, MatLayout::row_major(kdim), &col, MatLayout::row_major(pixels), dst, false, Threads(ctx.threads));
+                k::matmul(
+                    mg,
+                    pixels,
+                    kdim,
+                    wg,
+                    MatLayout::row_major(kdim),
+                    &col,
+                    MatLayout::row_major(pixels),
+                    dst,
+                    false,
+                    Threads(ctx.threads),
+                );
             }
         }
         if let Some(b) = optional(inputs, 2) {
@@ -476,7 +498,9 @@ impl LayerNorm {
         broadcast_shapes(&[t.shape(), block])?;
         let st = broadcast_strides(t.shape(), block);
         let bst = strides(block);
-        Ok((0..numel(block)).map(|i| v[bst.iter().zip(&st).enumerate().map(|(a, (&o, &s))| (i / o) % block[a] * s).sum::<usize>()]).collect())
+        Ok((0..numel(block))
+            .map(|i| v[bst.iter().zip(&st).enumerate().map(|(a, (&o, &s))| (i / o) % block[a] * s).sum::<usize>()])
+            .collect())
     }
 }
 
@@ -521,8 +545,6 @@ impl Op for LayerNorm {
     }
     op_any!();
 }
-
-
 
 // ---------------------------------------------------------------- ConvTranspose
 
@@ -569,7 +591,11 @@ impl ConvTranspose {
                     .and_then(|v| v.checked_add(eff))
                     .ok_or_else(overflow)?;
                 let (pad_begin, out) = if self.pads.is_none() && same {
-                    let out = self.output_shape.as_ref().and_then(|o| o.get(o.len().wrapping_sub(sp).wrapping_add(i)).copied()).unwrap_or((x[2 + i] as i64).saturating_mul(stride as i64));
+                    let out = self
+                        .output_shape
+                        .as_ref()
+                        .and_then(|o| o.get(o.len().wrapping_sub(sp).wrapping_add(i)).copied())
+                        .unwrap_or((x[2 + i] as i64).saturating_mul(stride as i64));
                     let total = full.checked_sub(out).ok_or_else(overflow)?;
                     let begin = if self.auto_pad == "SAME_UPPER" { total / 2 } else { total - total / 2 };
                     (begin, out)
@@ -616,7 +642,8 @@ impl Op for ConvTranspose {
         let bias = optional(inputs, 2).map(|b| b.to_f64_vec());
         let mut y = vec![0.0f64; xs[0] * m * out_plane];
         let (mut ip, mut kp) = (vec![0usize; in_sp.len()], vec![0usize; k_sp.len()]);
-        crate::limits::check_tensor(DType::I64, &[in_plane, k_plane]).map_err(|m| format!("the scatter table of input positions × kernel taps: {m}"))?;
+        crate::limits::check_tensor(DType::I64, &[in_plane, k_plane])
+            .map_err(|m| format!("the scatter table of input positions × kernel taps: {m}"))?;
         let mut targets = vec![None; in_plane * k_plane];
         for i in 0..in_plane {
             super::layout::unravel(i, in_sp, &mut ip);

@@ -98,20 +98,26 @@ impl Op for Normalization {
                 let bias = per_channel(optional(inputs, 2), c, 0.0, "B")?;
                 let mean = per_channel(optional(inputs, 3), c, 0.0, "input_mean")?;
                 let var = per_channel(optional(inputs, 4), c, 1.0, "input_var")?;
-                v.iter().enumerate().map(|(i, &e)| {
-                    let ch = channel_of(i, s);
-                    (e - mean[ch]) / (var[ch] + eps).sqrt() * scale[ch] + bias[ch]
-                }).collect()
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &e)| {
+                        let ch = channel_of(i, s);
+                        (e - mean[ch]) / (var[ch] + eps).sqrt() * scale[ch] + bias[ch]
+                    })
+                    .collect()
             }
             NormKind::Instance => {
                 let scale = per_channel(optional(inputs, 1), c, 1.0, "scale")?;
                 let bias = per_channel(optional(inputs, 2), c, 0.0, "B")?;
                 let reduced: Vec<bool> = (0..s.len()).map(|a| a >= 2).collect();
                 let (group, mean, var) = moments(&v, s, &reduced);
-                v.iter().enumerate().map(|(i, &e)| {
-                    let (g, ch) = (group[i], channel_of(i, s));
-                    (e - mean[g]) / (var[g] + eps).sqrt() * scale[ch] + bias[ch]
-                }).collect()
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &e)| {
+                        let (g, ch) = (group[i], channel_of(i, s));
+                        (e - mean[g]) / (var[g] + eps).sqrt() * scale[ch] + bias[ch]
+                    })
+                    .collect()
             }
             &NormKind::Group { groups: ng, per_group_affine } => {
                 if ng == 0 || c % ng != 0 {
@@ -122,11 +128,14 @@ impl Op for Normalization {
                 let bias = per_channel(optional(inputs, 2), affine, 0.0, "bias")?;
                 let grouped: Vec<usize> = [s[0], ng, numel(&s[1..]) / ng].to_vec();
                 let (group, mean, var) = moments(&v, &grouped, &[false, false, true]);
-                v.iter().enumerate().map(|(i, &e)| {
-                    let (g, ch) = (group[i], channel_of(i, s));
-                    let a = if per_group_affine { ch / (c / ng) } else { ch };
-                    (e - mean[g]) / (var[g] + eps).sqrt() * scale[a] + bias[a]
-                }).collect()
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &e)| {
+                        let (g, ch) = (group[i], channel_of(i, s));
+                        let a = if per_group_affine { ch / (c / ng) } else { ch };
+                        (e - mean[g]) / (var[g] + eps).sqrt() * scale[a] + bias[a]
+                    })
+                    .collect()
             }
             &NormKind::Rms { axis } => {
                 let axis = norm_axis(axis, s.len())?;
@@ -136,11 +145,15 @@ impl Op for Normalization {
                 if block == 0 || sv.is_empty() || !block.is_multiple_of(sv.len()) {
                     return Err(format!("scale {:?} does not broadcast over {:?}", scale.shape(), &s[axis..]));
                 }
-                v.chunks(block).flat_map(|row| {
-                    let ms = row.iter().map(|e| e * e).sum::<f64>() / block as f64;
-                    let inv = 1.0 / (ms + eps).sqrt();
-                    row.iter().map(move |e| e * inv).collect::<Vec<_>>()
-                }).enumerate().map(|(i, e)| e * sv[i % block % sv.len()]).collect()
+                v.chunks(block)
+                    .flat_map(|row| {
+                        let ms = row.iter().map(|e| e * e).sum::<f64>() / block as f64;
+                        let inv = 1.0 / (ms + eps).sqrt();
+                        row.iter().map(move |e| e * inv).collect::<Vec<_>>()
+                    })
+                    .enumerate()
+                    .map(|(i, e)| e * sv[i % block % sv.len()])
+                    .collect()
             }
             NormKind::MeanVariance { axes } => {
                 let mut reduced = vec![false; s.len()];

@@ -56,20 +56,35 @@ pub(crate) struct WindowAttrs<'a> {
 pub(crate) fn window_geometry(spatial: &[usize], kernel: &[usize], a: &WindowAttrs) -> OpResult<Vec<Axis>> {
     let n = spatial.len();
     let get = |v: Option<&[i64]>, i: usize, d: i64| v.and_then(|v| v.get(i).copied()).unwrap_or(d);
-    let at_least_one = |v: i64, what: &str| usize::try_from(v).ok().filter(|&u| u >= 1).ok_or_else(|| format!("{what} {v} must be at least 1"));
+    let at_least_one =
+        |v: i64, what: &str| usize::try_from(v).ok().filter(|&u| u >= 1).ok_or_else(|| format!("{what} {v} must be at least 1"));
     (0..n)
         .map(|i| {
             let (size, kernel_size) = (spatial[i], kernel[i]);
             let stride = at_least_one(get(a.strides, i, 1), "stride")?;
             let dilation = at_least_one(get(a.dilations, i, 1), "dilation")?;
             let too_large = || format!("kernel {kernel:?} with dilations {:?} and pads {:?} is too large", a.dilations, a.pads);
-            let eff = kernel_size.checked_sub(1).ok_or_else(|| format!("kernel {kernel:?} has an empty spatial axis"))?.checked_mul(dilation).and_then(|e| e.checked_add(1)).ok_or_else(too_large)?;
+            let eff = kernel_size
+                .checked_sub(1)
+                .ok_or_else(|| format!("kernel {kernel:?} has an empty spatial axis"))?
+                .checked_mul(dilation)
+                .and_then(|e| e.checked_add(1))
+                .ok_or_else(too_large)?;
             let (pad_begin, pad_end) = match a.auto_pad {
                 "SAME_UPPER" | "SAME_LOWER" => {
                     let out = size.div_ceil(stride);
-                    let total = out.saturating_sub(1).checked_mul(stride).and_then(|v| v.checked_add(eff)).ok_or_else(too_large)?.saturating_sub(size);
+                    let total = out
+                        .saturating_sub(1)
+                        .checked_mul(stride)
+                        .and_then(|v| v.checked_add(eff))
+                        .ok_or_else(too_large)?
+                        .saturating_sub(size);
                     let small = total / 2;
-                    if a.auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
+                    if a.auto_pad == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    }
                 }
                 "VALID" => (0, 0),
                 _ => {
@@ -97,8 +112,18 @@ impl Pool {
         if self.kernel.len() != spatial {
             return Err(format!("kernel_shape {:?} does not match {spatial} spatial axes", self.kernel));
         }
-        let kernel = self.kernel.iter().map(|&k| usize::try_from(k).map_err(|_| format!("kernel size {k} must not be negative"))).collect::<OpResult<Vec<_>>>()?;
-        let attrs = WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: self.ceil_mode };
+        let kernel = self
+            .kernel
+            .iter()
+            .map(|&k| usize::try_from(k).map_err(|_| format!("kernel size {k} must not be negative")))
+            .collect::<OpResult<Vec<_>>>()?;
+        let attrs = WindowAttrs {
+            strides: self.strides.as_deref(),
+            dilations: self.dilations.as_deref(),
+            pads: self.pads.as_deref(),
+            auto_pad: &self.auto_pad,
+            ceil_mode: self.ceil_mode,
+        };
         window_geometry(&x[2..], &kernel, &attrs)
     }
 }

@@ -4,8 +4,8 @@
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use octet_kernels::i8::elementwise::{self as ew, Affine};
 use crate::tensor::{numel, DType, Data, Tensor};
+use octet_kernels::i8::elementwise::{self as ew, Affine};
 
 /// Index into the scale / zero-point vector for every element of `shape`: 0 for per-tensor
 /// parameters, the coordinate along `axis` for per-axis ones.
@@ -203,7 +203,8 @@ impl Op for MatMulInteger {
 fn requantize(acc: &[f64], scale: impl Fn(usize) -> f64, y_scale: f64, y_zp: &Tensor) -> OpResult<Data> {
     let z = zero_points(Some(y_zp), 1)?[0];
     let (lo, hi) = if y_zp.dtype() == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
-    let q: Vec<i64> = acc.iter().enumerate().map(|(i, &a)| ((a * scale(i) / y_scale).round_ties_even() + z as f64).clamp(lo, hi) as i64).collect();
+    let q: Vec<i64> =
+        acc.iter().enumerate().map(|(i, &a)| ((a * scale(i) / y_scale).round_ties_even() + z as f64).clamp(lo, hi) as i64).collect();
     Ok(Data::from_i64s(y_zp.dtype(), &q))
 }
 
@@ -225,7 +226,16 @@ impl Op for QLinearMatMul {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let r = |i, w| required(inputs, i, w);
-        let (a, a_s, a_z, b, b_s, b_z, y_s, y_z) = (r(0, "a")?, r(1, "a_scale")?, r(2, "a_zero_point")?, r(3, "b")?, r(4, "b_scale")?, r(5, "b_zero_point")?, r(6, "y_scale")?, r(7, "y_zero_point")?);
+        let (a, a_s, a_z, b, b_s, b_z, y_s, y_z) = (
+            r(0, "a")?,
+            r(1, "a_scale")?,
+            r(2, "a_zero_point")?,
+            r(3, "b")?,
+            r(4, "b_scale")?,
+            r(5, "b_zero_point")?,
+            r(6, "y_scale")?,
+            r(7, "y_zero_point")?,
+        );
         let (av, bv) = shifted_operands(a, Some(a_z), b, Some(b_z))?;
         let (c, shape) = super::nn::integer_matmul(&av, a.shape(), &bv, b.shape())?;
         let (sa, sb) = (scalar(a_s, "a_scale")?, b_s.to_f64_vec());
@@ -250,7 +260,13 @@ pub struct IntegerConv {
 
 impl IntegerConv {
     fn geometry(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<super::pool::Axis>> {
-        let attrs = super::pool::WindowAttrs { strides: self.strides.as_deref(), dilations: self.dilations.as_deref(), pads: self.pads.as_deref(), auto_pad: &self.auto_pad, ceil_mode: false };
+        let attrs = super::pool::WindowAttrs {
+            strides: self.strides.as_deref(),
+            dilations: self.dilations.as_deref(),
+            pads: self.pads.as_deref(),
+            auto_pad: &self.auto_pad,
+            ceil_mode: false,
+        };
         super::pool::window_geometry(&x[2..], &w[2..], &attrs)
     }
     fn out_shape(&self, x: &[usize], w: &[usize]) -> OpResult<Vec<usize>> {
@@ -311,13 +327,21 @@ impl Op for IntegerConv {
         }
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
-        let (x, w) = if self.qlinear { (required(inputs, 0, "x")?, required(inputs, 3, "w")?) } else { (required(inputs, 0, "x")?, required(inputs, 1, "w")?) };
+        let (x, w) = if self.qlinear {
+            (required(inputs, 0, "x")?, required(inputs, 3, "w")?)
+        } else {
+            (required(inputs, 0, "x")?, required(inputs, 1, "w")?)
+        };
         let dtype = if self.qlinear { required(inputs, 7, "y_zero_point")?.dtype } else { DType::I32 };
         Ok(vec![Fact::new(dtype, self.out_shape(&x.shape, &w.shape)?)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let r = |i, w| required(inputs, i, w);
-        let (x, xz, w, wz) = if self.qlinear { (r(0, "x")?, Some(r(2, "x_zero_point")?), r(3, "w")?, Some(r(5, "w_zero_point")?)) } else { (r(0, "x")?, optional(inputs, 2), r(1, "w")?, optional(inputs, 3)) };
+        let (x, xz, w, wz) = if self.qlinear {
+            (r(0, "x")?, Some(r(2, "x_zero_point")?), r(3, "w")?, Some(r(5, "w_zero_point")?))
+        } else {
+            (r(0, "x")?, optional(inputs, 2), r(1, "w")?, optional(inputs, 3))
+        };
         let xzv = shifts(xz, 1, "x")?[0];
         let m = w.shape()[0];
         let wzv = shifts(wz, m, "w")?;
@@ -333,7 +357,12 @@ impl Op for IntegerConv {
         let bias = optional(inputs, 8).map(|b| b.to_f64_vec());
         let plane = numel(&shape[2..]);
         let acc: Vec<f64> = acc.iter().enumerate().map(|(i, &a)| a + bias.as_ref().map_or(0.0, |b| b[(i / plane.max(1)) % m])).collect();
-        let data = requantize(&acc, |i| xs * ws[((i / plane.max(1)) % m) % ws.len()], scalar(r(6, "y_scale")?, "y_scale")?, r(7, "y_zero_point")?)?;
+        let data = requantize(
+            &acc,
+            |i| xs * ws[((i / plane.max(1)) % m) % ws.len()],
+            scalar(r(6, "y_scale")?, "y_scale")?,
+            r(7, "y_zero_point")?,
+        )?;
         Ok(vec![Tensor::from_parts(shape, data)])
     }
     op_any!();
@@ -360,7 +389,11 @@ impl Op for DynamicQuantizeLinear {
         let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
         let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
         let q: Vec<u8> = v.iter().map(|&e| ((e / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8).collect();
-        Ok(vec![Tensor::from_parts(x.shape().to_vec(), Data::U8(q)), Tensor::scalar_f32(scale), Tensor::from_parts(vec![], Data::U8(vec![zp as u8]))])
+        Ok(vec![
+            Tensor::from_parts(x.shape().to_vec(), Data::U8(q)),
+            Tensor::scalar_f32(scale),
+            Tensor::from_parts(vec![], Data::U8(vec![zp as u8])),
+        ])
     }
     op_any!();
 }

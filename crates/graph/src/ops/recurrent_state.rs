@@ -29,7 +29,15 @@ pub struct LinearAttention {
 impl LinearAttention {
     fn dims(&self, q: &[usize], k: &[usize], v: &[usize]) -> OpResult<(usize, usize, usize, usize)> {
         let (hq, hk) = (self.q_heads, self.kv_heads);
-        if q.len() != 3 || k.len() != 3 || v.len() != 3 || hq == 0 || hk == 0 || hq % hk != 0 || !q[2].is_multiple_of(hq) || !v[2].is_multiple_of(hk) {
+        if q.len() != 3
+            || k.len() != 3
+            || v.len() != 3
+            || hq == 0
+            || hk == 0
+            || hq % hk != 0
+            || !q[2].is_multiple_of(hq)
+            || !v[2].is_multiple_of(hk)
+        {
             return Err(format!("query {q:?}, key {k:?}, value {v:?} do not split into {hq} and {hk} heads"));
         }
         let (dk, dv) = (q[2] / hq, v[2] / hk);
@@ -58,7 +66,12 @@ impl Op for LinearAttention {
         let delta = matches!(self.rule, UpdateRule::Delta | UpdateRule::GatedDelta);
         let (decay, beta) = (optional(inputs, 4), optional(inputs, 5));
         if gating != decay.is_some() || delta != beta.is_some() {
-            return Err(format!("update rule {:?} takes decay {} and beta {}", self.rule, if gating { "(required)" } else { "(forbidden)" }, if delta { "(required)" } else { "(forbidden)" }));
+            return Err(format!(
+                "update rule {:?} takes decay {} and beta {}",
+                self.rule,
+                if gating { "(required)" } else { "(forbidden)" },
+                if delta { "(required)" } else { "(forbidden)" }
+            ));
         }
         let decay_per_dim = match decay {
             Some(d) if d.shape() == [b, t, hk] => Some(false),
@@ -160,7 +173,8 @@ impl Op for CausalConvWithState {
         let (mut y, mut state) = (Vec::with_capacity(b * c * l), Vec::with_capacity(b * c * (k - 1)));
         for bi in 0..b {
             for ch in 0..c {
-                let padded: Vec<f64> = past[(bi * c + ch) * (k - 1)..][..k - 1].iter().chain(&x[(bi * c + ch) * l..][..l]).copied().collect();
+                let padded: Vec<f64> =
+                    past[(bi * c + ch) * (k - 1)..][..k - 1].iter().chain(&x[(bi * c + ch) * l..][..l]).copied().collect();
                 for i in 0..l {
                     let mut s: f64 = (0..k).map(|j| padded[i + j] * w[ch * k + j]).sum();
                     s += bias.as_ref().map_or(0.0, |bv| bv[ch]);
@@ -219,7 +233,10 @@ impl Op for TensorScatter {
                 if self.circular {
                     at = at.rem_euclid(cs[axis] as i64);
                 }
-                let at = usize::try_from(at).ok().filter(|&a| a < cs[axis]).ok_or_else(|| format!("write position {at} is outside the cache"))?;
+                let at = usize::try_from(at)
+                    .ok()
+                    .filter(|&a| a < cs[axis])
+                    .ok_or_else(|| format!("write position {at} is outside the cache"))?;
                 let (dst, src) = (p * cs[axis] * inner + at * cst[axis], p * us[axis] * inner + s * ust[axis]);
                 for e in 0..inner {
                     picks[dst + e] = Pick::Other(src + e);

@@ -112,9 +112,7 @@ impl Resize {
                 center * (1.0 - adjustment) + (xf + 0.5) / scale - 0.5
             }
             "tf_crop_and_resize" if len_out == 1 => 0.5 * (roi.0 + roi.1) * (len_in as f32 - 1.0),
-            "tf_crop_and_resize" => {
-                roi.0 * (len_in as f32 - 1.0) + xf * (roi.1 - roi.0) * (len_in as f32 - 1.0) / (len_out as f32 - 1.0)
-            }
+            "tf_crop_and_resize" => roi.0 * (len_in as f32 - 1.0) + xf * (roi.1 - roi.0) * (len_in as f32 - 1.0) / (len_out as f32 - 1.0),
             _ => (xf + 0.5) / scale - 0.5,
         }
     }
@@ -217,7 +215,11 @@ impl Resize {
     }
 
     /// roi, scales and sizes, each when given.
-    fn operands<T>(inputs: &[Option<&T>], floats: impl Fn(&T) -> Option<Vec<f32>>, ints: impl Fn(&T) -> Option<Vec<i64>>) -> OpResult<ResizeOperands> {
+    fn operands<T>(
+        inputs: &[Option<&T>],
+        floats: impl Fn(&T) -> Option<Vec<f32>>,
+        ints: impl Fn(&T) -> Option<Vec<i64>>,
+    ) -> OpResult<ResizeOperands> {
         let roi = optional(inputs, 1).map(|t| floats(t).ok_or("roi must be a constant float tensor")).transpose()?;
         let scales = optional(inputs, 2).map(|t| floats(t).ok_or("scales must be a constant float tensor")).transpose()?;
         let sizes = optional(inputs, 3).map(|t| ints(t).ok_or("sizes must be a constant integer tensor")).transpose()?;

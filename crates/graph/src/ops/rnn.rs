@@ -48,11 +48,29 @@ impl Activation {
             "tanh" => x.tanh(),
             "relu" => x.max(0.0),
             "affine" => a.unwrap_or(1.0) * x + b.unwrap_or(0.0),
-            "leakyrelu" => if x < 0.0 { a.unwrap_or(0.01) * x } else { x },
-            "thresholdedrelu" => if x > a.unwrap_or(1.0) { x } else { 0.0 },
+            "leakyrelu" => {
+                if x < 0.0 {
+                    a.unwrap_or(0.01) * x
+                } else {
+                    x
+                }
+            }
+            "thresholdedrelu" => {
+                if x > a.unwrap_or(1.0) {
+                    x
+                } else {
+                    0.0
+                }
+            }
             "scaledtanh" => a.unwrap_or(1.0) * (b.unwrap_or(1.0) * x).tanh(),
             "hardsigmoid" => (a.unwrap_or(0.2) * x + b.unwrap_or(0.5)).clamp(0.0, 1.0),
-            "elu" => if x < 0.0 { a.unwrap_or(1.0) * x.exp_m1() } else { x },
+            "elu" => {
+                if x < 0.0 {
+                    a.unwrap_or(1.0) * x.exp_m1()
+                } else {
+                    x
+                }
+            }
             "softsign" => x / (1.0 + x.abs()),
             "softplus" => x.exp().ln_1p(),
             _ => unreachable!("checked when built"),
@@ -60,12 +78,20 @@ impl Activation {
     }
 }
 
-const ACTIVATIONS: &[&str] = &["sigmoid", "tanh", "relu", "affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu", "softsign", "softplus"];
+const ACTIVATIONS: &[&str] =
+    &["sigmoid", "tanh", "relu", "affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu", "softsign", "softplus"];
 
 /// The activations of every direction, from the node's attributes (defaults per cell kind).
-pub fn activations(kind: CellKind, names: Option<Vec<String>>, alpha: Option<Vec<f32>>, beta: Option<Vec<f32>>, directions: usize) -> OpResult<Vec<Activation>> {
+pub fn activations(
+    kind: CellKind,
+    names: Option<Vec<String>>,
+    alpha: Option<Vec<f32>>,
+    beta: Option<Vec<f32>>,
+    directions: usize,
+) -> OpResult<Vec<Activation>> {
     let per_dir = kind.default_activations().len();
-    let names = names.unwrap_or_else(|| kind.default_activations().iter().cycle().take(per_dir * directions).map(|s| s.to_string()).collect());
+    let names =
+        names.unwrap_or_else(|| kind.default_activations().iter().cycle().take(per_dir * directions).map(|s| s.to_string()).collect());
     if names.len() != per_dir * directions {
         return Err(format!("{} activations for {directions} direction(s); expected {}", names.len(), per_dir * directions));
     }
@@ -120,7 +146,8 @@ impl Recurrent {
         }
         let (seq, batch) = if self.batch_first { (x[1], x[0]) } else { (x[0], x[1]) };
         let hidden = self.hidden.unwrap_or(r[2]);
-        if w[0] != self.directions || r[0] != self.directions || w[1] != g * hidden || r[1] != g * hidden || r[2] != hidden || w[2] != x[2] {
+        if w[0] != self.directions || r[0] != self.directions || w[1] != g * hidden || r[1] != g * hidden || r[2] != hidden || w[2] != x[2]
+        {
             return Err(format!("W {w:?} and R {r:?} do not fit X {x:?} with {} direction(s) and hidden size {hidden}", self.directions));
         }
         Ok(Dims { seq, batch, input: x[2], hidden })
@@ -128,7 +155,11 @@ impl Recurrent {
 
     fn output_shapes(&self, d: &Dims) -> Vec<Vec<usize>> {
         let nd = self.directions;
-        let (y, h) = if self.batch_first { (vec![d.batch, d.seq, nd, d.hidden], vec![d.batch, nd, d.hidden]) } else { (vec![d.seq, nd, d.batch, d.hidden], vec![nd, d.batch, d.hidden]) };
+        let (y, h) = if self.batch_first {
+            (vec![d.batch, d.seq, nd, d.hidden], vec![d.batch, nd, d.hidden])
+        } else {
+            (vec![d.seq, nd, d.batch, d.hidden], vec![nd, d.batch, d.hidden])
+        };
         let mut out = vec![y, h.clone()];
         if matches!(self.kind, CellKind::Lstm { .. }) {
             out.push(h);
@@ -180,7 +211,16 @@ impl Op for Recurrent {
                 Some(t) if t.len() == nd * bsz * hs => {
                     let v = t.to_f64_vec();
                     // Stored (dir, batch, hidden), or (batch, dir, hidden) with the batch-first layout.
-                    Ok(if self.batch_first { (0..nd * bsz * hs).map(|k| { let (dir, b, h) = (k / (bsz * hs), (k / hs) % bsz, k % hs); v[(b * nd + dir) * hs + h] }).collect() } else { v })
+                    Ok(if self.batch_first {
+                        (0..nd * bsz * hs)
+                            .map(|k| {
+                                let (dir, b, h) = (k / (bsz * hs), (k / hs) % bsz, k % hs);
+                                v[(b * nd + dir) * hs + h]
+                            })
+                            .collect()
+                    } else {
+                        v
+                    })
                 }
                 Some(t) => Err(format!("{what} {:?} does not hold {nd}×{bsz}×{hs} values", t.shape())),
                 None => Ok(vec![0.0; nd * bsz * hs]),
@@ -193,7 +233,9 @@ impl Op for Recurrent {
             _ => vec![0.0; nd * 3 * hs],
         };
         let (x, w, r) = (xt.to_f64_vec(), wt.to_f64_vec(), rt.to_f64_vec());
-        let x_at = |t: usize, b: usize| -> &[f64] { &x[if self.batch_first { (b * d.seq + t) * d.input } else { (t * bsz + b) * d.input }..][..d.input] };
+        let x_at = |t: usize, b: usize| -> &[f64] {
+            &x[if self.batch_first { (b * d.seq + t) * d.input } else { (t * bsz + b) * d.input }..][..d.input]
+        };
         let per_dir = self.kind.default_activations().len();
         let mut y = vec![0.0f64; d.seq * nd * bsz * hs];
         let (mut yh, mut yc) = (vec![0.0f64; nd * bsz * hs], vec![0.0f64; nd * bsz * hs]);
@@ -210,8 +252,10 @@ impl Op for Recurrent {
                     let t = if backward { lens[b] - 1 - step } else { step };
                     let xv = x_at(t, b);
                     // gx[k] = W_k · x + Wb_k, gh[k] = R_k · h + Rb_k for every gate row k.
-                    let gx: Vec<f64> = (0..g * hs).map(|k| wd[k * d.input..][..d.input].iter().zip(xv).map(|(a, b)| a * b).sum::<f64>() + wb[k]).collect();
-                    let gh: Vec<f64> = (0..g * hs).map(|k| rd[k * hs..][..hs].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + rb[k]).collect();
+                    let gx: Vec<f64> =
+                        (0..g * hs).map(|k| wd[k * d.input..][..d.input].iter().zip(xv).map(|(a, b)| a * b).sum::<f64>() + wb[k]).collect();
+                    let gh: Vec<f64> =
+                        (0..g * hs).map(|k| rd[k * hs..][..hs].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + rb[k]).collect();
                     let new_h: Vec<f64> = match self.kind {
                         CellKind::Rnn => (0..hs).map(|j| acts[0].apply(self.clip(gx[j] + gh[j]))).collect(),
                         CellKind::Gru { linear_before_reset } => {
@@ -233,7 +277,11 @@ impl Op for Recurrent {
                             let mut hn = vec![0.0; hs];
                             for j in 0..hs {
                                 let i_g = acts[0].apply(self.clip(gx[j] + gh[j] + pd[j] * c[j]));
-                                let f_g = if input_forget { 1.0 - i_g } else { acts[0].apply(self.clip(gx[2 * hs + j] + gh[2 * hs + j] + pd[2 * hs + j] * c[j])) };
+                                let f_g = if input_forget {
+                                    1.0 - i_g
+                                } else {
+                                    acts[0].apply(self.clip(gx[2 * hs + j] + gh[2 * hs + j] + pd[2 * hs + j] * c[j]))
+                                };
                                 let cand = acts[1].apply(self.clip(gx[3 * hs + j] + gh[3 * hs + j]));
                                 let cn = f_g * c[j] + i_g * cand;
                                 let o_g = acts[0].apply(self.clip(gx[hs + j] + gh[hs + j] + pd[hs + j] * cn));
@@ -257,4 +305,3 @@ impl Op for Recurrent {
     }
     op_any!();
 }
-

@@ -37,7 +37,13 @@ fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
     if range <= 0.0 {
         return lo;
     }
-    let (dx, from_low) = if x < lo { (lo - x, true) } else if x > hi { (x - hi, false) } else { return x };
+    let (dx, from_low) = if x < lo {
+        (lo - x, true)
+    } else if x > hi {
+        (x - hi, false)
+    } else {
+        return x;
+    };
     let n = (dx / range).floor();
     let r = dx - n * range;
     let even = (n as i64) % 2 == 0;
@@ -94,7 +100,11 @@ impl GridSample {
             .zip(&base)
             .map(|(&v, &b)| {
                 let t = v - b as f64;
-                if self.mode == SampleMode::Linear { vec![1.0 - t, t] } else { cubic_coeffs(t).to_vec() }
+                if self.mode == SampleMode::Linear {
+                    vec![1.0 - t, t]
+                } else {
+                    cubic_coeffs(t).to_vec()
+                }
             })
             .collect();
         let k = taps.len();
@@ -130,7 +140,10 @@ impl Op for GridSample {
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (xt, gt) = (required(inputs, 0, "X")?, required(inputs, 1, "grid")?);
-        let shape = self.infer(&[Some(&Fact::new(xt.dtype(), xt.shape().to_vec())), Some(&Fact::new(gt.dtype(), gt.shape().to_vec()))])?.remove(0).shape;
+        let shape = self
+            .infer(&[Some(&Fact::new(xt.dtype(), xt.shape().to_vec())), Some(&Fact::new(gt.dtype(), gt.shape().to_vec()))])?
+            .remove(0)
+            .shape;
         let s = xt.shape();
         let (dims, sp) = (&s[2..], s.len() - 2);
         let st = strides(dims);
@@ -180,7 +193,11 @@ pub struct AffineGrid {
 
 impl AffineGrid {
     fn out_shape(theta: &[usize], size: &[i64]) -> OpResult<Vec<usize>> {
-        let sp = size.len().checked_sub(2).filter(|&s| (2..=3).contains(&s)).ok_or_else(|| format!("size {size:?} must be (N, C, H, W) or (N, C, D, H, W)"))?;
+        let sp = size
+            .len()
+            .checked_sub(2)
+            .filter(|&s| (2..=3).contains(&s))
+            .ok_or_else(|| format!("size {size:?} must be (N, C, H, W) or (N, C, D, H, W)"))?;
         if size.iter().any(|&d| d < 0) || theta != [size[0] as usize, sp, sp + 1] {
             return Err(format!("theta {theta:?} does not fit size {size:?}"));
         }
@@ -208,7 +225,11 @@ impl Op for AffineGrid {
         let dims: Vec<usize> = size[2..].iter().map(|&d| d as usize).collect();
         let coord = |i: usize, d: usize| -> f64 {
             if self.align_corners {
-                if d <= 1 { 0.0 } else { -1.0 + 2.0 * i as f64 / (d - 1) as f64 }
+                if d <= 1 {
+                    0.0
+                } else {
+                    -1.0 + 2.0 * i as f64 / (d - 1) as f64
+                }
             } else {
                 (2.0 * i as f64 + 1.0) / d as f64 - 1.0
             }
@@ -256,7 +277,9 @@ impl Col2Im {
         if !x[1].is_multiple_of(bprod) {
             return Err(format!("{} rows are not a multiple of the block size {bprod}", x[1]));
         }
-        let axes: Vec<[usize; 4]> = (0..sp).map(|a| [image[a] as usize, get(&self.dilations, a, 1).max(1), get(&self.pads, a, 0), get(&self.strides, a, 1).max(1)]).collect();
+        let axes: Vec<[usize; 4]> = (0..sp)
+            .map(|a| [image[a] as usize, get(&self.dilations, a, 1).max(1), get(&self.pads, a, 0), get(&self.strides, a, 1).max(1)])
+            .collect();
         let counts: Vec<usize> = axes
             .iter()
             .zip(&blocks)
@@ -385,7 +408,13 @@ impl Op for DeformConv {
         let (x, w, off) = (xt.to_f64_vec(), wt.to_f64_vec(), ot.to_f64_vec());
         let mask = crate::op::optional(inputs, 4).map(|t| t.to_f64_vec());
         let bias = crate::op::optional(inputs, 3).map(|t| t.to_f64_vec());
-        let pixel = |plane: &[f64], y: i64, xx: i64| if y < 0 || xx < 0 || y >= ih as i64 || xx >= iw as i64 { 0.0 } else { plane[y as usize * iw + xx as usize] };
+        let pixel = |plane: &[f64], y: i64, xx: i64| {
+            if y < 0 || xx < 0 || y >= ih as i64 || xx >= iw as i64 {
+                0.0
+            } else {
+                plane[y as usize * iw + xx as usize]
+            }
+        };
         let bilinear = |plane: &[f64], y: f64, xx: f64| {
             // Far outside (or not a number) every tap reads the zero padding.
             if !(y > -2.0 && y < ih as f64 + 1.0 && xx > -2.0 && xx < iw as f64 + 1.0) {
@@ -394,7 +423,8 @@ impl Op for DeformConv {
             let (y0, x0) = (y.floor(), xx.floor());
             let (ty, tx) = (y - y0, xx - x0);
             let (y0, x0) = (y0 as i64, x0 as i64);
-            (1.0 - ty) * ((1.0 - tx) * pixel(plane, y0, x0) + tx * pixel(plane, y0, x0 + 1)) + ty * ((1.0 - tx) * pixel(plane, y0 + 1, x0) + tx * pixel(plane, y0 + 1, x0 + 1))
+            (1.0 - ty) * ((1.0 - tx) * pixel(plane, y0, x0) + tx * pixel(plane, y0, x0 + 1))
+                + ty * ((1.0 - tx) * pixel(plane, y0 + 1, x0) + tx * pixel(plane, y0 + 1, x0 + 1))
         };
         let taps = kh * kw;
         let mut out = vec![0.0f64; n * m * oh * ow];
@@ -476,13 +506,22 @@ impl Op for RoiAlign {
     fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
         let (x, rois, idx) = (required(inputs, 0, "X")?, required(inputs, 1, "rois")?, required(inputs, 2, "batch_indices")?);
         if x.shape.len() != 4 || rois.shape.len() != 2 || rois.shape[1] != 4 || idx.shape != [rois.shape[0]] || !x.dtype.is_float() {
-            return Err(format!("X {:?}, rois {:?} and batch_indices {:?} must be (N, C, H, W), (R, 4) and (R)", x.shape, rois.shape, idx.shape));
+            return Err(format!(
+                "X {:?}, rois {:?} and batch_indices {:?} must be (N, C, H, W), (R, 4) and (R)",
+                x.shape, rois.shape, idx.shape
+            ));
         }
         Ok(vec![Fact::new(x.dtype, vec![rois.shape[0], x.shape[1], self.output_height, self.output_width])])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (xt, rt, it) = (required(inputs, 0, "X")?, required(inputs, 1, "rois")?, required(inputs, 2, "batch_indices")?);
-        let fact = self.infer(&[Some(&Fact::new(xt.dtype(), xt.shape().to_vec())), Some(&Fact::new(rt.dtype(), rt.shape().to_vec())), Some(&Fact::new(it.dtype(), it.shape().to_vec()))])?.remove(0);
+        let fact = self
+            .infer(&[
+                Some(&Fact::new(xt.dtype(), xt.shape().to_vec())),
+                Some(&Fact::new(rt.dtype(), rt.shape().to_vec())),
+                Some(&Fact::new(it.dtype(), it.shape().to_vec())),
+            ])?
+            .remove(0);
         let [n, c, h, w] = [xt.shape()[0], xt.shape()[1], xt.shape()[2], xt.shape()[3]];
         let (ph, pw) = (self.output_height, self.output_width);
         let (x, rois) = (xt.to_f64_vec(), rt.to_f64_vec());
@@ -500,7 +539,13 @@ impl Op for RoiAlign {
             }
             let (bh, bw) = (rh / ph as f64, rw / pw as f64);
             // Samples per bin and axis: the attribute, or enough to cover the bin (at most 256).
-            let grid = |extent: f64, bins: usize| if self.sampling_ratio > 0 { self.sampling_ratio.min(256) } else { (extent / bins as f64).ceil().clamp(0.0, 256.0) as usize };
+            let grid = |extent: f64, bins: usize| {
+                if self.sampling_ratio > 0 {
+                    self.sampling_ratio.min(256)
+                } else {
+                    (extent / bins as f64).ceil().clamp(0.0, 256.0) as usize
+                }
+            };
             let (gh, gw) = (grid(rh, ph), grid(rw, pw));
             let count = (gh * gw).max(1) as f64;
             for ch in 0..c {

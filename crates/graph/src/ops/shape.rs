@@ -52,7 +52,9 @@ impl Reshape {
                     infer_at = Some(i);
                     out.push(1);
                 }
-                0 if !self.allow_zero => out.push(*input.get(i).ok_or_else(|| format!("shape {spec:?}: dim {i} is 0 but the input {input:?} has no such dim"))?),
+                0 if !self.allow_zero => {
+                    out.push(*input.get(i).ok_or_else(|| format!("shape {spec:?}: dim {i} is 0 but the input {input:?} has no such dim"))?)
+                }
                 d if d >= 0 => out.push(d as usize),
                 _ => return Err(format!("invalid target shape {spec:?}")),
             }
@@ -60,7 +62,8 @@ impl Reshape {
         let total = numel(input);
         let cannot = || format!("cannot reshape {input:?} ({total} elements) to {spec:?}");
         if let Some(i) = infer_at {
-            let rest = out.iter().enumerate().filter(|(j, _)| *j != i).try_fold(1usize, |p, (_, &d)| p.checked_mul(d)).ok_or_else(cannot)?;
+            let rest =
+                out.iter().enumerate().filter(|(j, _)| *j != i).try_fold(1usize, |p, (_, &d)| p.checked_mul(d)).ok_or_else(cannot)?;
             if rest == 0 || !total.is_multiple_of(rest) {
                 return Err(cannot());
             }
@@ -273,11 +276,8 @@ impl Op for Transpose {
 fn clamp_slice(dim: usize, start: i64, end: i64, step: i64) -> (i64, usize) {
     let d = dim as i64;
     let fix = |v: i64| if v < 0 { v + d } else { v };
-    let (s, e) = if step > 0 {
-        (fix(start).clamp(0, d), fix(end).clamp(0, d))
-    } else {
-        (fix(start).clamp(0, d - 1), fix(end).clamp(-1, d - 1))
-    };
+    let (s, e) =
+        if step > 0 { (fix(start).clamp(0, d), fix(end).clamp(0, d)) } else { (fix(start).clamp(0, d - 1), fix(end).clamp(-1, d - 1)) };
     let count = if step > 0 { (e - s + step - 1) / step } else { (s - e + (-step) - 1) / (-step) };
     (s, count.max(0) as usize)
 }
@@ -528,7 +528,8 @@ impl Op for Gather {
         let (axis, out) = self.out_shape(x.shape(), i.shape())?;
         let dim = x.shape()[axis] as i64;
         let idx = tensor_ints(i, "indices")?;
-        let idx = idx.iter().map(|&j| norm_index(j, dim as usize).map_err(|e| format!("{e} (axis {axis})"))).collect::<OpResult<Vec<_>>>()?;
+        let idx =
+            idx.iter().map(|&j| norm_index(j, dim as usize).map_err(|e| format!("{e} (axis {axis})"))).collect::<OpResult<Vec<_>>>()?;
         let outer = numel(&x.shape()[..axis]);
         let inner = numel(&x.shape()[axis + 1..]);
         let positions = (0..outer).flat_map(|o| idx.iter().flat_map(move |&k| (0..inner).map(move |e| (o * dim as usize + k) * inner + e)));

@@ -32,14 +32,24 @@ pub struct TfIdfVectorizer {
 
 impl TfIdfVectorizer {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(weighting: Weighting, min_gram: usize, max_gram: usize, max_skip: usize, counts: &[i64], indexes: &[i64], pool: &[i64], weights: Vec<f32>) -> OpResult<TfIdfVectorizer> {
+    pub fn new(
+        weighting: Weighting,
+        min_gram: usize,
+        max_gram: usize,
+        max_skip: usize,
+        counts: &[i64],
+        indexes: &[i64],
+        pool: &[i64],
+        weights: Vec<f32>,
+    ) -> OpResult<TfIdfVectorizer> {
         let output_size = indexes.iter().copied().max().map_or(0, |m| m.max(-1) + 1) as usize;
         let (mut grams, mut prefixes) = (HashMap::new(), HashSet::new());
         let mut id = 0usize;
         for (i, &start) in counts.iter().enumerate() {
             let n = i + 1;
             let end = counts.get(i + 1).copied().unwrap_or(pool.len() as i64);
-            let (start, end) = (usize::try_from(start).map_err(|_| "negative ngram_counts")?, usize::try_from(end).map_err(|_| "negative ngram_counts")?);
+            let (start, end) =
+                (usize::try_from(start).map_err(|_| "negative ngram_counts")?, usize::try_from(end).map_err(|_| "negative ngram_counts")?);
             if end < start || end > pool.len() {
                 return Err(format!("ngram_counts {counts:?} do not fit a pool of {}", pool.len()));
             }
@@ -114,7 +124,13 @@ impl Op for TfIdfVectorizer {
                 let w = self.weights.get(i).map(|&w| w as f64);
                 *f = match (self.weighting, w) {
                     (Weighting::Tf, _) | (Weighting::TfIdf, None) => *f,
-                    (Weighting::Idf, w) => if *f > 0.0 { w.unwrap_or(1.0) } else { 0.0 },
+                    (Weighting::Idf, w) => {
+                        if *f > 0.0 {
+                            w.unwrap_or(1.0)
+                        } else {
+                            0.0
+                        }
+                    }
                     (Weighting::TfIdf, Some(w)) => *f * w,
                 };
             }

@@ -184,7 +184,7 @@ mod tests {
             assert!((tanh_scalar(x) as f64 - xd.tanh()).abs() < 4e-7, "tanh({x})");
             assert!((sigmoid_scalar(x) as f64 - 1.0 / (1.0 + (-xd).exp())).abs() < 3e-7, "sigmoid({x})");
             let (got, want) = (erf_scalar(x) as f64, erf_f64(xd));
-        assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+            assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
         }
     }
 

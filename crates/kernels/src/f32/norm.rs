@@ -1,7 +1,7 @@
 //! Row-wise normalisations: softmax and LayerNorm over the last `row_len` elements.
 
-use crate::dispatch::simd_dispatch;
 use super::math::{exp_nonpositive, exp_scalar};
+use crate::dispatch::simd_dispatch;
 
 /// Reductions run over this many independent lanes, so that they vectorise on every ISA while
 /// adding in the same order (and so giving the same bits) on all of them.

@@ -32,11 +32,7 @@ impl Kernel {
     pub fn for_operand(k: usize, n: usize, get: impl Fn(usize, usize) -> i8) -> Kernel {
         let fits = (0..k.div_ceil(2)).all(|i| {
             (0..n).all(|j| {
-                let second = if 2 * i + 1 < k {
-                    (get(2 * i + 1, j) as i32).abs()
-                } else {
-                    0
-                };
+                let second = if 2 * i + 1 < k { (get(2 * i + 1, j) as i32).abs() } else { 0 };
                 (get(2 * i, j) as i32).abs() + second <= 128
             })
         });
@@ -69,14 +65,22 @@ pub fn kernel_for_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Kernel {
         let (r0, r1) = (&b[2 * i * ld..][..n], &b[(2 * i + 1) * ld..][..n]);
         r0.iter().zip(r1).all(|(&x, &y)| (x as i32).abs() + (y as i32).abs() <= 128)
     });
-    if fits { Kernel::Maddubs } else { Kernel::Madd }
+    if fits {
+        Kernel::Maddubs
+    } else {
+        Kernel::Madd
+    }
 }
 
 /// [`Kernel::for_operand`] for the transpose of a row-major `n × k` operand (row stride `ld`):
 /// the pairs of k are adjacent bytes of a row.
 pub fn kernel_for_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Kernel {
     let fits = (0..n).all(|j| bt[j * ld..][..k].chunks(2).all(|p| p.iter().map(|&x| (x as i32).abs()).sum::<i32>() <= 128));
-    if fits { Kernel::Maddubs } else { Kernel::Madd }
+    if fits {
+        Kernel::Maddubs
+    } else {
+        Kernel::Madd
+    }
 }
 
 /// [`pack`] from a row-major `k × n` source (row stride `ld`), read row by row (for operands
@@ -119,12 +123,7 @@ pub fn pack(kernel: Kernel, k: usize, n: usize, get: impl Fn(usize, usize) -> i8
 
 /// Stores `acc` (`R` rows × `P` panels) into `c` at the tile's origin, `cols` columns valid.
 #[inline(always)]
-unsafe fn store<const R: usize, const P: usize>(
-    acc: &[[__m256i; P]; R],
-    c: *mut i32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn store<const R: usize, const P: usize>(acc: &[[__m256i; P]; R], c: *mut i32, ldc: usize, cols: usize) {
     for (r, row) in acc.iter().enumerate() {
         for (p, &v) in row.iter().enumerate() {
             let start = p * NR;
@@ -147,7 +146,14 @@ unsafe fn store<const R: usize, const P: usize>(
 
 /// One group of 4 k (`valid` of them real) of [`tile_maddubs`].
 #[inline(always)]
-unsafe fn maddubs_group<const R: usize, const P: usize>(acc: &mut [[__m256i; P]; R], rows: &[*const u8; R], b: *const u8, k4: usize, g: usize, valid: usize) {
+unsafe fn maddubs_group<const R: usize, const P: usize>(
+    acc: &mut [[__m256i; P]; R],
+    rows: &[*const u8; R],
+    b: *const u8,
+    k4: usize,
+    g: usize,
+    valid: usize,
+) {
     let ones = _mm256_set1_epi16(1);
     let bv: [__m256i; P] = std::array::from_fn(|p| _mm256_loadu_si256(b.add((p * k4 + g) * NR * 4) as *const __m256i));
     for (row, &ar) in acc.iter_mut().zip(rows) {
@@ -161,7 +167,16 @@ unsafe fn maddubs_group<const R: usize, const P: usize>(acc: &mut [[__m256i; P];
 /// [`Kernel::Maddubs`]: `R` rows × `P` panels over `k4` groups of 4 k.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_maddubs<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, c: *mut i32, ldc: usize, cols: usize) {
+unsafe fn tile_maddubs<const R: usize, const P: usize>(
+    k: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    k4: usize,
+    c: *mut i32,
+    ldc: usize,
+    cols: usize,
+) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
     let rows: [*const u8; R] = std::array::from_fn(|r| a.add(r * lda));
     for g in 0..k / 4 {
@@ -177,21 +192,11 @@ unsafe fn tile_maddubs<const R: usize, const P: usize>(k: usize, a: *const u8, l
 /// `2 · k2` (zero-padded to an even length).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_madd<const R: usize, const P: usize>(
-    a: *const i16,
-    b: *const u8,
-    k2: usize,
-    c: *mut i32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn tile_madd<const R: usize, const P: usize>(a: *const i16, b: *const u8, k2: usize, c: *mut i32, ldc: usize, cols: usize) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
     for g in 0..k2 {
-        let bv: [__m256i; P] = std::array::from_fn(|p| {
-            _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                b.add((p * k2 + g) * NR * 2) as *const __m128i
-            ))
-        });
+        let bv: [__m256i; P] =
+            std::array::from_fn(|p| _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add((p * k2 + g) * NR * 2) as *const __m128i)));
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm256_set1_epi32((a.add(r * 2 * k2 + g * 2) as *const i32).read_unaligned());
             for (v, &bp) in row.iter_mut().zip(&bv) {
@@ -212,17 +217,7 @@ thread_local! {
 /// The CPU supports AVX2; `b` was packed by [`pack`] with `kernel` for `k × n`.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    kernel: Kernel,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[u8],
-    lda: usize,
-    b: &[u8],
-    c: &mut [i32],
-    ldc: usize,
-) {
+pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
     let group = kernel.group();
     let kg = k.div_ceil(group);
     let panels = n.div_ceil(NR);

@@ -243,4 +243,3 @@ unsafe fn lookup_vbmi(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) -
     }
     i
 }
-

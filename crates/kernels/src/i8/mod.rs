@@ -9,7 +9,6 @@ pub mod elementwise;
 mod scalar;
 mod vnni;
 
-
 pub use crate::isa::Isa;
 
 /// The right operand `B[k][j]` (K × N, s8) packed for one tier, with its column sums.
@@ -176,7 +175,8 @@ fn correct_zero_points(m: usize, k: usize, n: usize, a: &[u8], lda: usize, a_zp:
     }
     for i in 0..m {
         let row_sum = a[i * lda..i * lda + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
-        let row_term = if b_zp != 0 { b_zp.wrapping_mul(row_sum).wrapping_sub((k as i32).wrapping_mul(a_zp).wrapping_mul(b_zp)) } else { 0 };
+        let row_term =
+            if b_zp != 0 { b_zp.wrapping_mul(row_sum).wrapping_sub((k as i32).wrapping_mul(a_zp).wrapping_mul(b_zp)) } else { 0 };
         let ci = &mut c[i * ldc..i * ldc + n];
         for (v, &cs) in ci.iter_mut().zip(&b.col_sums) {
             *v = v.wrapping_sub(a_zp.wrapping_mul(cs).wrapping_add(row_term));
@@ -253,7 +253,17 @@ crate::dispatch::simd_dispatch! {
 /// The body of the epilogues: `sum(acc, bias_j)` is the f32 value `scale_j` multiplies (eq. 8).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn epilogue_rows<T: Copy>(m: usize, n: usize, c: &[T], ldc: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8], sum: impl Fn(T, i32) -> f32) {
+fn epilogue_rows<T: Copy>(
+    m: usize,
+    n: usize,
+    c: &[T],
+    ldc: usize,
+    e: &Epilogue,
+    out_f32: &mut [f32],
+    out_q: &mut [u8],
+    residual: &[u8],
+    sum: impl Fn(T, i32) -> f32,
+) {
     let scale = |j: usize| if e.scale.len() == 1 { e.scale[0] } else { e.scale[j] };
     let scales: Vec<f32> = (0..n).map(scale).collect();
     let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
@@ -284,7 +294,11 @@ fn epilogue_rows<T: Copy>(m: usize, n: usize, c: &[T], ldc: usize, e: &Epilogue,
                             *r = sum(v, b) * s;
                         }
                         (act.f)(&mut real);
-                        elementwise::quantize(&real, crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, o);
+                        elementwise::quantize(
+                            &real,
+                            crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) },
+                            o,
+                        );
                     }
                 }
             }
@@ -322,7 +336,11 @@ thread_local! {
 /// Calls `f` with `len` values of this thread's buffer in `cell`, reused across calls (allocating
 /// and zeroing a fresh one per GEMM costs more than some GEMMs); its contents are whatever the
 /// last user left. A nested call gets a fresh buffer.
-fn scratch<T: Copy + Default + 'static, R>(cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+fn scratch<T: Copy + Default + 'static, R>(
+    cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
     let mut f = Some(f);
     let reused = cell.with(|s| {
         let mut s = s.try_borrow_mut().ok()?;
@@ -356,7 +374,17 @@ pub fn with_scratch_u8<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// folded away) the epilogue runs on the accumulator registers of each tile, elsewhere over a
 /// scratch i32 block. The same bits either way.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
+pub fn gemm_u8s8_epilogue(
+    m: usize,
+    a: &[u8],
+    lda: usize,
+    a_zp: i32,
+    b: &PackedB,
+    e: &Epilogue,
+    out_f32: &mut [f32],
+    out_q: &mut [u8],
+    residual: &[u8],
+) {
     let n = b.n;
     if m == 0 || n == 0 {
         return;
@@ -365,7 +393,12 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
         assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue: lhs too short");
         let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
         let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
-        assert!(scale.len() == n && bias.len() == n, "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
+        assert!(
+            scale.len() == n && bias.len() == n,
+            "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns",
+            scale.len(),
+            bias.len()
+        );
         if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
             assert!(out_q.len() >= m * n);
             with_scratch_f32(m * n, |real| {
@@ -373,7 +406,11 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
                 // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
                 unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
                 (act.f)(real);
-                elementwise::quantize(real, crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) }, out_q);
+                elementwise::quantize(
+                    real,
+                    crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) },
+                    out_q,
+                );
             });
             epilogue_post(m, n, e, out_q, residual);
             return;
@@ -411,7 +448,17 @@ pub fn gemm_u8s8_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB
 /// f32 once before [`epilogue_sums`] scales it. Every tier gives the same bits (the product is
 /// exact, the rest is the same scalar arithmetic).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_u16s8_epilogue(m: usize, a: &[u16], lda: usize, a_zp: i32, b: &PackedB, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8]) {
+pub fn gemm_u16s8_epilogue(
+    m: usize,
+    a: &[u16],
+    lda: usize,
+    a_zp: i32,
+    b: &PackedB,
+    e: &Epilogue,
+    out_f32: &mut [f32],
+    out_q: &mut [u8],
+    residual: &[u8],
+) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;

@@ -102,7 +102,9 @@ fn avx2_kernel_follows_the_pair_bound() {
         return;
     }
     // Columns of k = 3: pairs (b0, b1) and (b2, 0). |b0| + |b1| ≤ 128 keeps vpmaddubsw exact.
-    for (col, fits) in [([64i8, 64, -128], true), ([-64, -64, 127], true), ([-128, 0, -128], true), ([-128, 1, 0], false), ([65, -64, 0], false)] {
+    for (col, fits) in
+        [([64i8, 64, -128], true), ([-64, -64, 127], true), ([-128, 0, -128], true), ([-128, 1, 0], false), ([65, -64, 0], false)]
+    {
         let packed = PackedB::from_rows(Isa::Avx2, 3, 1, 0, &col, 1);
         let name = if fits { "avx2_gemm_u8s7_5x16" } else { "avx2_gemm_u8s8_5x16" };
         assert_eq!(packed.kernel_name(), name, "{col:?}");
@@ -117,13 +119,32 @@ fn avx2_kernel_follows_the_pair_bound() {
 #[test]
 fn packing_from_columns_equals_packing_from_rows() {
     for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-        for (k, n, w) in [(1, 1, Weights::Full), (5, 17, Weights::Full), (64, 197, Weights::Full), (197, 64, Weights::Full), (13, 33, Weights::Full), (7, 9, Weights::SevenBit), (64, 197, Weights::SevenBit), (197, 64, Weights::SevenBit)] {
+        for (k, n, w) in [
+            (1, 1, Weights::Full),
+            (5, 17, Weights::Full),
+            (64, 197, Weights::Full),
+            (197, 64, Weights::Full),
+            (13, 33, Weights::Full),
+            (7, 9, Weights::SevenBit),
+            (64, 197, Weights::SevenBit),
+            (197, 64, Weights::SevenBit),
+        ] {
             let b = right_operand(k, n, (k * 3 + n) as u64, w);
             let bt: Vec<i8> = (0..n).flat_map(|j| (0..k).map(move |kk| (j, kk))).map(|(j, kk)| b[kk * n + j]).collect();
             let (r, c) = (PackedB::from_rows(isa, k, n, 3, &b, n), PackedB::from_cols(isa, k, n, 3, &bt, k));
             let generic = PackedB::pack(isa, k, n, 3, |kk, j| b[kk * n + j]);
-            assert_eq!((&r.data, &r.col_sums, r.kernel_name()), (&generic.data, &generic.col_sums, generic.kernel_name()), "{} rows k={k} n={n}", isa.name());
-            assert_eq!((&c.data, &c.col_sums, c.kernel_name()), (&generic.data, &generic.col_sums, generic.kernel_name()), "{} cols k={k} n={n}", isa.name());
+            assert_eq!(
+                (&r.data, &r.col_sums, r.kernel_name()),
+                (&generic.data, &generic.col_sums, generic.kernel_name()),
+                "{} rows k={k} n={n}",
+                isa.name()
+            );
+            assert_eq!(
+                (&c.data, &c.col_sums, c.kernel_name()),
+                (&generic.data, &generic.col_sums, generic.kernel_name()),
+                "{} cols k={k} n={n}",
+                isa.name()
+            );
         }
     }
 }
@@ -142,7 +163,14 @@ fn epilogue_is_the_same_on_every_tier() {
     let c: Vec<i32> = values(m * n * 4, 3).chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], 0]) - (1 << 23)).collect();
     let scale: Vec<f32> = (0..n).map(|j| 1e-5 * (j as f32 + 1.5)).collect();
     for out in [OutType::U8 { zero_point: 128 }, OutType::S8 { zero_point: -3 }, OutType::F32] {
-        let e = Epilogue { scale: scale.clone(), bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()), out, table: None, residual: None, activation: None };
+        let e = Epilogue {
+            scale: scale.clone(),
+            bias: Some((0..n as i32).map(|j| j * 1000 - 9000).collect()),
+            out,
+            table: None,
+            residual: None,
+            activation: None,
+        };
         let (mut f, mut q) = (vec![0.0f32; m * n], vec![0u8; m * n]);
         epilogue(m, n, &c, n, &e, &mut f, &mut q, &[]);
         for i in 0..m {
@@ -150,8 +178,12 @@ fn epilogue_is_the_same_on_every_tier() {
                 let v = (c[i * n + j] + e.bias.as_ref().unwrap()[j]) as f32 * scale[j];
                 match out {
                     OutType::F32 => assert_eq!(f[i * n + j].to_bits(), v.to_bits()),
-                    OutType::U8 { zero_point } => assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8),
-                    OutType::S8 { zero_point } => assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8),
+                    OutType::U8 { zero_point } => {
+                        assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8)
+                    }
+                    OutType::S8 { zero_point } => {
+                        assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8)
+                    }
                 }
             }
         }
@@ -172,7 +204,14 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
         let q = |z: i32, signed: bool| Affine { scale: 0.05, zero_point: z, signed };
         let outs = [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }];
         for out in outs {
-            for (t, r, act) in [(false, false, false), (true, false, false), (false, true, false), (true, true, false), (false, false, true), (true, true, true)] {
+            for (t, r, act) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, false),
+                (false, false, true),
+                (true, true, true),
+            ] {
                 if out == OutType::F32 && (t || r) {
                     continue;
                 }
@@ -193,7 +232,11 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
                     let packed = PackedB::from_rows(isa, k, n, 0, &b, n);
                     let (mut gf, mut gq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
                     gemm_u8s8_epilogue(m, &a, k, 0, &packed, &e, &mut gf, &mut gq, &residual);
-                    assert!(gq == wq && gf.iter().zip(&wf).all(|(x, y)| x.to_bits() == y.to_bits()), "{} m={m} k={k} n={n} {out:?} table={t} residual={r}", isa.name());
+                    assert!(
+                        gq == wq && gf.iter().zip(&wf).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{} m={m} k={k} n={n} {out:?} table={t} residual={r}",
+                        isa.name()
+                    );
                 }
             }
         }
@@ -219,11 +262,17 @@ fn table_lookup_equals_indexing() {
 fn sixteen_bit_product_equals_its_exact_sum_on_every_tier() {
     // Codes near 65535 against full-range weights over K = 1536 (fc2 of ViT-S) pass 2³¹.
     for &(m, k, n, a_zp) in &[(1, 1, 1, 0), (7, 64, 17, 1095), (13, 37, 100, 40000), (11, 1536, 40, 65535), (197, 1536, 70, 0)] {
-        let a: Vec<u16> = values(2 * m * k, 8).chunks(2).enumerate().map(|(i, b)| if i % 3 == 0 { 65535 } else { u16::from_le_bytes([b[0], b[1]]) }).collect();
+        let a: Vec<u16> = values(2 * m * k, 8)
+            .chunks(2)
+            .enumerate()
+            .map(|(i, b)| if i % 3 == 0 { 65535 } else { u16::from_le_bytes([b[0], b[1]]) })
+            .collect();
         let b: Vec<i8> = values(k * n, 9).into_iter().enumerate().map(|(i, v)| if i % 4 == 0 { -128 } else { v as i8 }).collect();
         let scale: Vec<f32> = (0..n).map(|j| 1e-9 * (j as f32 + 1.0)).collect();
         let bias: Vec<i32> = (0..n as i32).map(|j| j * 70_001 - 1_000_000).collect();
-        let exact = |i: usize, j: usize| -> f32 { ((0..k).map(|kk| (a[i * k + kk] as i64 - a_zp as i64) * b[kk * n + j] as i64).sum::<i64>() + bias[j] as i64) as f32 * scale[j] };
+        let exact = |i: usize, j: usize| -> f32 {
+            ((0..k).map(|kk| (a[i * k + kk] as i64 - a_zp as i64) * b[kk * n + j] as i64).sum::<i64>() + bias[j] as i64) as f32 * scale[j]
+        };
         for out in [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }] {
             let e = Epilogue { scale: scale.clone(), bias: Some(bias.clone()), out, table: None, residual: None, activation: None };
             for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
@@ -236,8 +285,12 @@ fn sixteen_bit_product_equals_its_exact_sum_on_every_tier() {
                         let at = format!("{} m={m} k={k} n={n} a_zp={a_zp} ({i}, {j}) {out:?}", isa.name());
                         match out {
                             OutType::F32 => assert_eq!(f[i * n + j].to_bits(), v.to_bits(), "{at}"),
-                            OutType::U8 { zero_point } => assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8, "{at}"),
-                            OutType::S8 { zero_point } => assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8, "{at}"),
+                            OutType::U8 { zero_point } => {
+                                assert_eq!(q[i * n + j], (v.round_ties_even() + zero_point as f32).clamp(0.0, 255.0) as u8, "{at}")
+                            }
+                            OutType::S8 { zero_point } => {
+                                assert_eq!(q[i * n + j] as i8, (v.round_ties_even() + zero_point as f32).clamp(-128.0, 127.0) as i8, "{at}")
+                            }
                         }
                     }
                 }

@@ -95,7 +95,9 @@ impl Store {
             Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
                 Store::Requant { q: q.add(rows * ldq + cols), ldq, bias: bias.add(cols), scale: scale.add(cols), zero_point, signed }
             }
-            Store::Float { f, ldf, bias, scale } => Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) },
+            Store::Float { f, ldf, bias, scale } => {
+                Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) }
+            }
         }
     }
 }
@@ -131,7 +133,15 @@ unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
 /// Adds k group `g` (its first `valid` k) of `R` rows × `P` panels into `acc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn group<const R: usize, const P: usize>(acc: &mut [[__m512i; P]; R], a: *const u8, lda: usize, b: *const u8, k4: usize, g: usize, valid: usize) {
+unsafe fn group<const R: usize, const P: usize>(
+    acc: &mut [[__m512i; P]; R],
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    k4: usize,
+    g: usize,
+    valid: usize,
+) {
     let bv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(b.add((p * k4 + g) * NR * 4) as *const __m512i));
     for r in 0..R {
         let av = _mm512_set1_epi32(super::a_word(a.add(r * lda + g * 4), valid));

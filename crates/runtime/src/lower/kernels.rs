@@ -8,8 +8,8 @@ use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith};
-pub use octet_kernels::Affine;
 use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
+pub use octet_kernels::Affine;
 use octet_kernels::Isa;
 use rayon::prelude::*;
 
@@ -82,7 +82,18 @@ enum Rows<'a> {
 /// holds the `m × n` residual codes of `e.residual`; `sum` (f32 output only) `m × n` values added
 /// to the output.
 #[allow(clippy::too_many_arguments)]
-fn gemm_out(m: usize, a: Rows, lda: usize, b: &PackedB, e: &Epilogue, shape: Vec<usize>, out: Output, threads: usize, residual: &[u8], sum: &[f32]) -> Tensor {
+fn gemm_out(
+    m: usize,
+    a: Rows,
+    lda: usize,
+    b: &PackedB,
+    e: &Epilogue,
+    shape: Vec<usize>,
+    out: Output,
+    threads: usize,
+    residual: &[u8],
+    sum: &[f32],
+) -> Tensor {
     let n = b.n;
     let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
     let (mut f, mut q) = match out {
@@ -119,7 +130,14 @@ fn gemm_out(m: usize, a: Rows, lda: usize, b: &PackedB, e: &Epilogue, shape: Vec
 
 /// An output tensor of `chunks × per` values of type `out`, chunk `i` written by
 /// `fill(i, f32 chunk, 8-bit chunk)` (the other slice empty); chunks go over the thread pool.
-fn per_chunk(shape: Vec<usize>, chunks: usize, per: usize, out: Output, threads: usize, fill: impl Fn(usize, &mut [f32], &mut [u8]) + Sync) -> Tensor {
+fn per_chunk(
+    shape: Vec<usize>,
+    chunks: usize,
+    per: usize,
+    out: Output,
+    threads: usize,
+    fill: impl Fn(usize, &mut [f32], &mut [u8]) + Sync,
+) -> Tensor {
     match out {
         Output::F32 => {
             let mut f = vec![0.0f32; chunks * per];
@@ -168,7 +186,14 @@ fn gemm_epilogue(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, e: &Epi
 pub fn make_epilogue(acc_scale: &[f32], bias: Option<Vec<i32>>, out: Output) -> Epilogue {
     match out {
         Output::F32 => Epilogue { scale: acc_scale.to_vec(), bias, out: OutType::F32, table: None, residual: None, activation: None },
-        Output::Quantized(p) => Epilogue { scale: acc_scale.iter().map(|s| s / p.scale).collect(), bias, out: p.out_type(), table: None, residual: None, activation: None },
+        Output::Quantized(p) => Epilogue {
+            scale: acc_scale.iter().map(|s| s / p.scale).collect(),
+            bias,
+            out: p.out_type(),
+            table: None,
+            residual: None,
+            activation: None,
+        },
     }
 }
 
@@ -401,7 +426,18 @@ impl Op for QConv {
                     }
                 }
             }
-            let t = gemm_out(pixels, Rows::U8(&col), kdim, &self.weights, &self.epilogue, vec![pixels, m_out], self.output, ctx.threads, &[], &[]);
+            let t = gemm_out(
+                pixels,
+                Rows::U8(&col),
+                kdim,
+                &self.weights,
+                &self.epilogue,
+                vec![pixels, m_out],
+                self.output,
+                ctx.threads,
+                &[],
+                &[],
+            );
             let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
             parts.push(view.copy(&t).into_data());
         }
@@ -615,7 +651,8 @@ impl Op for QLayerNorm {
         };
         let Some(pi) = self.input else {
             // f32 in: the float LayerNorm's own arithmetic, then QuantizeLinear's, per row block.
-            let (src, po) = (x.as_f32().ok_or("an f32 LayerNorm input is not f32")?, po.ok_or("an f32 LayerNorm needs a quantized output")?);
+            let (src, po) =
+                (x.as_f32().ok_or("an f32 LayerNorm input is not f32")?, po.ok_or("an f32 LayerNorm needs a quantized output")?);
             let mut q = vec![0u8; src.len()];
             let run = |s: &[f32], q: &mut [u8]| {
                 octet_kernels::i8::with_scratch_f32(s.len(), |y| {
@@ -636,7 +673,6 @@ impl Op for QLayerNorm {
             Some(_) => (vec![0u8; src.len()], Vec::new()),
             None => (Vec::new(), vec![0.0f32; src.len()]),
         };
-        let pi = pi;
         let run = |s: &[u8], q: &mut [u8], f: &mut [f32]| ew::layer_norm_rows_q8(s, pi, c, &self.gamma, &self.beta, self.epsilon, po, q, f);
         if ctx.threads > 1 && po.is_some() {
             src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q, &mut []));
@@ -751,7 +787,8 @@ impl Op for QAttention {
         let isa = self.scores.isa;
         let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
             let keys = &kb[i * k * n..(i + 1) * k * n];
-            let kp = if self.keys_as_rows { PackedB::from_cols(isa, k, n, k_zp, keys, k) } else { PackedB::from_rows(isa, k, n, k_zp, keys, n) };
+            let kp =
+                if self.keys_as_rows { PackedB::from_cols(isa, k, n, k_zp, keys, k) } else { PackedB::from_rows(isa, k, n, k_zp, keys, n) };
             let values = &vb[i * n * d..(i + 1) * n * d];
             let q = &q[i * m * k..];
             match (&self.softmax, self.scores.output) {
@@ -804,7 +841,11 @@ impl Op for QAttention {
     }
     fn kernel(&self) -> Option<String> {
         let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities in two bytes" };
-        Some(format!("fused attention per (batch, head): {} · {softmax} · {}", gemm_kernel_name(self.scores.isa), gemm_kernel_name(self.context.isa)))
+        Some(format!(
+            "fused attention per (batch, head): {} · {softmax} · {}",
+            gemm_kernel_name(self.scores.isa),
+            gemm_kernel_name(self.context.isa)
+        ))
     }
     op_any!();
 }

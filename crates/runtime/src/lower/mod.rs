@@ -27,7 +27,10 @@ use octet_graph::{DType, EvalCtx, Node, Op, Tensor, TypedGraph, ValueId};
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
-use kernels::{make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax, QTable, QViews};
+use kernels::{
+    make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax,
+    QTable, QViews,
+};
 
 /// The positive constant scalar a Mul or Div node scales its other input by.
 pub fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
@@ -56,7 +59,11 @@ struct Dq {
 
 impl Dq {
     fn affine(&self) -> Option<Affine> {
-        (self.scale.len() == 1 && matches!(self.dtype, DType::U8 | DType::I8)).then(|| Affine { scale: self.scale[0], zero_point: self.zero_point[0], signed: self.dtype == DType::I8 })
+        (self.scale.len() == 1 && matches!(self.dtype, DType::U8 | DType::I8)).then(|| Affine {
+            scale: self.scale[0],
+            zero_point: self.zero_point[0],
+            signed: self.dtype == DType::I8,
+        })
     }
 }
 
@@ -180,7 +187,11 @@ fn bias_codes(m: &M, v: ValueId, acc: &[f32], n: usize) -> Option<Vec<i32>> {
     if real.len() != n {
         return None;
     }
-    Some((0..n).map(|j| (real[j] / acc[if acc.len() == 1 { 0 } else { j }]).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32) as i32).collect())
+    Some(
+        (0..n)
+            .map(|j| (real[j] / acc[if acc.len() == 1 { 0 } else { j }]).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
+            .collect(),
+    )
 }
 
 /// Weights `W[k][j]` as s8 with zero point 0, per column scales (`transposed`: stored `[N, K]`).
@@ -271,7 +282,8 @@ fn conv(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         None => None,
     };
     let get = |v: &Option<Vec<i64>>, i: usize, dflt: i64| v.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(dflt) as usize;
-    let pads = if c.auto_pad == "VALID" { [0; 4] } else { [get(&c.pads, 0, 0), get(&c.pads, 1, 0), get(&c.pads, 2, 0), get(&c.pads, 3, 0)] };
+    let pads =
+        if c.auto_pad == "VALID" { [0; 4] } else { [get(&c.pads, 0, 0), get(&c.pads, 1, 0), get(&c.pads, 2, 0), get(&c.pads, 3, 0)] };
     let (output, outputs, removed) = output_of(m, t.outputs[0]);
     let op = QConv {
         input: xp,
@@ -450,7 +462,8 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
                 .or_else(|| layer_norm(&m, i))
         };
         if let Some(r) = rewrite {
-            let consumed: Vec<ValueId> = std::iter::once(r.at).chain(r.removed.iter().copied()).flat_map(|n| g.nodes[n].inputs.iter().flatten().copied()).collect();
+            let consumed: Vec<ValueId> =
+                std::iter::once(r.at).chain(r.removed.iter().copied()).flat_map(|n| g.nodes[n].inputs.iter().flatten().copied()).collect();
             let removed_names: Vec<String> = r.removed.iter().map(|&q| g.nodes[q].name.clone()).collect();
             g.replace_node(r.at, r.node);
             g.nodes[r.at].fused.extend(removed_names);
@@ -474,7 +487,10 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
 fn release_packed_constants(g: &mut TypedGraph, consumed: &[ValueId]) {
     for &v in consumed {
         let Some(p) = g.producer(v) else { continue };
-        let Some(c) = g.nodes[p].inputs.first().copied().flatten().filter(|_| g.nodes[p].op.downcast::<DequantizeLinear>().is_some()) else { continue };
+        let Some(c) = g.nodes[p].inputs.first().copied().flatten().filter(|_| g.nodes[p].op.downcast::<DequantizeLinear>().is_some())
+        else {
+            continue;
+        };
         if g.fact(c).is_constant() {
             g.release_constant(c);
         }
@@ -664,7 +680,10 @@ fn transpose_split(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
         views.push(v);
         start += size as isize;
     }
-    Some((i, Node { name: n.name.clone(), op: Arc::new(QViews { views }), inputs: vec![Some(x)], outputs: n.outputs.clone(), fused: vec![] }))
+    Some((
+        i,
+        Node { name: n.name.clone(), op: Arc::new(QViews { views }), inputs: vec![Some(x)], outputs: n.outputs.clone(), fused: vec![] },
+    ))
 }
 
 fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
@@ -679,7 +698,13 @@ fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     }
     let kt = a.inputs[1]?;
     let keys = keys_of(g, kt, i);
-    let op = QAttention { scores: scores.clone(), softmax: Some(softmax.clone()), context: context.clone(), keys_as_rows: keys.is_some(), logit_scale: 1.0 };
+    let op = QAttention {
+        scores: scores.clone(),
+        softmax: Some(softmax.clone()),
+        context: context.clone(),
+        keys_as_rows: keys.is_some(),
+        logit_scale: 1.0,
+    };
     let inputs = vec![a.inputs[0], Some(keys.unwrap_or(kt)), g.nodes[b].inputs[1]];
     Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
 }
@@ -690,7 +715,15 @@ fn keys_of(g: &TypedGraph, kt: ValueId, reader: usize) -> Option<ValueId> {
     let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
     let rank = g.fact(kt).shape.len();
     let perm = tr.perm_for(rank).ok()?;
-    let swapped = (0..rank).map(|r| if r + 2 == rank { rank - 1 } else if r + 1 == rank { rank - 2 } else { r });
+    let swapped = (0..rank).map(|r| {
+        if r + 2 == rank {
+            rank - 1
+        } else if r + 1 == rank {
+            rank - 2
+        } else {
+            r
+        }
+    });
     (rank >= 2 && perm.iter().copied().eq(swapped)).then_some(t.inputs[0]?)
 }
 
