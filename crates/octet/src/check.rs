@@ -229,7 +229,7 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
                     Status::Int8,
                     Some(linear.to_string()),
                     kernel,
-                    def.int8.describe(),
+                    &octet_runtime::lower::int8_support(def).describe(),
                     format!("the int32 bias of the Linear '{linear}'"),
                 )
             } else if p.inputs.iter().flatten().chain(&p.outputs).any(|v| stream.contains(v)) {

@@ -1,4 +1,5 @@
-//! The operator support matrix, rendered from the op registry.
+//! The operator support matrix, rendered from the op registry and, for its int8 column, from the
+//! runtime's int8 rules.
 
 use octet_graph::ops::{OPSETS, REGISTRY};
 use serde::Serialize;
@@ -8,7 +9,7 @@ struct Row {
     op: &'static str,
     opsets: String,
     float_kernel: &'static str,
-    int8: &'static str,
+    int8: String,
     quant_rule: &'static str,
     notes: &'static str,
 }
@@ -20,7 +21,7 @@ fn rows() -> Vec<Row> {
             op: d.name,
             opsets: format!("{}–{}", d.since, OPSETS.1),
             float_kernel: d.float_kernel,
-            int8: d.int8.describe(),
+            int8: octet_runtime::lower::int8_support(d).describe(),
             quant_rule: d.quant.describe(),
             notes: d.notes,
         })
@@ -33,7 +34,7 @@ pub fn text() -> String {
     let head = ["op", "opsets", "float kernel", "int8", "quantization rule", "notes"];
     let cells: Vec<[String; 6]> = rows
         .iter()
-        .map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.into(), r.quant_rule.into(), r.notes.into()])
+        .map(|r| [r.op.into(), r.opsets.clone(), r.float_kernel.into(), r.int8.clone(), r.quant_rule.into(), r.notes.into()])
         .collect();
     let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0);
     let widths: Vec<usize> = (0..6).map(width).collect();

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests of the CLI and of the library (crates/octet/tests).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

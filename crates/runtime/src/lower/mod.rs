@@ -1,16 +1,9 @@
 //! Lowering: each QDQ pattern `dq → op → q` with an int8 kernel is replaced by that kernel
 //! (doc/quantization.md, section 7). What no rule matches keeps running in float between its
-//! DequantizeLinear and QuantizeLinear. One rule per pattern:
-//!
-//! - `DQ(x), DQ(W)[, DQ(b)] → MatMul|Gemm [→ Add(b)] → Q`   → QLinear (or f32 out without Q;
-//!   x 8-bit, or uint16 as two bytes)
-//! - `DQ(x), DQ(W)[, DQ(b)] → Conv → Q`                    → QConv
-//! - `DQ(a), DQ(b) → MatMul → Q`                            → QMatMul (Q·Kᵀ, P·V)
-//! - `DQ(x) → Reshape|Transpose|Split|… → Q` (same params)  → the same op on 8-bit data
-//! - `DQ(x) → unary op | op with a constant scalar → Q`     → QTable (256 entries)
-//! - `DQ(a), DQ(b)|constant → Add|Sub|Mul|Div → Q`          → QBinary
-//! - `DQ(x) → Softmax → Q`                                  → QSoftmax
-//! - `DQ(x) → LayerNormalization [→ Q]`                     → QLayerNorm
+//! DequantizeLinear and QuantizeLinear. The rules are one declared list, [`RULES`]: each names
+//! the op types it anchors at, its pattern and its kernel, and the support matrix's int8 column
+//! (`octet ops`, [`int8_support`]) is read from it, so that it cannot say more or less than what
+//! runs.
 //!
 //! Then lowered kernels are fused where one feeds the next (see [`fuse_kernels`]): tables and
 //! residual Adds into GEMM epilogues, Q·Kᵀ → softmax → P·V into one attention kernel.
@@ -19,10 +12,11 @@ pub mod kernels;
 
 use std::sync::Arc;
 
+use octet_graph::attrs::Attrs;
 use octet_graph::ops::elementwise::{Binary, BinaryKind, Unary};
 use octet_graph::ops::nn::{Conv, Gemm, LayerNorm, Softmax};
 use octet_graph::ops::quant::{DequantizeLinear, QuantizeLinear};
-use octet_graph::ops::{lookup, QuantRule};
+use octet_graph::ops::{lookup, BuildCtx, OpDef, QuantRule, OPSETS};
 use octet_graph::{DType, EvalCtx, Node, Op, Tensor, TypedGraph, ValueId};
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
@@ -446,20 +440,149 @@ fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
     Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
 }
 
-/// Applies every rule at every node, in order.
+/// One int8 rule: a QDQ pattern anchored at a node of certain op types, and the kernel that
+/// replaces it.
+pub struct Rule {
+    /// The pattern (doc/quantization.md, section 7).
+    pub pattern: &'static str,
+    /// What runs instead, as the support matrix says it.
+    pub kernel: &'static str,
+    /// Whether the rule may anchor at a node whose op type (`Op::name`) is this: a necessary
+    /// condition, checked before `apply`, which then matches the whole pattern.
+    pub anchors: fn(&str) -> bool,
+    apply: fn(&M, usize, Isa) -> Option<Rewrite>,
+}
+
+/// Op types whose registry builder, with default attributes and one or two inputs, gives an op
+/// that `accepts` (ops whose attributes only tune them, like LeakyRelu's alpha).
+fn builds(op_type: &str, accepts: fn(&dyn Op) -> bool) -> bool {
+    let Some(def) = lookup(op_type) else { return false };
+    let attrs = Attrs::default();
+    (1..=2).any(|num_inputs| {
+        let ctx = BuildCtx { attrs: &attrs, opset: OPSETS.1, num_inputs, num_outputs: 1 };
+        (def.build)(&ctx).is_ok_and(|op| op.name() == op_type && accepts(&*op))
+    })
+}
+
+fn is_table_op(op: &dyn Op) -> bool {
+    op.downcast::<Unary>().is_some_and(|u| u.0.is_float_valued()) || op.downcast::<Binary>().is_some_and(|b| b.0.is_arithmetic())
+}
+
+fn is_two_operand_arithmetic(op: &dyn Op) -> bool {
+    op.downcast::<Binary>().is_some_and(|b| matches!(b.0, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div))
+}
+
+/// Max of codes commutes with a monotonic dequantization: the max pools run on 8-bit data.
+const MAX_POOLS: [&str; 2] = ["MaxPool", "GlobalMaxPool"];
+
+/// The int8 rules, tried in this order at every node; the first whose pattern matches wins.
+pub static RULES: &[Rule] = &[
+    Rule {
+        pattern: "DQ(x), DQ(W)[, DQ(b)] → MatMul|Gemm [→ Add(b)] → Q (x 8-bit, or uint16 as two bytes; f32 out without Q)",
+        kernel: "u8×s8 GEMM (weights packed; Q·Kᵀ → softmax → P·V fused)",
+        anchors: |t| matches!(t, "MatMul" | "Gemm"),
+        apply: linear,
+    },
+    Rule {
+        pattern: "DQ(x), DQ(W)[, DQ(b)] → Conv → Q",
+        kernel: "im2col + u8×s8 GEMM (2-D, group 1)",
+        anchors: |t| t == "Conv",
+        apply: conv,
+    },
+    Rule {
+        pattern: "DQ(a), DQ(b) → MatMul → Q (Q·Kᵀ, P·V)",
+        kernel: "u8×s8 GEMM (weights packed; Q·Kᵀ → softmax → P·V fused)",
+        anchors: |t| t == "MatMul",
+        apply: matmul_activations,
+    },
+    Rule {
+        pattern: "DQ(x) → MaxPool|GlobalMaxPool → Q (same parameters)",
+        kernel: "max of 8-bit codes (same parameters in and out)",
+        anchors: |t| MAX_POOLS.contains(&t),
+        apply: |m, at, _| moves_data(m, at),
+    },
+    Rule {
+        pattern: "DQ(x) → Reshape|Transpose|Split|… → Q (same parameters)",
+        kernel: "moves 8-bit data (same parameters in and out)",
+        anchors: |t| t != "Concat" && !MAX_POOLS.contains(&t) && lookup(t).is_some_and(|d| d.quant == QuantRule::SharesInput),
+        apply: |m, at, _| moves_data(m, at),
+    },
+    Rule {
+        pattern: "DQ(x) → unary op | op with constant scalars → Q",
+        kernel: "256-entry table (in the epilogue of a GEMM before it, if any)",
+        anchors: |t| builds(t, is_table_op),
+        apply: |m, at, _| table(m, at),
+    },
+    Rule {
+        pattern: "DQ(a), DQ(b)|constant → Add|Sub|Mul|Div → Q",
+        kernel: "dq ∘ op ∘ q in one pass",
+        anchors: |t| builds(t, is_two_operand_arithmetic),
+        apply: |m, at, _| binary(m, at),
+    },
+    Rule {
+        pattern: "DQ(x) → Softmax (last axis) → Q",
+        kernel: "exp of integer logit differences (last axis)",
+        anchors: |t| t == "Softmax",
+        apply: |m, at, _| softmax(m, at),
+    },
+    Rule {
+        pattern: "DQ(x) → LayerNormalization (last axis) [→ Q]",
+        kernel: "integer mean and variance, f32 normalise (last axis)",
+        anchors: |t| t == "LayerNormalization",
+        apply: |m, at, _| layer_norm(m, at),
+    },
+];
+
+/// How an op runs once a model is quantized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Int8Support {
+    /// No int8 rule anchors at it: it runs in float between DequantizeLinear and QuantizeLinear.
+    FloatBetweenDqQ,
+    /// The op is itself a quantization boundary.
+    QdqBoundary,
+    /// The kernels of the rules anchored at it; where no pattern matches (other parameters,
+    /// shapes), it runs in float between dq and q.
+    Kernels(Vec<&'static str>),
+}
+
+impl Int8Support {
+    pub fn describe(&self) -> String {
+        match self {
+            Int8Support::FloatBetweenDqQ => "float between dq and q".into(),
+            Int8Support::QdqBoundary => "quantization boundary".into(),
+            Int8Support::Kernels(k) => k.join("; "),
+        }
+    }
+}
+
+/// The support matrix's int8 column for a registry op, read from [`RULES`].
+pub fn int8_support(def: &OpDef) -> Int8Support {
+    if matches!(def.name, "QuantizeLinear" | "DequantizeLinear") {
+        return Int8Support::QdqBoundary;
+    }
+    let mut kernels: Vec<&'static str> = Vec::new();
+    for r in RULES.iter().filter(|r| (r.anchors)(def.name)) {
+        if !kernels.contains(&r.kernel) {
+            kernels.push(r.kernel);
+        }
+    }
+    if kernels.is_empty() {
+        Int8Support::FloatBetweenDqQ
+    } else {
+        Int8Support::Kernels(kernels)
+    }
+}
+
+/// Applies the first matching rule of [`RULES`] at every node, in order, then fuses kernels.
 pub fn lower(g: &mut TypedGraph, isa: Isa) {
+    let mut anchored: std::collections::HashMap<&'static str, Vec<&'static Rule>> = std::collections::HashMap::new();
     let mut i = 0;
     while i < g.nodes.len() {
         let rewrite = {
             let m = M { g };
-            linear(&m, i, isa)
-                .or_else(|| conv(&m, i, isa))
-                .or_else(|| matmul_activations(&m, i, isa))
-                .or_else(|| moves_data(&m, i))
-                .or_else(|| table(&m, i))
-                .or_else(|| binary(&m, i))
-                .or_else(|| softmax(&m, i))
-                .or_else(|| layer_norm(&m, i))
+            let op_type = g.nodes[i].op.name();
+            let rules = anchored.entry(op_type).or_insert_with(|| RULES.iter().filter(|r| (r.anchors)(op_type)).collect());
+            rules.iter().find_map(|r| (r.apply)(&m, i, isa))
         };
         if let Some(r) = rewrite {
             let consumed: Vec<ValueId> =
@@ -762,4 +885,33 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
     let at = removed.first().copied().unwrap_or(i);
     Some((at, Node { name: pv.name.clone(), op: Arc::new(op), inputs, outputs, fused: vec![] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(op: &str) -> String {
+        int8_support(lookup(op).expect("a registry op")).describe()
+    }
+
+    #[test]
+    fn the_int8_column_is_read_from_the_rules() {
+        assert_eq!(column("QuantizeLinear"), "quantization boundary");
+        assert!(column("MatMul").contains("GEMM"), "{}", column("MatMul"));
+        assert!(column("Gelu").contains("256-entry table"), "{}", column("Gelu"));
+        assert!(column("Mul").contains("table") && column("Mul").contains("one pass"), "{}", column("Mul"));
+        assert!(column("Transpose").contains("moves 8-bit data"), "{}", column("Transpose"));
+        assert!(column("MaxPool").contains("max of 8-bit codes"), "{}", column("MaxPool"));
+        // Clip is its own op, not a table the lowering builds: the column must not claim one.
+        assert_eq!(column("Clip"), "float between dq and q");
+        assert_eq!(column("Concat"), "float between dq and q");
+        for r in RULES {
+            assert!(registry_ops().any(|op| (r.anchors)(op)), "the rule for {} anchors at no registry op", r.pattern);
+        }
+    }
+
+    fn registry_ops() -> impl Iterator<Item = &'static str> {
+        octet_graph::ops::REGISTRY.iter().map(|d| d.name)
+    }
 }

@@ -2,6 +2,7 @@
 //! TorchScript and dynamo exporters) against ONNX Runtime and PyTorch outputs, made by
 //! `tools/fixtures/make_model_fixtures.py`.
 
+#[path = "../../cli/tests/common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;

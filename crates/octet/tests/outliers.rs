@@ -3,6 +3,7 @@
 //! them. `cargo test --release -p octet-cli --test outliers -- --nocapture` prints the table
 //! in doc/quantization.md.
 
+#[path = "../../cli/tests/common/mod.rs"]
 mod common;
 
 use octet_graph::{Graph, Tensor, ValueId};
