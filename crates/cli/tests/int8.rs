@@ -101,6 +101,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
         ("dinov2_ts", "full-int8"),
         ("bert_like_dynamo", "full-int8"),
         ("vit_opset16_ts", "full-int8"),
+        ("cnn_gap", "full-int8"),
     ] {
         let model = qdq(name, preset);
         let input = npy::read(&fixture(name).join("input.npy")).unwrap();
@@ -166,9 +167,31 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
     for (k, (n, d)) in &kinds {
         println!("{k:<20} {n:>4} node checks, largest difference {d}");
     }
-    for k in ["QLinear", "QConv", "QAttention", "QLayerNorm", "QBinary", "QTable", "Transpose", "Reshape"] {
+    for k in ["QLinear", "QConv", "QAttention", "QLayerNorm", "QBinary", "QTable", "QGlobalAveragePool", "Transpose", "Reshape"] {
         assert!(seen.contains_key(k), "no {k} was lowered in the fixtures");
     }
+}
+
+/// The int8 GlobalAveragePool through the doors: `octet check` names its kernel, and `octet run`
+/// of the quantized CNN agrees with ONNX Runtime's float output.
+#[test]
+fn global_average_pool_runs_on_its_int8_kernel_through_the_cli() {
+    let model = qdq("cnn_gap", "full-int8");
+    let (ok, out, err) = octet(&["check", model.to_str().unwrap(), "--json"], &[]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pool = report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "pool").expect("the pool node");
+    assert_eq!((pool["status"].as_str(), pool["int8"].as_str()), (Some("int8"), Some("int8 kernel")), "{pool}");
+    assert!(pool["kernel"].as_str().unwrap().contains("integer sum"), "{pool}");
+    let dir = common::Scratch::new("gap");
+    let input = fixture("cnn_gap").join("input.npy");
+    let (ok, _, err) = octet(&["run", model.to_str().unwrap(), "-i", input.to_str().unwrap(), "-o", &dir.text("y.npy")], &[]);
+    assert!(ok, "{err}");
+    let got = npy::read(&dir.path("y.npy")).unwrap();
+    let want = npy::read(&fixture("cnn_gap").join("ort.npy")).unwrap();
+    let c = cosine(&got, &want);
+    assert!(c > 0.99, "int8 against ONNX Runtime's float output: cosine {c}");
+    assert_eq!(top1(&got), top1(&want));
 }
 
 fn cosine(a: &Tensor, b: &Tensor) -> f64 {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::ops::control_flow::Body;
+use crate::graph::Body;
 use crate::tensor::Tensor;
 
 /// One attribute value.

@@ -98,3 +98,13 @@ impl Graph {
         self.outputs.iter().map(|&v| self.names[v].as_str()).collect()
     }
 }
+
+/// A subgraph: its formal inputs, the enclosing-scope values it reads, and its outputs
+/// (`graph.outputs`). Held by the If, Loop and Scan nodes that run it (`ops::control_flow`).
+#[derive(Debug)]
+pub struct Body {
+    pub graph: Graph,
+    pub formal: Vec<ValueId>,
+    /// Body-side ids of the captured values, in the order the node's inputs carry them.
+    pub captured: Vec<ValueId>,
+}

@@ -128,6 +128,19 @@ macro_rules! map_data {
 }
 
 impl Data {
+    /// Concatenates buffers of the same type, in order; `None` when the types differ or there
+    /// is none.
+    pub fn concat(parts: &[&Data]) -> Option<Data> {
+        let first = parts.first()?;
+        let mut out = Data::zeros(first.dtype(), 0);
+        for p in parts {
+            if !out.extend_from(p) {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,
@@ -399,7 +412,7 @@ impl Tensor {
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|p| p.shape[0]).sum();
         let data: Vec<&Data> = parts.iter().map(|p| &p.data).collect();
-        Some(Tensor::from_parts(shape, crate::ops::view::concat_data(&data)?))
+        Some(Tensor::from_parts(shape, Data::concat(&data)?))
     }
 
     /// The same elements under another shape with as many elements.

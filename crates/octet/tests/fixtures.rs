@@ -70,7 +70,7 @@ fn symbolic_batch_takes_any_batch_size() {
             assert!(err < 1e-4, "{name} samples {from}..{to}: {err:.2e}");
         }
         let doubled = npy::read(&d.join("input.npy")).unwrap();
-        let cat = octet_graph::ops::view::concat_data(&[doubled.data(), input.data()]).unwrap();
+        let cat = octet_graph::Data::concat(&[doubled.data(), input.data()]).unwrap();
         let mut shape = input.shape().to_vec();
         shape[0] *= 2;
         let out = s.run(vec![Tensor::from_parts(shape, cat)]).unwrap();

@@ -8,20 +8,12 @@
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::graph::{Graph, ValueId};
+
 use crate::op::{EvalCtx, Fact, Op};
 use crate::op_any;
 use crate::tensor::{DType, Data, Tensor};
 
-/// A subgraph: its formal inputs, the enclosing-scope values it reads, and its outputs
-/// (`graph.outputs`).
-#[derive(Debug)]
-pub struct Body {
-    pub graph: Graph,
-    pub formal: Vec<ValueId>,
-    /// Body-side ids of the captured values, in the order the node's inputs carry them.
-    pub captured: Vec<ValueId>,
-}
+pub use crate::graph::Body;
 
 impl Body {
     /// Runs the body on its formal inputs and captured values.

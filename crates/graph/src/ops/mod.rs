@@ -375,20 +375,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64 reference loops",
         quant: QuantRule::NotQuantized,
         notes: "masks, causal and sliding windows, KV cache, grouped-query heads, softcap, every QK output mode",
-        build: |c| {
-            let a = c.attrs;
-            ok(attention::Attention {
-                scale: a.float("scale")?.map(f64::from),
-                is_causal: a.int_or("is_causal", 0)? != 0,
-                q_num_heads: size_attr(c, "q_num_heads")?,
-                kv_num_heads: size_attr(c, "kv_num_heads")?,
-                softcap: a.float_or("softcap", 0.0)? as f64,
-                qk_matmul_output_mode: a.int_or("qk_matmul_output_mode", 0)?,
-                left_window: a.int_or("left_window_size", -1)?,
-                right_window: a.int_or("right_window_size", -1)?,
-                outputs: c.num_outputs,
-            })
-        },
+        build: build_attention,
     },
     OpDef {
         name: "AveragePool",
@@ -404,19 +391,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "per-channel affine (f64)",
         quant: QuantRule::Observed,
         notes: "inference form, and training_mode (batch statistics, updated running mean and variance)",
-        build: |c| {
-            if c.attrs.int_or("training_mode", 0)? != 0 {
-                ok(norm::BatchNormTraining {
-                    epsilon: c.attrs.float_or("epsilon", 1e-5)? as f64,
-                    momentum: c.attrs.float_or("momentum", 0.9)? as f64,
-                    outputs: c.num_outputs,
-                })
-            } else if c.num_outputs > 1 {
-                Err("BatchNormalization with running-statistics outputs needs training_mode = 1".into())
-            } else {
-                normalization(c, norm::NormKind::Batch, 1e-5)
-            }
-        },
+        build: build_batch_normalization,
     },
     OpDef {
         name: "BitCast",
@@ -496,15 +471,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64",
         quant: QuantRule::NotQuantized,
         notes: "activation none or silu/swish",
-        build: |c| {
-            ok(recurrent_state::CausalConvWithState {
-                silu: match c.attrs.string_or("activation", "none")?.as_str() {
-                    "none" => false,
-                    "silu" | "swish" => true,
-                    a => return Err(format!("unknown activation '{a}'")),
-                },
-            })
-        },
+        build: build_causal_conv_with_state,
     },
     OpDef {
         name: "Ceil",
@@ -536,12 +503,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "elementwise",
         quant: QuantRule::Observed,
         notes: "bounds: attributes before opset 11, inputs from 11",
-        build: |c| {
-            ok(elementwise::Clip {
-                min: if c.opset < 11 { Some(c.attrs.float_or("min", f32::MIN)?) } else { None },
-                max: if c.opset < 11 { Some(c.attrs.float_or("max", f32::MAX)?) } else { None },
-            })
-        },
+        build: build_clip,
     },
     OpDef {
         name: "Col2Im",
@@ -549,9 +511,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64, any number of spatial axes",
         quant: QuantRule::NotQuantized,
         notes: "",
-        build: |c| {
-            ok(sampling::Col2Im { dilations: c.attrs.ints("dilations")?, pads: c.attrs.ints("pads")?, strides: c.attrs.ints("strides")? })
-        },
+        build: build_col2im,
     },
     OpDef {
         name: "Compress",
@@ -591,16 +551,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "im2col + gemm crate matmul",
         quant: QuantRule::Matmul,
         notes: "1-D and 2-D",
-        build: |c| {
-            let a = c.attrs;
-            ok(nn::Conv {
-                strides: a.ints("strides")?,
-                dilations: a.ints("dilations")?,
-                pads: a.ints("pads")?,
-                auto_pad: a.string_or("auto_pad", "NOTSET")?,
-                group: a.int_or("group", 1)?.max(1) as usize,
-            })
-        },
+        build: build_conv,
     },
     OpDef {
         name: "ConvInteger",
@@ -608,17 +559,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "exact i64 accumulation, any number of spatial axes",
         quant: QuantRule::NotQuantized,
         notes: "",
-        build: |c| {
-            let a = c.attrs;
-            ok(quant::IntegerConv {
-                qlinear: false,
-                strides: a.ints("strides")?,
-                dilations: a.ints("dilations")?,
-                pads: a.ints("pads")?,
-                auto_pad: a.string_or("auto_pad", "NOTSET")?,
-                group: a.int_or("group", 1)?.max(1) as usize,
-            })
-        },
+        build: build_conv_integer,
     },
     OpDef {
         name: "ConvTranspose",
@@ -626,18 +567,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64 scatter, any number of spatial axes",
         quant: QuantRule::Observed,
         notes: "groups, output_padding, output_shape, auto_pad",
-        build: |c| {
-            let a = c.attrs;
-            ok(nn::ConvTranspose {
-                strides: a.ints("strides")?,
-                dilations: a.ints("dilations")?,
-                pads: a.ints("pads")?,
-                output_padding: a.ints("output_padding")?,
-                output_shape: a.ints("output_shape")?,
-                auto_pad: a.string_or("auto_pad", "NOTSET")?,
-                group: a.int_or("group", 1)?.max(1) as usize,
-            })
-        },
+        build: build_conv_transpose,
     },
     OpDef {
         name: "Cos",
@@ -661,41 +591,16 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "running product (f64)",
         quant: QuantRule::NotQuantized,
         notes: "",
-        build: |c| {
-            ok(math::Cumulative {
-                product: true,
-                exclusive: c.attrs.int_or("exclusive", 0)? != 0,
-                reverse: c.attrs.int_or("reverse", 0)? != 0,
-            })
-        },
+        build: build_cum_prod,
     },
-    OpDef {
-        name: "CumSum",
-        since: 11,
-        float_kernel: "running sum (f64)",
-        quant: QuantRule::NotQuantized,
-        notes: "",
-        build: |c| {
-            ok(math::Cumulative {
-                product: false,
-                exclusive: c.attrs.int_or("exclusive", 0)? != 0,
-                reverse: c.attrs.int_or("reverse", 0)? != 0,
-            })
-        },
-    },
+    OpDef { name: "CumSum", since: 11, float_kernel: "running sum (f64)", quant: QuantRule::NotQuantized, notes: "", build: build_cum_sum },
     OpDef {
         name: "DFT",
         since: 17,
         float_kernel: "direct sums (f64)",
         quant: QuantRule::NotQuantized,
         notes: "forward, inverse, one-sided; axis attribute before opset 20",
-        build: |c| {
-            ok(math::Dft {
-                inverse: c.attrs.int_or("inverse", 0)? != 0,
-                onesided: c.attrs.int_or("onesided", 0)? != 0,
-                axis_attr: if c.opset < 20 { Some(c.attrs.int_or("axis", 1)?) } else { None },
-            })
-        },
+        build: build_dft,
     },
     OpDef {
         name: "DeformConv",
@@ -703,16 +608,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "bilinear taps (f64), 2-D",
         quant: QuantRule::NotQuantized,
         notes: "offsets, mask, groups, offset groups",
-        build: |c| {
-            let a = c.attrs;
-            ok(sampling::DeformConv {
-                strides: a.ints("strides")?,
-                dilations: a.ints("dilations")?,
-                pads: a.ints("pads")?,
-                group: a.int_or("group", 1)?.max(1) as usize,
-                offset_group: a.int_or("offset_group", 1)?.max(1) as usize,
-            })
-        },
+        build: build_deform_conv,
     },
     OpDef {
         name: "DepthToSpace",
@@ -720,13 +616,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "index map",
         quant: QuantRule::SharesInput,
         notes: "DCR and CRD modes",
-        build: |c| {
-            ok(layout::DepthSpace {
-                to_space: true,
-                blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize,
-                crd: c.attrs.string_or("mode", "DCR")? == "CRD",
-            })
-        },
+        build: build_depth_to_space,
     },
     OpDef {
         name: "DequantizeLinear",
@@ -886,15 +776,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "gemm crate matmul (transposes as strides)",
         quant: QuantRule::Matmul,
         notes: "",
-        build: |c| {
-            let a = c.attrs;
-            ok(nn::Gemm {
-                alpha: a.float_or("alpha", 1.0)?,
-                beta: a.float_or("beta", 1.0)?,
-                trans_a: a.int_or("transA", 0)? != 0,
-                trans_b: a.int_or("transB", 0)? != 0,
-            })
-        },
+        build: build_gemm,
     },
     OpDef {
         name: "GlobalAveragePool",
@@ -942,23 +824,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64, any number of spatial axes",
         quant: QuantRule::Observed,
         notes: "nearest, linear, cubic (and opset 16's bilinear, bicubic); zeros, border, reflection padding",
-        build: |c| {
-            ok(sampling::GridSample {
-                mode: match c.attrs.string_or("mode", if c.opset < 20 { "bilinear" } else { "linear" })?.as_str() {
-                    "nearest" => sampling::SampleMode::Nearest,
-                    "linear" | "bilinear" => sampling::SampleMode::Linear,
-                    "cubic" | "bicubic" => sampling::SampleMode::Cubic,
-                    m => return Err(format!("unknown GridSample mode '{m}'")),
-                },
-                padding: match c.attrs.string_or("padding_mode", "zeros")?.as_str() {
-                    "zeros" => sampling::Padding::Zeros,
-                    "border" => sampling::Padding::Border,
-                    "reflection" => sampling::Padding::Reflection,
-                    m => return Err(format!("unknown padding_mode '{m}'")),
-                },
-                align_corners: c.attrs.int_or("align_corners", 0)? != 0,
-            })
-        },
+        build: build_grid_sample,
     },
     OpDef {
         name: "GroupNormalization",
@@ -966,13 +832,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "per (N, group) moments (f64)",
         quant: QuantRule::Observed,
         notes: "scale and bias per group before opset 21, per channel from 21",
-        build: |c| {
-            normalization(
-                c,
-                norm::NormKind::Group { groups: c.attrs.int_or("num_groups", 1)?.max(0) as usize, per_group_affine: c.opset < 21 },
-                1e-5,
-            )
-        },
+        build: build_group_normalization,
     },
     OpDef {
         name: "HammingWindow",
@@ -1038,19 +898,7 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "",
         build: |c| normalization(c, norm::NormKind::Instance, 1e-5),
     },
-    OpDef {
-        name: "IsInf",
-        since: 10,
-        float_kernel: "elementwise",
-        quant: QuantRule::NotQuantized,
-        notes: "",
-        build: |c| {
-            unary(UnaryKind::IsInf {
-                positive: c.attrs.int_or("detect_positive", 1)? != 0,
-                negative: c.attrs.int_or("detect_negative", 1)? != 0,
-            })
-        },
-    },
+    OpDef { name: "IsInf", since: 10, float_kernel: "elementwise", quant: QuantRule::NotQuantized, notes: "", build: build_is_inf },
     OpDef {
         name: "IsNaN",
         since: 9,
@@ -1059,21 +907,7 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "",
         build: |_| unary(UnaryKind::IsNaN),
     },
-    OpDef {
-        name: "LRN",
-        since: 1,
-        float_kernel: "channel windows (f64)",
-        quant: QuantRule::Observed,
-        notes: "",
-        build: |c| {
-            ok(norm::Lrn {
-                alpha: c.attrs.float_or("alpha", 1e-4)? as f64,
-                beta: c.attrs.float_or("beta", 0.75)? as f64,
-                bias: c.attrs.float_or("bias", 1.0)? as f64,
-                size: c.attrs.int_or("size", 1)?.max(1) as usize,
-            })
-        },
-    },
+    OpDef { name: "LRN", since: 1, float_kernel: "channel windows (f64)", quant: QuantRule::Observed, notes: "", build: build_lrn },
     OpDef {
         name: "LSTM",
         since: 7,
@@ -1088,9 +922,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "vectorised row kernel",
         quant: QuantRule::Observed,
         notes: "also what decomposed LayerNorm subgraphs are fused into",
-        build: |c| {
-            ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
-        },
+        build: build_layer_normalization,
     },
     OpDef {
         name: "LeakyRelu",
@@ -1122,21 +954,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64 recurrence",
         quant: QuantRule::NotQuantized,
         notes: "linear, gated, delta, gated_delta update rules; grouped-query heads",
-        build: |c| {
-            let a = c.attrs;
-            ok(recurrent_state::LinearAttention {
-                rule: match a.string_or("update_rule", "gated_delta")?.as_str() {
-                    "linear" => recurrent_state::UpdateRule::Linear,
-                    "gated" => recurrent_state::UpdateRule::Gated,
-                    "delta" => recurrent_state::UpdateRule::Delta,
-                    "gated_delta" => recurrent_state::UpdateRule::GatedDelta,
-                    r => return Err(format!("unknown update_rule '{r}'")),
-                },
-                q_heads: a.int_or("q_num_heads", 0)?.max(0) as usize,
-                kv_heads: a.int_or("kv_num_heads", 0)?.max(0) as usize,
-                scale: a.float_or("scale", 0.0)? as f64,
-            })
-        },
+        build: build_linear_attention,
     },
     OpDef {
         name: "Log",
@@ -1210,20 +1028,7 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "with the Indices output",
         build: |c| pool(c, pool::PoolKind::Max),
     },
-    OpDef {
-        name: "MaxUnpool",
-        since: 9,
-        float_kernel: "index map",
-        quant: QuantRule::Observed,
-        notes: "",
-        build: |c| {
-            ok(layout::MaxUnpool {
-                kernel: c.attrs.ints("kernel_shape")?.ok_or("kernel_shape is required")?,
-                pads: c.attrs.ints("pads")?,
-                strides: c.attrs.ints("strides")?,
-            })
-        },
-    },
+    OpDef { name: "MaxUnpool", since: 9, float_kernel: "index map", quant: QuantRule::Observed, notes: "", build: build_max_unpool },
     OpDef {
         name: "Mean",
         since: 6,
@@ -1350,19 +1155,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "index map",
         quant: QuantRule::Observed,
         notes: "constant, reflect, edge, wrap; pads: attribute before opset 11",
-        build: |c| {
-            ok(layout::Pad {
-                mode: match c.attrs.string_or("mode", "constant")?.as_str() {
-                    "constant" => layout::PadMode::Constant,
-                    "reflect" => layout::PadMode::Reflect,
-                    "edge" => layout::PadMode::Edge,
-                    "wrap" => layout::PadMode::Wrap,
-                    m => return Err(format!("unknown Pad mode '{m}'")),
-                },
-                pads_attr: attr_before(c, "pads", 11)?,
-                value_attr: c.attrs.float_or("value", 0.0)?,
-            })
-        },
+        build: build_pad,
     },
     OpDef {
         name: "Pow",
@@ -1378,17 +1171,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "exact i64 accumulation, f64 requantization",
         quant: QuantRule::NotQuantized,
         notes: "",
-        build: |c| {
-            let a = c.attrs;
-            ok(quant::IntegerConv {
-                qlinear: true,
-                strides: a.ints("strides")?,
-                dilations: a.ints("dilations")?,
-                pads: a.ints("pads")?,
-                auto_pad: a.string_or("auto_pad", "NOTSET")?,
-                group: a.int_or("group", 1)?.max(1) as usize,
-            })
-        },
+        build: build_qlinear_conv,
     },
     OpDef {
         name: "QLinearMatMul",
@@ -1404,13 +1187,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "elementwise, round half to even",
         quant: QuantRule::NotQuantized,
         notes: "per tensor and per axis; to uint8, int8, uint16, int16, int32; no blocked quantization",
-        build: |c| {
-            let output_dtype = if c.attrs.int_or("output_dtype", 0)? == 0 { None } else { dtype_attr(c, "output_dtype")? };
-            if c.attrs.int_or("block_size", 0)? != 0 {
-                return Err("blocked quantization (block_size) is not supported".into());
-            }
-            ok(quant::QuantizeLinear { axis: c.attrs.int_or("axis", 1)?, output_dtype })
-        },
+        build: build_quantize_linear,
     },
     OpDef {
         name: "RMSNormalization",
@@ -1547,12 +1324,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "index map",
         quant: QuantRule::SharesInput,
         notes: "",
-        build: |c| {
-            ok(layout::ReverseSequence {
-                batch_axis: c.attrs.int_or("batch_axis", 1)?.clamp(0, 1) as usize,
-                time_axis: c.attrs.int_or("time_axis", 0)?.clamp(0, 1) as usize,
-            })
-        },
+        build: build_reverse_sequence,
     },
     OpDef {
         name: "RoiAlign",
@@ -1560,19 +1332,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "bilinear samples per bin (f64)",
         quant: QuantRule::NotQuantized,
         notes: "avg and max modes; half_pixel and output_half_pixel",
-        build: |c| {
-            let a = c.attrs;
-            let size = |n: &str, d: i64| -> OpResult<usize> { Ok(a.int_or(n, d)?.clamp(0, 1 << 16) as usize) };
-            ok(sampling::RoiAlign {
-                max: a.string_or("mode", "avg")? == "max",
-                half_pixel: a.string_or("coordinate_transformation_mode", if c.opset < 16 { "output_half_pixel" } else { "half_pixel" })?
-                    == "half_pixel",
-                output_height: size("output_height", 1)?,
-                output_width: size("output_width", 1)?,
-                sampling_ratio: size("sampling_ratio", 0)?,
-                spatial_scale: a.float_or("spatial_scale", 1.0)? as f64,
-            })
-        },
+        build: build_roi_align,
     },
     OpDef {
         name: "RotaryEmbedding",
@@ -1580,13 +1340,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "f64",
         quant: QuantRule::NotQuantized,
         notes: "interleaved or half-split pairs; partial rotary dims",
-        build: |c| {
-            ok(attention::RotaryEmbedding {
-                interleaved: c.attrs.int_or("interleaved", 0)? != 0,
-                num_heads: size_attr(c, "num_heads")?,
-                rotary_dim: size_attr(c, "rotary_embedding_dim")?,
-            })
-        },
+        build: build_rotary_embedding,
     },
     OpDef {
         name: "Round",
@@ -1602,21 +1356,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "runs the body subgraph per slice",
         quant: QuantRule::NotQuantized,
         notes: "axes and directions per input and output; opset 8's batched form with full-length sequence_lens",
-        build: |c| {
-            let a = c.attrs;
-            let n = a.int_or("num_scan_inputs", 0)?.max(0) as usize;
-            let flags = |k: &str| -> OpResult<Vec<bool>> { Ok(a.ints(k)?.unwrap_or_default().iter().map(|&v| v != 0).collect()) };
-            ok(control_flow::Scan {
-                body: a.graph("body")?,
-                num_scan_inputs: n,
-                input_axes: a.ints("scan_input_axes")?.unwrap_or_default(),
-                output_axes: a.ints("scan_output_axes")?.unwrap_or_default(),
-                input_reverse: flags(if c.opset < 9 { "directions" } else { "scan_input_directions" })?,
-                output_reverse: flags("scan_output_directions")?,
-                batched: c.opset < 9,
-                declared_inputs: c.num_inputs,
-            })
-        },
+        build: build_scan,
     },
     OpDef {
         name: "Scatter",
@@ -1706,22 +1446,7 @@ pub static REGISTRY: &[OpDef] = &[
         notes: "",
         build: |_| ok(layout::Size),
     },
-    OpDef {
-        name: "Slice",
-        since: 1,
-        float_kernel: "strided copy",
-        quant: QuantRule::SharesInput,
-        notes: "",
-        build: |c| {
-            let attrs = if c.opset < 10 {
-                let need = |n: &str| c.attrs.ints(n)?.ok_or_else(|| format!("Slice before opset 10 needs the '{n}' attribute"));
-                Some((need("starts")?, need("ends")?, c.attrs.ints("axes")?))
-            } else {
-                None
-            };
-            ok(shape::Slice { attrs })
-        },
-    },
+    OpDef { name: "Slice", since: 1, float_kernel: "strided copy", quant: QuantRule::SharesInput, notes: "", build: build_slice },
     OpDef {
         name: "Softmax",
         since: 1,
@@ -1760,13 +1485,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "index map",
         quant: QuantRule::SharesInput,
         notes: "",
-        build: |c| {
-            ok(layout::DepthSpace {
-                to_space: false,
-                blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize,
-                crd: c.attrs.string_or("mode", "DCR")? == "CRD",
-            })
-        },
+        build: build_space_to_depth,
     },
     OpDef {
         name: "Split",
@@ -1832,12 +1551,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "copy, then writes",
         quant: QuantRule::NotQuantized,
         notes: "linear and circular modes",
-        build: |c| {
-            ok(recurrent_state::TensorScatter {
-                axis: c.attrs.int_or("axis", -2)?,
-                circular: c.attrs.string_or("mode", "linear")? == "circular",
-            })
-        },
+        build: build_tensor_scatter,
     },
     OpDef {
         name: "TfIdfVectorizer",
@@ -1845,30 +1559,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "hashed n-gram walk",
         quant: QuantRule::NotQuantized,
         notes: "integer token ids (pool_int64s); no string pools",
-        build: |c| {
-            let a = c.attrs;
-            if a.get("pool_strings").is_some() {
-                return Err("TfIdfVectorizer with a string pool is not supported (integer token ids only)".into());
-            }
-            let weighting = match a.string_or("mode", "TF")?.as_str() {
-                "TF" => text::Weighting::Tf,
-                "IDF" => text::Weighting::Idf,
-                "TFIDF" => text::Weighting::TfIdf,
-                m => return Err(format!("unknown mode '{m}'")),
-            };
-            let need = |n: &str| -> OpResult<Vec<i64>> { a.ints(n)?.ok_or_else(|| format!("TfIdfVectorizer needs '{n}'")) };
-            let size = |n: &str| -> OpResult<usize> { Ok(a.int_or(n, 0)?.max(0) as usize) };
-            ok(text::TfIdfVectorizer::new(
-                weighting,
-                size("min_gram_length")?,
-                size("max_gram_length")?,
-                size("max_skip_count")?,
-                &need("ngram_counts")?,
-                &need("ngram_indexes")?,
-                &need("pool_int64s")?,
-                a.floats("weights")?.unwrap_or_default(),
-            )?)
-        },
+        build: build_tf_idf_vectorizer,
     },
     OpDef {
         name: "ThresholdedRelu",
@@ -1885,13 +1576,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "sort per row",
         quant: QuantRule::NotQuantized,
         notes: "k: attribute before opset 10; results always sorted",
-        build: |c| {
-            ok(math::TopK {
-                axis: c.attrs.int_or("axis", -1)?,
-                largest: c.attrs.int_or("largest", 1)? != 0,
-                k_attr: if c.opset < 10 { Some(c.attrs.int_or("k", 0)?) } else { None },
-            })
-        },
+        build: build_top_k,
     },
     OpDef {
         name: "Transpose",
@@ -1931,12 +1616,7 @@ pub static REGISTRY: &[OpDef] = &[
         float_kernel: "index map",
         quant: QuantRule::SharesInput,
         notes: "nearest with integer scales (opsets 7–9; later opsets use Resize)",
-        build: |c| {
-            if c.attrs.string_or("mode", "nearest")? != "nearest" {
-                return Err("Upsample supports mode nearest; later opsets use Resize".into());
-            }
-            ok(layout::Upsample { scales_attr: if c.opset < 9 { c.attrs.floats("scales")? } else { None } })
-        },
+        build: build_upsample,
     },
     OpDef {
         name: "Where",
@@ -1955,6 +1635,347 @@ pub static REGISTRY: &[OpDef] = &[
         build: |_| binary(BinaryKind::Xor),
     },
 ];
+
+// Builders of the ops whose attributes take more than an expression, in registry order.
+
+fn build_attention(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(attention::Attention {
+        scale: a.float("scale")?.map(f64::from),
+        is_causal: a.int_or("is_causal", 0)? != 0,
+        q_num_heads: size_attr(c, "q_num_heads")?,
+        kv_num_heads: size_attr(c, "kv_num_heads")?,
+        softcap: a.float_or("softcap", 0.0)? as f64,
+        qk_matmul_output_mode: a.int_or("qk_matmul_output_mode", 0)?,
+        left_window: a.int_or("left_window_size", -1)?,
+        right_window: a.int_or("right_window_size", -1)?,
+        outputs: c.num_outputs,
+    })
+}
+
+fn build_batch_normalization(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    if c.attrs.int_or("training_mode", 0)? != 0 {
+        ok(norm::BatchNormTraining {
+            epsilon: c.attrs.float_or("epsilon", 1e-5)? as f64,
+            momentum: c.attrs.float_or("momentum", 0.9)? as f64,
+            outputs: c.num_outputs,
+        })
+    } else if c.num_outputs > 1 {
+        Err("BatchNormalization with running-statistics outputs needs training_mode = 1".into())
+    } else {
+        normalization(c, norm::NormKind::Batch, 1e-5)
+    }
+}
+
+fn build_causal_conv_with_state(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(recurrent_state::CausalConvWithState {
+        silu: match c.attrs.string_or("activation", "none")?.as_str() {
+            "none" => false,
+            "silu" | "swish" => true,
+            a => return Err(format!("unknown activation '{a}'")),
+        },
+    })
+}
+
+fn build_clip(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(elementwise::Clip {
+        min: if c.opset < 11 { Some(c.attrs.float_or("min", f32::MIN)?) } else { None },
+        max: if c.opset < 11 { Some(c.attrs.float_or("max", f32::MAX)?) } else { None },
+    })
+}
+
+fn build_col2im(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(sampling::Col2Im { dilations: c.attrs.ints("dilations")?, pads: c.attrs.ints("pads")?, strides: c.attrs.ints("strides")? })
+}
+
+fn build_conv(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(nn::Conv {
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        auto_pad: a.string_or("auto_pad", "NOTSET")?,
+        group: a.int_or("group", 1)?.max(1) as usize,
+    })
+}
+
+fn build_conv_integer(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(quant::IntegerConv {
+        qlinear: false,
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        auto_pad: a.string_or("auto_pad", "NOTSET")?,
+        group: a.int_or("group", 1)?.max(1) as usize,
+    })
+}
+
+fn build_conv_transpose(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(nn::ConvTranspose {
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        output_padding: a.ints("output_padding")?,
+        output_shape: a.ints("output_shape")?,
+        auto_pad: a.string_or("auto_pad", "NOTSET")?,
+        group: a.int_or("group", 1)?.max(1) as usize,
+    })
+}
+
+fn build_cum_prod(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(math::Cumulative { product: true, exclusive: c.attrs.int_or("exclusive", 0)? != 0, reverse: c.attrs.int_or("reverse", 0)? != 0 })
+}
+
+fn build_cum_sum(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(math::Cumulative { product: false, exclusive: c.attrs.int_or("exclusive", 0)? != 0, reverse: c.attrs.int_or("reverse", 0)? != 0 })
+}
+
+fn build_dft(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(math::Dft {
+        inverse: c.attrs.int_or("inverse", 0)? != 0,
+        onesided: c.attrs.int_or("onesided", 0)? != 0,
+        axis_attr: if c.opset < 20 { Some(c.attrs.int_or("axis", 1)?) } else { None },
+    })
+}
+
+fn build_deform_conv(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(sampling::DeformConv {
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        group: a.int_or("group", 1)?.max(1) as usize,
+        offset_group: a.int_or("offset_group", 1)?.max(1) as usize,
+    })
+}
+
+fn build_depth_to_space(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(layout::DepthSpace {
+        to_space: true,
+        blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize,
+        crd: c.attrs.string_or("mode", "DCR")? == "CRD",
+    })
+}
+
+fn build_gemm(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(nn::Gemm {
+        alpha: a.float_or("alpha", 1.0)?,
+        beta: a.float_or("beta", 1.0)?,
+        trans_a: a.int_or("transA", 0)? != 0,
+        trans_b: a.int_or("transB", 0)? != 0,
+    })
+}
+
+fn build_grid_sample(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(sampling::GridSample {
+        mode: match c.attrs.string_or("mode", if c.opset < 20 { "bilinear" } else { "linear" })?.as_str() {
+            "nearest" => sampling::SampleMode::Nearest,
+            "linear" | "bilinear" => sampling::SampleMode::Linear,
+            "cubic" | "bicubic" => sampling::SampleMode::Cubic,
+            m => return Err(format!("unknown GridSample mode '{m}'")),
+        },
+        padding: match c.attrs.string_or("padding_mode", "zeros")?.as_str() {
+            "zeros" => sampling::Padding::Zeros,
+            "border" => sampling::Padding::Border,
+            "reflection" => sampling::Padding::Reflection,
+            m => return Err(format!("unknown padding_mode '{m}'")),
+        },
+        align_corners: c.attrs.int_or("align_corners", 0)? != 0,
+    })
+}
+
+fn build_group_normalization(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    normalization(
+        c,
+        norm::NormKind::Group { groups: c.attrs.int_or("num_groups", 1)?.max(0) as usize, per_group_affine: c.opset < 21 },
+        1e-5,
+    )
+}
+
+fn build_is_inf(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    unary(UnaryKind::IsInf { positive: c.attrs.int_or("detect_positive", 1)? != 0, negative: c.attrs.int_or("detect_negative", 1)? != 0 })
+}
+
+fn build_lrn(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(norm::Lrn {
+        alpha: c.attrs.float_or("alpha", 1e-4)? as f64,
+        beta: c.attrs.float_or("beta", 0.75)? as f64,
+        bias: c.attrs.float_or("bias", 1.0)? as f64,
+        size: c.attrs.int_or("size", 1)?.max(1) as usize,
+    })
+}
+
+fn build_layer_normalization(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(nn::LayerNorm { axis: c.attrs.int_or("axis", -1)?, epsilon: c.attrs.float_or("epsilon", 1e-5)?, stats: c.num_outputs > 1 })
+}
+
+fn build_linear_attention(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(recurrent_state::LinearAttention {
+        rule: match a.string_or("update_rule", "gated_delta")?.as_str() {
+            "linear" => recurrent_state::UpdateRule::Linear,
+            "gated" => recurrent_state::UpdateRule::Gated,
+            "delta" => recurrent_state::UpdateRule::Delta,
+            "gated_delta" => recurrent_state::UpdateRule::GatedDelta,
+            r => return Err(format!("unknown update_rule '{r}'")),
+        },
+        q_heads: a.int_or("q_num_heads", 0)?.max(0) as usize,
+        kv_heads: a.int_or("kv_num_heads", 0)?.max(0) as usize,
+        scale: a.float_or("scale", 0.0)? as f64,
+    })
+}
+
+fn build_max_unpool(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(layout::MaxUnpool {
+        kernel: c.attrs.ints("kernel_shape")?.ok_or("kernel_shape is required")?,
+        pads: c.attrs.ints("pads")?,
+        strides: c.attrs.ints("strides")?,
+    })
+}
+
+fn build_pad(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(layout::Pad {
+        mode: match c.attrs.string_or("mode", "constant")?.as_str() {
+            "constant" => layout::PadMode::Constant,
+            "reflect" => layout::PadMode::Reflect,
+            "edge" => layout::PadMode::Edge,
+            "wrap" => layout::PadMode::Wrap,
+            m => return Err(format!("unknown Pad mode '{m}'")),
+        },
+        pads_attr: attr_before(c, "pads", 11)?,
+        value_attr: c.attrs.float_or("value", 0.0)?,
+    })
+}
+
+fn build_qlinear_conv(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    ok(quant::IntegerConv {
+        qlinear: true,
+        strides: a.ints("strides")?,
+        dilations: a.ints("dilations")?,
+        pads: a.ints("pads")?,
+        auto_pad: a.string_or("auto_pad", "NOTSET")?,
+        group: a.int_or("group", 1)?.max(1) as usize,
+    })
+}
+
+fn build_quantize_linear(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let output_dtype = if c.attrs.int_or("output_dtype", 0)? == 0 { None } else { dtype_attr(c, "output_dtype")? };
+    if c.attrs.int_or("block_size", 0)? != 0 {
+        return Err("blocked quantization (block_size) is not supported".into());
+    }
+    ok(quant::QuantizeLinear { axis: c.attrs.int_or("axis", 1)?, output_dtype })
+}
+
+fn build_reverse_sequence(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(layout::ReverseSequence {
+        batch_axis: c.attrs.int_or("batch_axis", 1)?.clamp(0, 1) as usize,
+        time_axis: c.attrs.int_or("time_axis", 0)?.clamp(0, 1) as usize,
+    })
+}
+
+fn build_roi_align(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    let size = |n: &str, d: i64| -> OpResult<usize> { Ok(a.int_or(n, d)?.clamp(0, 1 << 16) as usize) };
+    ok(sampling::RoiAlign {
+        max: a.string_or("mode", "avg")? == "max",
+        half_pixel: a.string_or("coordinate_transformation_mode", if c.opset < 16 { "output_half_pixel" } else { "half_pixel" })?
+            == "half_pixel",
+        output_height: size("output_height", 1)?,
+        output_width: size("output_width", 1)?,
+        sampling_ratio: size("sampling_ratio", 0)?,
+        spatial_scale: a.float_or("spatial_scale", 1.0)? as f64,
+    })
+}
+
+fn build_rotary_embedding(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(attention::RotaryEmbedding {
+        interleaved: c.attrs.int_or("interleaved", 0)? != 0,
+        num_heads: size_attr(c, "num_heads")?,
+        rotary_dim: size_attr(c, "rotary_embedding_dim")?,
+    })
+}
+
+fn build_scan(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    let n = a.int_or("num_scan_inputs", 0)?.max(0) as usize;
+    let flags = |k: &str| -> OpResult<Vec<bool>> { Ok(a.ints(k)?.unwrap_or_default().iter().map(|&v| v != 0).collect()) };
+    ok(control_flow::Scan {
+        body: a.graph("body")?,
+        num_scan_inputs: n,
+        input_axes: a.ints("scan_input_axes")?.unwrap_or_default(),
+        output_axes: a.ints("scan_output_axes")?.unwrap_or_default(),
+        input_reverse: flags(if c.opset < 9 { "directions" } else { "scan_input_directions" })?,
+        output_reverse: flags("scan_output_directions")?,
+        batched: c.opset < 9,
+        declared_inputs: c.num_inputs,
+    })
+}
+
+fn build_slice(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let attrs = if c.opset < 10 {
+        let need = |n: &str| c.attrs.ints(n)?.ok_or_else(|| format!("Slice before opset 10 needs the '{n}' attribute"));
+        Some((need("starts")?, need("ends")?, c.attrs.ints("axes")?))
+    } else {
+        None
+    };
+    ok(shape::Slice { attrs })
+}
+
+fn build_space_to_depth(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(layout::DepthSpace {
+        to_space: false,
+        blocksize: c.attrs.int_or("blocksize", 0)?.max(0) as usize,
+        crd: c.attrs.string_or("mode", "DCR")? == "CRD",
+    })
+}
+
+fn build_tensor_scatter(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(recurrent_state::TensorScatter { axis: c.attrs.int_or("axis", -2)?, circular: c.attrs.string_or("mode", "linear")? == "circular" })
+}
+
+fn build_tf_idf_vectorizer(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    let a = c.attrs;
+    if a.get("pool_strings").is_some() {
+        return Err("TfIdfVectorizer with a string pool is not supported (integer token ids only)".into());
+    }
+    let weighting = match a.string_or("mode", "TF")?.as_str() {
+        "TF" => text::Weighting::Tf,
+        "IDF" => text::Weighting::Idf,
+        "TFIDF" => text::Weighting::TfIdf,
+        m => return Err(format!("unknown mode '{m}'")),
+    };
+    let need = |n: &str| -> OpResult<Vec<i64>> { a.ints(n)?.ok_or_else(|| format!("TfIdfVectorizer needs '{n}'")) };
+    let size = |n: &str| -> OpResult<usize> { Ok(a.int_or(n, 0)?.max(0) as usize) };
+    ok(text::TfIdfVectorizer::new(
+        weighting,
+        size("min_gram_length")?,
+        size("max_gram_length")?,
+        size("max_skip_count")?,
+        &need("ngram_counts")?,
+        &need("ngram_indexes")?,
+        &need("pool_int64s")?,
+        a.floats("weights")?.unwrap_or_default(),
+    )?)
+}
+
+fn build_top_k(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    ok(math::TopK {
+        axis: c.attrs.int_or("axis", -1)?,
+        largest: c.attrs.int_or("largest", 1)? != 0,
+        k_attr: if c.opset < 10 { Some(c.attrs.int_or("k", 0)?) } else { None },
+    })
+}
+
+fn build_upsample(c: &BuildCtx) -> OpResult<Arc<dyn Op>> {
+    if c.attrs.string_or("mode", "nearest")? != "nearest" {
+        return Err("Upsample supports mode nearest; later opsets use Resize".into());
+    }
+    ok(layout::Upsample { scales_attr: if c.opset < 9 { c.attrs.floats("scales")? } else { None } })
+}
 
 /// The registry entry of an operator.
 pub fn lookup(name: &str) -> Option<&'static OpDef> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::broadcast::broadcast_shapes;
-use super::view::{concat_data, View};
+use super::view::View;
 use crate::error::OpResult;
 use crate::op::{norm_axis, norm_index, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
@@ -493,7 +493,7 @@ impl Op for Concat {
             }
         }
         let refs: Vec<&Data> = chunks.iter().collect();
-        let data = concat_data(&refs).ok_or("inputs have different element types")?;
+        let data = Data::concat(&refs).ok_or("inputs have different element types")?;
         Ok(vec![Tensor::from_parts(out, data)])
     }
     op_any!();

@@ -1,7 +1,7 @@
 //! Strided copies: one routine serves Transpose, Slice, Split and Expand.
 
 use crate::map_data;
-use crate::tensor::{strides, Data, Tensor};
+use crate::tensor::{strides, Tensor};
 
 /// A strided window onto a row-major buffer: output element `(i_0, …, i_r)` reads
 /// `input[base + Σ i_k · strides[k]]`. Strides may be 0 (broadcast) or negative (reversed slice).
@@ -64,18 +64,6 @@ fn gather<T: Copy>(src: &[T], view: &View) -> Vec<T> {
             index[axis] = 0;
         }
     }
-}
-
-/// Concatenates buffers of the same type, in order.
-pub fn concat_data(parts: &[&Data]) -> Option<Data> {
-    let first = parts.first()?;
-    let mut out = Data::zeros(first.dtype(), 0);
-    for p in parts {
-        if !out.extend_from(p) {
-            return None;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

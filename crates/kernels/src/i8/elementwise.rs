@@ -151,6 +151,27 @@ simd_dispatch! {
     }
 }
 
+/// Largest row [`mean_rows_q8`] takes: its code sums are i32.
+pub const MEAN_ROW_MAX: usize = (i32::MAX / 256) as usize;
+
+simd_dispatch! {
+    /// Mean of each row of `n` 8-bit codes (GlobalAveragePool over the spatial axes): the exact
+    /// integer sum of the codes, then `(sum / n − zp) · s` in f64, quantized to `po` (eq. 5).
+    /// Within one output step of the reference, which sums dequantized values in floating point.
+    /// Rows up to [`MEAN_ROW_MAX`] codes.
+    pub fn mean_rows_q8(x: &[u8], px: Affine, n: usize, po: Affine, out: &mut [u8]) {
+        if n == 0 {
+            return;
+        }
+        assert!(n <= MEAN_ROW_MAX, "rows of {n} codes exceed the i32 sums");
+        for (row, o) in x.chunks_exact(n).zip(out.iter_mut()) {
+            let sum: i32 = row.iter().map(|&b| px.code(b)).sum();
+            let mean = (sum as f64 / n as f64 - px.zero_point as f64) * px.scale as f64;
+            *o = po.quantize(mean as f32);
+        }
+    }
+}
+
 simd_dispatch! {
     /// Softmax over rows of `n` 8-bit logits of scale `px.scale`, quantized to `po`:
     /// `e = exp(−s·(q_max − q))` on integer differences. Within one output step of the reference.

@@ -298,3 +298,23 @@ fn sixteen_bit_product_equals_its_exact_sum_on_every_tier() {
         }
     }
 }
+
+/// The mean of codes against its definition computed code by code in f64: equal, or one output
+/// step apart where the f64 mean lands within float rounding of a rounding boundary.
+#[test]
+fn mean_rows_match_the_dequantized_mean() {
+    use elementwise::{mean_rows_q8, Affine};
+    for (n, signed) in [(1, false), (7, true), (49, false), (196, true), (3136, false)] {
+        let rows = 5;
+        let x = values(rows * n, n as u64);
+        let px = Affine { scale: 0.037, zero_point: if signed { -3 } else { 131 }, signed };
+        let po = Affine { scale: 0.011, zero_point: if signed { 4 } else { 120 }, signed };
+        let mut got = vec![0u8; rows];
+        mean_rows_q8(&x, px, n, po, &mut got);
+        for (r, row) in x.chunks_exact(n).enumerate() {
+            let mean = row.iter().map(|&b| px.dequantize(b) as f64).sum::<f64>() / n as f64;
+            let want = po.code(po.quantize(mean as f32));
+            assert!((po.code(got[r]) - want).abs() <= 1, "n {n} row {r}: got {} want {want}", po.code(got[r]));
+        }
+    }
+}

@@ -442,7 +442,7 @@ impl Op for QConv {
             parts.push(view.copy(&t).into_data());
         }
         let refs: Vec<&Data> = parts.iter().collect();
-        let data = octet_graph::ops::view::concat_data(&refs).ok_or("empty batch")?;
+        let data = Data::concat(&refs).ok_or("empty batch")?;
         Ok(vec![Tensor::from_parts(vec![n, m_out, oh, ow], data)])
     }
     fn foldable(&self) -> bool {
@@ -613,6 +613,64 @@ impl Op for QSoftmax {
     }
     fn kernel(&self) -> Option<String> {
         Some("vectorised exp of integer logit differences".into())
+    }
+    op_any!();
+}
+
+// ---------------------------------------------------------------- QGlobalAveragePool
+
+/// GlobalAveragePool of an 8-bit `[N, C, spatial…]` tensor: the exact integer sum of each
+/// channel's codes, its mean dequantized and quantized once (`[N, C, 1, …]`).
+#[derive(Debug)]
+pub struct QGlobalAveragePool {
+    pub input: Affine,
+    pub output: Affine,
+}
+
+impl QGlobalAveragePool {
+    /// Rows (N·C) and codes per row (the spatial size) of an input shape.
+    fn rows(shape: &[usize]) -> Result<(usize, usize), String> {
+        if shape.len() < 2 {
+            return Err(format!("input of rank {} (GlobalAveragePool takes [N, C, …])", shape.len()));
+        }
+        let n: usize = shape[2..].iter().product();
+        if n > ew::MEAN_ROW_MAX {
+            return Err(format!("{n} values per channel exceed the int8 kernel's sums"));
+        }
+        Ok((shape[0] * shape[1], n))
+    }
+}
+
+impl Op for QGlobalAveragePool {
+    fn name(&self) -> &'static str {
+        "QGlobalAveragePool"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
+        let x = required(inputs, 0, "x")?;
+        Self::rows(&x.shape)?;
+        let shape = x.shape.iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
+        Ok(vec![Fact::new(self.output.dtype(), shape)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
+        let x = required(inputs, 0, "x")?;
+        let (rows, n) = Self::rows(x.shape())?;
+        let src = bytes(x)?;
+        let mut out = vec![0u8; rows];
+        let (pi, po) = (self.input, self.output);
+        let per_task = (1 << 16) / n.max(1) + 1;
+        if ctx.threads > 1 && n > 0 {
+            src.par_chunks(per_task * n).zip(out.par_chunks_mut(per_task)).for_each(|(s, d)| ew::mean_rows_q8(s, pi, n, po, d));
+        } else {
+            ew::mean_rows_q8(src, pi, n, po, &mut out);
+        }
+        let shape = x.shape().iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect();
+        Ok(vec![q_tensor(shape, out, self.output.signed)])
+    }
+    fn foldable(&self) -> bool {
+        false
+    }
+    fn kernel(&self) -> Option<String> {
+        Some("integer sum of each channel's codes".into())
     }
     op_any!();
 }

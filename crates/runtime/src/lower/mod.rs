@@ -22,8 +22,8 @@ use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
 use kernels::{
-    make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QLayerNorm, QLinear, QMatMul, QMove, QSoftmax,
-    QTable, QViews,
+    make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QGlobalAveragePool, QLayerNorm, QLinear, QMatMul,
+    QMove, QSoftmax, QTable, QViews,
 };
 
 /// The positive constant scalar a Mul or Div node scales its other input by.
@@ -411,6 +411,17 @@ fn softmax(m: &M, at: usize) -> Option<Rewrite> {
     Some(Rewrite { at, node: new_node(&t.name, QSoftmax { input: xp, output }, vec![x], m.g.nodes[q].outputs.clone()), removed: vec![q] })
 }
 
+fn global_average_pool(m: &M, at: usize) -> Option<Rewrite> {
+    let t = &m.g.nodes[at];
+    let (x, input) = m.dq_activation(t.inputs[0]?)?;
+    let (q, output) = m.q_reader(t.outputs[0])?;
+    Some(Rewrite {
+        at,
+        node: new_node(&t.name, QGlobalAveragePool { input, output }, vec![x], m.g.nodes[q].outputs.clone()),
+        removed: vec![q],
+    })
+}
+
 fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
     let t = &m.g.nodes[at];
     let ln = t.op.downcast::<LayerNorm>()?;
@@ -518,6 +529,12 @@ pub static RULES: &[Rule] = &[
         kernel: "dq ∘ op ∘ q in one pass",
         anchors: |t| builds(t, is_two_operand_arithmetic),
         apply: |m, at, _| binary(m, at),
+    },
+    Rule {
+        pattern: "DQ(x) → GlobalAveragePool → Q",
+        kernel: "integer sum of each channel's codes, one requantization",
+        anchors: |t| t == "GlobalAveragePool",
+        apply: |m, at, _| global_average_pool(m, at),
     },
     Rule {
         pattern: "DQ(x) → Softmax (last axis) → Q",
