@@ -521,6 +521,7 @@ fn dispatch(command: Command) -> Result<()> {
                 },
                 method,
                 preprocess: images.preprocess(),
+                record_preprocess: false,
                 samples: calib_samples,
                 threads: threads.unwrap_or_else(default_threads),
                 progress: !json && std::io::stderr().is_terminal(),

@@ -254,6 +254,10 @@ fn allocation_bombs_are_refused_before_allocating() {
     }
     npy_f32(&s.text("x.npy"), vec![1]);
     fails_with(&["run", &hostile("reshape_overflow"), "-i", &s.text("x.npy"), "-o", &s.text("out.npy")], &["node 'bomb'", "Reshape"]);
+    // Inside an If's branch (which returns a scalar), the branch's node is named, under the If.
+    let needles = ["node 'branch' (If)", "node 'bomb' (ConstantOfShape)", "[100000, 100000, 100000]", "more than the limit"];
+    fails_with(&["run", &hostile("if_branch_bomb"), "-i", &s.text("x.npy"), "-o", &s.text("out.npy")], &needles);
+    fails_with(&["check", &hostile("if_branch_bomb")], &needles);
 }
 
 #[test]

@@ -83,17 +83,6 @@ impl Graph {
         &self.names[self.inputs[i].value]
     }
 
-    /// For every value some node reads, the indices of those nodes (once per input slot).
-    pub fn readers(&self) -> HashMap<ValueId, Vec<usize>> {
-        let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            for &v in n.inputs.iter().flatten() {
-                readers.entry(v).or_default().push(i);
-            }
-        }
-        readers
-    }
-
     pub fn output_names(&self) -> Vec<&str> {
         self.outputs.iter().map(|&v| self.names[v].as_str()).collect()
     }

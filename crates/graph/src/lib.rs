@@ -10,6 +10,7 @@ pub mod limits;
 pub mod memory;
 pub mod op;
 pub mod ops;
+pub mod pattern;
 pub mod qparams;
 pub mod rewrite;
 pub mod tensor;

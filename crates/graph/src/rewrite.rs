@@ -11,6 +11,7 @@ use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::{Unary, UnaryKind};
 use crate::ops::nn::{LayerNorm, PackedMatMul};
 use crate::ops::reduction::{Reduce, ReduceKind};
+use crate::pattern::Index;
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
 
@@ -19,16 +20,20 @@ pub trait Pass: Sync {
     fn name(&self) -> &'static str;
     /// The pattern, one line, e.g. `Mul(x, 0.5, Add(Erf(Div(x, √2)), 1)) → Gelu(x)`.
     fn pattern(&self) -> &'static str;
-    /// Tries to rewrite the subgraph around node `at`; true when the graph changed.
-    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool;
+    /// Tries to rewrite the subgraph around node `at` (`ix` indexes `g` as it is); true when the
+    /// graph changed.
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool;
 }
 
 /// Runs one pass over every node, then drops what it left dead; the graph is verified after it
 /// in debug builds and tests. Which passes run, and in which order, is the runtime's pass list.
 pub fn apply(g: &mut TypedGraph, pass: &dyn Pass) -> Result<()> {
+    let mut ix = Index::of_typed(g);
     let mut i = 0;
     while i < g.nodes.len() {
-        pass.rewrite(g, i);
+        if pass.rewrite(g, &ix, i) {
+            ix = Index::of_typed(g);
+        }
         i += 1;
     }
     g.remove_dead_nodes();
@@ -38,16 +43,17 @@ pub fn apply(g: &mut TypedGraph, pass: &dyn Pass) -> Result<()> {
 /// Read-only matching helpers.
 struct Matcher<'a> {
     g: &'a TypedGraph,
+    ix: &'a Index,
 }
 
 impl<'a> Matcher<'a> {
     fn node(&self, v: ValueId) -> Option<&'a Node> {
-        self.g.producer(v).map(|i| &self.g.nodes[i])
+        self.ix.producer(v).map(|i| &self.g.nodes[i])
     }
 
     /// The producer of `v` when it is an `op` node whose output is read only once.
     fn single_use(&self, v: ValueId, op: &str) -> Option<&'a Node> {
-        self.node(v).filter(|n| n.op.name() == op && self.g.uses(v) == 1)
+        self.node(v).filter(|n| n.op.name() == op && self.ix.uses(v) == 1)
     }
 
     fn inputs(&self, n: &Node) -> Option<(ValueId, ValueId)> {
@@ -114,14 +120,14 @@ impl Pass for FuseLayerNorm {
     fn pattern(&self) -> &'static str {
         "Div(Sub(x, ReduceMean(x)), Sqrt(Add(ReduceMean(Pow(Sub, 2)), eps))) [· γ] [+ β] → LayerNormalization(x, γ, β)"
     }
-    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
-        let m = Matcher { g };
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
         let div = &g.nodes[at];
         if div.op.name() != "Div" {
             return false;
         }
         let Some((d, s)) = m.inputs(div) else { return false };
-        let Some(sub) = m.node(d).filter(|n| n.op.name() == "Sub" && g.uses(d) == 2) else { return false };
+        let Some(sub) = m.node(d).filter(|n| n.op.name() == "Sub" && ix.uses(d) == 2) else { return false };
         let Some((x, mean)) = m.inputs(sub) else { return false };
         if m.single_use(mean, "ReduceMean").filter(|n| n.inputs[0] == Some(x) && m.mean_over_last(n)).is_none() {
             return false;
@@ -141,7 +147,7 @@ impl Pass for FuseLayerNorm {
         let mut gamma = None;
         let mut beta = None;
         let only_reader = |v: ValueId, op: &str| -> Option<usize> {
-            if g.uses(v) != 1 || g.outputs.contains(&v) {
+            if ix.uses(v) != 1 || ix.is_output(v) {
                 return None;
             }
             let i = g.nodes.iter().position(|n| n.inputs.contains(&Some(v)))?;
@@ -231,8 +237,8 @@ impl Pass for FuseGelu {
     fn pattern(&self) -> &'static str {
         "Mul(x, 0.5, Add(Erf(Div(x, √2)) | Tanh(√(2/π)·(x + 0.044715·x³)), 1)) → Gelu(x)"
     }
-    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
-        let m = Matcher { g };
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
         let anchor = &g.nodes[at];
         if anchor.op.name() != "Mul" {
             return false;
@@ -273,7 +279,7 @@ impl Pass for FuseGelu {
 /// values the graph computes stay the same (up to float rounding order), and its memory does not
 /// grow.
 pub fn pack_matmul_weights(graph: &mut Graph) {
-    let readers = graph.readers();
+    let ix = Index::of_graph(graph);
     for node in &mut graph.nodes {
         if node.op.downcast::<crate::ops::nn::MatMul>().is_none() {
             continue;
@@ -281,7 +287,7 @@ pub fn pack_matmul_weights(graph: &mut Graph) {
         let (Some(a), Some(Some(b))) = (node.inputs.first().copied().flatten(), node.inputs.get(1).copied()) else { continue };
         let Some(w) = graph.constants.get(&b) else { continue };
         let (Some(data), [k, n]) = (w.as_f32(), w.shape()) else { continue };
-        if readers.get(&b).map(Vec::len) != Some(1) || graph.outputs.contains(&b) || *k == 0 || *n == 0 {
+        if ix.uses(b) != 1 || *k == 0 || *n == 0 {
             continue;
         }
         let packed = PanelMatrix::pack(data, *k, *n);
@@ -303,8 +309,8 @@ impl Pass for FuseMatMulBias {
     fn pattern(&self) -> &'static str {
         "Add(PackedMatMul(a), bias[n]) → PackedMatMul(a, bias), bias constant"
     }
-    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
-        let m = Matcher { g };
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
         let add = &g.nodes[at];
         if add.op.name() != "Add" {
             return false;
@@ -348,8 +354,8 @@ impl Pass for FuseMatMulActivation {
     fn pattern(&self) -> &'static str {
         "Gelu(PackedMatMul(a, …)) → PackedMatMul(a, …) with a GELU epilogue (also Erf, Tanh, Sigmoid)"
     }
-    fn rewrite(&self, g: &mut TypedGraph, at: usize) -> bool {
-        let m = Matcher { g };
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
         let act = &g.nodes[at];
         let Some(kind) = act.op.downcast::<Unary>().map(|u| u.0).filter(|k| k.f32_kernel().is_some()) else { return false };
         let Some(x) = act.inputs.first().copied().flatten() else { return false };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Node, ValueId};
 use crate::op::{EvalCtx, Fact};
+use crate::pattern::Index;
 use crate::tensor::Tensor;
 
 /// A specialised graph. Nodes are in topological order; `facts[v]` is known for every value
@@ -92,6 +93,17 @@ impl TypedGraph {
         for (v, t) in constants {
             facts[v] = Some(Fact::constant(t));
         }
+        Self::specialize_facts(graph, facts, defer_folding)
+    }
+
+    /// [`TypedGraph::specialize_with`] from the facts already known, by value id (a subgraph's
+    /// constants, formal inputs and the enclosing values it captures): the same walk, folding
+    /// and size limits, so that an error inside a subgraph names the subgraph's node.
+    pub fn specialize_facts(
+        graph: &Graph,
+        mut facts: Vec<Option<Fact>>,
+        defer_folding: &dyn Fn(&Node, &[Option<&Fact>]) -> bool,
+    ) -> Result<TypedGraph> {
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
             let inputs: Vec<Option<&Fact>> = node
@@ -178,8 +190,8 @@ impl TypedGraph {
     /// any more: a lowering calls this for weights it has packed, so that they are not held twice.
     /// Nodes that read it are live unless every output of theirs is unread.
     pub fn release_constant(&mut self, v: ValueId) {
-        let unread = |g: &TypedGraph, x: ValueId| g.uses(x) == 0 && !g.outputs.contains(&x);
-        let live_reader = self.nodes.iter().any(|n| n.inputs.contains(&Some(v)) && !n.outputs.iter().all(|&o| unread(self, o)));
+        let ix = Index::of_typed(self);
+        let live_reader = ix.readers(v).iter().any(|&r| !self.nodes[r].outputs.iter().all(|&o| ix.uses(o) == 0));
         if live_reader || self.outputs.contains(&v) {
             return;
         }
@@ -199,21 +211,11 @@ impl TypedGraph {
         self.names.len() - 1
     }
 
-    /// Index of the node that produces `v`.
-    pub fn producer(&self, v: ValueId) -> Option<usize> {
-        self.nodes.iter().position(|n| n.outputs.contains(&v))
-    }
-
-    /// How many node inputs and graph outputs read `v`.
-    pub fn uses(&self, v: ValueId) -> usize {
-        self.nodes.iter().flat_map(|n| n.inputs.iter()).filter(|i| **i == Some(v)).count()
-            + self.outputs.iter().filter(|&&o| o == v).count()
-    }
-
     /// Replaces node `at` by `node`, which computes the same outputs from `node.inputs`, and
     /// records in `node.fused` every node that the old subgraph between those inputs and the
     /// outputs contained (they are left dead, for [`TypedGraph::remove_dead_nodes`]).
     pub fn replace_node(&mut self, at: usize, mut node: Node) {
+        let ix = Index::of_typed(self);
         let stop: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
         let mut fused = vec![self.nodes[at].name.clone()];
         fused.extend(self.nodes[at].fused.iter().cloned());
@@ -223,7 +225,7 @@ impl TypedGraph {
             if stop.contains(&v) {
                 continue;
             }
-            let Some(p) = self.producer(v) else { continue };
+            let Some(p) = ix.producer(v) else { continue };
             if std::mem::replace(&mut seen[p], true) {
                 continue;
             }

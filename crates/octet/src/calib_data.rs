@@ -67,33 +67,106 @@ impl Default for Preprocess {
     }
 }
 
-/// Decodes one image and applies the transform: a `[1, 3, size, size]` float32 tensor.
+impl Preprocess {
+    /// The key under which `octet quantize` records the transform of an image-folder calibration
+    /// in the quantized file's metadata (`metadata_props`), so that pipelines can read it back.
+    pub const METADATA_KEY: &'static str = "octet.preprocess";
+
+    /// The transform as JSON: `{"image_size", "crop_pct", "interpolation", "mean", "std"}`, the
+    /// names of the CLI's flags.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "image_size": self.size,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation.name(),
+            "mean": self.mean,
+            "std": self.std,
+        })
+        .to_string()
+    }
+
+    /// Reads [`Preprocess::to_json`]'s form back; an entry it does not have keeps its default.
+    pub fn from_json(text: &str) -> Result<Preprocess> {
+        let v: serde_json::Value = serde_json::from_str(text).context("the recorded image transform is not JSON")?;
+        let mut p = Preprocess::default();
+        let triple = |key: &str| -> Result<Option<[f32; 3]>> {
+            match v.get(key) {
+                None => Ok(None),
+                Some(x) => {
+                    let a: Vec<f32> = serde_json::from_value(x.clone()).with_context(|| format!("'{key}' is not a list of numbers"))?;
+                    Ok(Some(a.try_into().map_err(|_| anyhow::anyhow!("'{key}' must hold 3 numbers (R, G, B)"))?))
+                }
+            }
+        };
+        if let Some(n) = v.get("image_size") {
+            p.size =
+                n.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0).context("'image_size' must be a positive integer")?;
+        }
+        if let Some(c) = v.get("crop_pct") {
+            p.crop_pct = c.as_f64().filter(|c| *c > 0.0 && c.is_finite()).context("'crop_pct' must be a positive number")? as f32;
+        }
+        if let Some(i) = v.get("interpolation") {
+            p.interpolation = i.as_str().context("'interpolation' must be a name")?.parse().map_err(anyhow::Error::msg)?;
+        }
+        p.mean = triple("mean")?.unwrap_or(p.mean);
+        p.std = triple("std")?.unwrap_or(p.std);
+        Ok(p)
+    }
+}
+
+/// Decodes one image file and applies the transform: a `[1, 3, size, size]` float32 tensor.
 pub fn preprocess_image(path: &Path, p: &Preprocess) -> Result<Tensor> {
-    let mut reader = image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open '{}'", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read '{}'", path.display()))?;
+    transform(reader, &path.display().to_string(), p)
+}
+
+/// [`preprocess_image`] of an encoded image in memory (JPEG or PNG bytes), named `what` in
+/// errors: the same decoder and transform, so the same bits as from the file.
+pub fn preprocess_bytes(bytes: &[u8], what: &str, p: &Preprocess) -> Result<Tensor> {
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().with_context(|| format!("cannot read '{what}'"))?;
+    transform(reader, what, p)
+}
+
+/// Decodes with the allocation limit and applies the transform; `what` names the image in errors.
+fn transform<R: std::io::BufRead + std::io::Seek>(mut reader: image::ImageReader<R>, what: &str, p: &Preprocess) -> Result<Tensor> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(limits.max_alloc.unwrap_or(u64::MAX).min(octet_graph::limits::max_tensor_bytes()));
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| anyhow::anyhow!("'{}' is not a readable JPEG or PNG image: {e}", path.display()))?.to_rgb8();
+    let img = reader.decode().map_err(|e| anyhow::anyhow!("'{what}' is not a readable JPEG or PNG image: {e}"))?.to_rgb8();
+    transform_rgb(&img, what, p)
+}
+
+/// The transform of an image already decoded: `rgb` holds `height × width × 3` bytes, row by
+/// row (a decoded JPEG or PNG, as `ray.data.read_images` gives them). The same arithmetic as
+/// from the file; equal bits to [`preprocess_image`] when the decoders agree (PNG always; JPEG
+/// decoders may differ by a level).
+pub fn preprocess_rgb(rgb: Vec<u8>, width: u32, height: u32, what: &str, p: &Preprocess) -> Result<Tensor> {
+    let img = image::RgbImage::from_raw(width, height, rgb).with_context(|| format!("'{what}': not {height}×{width}×3 bytes"))?;
+    transform_rgb(&img, what, p)
+}
+
+fn transform_rgb(img: &image::RgbImage, what: &str, p: &Preprocess) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
-        bail!("'{}' is an empty image ({w}×{h})", path.display());
+        bail!("'{what}' is an empty image ({w}×{h})");
     }
     let short = (p.size as f32 / p.crop_pct).floor() as u32;
     let long = |a: u32, b: u32| short as u64 * a as u64 / b as u64;
     let (nw, nh) = if w <= h { (short as u64, long(h, w)) } else { (long(w, h), short as u64) };
     let resized_shape = [nh as usize, nw as usize, 3];
     octet_graph::limits::check_tensor(octet_graph::DType::U8, &resized_shape)
-        .map_err(|m| anyhow::anyhow!("'{}' ({w}×{h}) resized for the crop: {m}", path.display()))?;
+        .map_err(|m| anyhow::anyhow!("'{what}' ({w}×{h}) resized for the crop: {m}"))?;
     let (nw, nh) = (u32::try_from(nw)?, u32::try_from(nh)?);
     if nw < p.size || nh < p.size {
-        bail!("'{}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", path.display(), p.size, p.size, p.crop_pct);
+        bail!("'{what}': resized to {nw}×{nh}, smaller than the {}×{} crop (crop_pct {} > 1?)", p.size, p.size, p.crop_pct);
     }
     let resized = match p.interpolation {
-        Interpolation::Nearest => image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Nearest),
-        filter => resample::resize(&img, nw, nh, filter),
+        Interpolation::Nearest => image::imageops::resize(img, nw, nh, image::imageops::FilterType::Nearest),
+        filter => resample::resize(img, nw, nh, filter),
     };
     let top = ((nh - p.size) as f32 / 2.0).round_ties_even() as u32;
     let left = ((nw - p.size) as f32 / 2.0).round_ties_even() as u32;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use octet_graph::ops::{self, OPSETS};
+use octet_graph::pattern::Index;
 use octet_graph::{Dim, Graph, Node, TypedGraph, ValueId};
 use octet_runtime::Engine;
 use serde::Serialize;
@@ -86,32 +87,23 @@ fn notes(g: &Graph, typed: &TypedGraph) -> Vec<String> {
 /// QDQ structure of the imported graph.
 struct Qdq<'a> {
     g: &'a Graph,
-    producer: HashMap<ValueId, usize>,
-    readers: HashMap<ValueId, Vec<usize>>,
+    ix: Index,
 }
 
 impl<'a> Qdq<'a> {
     fn new(g: &'a Graph) -> Self {
-        let mut producer = HashMap::new();
-        let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
-        for (i, n) in g.nodes.iter().enumerate() {
-            producer.extend(n.outputs.iter().map(|&o| (o, i)));
-            for v in n.inputs.iter().flatten() {
-                readers.entry(*v).or_default().push(i);
-            }
-        }
-        Qdq { g, producer, readers }
+        Qdq { g, ix: Index::of_graph(g) }
     }
     fn made_by(&self, v: ValueId, op: &str) -> bool {
-        self.producer.get(&v).is_some_and(|&p| self.g.nodes[p].op.name() == op)
+        self.ix.producer(v).is_some_and(|p| self.g.nodes[p].op.name() == op)
     }
     fn read_by(&self, v: ValueId, op: &str) -> bool {
-        self.readers.get(&v).is_some_and(|r| r.iter().any(|&i| self.g.nodes[i].op.name() == op))
+        self.ix.readers(v).iter().any(|&i| self.g.nodes[i].op.name() == op)
     }
     /// The only reader of `v`, when there is one.
     fn sole_reader(&self, v: ValueId) -> Option<&'a Node> {
-        match self.readers.get(&v).map(Vec::as_slice) {
-            Some([r]) => Some(&self.g.nodes[*r]),
+        match self.ix.readers(v) {
+            [r] => Some(&self.g.nodes[*r]),
             _ => None,
         }
     }

@@ -65,6 +65,7 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
         options: Options::new(preset),
         method: Method::Auto,
         preprocess: no_images.clone(),
+        record_preprocess: false,
         samples: None,
         threads,
         progress,

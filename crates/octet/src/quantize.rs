@@ -31,7 +31,12 @@ pub struct Request<'a> {
     pub output: &'a Path,
     pub options: Options,
     pub method: Method,
+    /// How a folder of images becomes tensors; recorded in the written file's metadata when the
+    /// calibration is such a folder or `record_preprocess` is set.
     pub preprocess: Preprocess,
+    /// The calibration arrays are images the caller prepared with `preprocess` (the Python
+    /// package's `octet.preprocess`): record it too.
+    pub record_preprocess: bool,
     pub samples: Option<usize>,
     pub threads: usize,
     pub progress: bool,
@@ -65,6 +70,12 @@ fn model_bytes(model: &Path) -> u64 {
     own + std::fs::metadata(data).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Sets `key` in the model's metadata (`metadata_props`), replacing an earlier value.
+fn record_metadata(model: &mut octet_onnx::proto::ModelProto, key: &str, value: &str) {
+    model.metadata_props.retain(|e| e.key.as_deref() != Some(key));
+    model.metadata_props.push(octet_onnx::proto::StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) });
+}
+
 pub fn quantize(r: &Request) -> Result<Report> {
     if r.output.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output '{}' must end in .onnx", r.output.display());
@@ -96,6 +107,11 @@ pub fn quantize(r: &Request) -> Result<Report> {
         }
     };
     bar.finish_and_clear();
+    let mut q = q;
+    let folder = matches!(&r.calib, Calibration::Path(p) if p.is_dir());
+    if folder || r.record_preprocess {
+        record_metadata(&mut q.model, Preprocess::METADATA_KEY, &r.preprocess.to_json());
+    }
     let verification = verify::verify(&q.model, &model.base, &model.graph, &check, held_back, r.threads)?;
     octet_onnx::save(&q.model, r.output)?;
     let ranges = ranges_path(r.output);

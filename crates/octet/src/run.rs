@@ -7,6 +7,7 @@ use octet_graph::Tensor;
 pub use octet_runtime::Engine;
 use octet_runtime::Session;
 
+use crate::calib_data::Preprocess;
 use crate::inputs::{bind, InputArg};
 use crate::npy;
 
@@ -22,6 +23,28 @@ pub fn open(model: &Path, threads: usize, engine: Engine) -> Result<Session> {
             .map_err(|e| octet_graph::Error::Invalid(format!("reading the model again: {e}")))
     });
     Ok(session(graph, threads, engine)?.reloadable(reload))
+}
+
+/// The image transform recorded in a model's metadata by `octet quantize --calib FOLDER`
+/// ([`Preprocess::METADATA_KEY`]), if any.
+pub fn recorded_preprocess(model: &Path) -> Result<Option<Preprocess>> {
+    let m = octet_onnx::load_for_inference(model)?;
+    m.proto
+        .metadata_props
+        .iter()
+        .find(|e| e.key.as_deref() == Some(Preprocess::METADATA_KEY))
+        .map(|e| {
+            Preprocess::from_json(e.value.as_deref().unwrap_or_default())
+                .with_context(|| format!("'{}': metadata '{}'", model.display(), Preprocess::METADATA_KEY))
+        })
+        .transpose()
+}
+
+/// A session on a model held in memory (its bytes, e.g. shipped to a worker that cannot read
+/// the file). External data is looked up in `base`.
+pub fn open_bytes(bytes: &[u8], base: &Path, threads: usize, engine: Engine) -> Result<Session> {
+    let graph = octet_onnx::load_bytes(bytes, Path::new("<model bytes>"), base)?.graph;
+    session(graph, threads, engine)
 }
 
 /// A session for an imported graph.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use octet_graph::ops::{self, QuantRule};
+use octet_graph::pattern::Index;
 use octet_graph::{Graph, QParams, QType, TypedGraph, ValueId};
 pub use octet_runtime::lower::scalar_scale;
 use regex::Regex;
@@ -260,12 +261,12 @@ impl Shared {
 /// (doc/quantization.md, section 9).
 pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
     /// The values from a MatMul output to `v` through elementwise arithmetic, `v` included.
-    fn logits(typed: &TypedGraph, v: ValueId, depth: usize) -> Option<Vec<ValueId>> {
-        let p = &typed.nodes[typed.producer(v)?];
+    fn logits(typed: &TypedGraph, ix: &Index, v: ValueId, depth: usize) -> Option<Vec<ValueId>> {
+        let p = &typed.nodes[ix.producer(v)?];
         let path = match p.op.name() {
             "MatMul" => Some(Vec::new()),
             "Mul" | "Div" | "Add" | "Sub" if depth > 0 => {
-                p.inputs.iter().flatten().filter(|&&i| !typed.fact(i).is_constant()).find_map(|&i| logits(typed, i, depth - 1))
+                p.inputs.iter().flatten().filter(|&&i| !typed.fact(i).is_constant()).find_map(|&i| logits(typed, ix, i, depth - 1))
             }
             _ => None,
         };
@@ -274,14 +275,15 @@ pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
             path
         })
     }
+    let ix = Index::of_typed(typed);
     let mut core = Vec::new();
     for t in typed.nodes.iter().filter(|t| t.op.name() == "Softmax") {
         let (Some(x), Some(&p)) = (t.inputs.first().copied().flatten(), t.outputs.first()) else { continue };
-        let readers: Vec<&octet_graph::Node> = typed.nodes.iter().filter(|n| n.inputs.contains(&Some(p))).collect();
+        let readers: Vec<&octet_graph::Node> = ix.readers(p).iter().map(|&r| &typed.nodes[r]).collect();
         let into_products = !readers.is_empty()
-            && !typed.outputs.contains(&p)
+            && !ix.is_output(p)
             && readers.iter().all(|n| n.op.name() == "MatMul" && n.inputs[0] == Some(p) && n.inputs.get(1) != Some(&Some(p)));
-        if let Some(path) = logits(typed, x, 4).filter(|_| into_products) {
+        if let Some(path) = logits(typed, &ix, x, 4).filter(|_| into_products) {
             core.extend(path);
             core.push(p);
         }
@@ -296,15 +298,16 @@ pub fn attention_core(typed: &TypedGraph) -> Vec<ValueId> {
 /// rounds twice).
 /// Each as `(product output, activation output)`.
 pub fn activation_inputs(typed: &TypedGraph) -> Vec<(ValueId, ValueId)> {
+    let ix = Index::of_typed(typed);
     let mut out = Vec::new();
     for t in &typed.nodes {
         let is_activation = t.op.downcast::<octet_graph::ops::elementwise::Unary>().is_some_and(|u| u.0.f32_kernel().is_some());
         let Some(x) = t.inputs.first().copied().flatten().filter(|_| is_activation) else { continue };
-        let sole = typed.uses(x) == 1 && !typed.outputs.contains(&x);
-        let Some(p) = typed.producer(x).map(|p| &typed.nodes[p]).filter(|_| sole) else { continue };
+        let sole = ix.uses(x) == 1 && !ix.is_output(x);
+        let Some(p) = ix.producer(x).map(|p| &typed.nodes[p]).filter(|_| sole) else { continue };
         let product = |n: &octet_graph::Node| matches!(n.op.name(), "MatMul" | "Gemm" | "Conv");
         let bias_add = p.op.name() == "Add"
-            && p.inputs.iter().flatten().any(|&i| typed.producer(i).is_some_and(|q| product(&typed.nodes[q]) && typed.uses(i) == 1));
+            && p.inputs.iter().flatten().any(|&i| ix.producer(i).is_some_and(|q| product(&typed.nodes[q]) && ix.uses(i) == 1));
         if product(p) || bias_add {
             out.push((x, t.outputs[0]));
         }
@@ -319,6 +322,7 @@ pub fn activation_inputs(typed: &TypedGraph) -> Vec<(ValueId, ValueId)> {
 /// and its error reaches every later block; in float it costs elementwise work only, the
 /// products writing float from their epilogues.
 pub fn residual_stream(typed: &TypedGraph) -> Vec<ValueId> {
+    let ix = Index::of_typed(typed);
     let activation = |v: &ValueId| !typed.fact(*v).is_constant();
     let activations = |n: &octet_graph::Node| n.inputs.iter().flatten().copied().filter(activation).collect::<Vec<ValueId>>();
     // Nodes are in topological order: walking back, every reader of an Add is decided before it.
@@ -328,8 +332,7 @@ pub fn residual_stream(typed: &TypedGraph) -> Vec<ValueId> {
         if n.op.name() != "Add" || activations(n).len() != 2 {
             continue;
         }
-        let mut readers = typed.nodes.iter().enumerate().filter(|(_, r)| r.inputs.contains(&Some(n.outputs[0])));
-        in_stream[i] = readers.any(|(r, reader)| in_stream[r] || reader.op.name() == "LayerNormalization");
+        in_stream[i] = ix.readers(n.outputs[0]).iter().any(|&r| in_stream[r] || typed.nodes[r].op.name() == "LayerNormalization");
     }
     // The one activation a Mul or Div by constants (LayerScale, a scalar) scales.
     let scaled = |p: &octet_graph::Node| match activations(p)[..] {
@@ -341,7 +344,7 @@ pub fn residual_stream(typed: &TypedGraph) -> Vec<ValueId> {
         out.push(n.outputs[0]);
         for mut v in activations(n) {
             out.push(v);
-            while let Some(x) = typed.producer(v).filter(|_| typed.uses(v) == 1).and_then(|p| scaled(&typed.nodes[p])) {
+            while let Some(x) = ix.producer(v).filter(|_| ix.uses(v) == 1).and_then(|p| scaled(&typed.nodes[p])) {
                 v = x;
                 out.push(v);
             }

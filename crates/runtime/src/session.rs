@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use octet_graph::pattern::Index;
 use octet_graph::{Data, Error, EvalCtx, Fact, Graph, Result, Tensor, TypedGraph, ValueId};
 
 use octet_kernels::Isa;
@@ -220,12 +221,12 @@ impl Session {
         if self.engine != Engine::Int8 {
             return self;
         }
-        let readers = self.graph.readers();
+        let ix = Index::of_graph(&self.graph);
         let g = &self.graph;
         let only_dequantized = |v: &ValueId| {
-            let nodes = readers.get(v).map(Vec::as_slice).unwrap_or_default();
+            let nodes = ix.readers(*v);
             !nodes.is_empty()
-                && !g.outputs.contains(v)
+                && !ix.is_output(*v)
                 && nodes.iter().all(|&i| g.nodes[i].op.name() == "DequantizeLinear" && g.nodes[i].inputs.first() == Some(&Some(*v)))
         };
         let ids: Vec<ValueId> = g.constants.keys().filter(|v| only_dequantized(v)).copied().collect();

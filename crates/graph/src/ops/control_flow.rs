@@ -1,7 +1,8 @@
 //! Control flow with subgraphs (ONNX "controlflow" group): If, Loop, Scan.
 //!
-//! A subgraph is a [`Body`]: its nodes run in order by a small interpreter, and its facts are
-//! inferred the same way (folding what is constant). Values of enclosing graphs that a body reads
+//! A subgraph is a [`Body`]: its facts are inferred by the main specialisation (folding what is
+//! constant, size limits naming the body's node), and its nodes run in order by a small
+//! interpreter. Values of enclosing graphs that a body reads
 //! are *captured*: the importer appends them to the node's inputs, after the ONNX inputs, so the
 //! outer plan sees every value the node depends on.
 
@@ -12,6 +13,7 @@ use crate::error::OpResult;
 use crate::op::{EvalCtx, Fact, Op};
 use crate::op_any;
 use crate::tensor::{DType, Data, Tensor};
+use crate::typed::TypedGraph;
 
 pub use crate::graph::Body;
 
@@ -59,7 +61,9 @@ impl Body {
             .collect()
     }
 
-    /// Output facts from the formal inputs' and captured values' facts (constants folded).
+    /// Output facts from the formal inputs' and captured values' facts, by the main
+    /// specialisation ([`TypedGraph::specialize_facts`]): constants folded, every node's output
+    /// checked against the size limit, and an error naming the body's node.
     pub fn infer(&self, formal: Vec<Fact>, captured: &[&Fact]) -> OpResult<Vec<Fact>> {
         let mut facts: Vec<Option<Fact>> = vec![None; self.graph.names.len()];
         for (&v, t) in self.graph.constants.iter() {
@@ -71,35 +75,8 @@ impl Body {
         for (&v, &f) in self.captured.iter().zip(captured) {
             facts[v] = Some(f.clone());
         }
-        for node in &self.graph.nodes {
-            let inputs: Vec<Option<&Fact>> = node
-                .inputs
-                .iter()
-                .map(|v| {
-                    v.map(|v| {
-                        facts[v]
-                            .as_ref()
-                            .ok_or_else(|| format!("node '{}' reads '{}', which nothing computed", node.name, self.graph.names[v]))
-                    })
-                    .transpose()
-                })
-                .collect::<OpResult<_>>()?;
-            let all_constant = inputs.iter().flatten().all(|f| f.is_constant());
-            let out: Vec<Fact> = if all_constant && node.op.foldable() {
-                let values: Vec<Option<&Tensor>> = inputs.iter().map(|f| f.map(|f| f.value.as_deref().expect("constant"))).collect();
-                node.op.eval(&values, &EvalCtx::default())?.into_iter().map(|t| Fact::constant(Arc::new(t))).collect()
-            } else {
-                node.op.infer(&inputs).map_err(|e| format!("node '{}' ({}): {e}", node.name, node.op.name()))?
-            };
-            for (&v, f) in node.outputs.iter().zip(out) {
-                facts[v] = Some(f);
-            }
-        }
-        self.graph
-            .outputs
-            .iter()
-            .map(|&v| facts[v].clone().ok_or_else(|| format!("body output '{}' is not computed", self.graph.names[v])))
-            .collect()
+        let typed = TypedGraph::specialize_facts(&self.graph, facts, &|_, _| false).map_err(|e| e.to_string())?;
+        Ok(typed.outputs.iter().map(|&v| typed.fact(v).clone()).collect())
     }
 }
 

@@ -17,6 +17,7 @@ use octet_graph::ops::elementwise::{Binary, BinaryKind, Unary};
 use octet_graph::ops::nn::{Conv, Gemm, LayerNorm, Softmax};
 use octet_graph::ops::quant::{DequantizeLinear, QuantizeLinear};
 use octet_graph::ops::{lookup, BuildCtx, OpDef, QuantRule, OPSETS};
+use octet_graph::pattern::Index;
 use octet_graph::{DType, EvalCtx, Node, Op, Tensor, TypedGraph, ValueId};
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
@@ -61,17 +62,19 @@ impl Dq {
     }
 }
 
+/// The graph a rule matches in, with its index.
 struct M<'a> {
     g: &'a TypedGraph,
+    ix: &'a Index,
 }
 
 impl<'a> M<'a> {
     fn producer(&self, v: ValueId) -> Option<(usize, &'a Node)> {
-        self.g.producer(v).map(|i| (i, &self.g.nodes[i]))
+        self.ix.producer(v).map(|i| (i, &self.g.nodes[i]))
     }
 
-    fn readers(&self, v: ValueId) -> Vec<usize> {
-        self.g.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect()
+    fn readers(&self, v: ValueId) -> &'a [usize] {
+        self.ix.readers(v)
     }
 
     /// The contents of a constant, or of a DequantizeLinear of constants (deferred at planning).
@@ -593,10 +596,11 @@ pub fn int8_support(def: &OpDef) -> Int8Support {
 /// Applies the first matching rule of [`RULES`] at every node, in order, then fuses kernels.
 pub fn lower(g: &mut TypedGraph, isa: Isa) {
     let mut anchored: std::collections::HashMap<&'static str, Vec<&'static Rule>> = std::collections::HashMap::new();
+    let mut ix = Index::of_typed(g);
     let mut i = 0;
     while i < g.nodes.len() {
         let rewrite = {
-            let m = M { g };
+            let m = M { g, ix: &ix };
             let op_type = g.nodes[i].op.name();
             let rules = anchored.entry(op_type).or_insert_with(|| RULES.iter().filter(|r| (r.anchors)(op_type)).collect());
             rules.iter().find_map(|r| (r.apply)(&m, i, isa))
@@ -612,7 +616,8 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
                 k += 1;
                 !r.removed.contains(&(k - 1))
             });
-            release_packed_constants(g, &consumed);
+            ix = Index::of_typed(g);
+            release_packed_constants(g, &ix, &consumed);
         }
         i += 1;
     }
@@ -624,9 +629,9 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
 /// behind the DequantizeLinear nodes whose outputs the replaced nodes read, once nothing live
 /// reads them (see `TypedGraph::release_constant`; sessions that move their weights into plans
 /// then hold each weight once).
-fn release_packed_constants(g: &mut TypedGraph, consumed: &[ValueId]) {
+fn release_packed_constants(g: &mut TypedGraph, ix: &Index, consumed: &[ValueId]) {
     for &v in consumed {
-        let Some(p) = g.producer(v) else { continue };
+        let Some(p) = ix.producer(v) else { continue };
         let Some(c) = g.nodes[p].inputs.first().copied().flatten().filter(|_| g.nodes[p].op.downcast::<DequantizeLinear>().is_some())
         else {
             continue;
@@ -634,15 +639,6 @@ fn release_packed_constants(g: &mut TypedGraph, consumed: &[ValueId]) {
         if g.fact(c).is_constant() {
             g.release_constant(c);
         }
-    }
-}
-
-/// The only node reading `v`, when `v` is not a graph output.
-fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
-    let readers: Vec<usize> = g.nodes.iter().enumerate().filter(|(_, n)| n.inputs.contains(&Some(v))).map(|(i, _)| i).collect();
-    match readers[..] {
-        [r] if !g.outputs.contains(&v) => Some(r),
-        _ => None,
     }
 }
 
@@ -657,23 +653,27 @@ fn sole_reader(g: &TypedGraph, v: ValueId) -> Option<usize> {
 ///   16-bit probabilities;
 /// - `Transpose → Split` on 8-bit data → one strided copy per output.
 fn fuse_kernels(g: &mut TypedGraph) {
+    let mut ix = Index::of_typed(g);
     let mut i = 0;
     while i < g.nodes.len() {
-        if !table_before_move(g, i) {
+        if table_before_move(g, &ix, i) {
+            ix = Index::of_typed(g);
+        } else {
             i += 1;
         }
     }
     let mut i = 0;
     while i < g.nodes.len() {
-        let fused = epilogue_table(g, i)
-            .or_else(|| epilogue_activation(g, i))
-            .or_else(|| epilogue_residual(g, i))
-            .or_else(|| attention(g, i))
-            .or_else(|| attention_float_softmax(g, i))
-            .or_else(|| transpose_split(g, i));
+        let fused = epilogue_table(g, &ix, i)
+            .or_else(|| epilogue_activation(g, &ix, i))
+            .or_else(|| epilogue_residual(g, &ix, i))
+            .or_else(|| attention(g, &ix, i))
+            .or_else(|| attention_float_softmax(g, &ix, i))
+            .or_else(|| transpose_split(g, &ix, i));
         if let Some((at, node)) = fused {
             g.replace_node(at, node);
             g.remove_dead_nodes();
+            ix = Index::of_typed(g);
             i = 0;
             continue;
         }
@@ -682,15 +682,15 @@ fn fuse_kernels(g: &mut TypedGraph) {
 }
 
 /// Rewrites `QMove(x) → QTable` (the table the move's only reader) as `QTable(x) → QMove`.
-fn table_before_move(g: &mut TypedGraph, i: usize) -> bool {
+fn table_before_move(g: &mut TypedGraph, ix: &Index, i: usize) -> bool {
     let n = g.nodes[i].clone();
     if n.op.downcast::<QTable>().is_none() {
         return false;
     }
     let Some(x) = n.inputs[0] else { return false };
-    let Some(m) = g.producer(x) else { return false };
+    let Some(m) = ix.producer(x) else { return false };
     let mv = &g.nodes[m];
-    if mv.op.downcast::<QMove>().is_none() || mv.outputs.len() != 1 || sole_reader(g, x) != Some(i) {
+    if mv.op.downcast::<QMove>().is_none() || mv.outputs.len() != 1 || ix.sole_reader(x) != Some(i) {
         return false;
     }
     let src = mv.inputs[0].expect("a move has a data input");
@@ -706,9 +706,9 @@ fn table_before_move(g: &mut TypedGraph, i: usize) -> bool {
     true
 }
 
-fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+fn epilogue_table(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
-    let r = sole_reader(g, n.outputs[0])?;
+    let r = ix.sole_reader(n.outputs[0])?;
     let table = g.nodes[r].op.downcast::<QTable>()?;
     let with_table = |e: &octet_kernels::i8::Epilogue, out: Output| -> Option<octet_kernels::i8::Epilogue> {
         match out {
@@ -733,12 +733,12 @@ fn epilogue_table(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
 /// `QLinear|QConv (f32 out) → float activation [→ Q]` → the activation in the GEMM's epilogue:
 /// quantized once, after it, when an 8-bit Q reads it (annotate::activation_inputs), else
 /// written f32 (int8-gemm's GELU before a 16-bit Linear input).
-fn epilogue_activation(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+fn epilogue_activation(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
-    let r = sole_reader(g, n.outputs[0])?;
+    let r = ix.sole_reader(n.outputs[0])?;
     let kind = g.nodes[r].op.downcast::<Unary>()?.0;
     let f = kind.f32_kernel()?;
-    let (output, outputs, removed) = output_of(&M { g }, g.nodes[r].outputs[0]);
+    let (output, outputs, removed) = output_of(&M { g, ix }, g.nodes[r].outputs[0]);
     let with_activation = |e: &octet_kernels::i8::Epilogue, out: Output| -> Option<octet_kernels::i8::Epilogue> {
         if !matches!(out, Output::F32) || e.table.is_some() || e.residual.is_some() || e.activation.is_some() {
             return None;
@@ -763,13 +763,13 @@ fn epilogue_activation(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
 /// `QLinear → Add(·, r)` with `r` of the output's shape → the residual in the GEMM's epilogue:
 /// a `QBinary` Add of 8-bit codes (`Epilogue::residual`), or with an f32 output the float Add
 /// of the f32 residual stream (`QLinear::sum_f32`).
-fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+fn epilogue_residual(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
     let l = n.op.downcast::<QLinear>()?;
     if l.epilogue.residual.is_some() || l.sum_f32 || n.inputs.len() != 1 {
         return None;
     }
-    let r = sole_reader(g, n.outputs[0])?;
+    let r = ix.sole_reader(n.outputs[0])?;
     let add = &g.nodes[r];
     let mine = add.inputs.iter().position(|&v| v == Some(n.outputs[0]))?;
     let other = add.inputs.get(1 - mine).copied().flatten()?;
@@ -794,14 +794,14 @@ fn epilogue_residual(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused }))
 }
 
-fn transpose_split(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+fn transpose_split(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     use octet_graph::ops::shape::{Split, Transpose};
     use octet_graph::ops::view::View;
     let n = &g.nodes[i];
     let split = n.op.downcast::<QMove>()?.0.downcast::<Split>()?;
-    let t = g.producer(n.inputs[0]?)?;
+    let t = ix.producer(n.inputs[0]?)?;
     let tr = g.nodes[t].op.downcast::<QMove>()?.0.downcast::<Transpose>()?;
-    if sole_reader(g, g.nodes[t].outputs[0]) != Some(i) {
+    if ix.sole_reader(g.nodes[t].outputs[0]) != Some(i) {
         return None;
     }
     let x = g.nodes[t].inputs[0]?;
@@ -826,18 +826,18 @@ fn transpose_split(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     ))
 }
 
-fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
+fn attention(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let a = &g.nodes[i];
     let scores = a.op.downcast::<QMatMul>()?;
-    let s = sole_reader(g, a.outputs[0])?;
+    let s = ix.sole_reader(a.outputs[0])?;
     let softmax = g.nodes[s].op.downcast::<QSoftmax>()?;
-    let b = sole_reader(g, g.nodes[s].outputs[0])?;
+    let b = ix.sole_reader(g.nodes[s].outputs[0])?;
     let context = g.nodes[b].op.downcast::<QMatMul>()?;
     if g.nodes[b].inputs[0] != Some(g.nodes[s].outputs[0]) || !matches!(scores.output, Output::Quantized(p) if p == softmax.input) {
         return None;
     }
     let kt = a.inputs[1]?;
-    let keys = keys_of(g, kt, i);
+    let keys = keys_of(g, ix, kt, i);
     let op = QAttention {
         scores: scores.clone(),
         softmax: Some(softmax.clone()),
@@ -850,8 +850,8 @@ fn attention(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
 }
 
 /// K itself when `kt` (read by node `reader` alone) is an 8-bit Transpose of K's last two axes.
-fn keys_of(g: &TypedGraph, kt: ValueId, reader: usize) -> Option<ValueId> {
-    let t = g.producer(kt).map(|t| &g.nodes[t]).filter(|_| sole_reader(g, kt) == Some(reader))?;
+fn keys_of(g: &TypedGraph, ix: &Index, kt: ValueId, reader: usize) -> Option<ValueId> {
+    let t = ix.producer(kt).map(|t| &g.nodes[t]).filter(|_| ix.sole_reader(kt) == Some(reader))?;
     let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
     let rank = g.fact(kt).shape.len();
     let perm = tr.perm_for(rank).ok()?;
@@ -870,18 +870,18 @@ fn keys_of(g: &TypedGraph, kt: ValueId, reader: usize) -> Option<ValueId> {
 /// `QMatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax → MatMul(·, DQ(V)) [→ Q]` with float
 /// logits and probabilities (octet's default attention core, annotate::attention_core) →
 /// QAttention with 16-bit probabilities. Node `i` is the second product.
-fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
-    let m = M { g };
+fn attention_float_softmax(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
+    let m = M { g, ix };
     let pv = &g.nodes[i];
     if pv.op.name() != "MatMul" {
         return None;
     }
     let (v, vp) = m.dq_activation(pv.inputs[1]?)?;
     let p = pv.inputs[0]?;
-    let s = g.producer(p).filter(|&s| sole_reader(g, p) == Some(i) && softmax_over_last_axis(g, &g.nodes[s]))?;
+    let s = ix.producer(p).filter(|&s| ix.sole_reader(p) == Some(i) && softmax_over_last_axis(g, &g.nodes[s]))?;
     let (mut logits, mut reader, mut logit_scale) = (g.nodes[s].inputs[0]?, s, 1.0f32);
     let a = loop {
-        let at = g.producer(logits).filter(|_| sole_reader(g, logits) == Some(reader))?;
+        let at = ix.producer(logits).filter(|_| ix.sole_reader(logits) == Some(reader))?;
         let n = &g.nodes[at];
         if n.op.downcast::<QMatMul>().is_some() {
             break at;
@@ -897,7 +897,7 @@ fn attention_float_softmax(g: &TypedGraph, i: usize) -> Option<(usize, Node)> {
     let (output, outputs, removed) = output_of(&m, pv.outputs[0]);
     let context = QMatMul { a: kernels::PROBABILITY_CODES, b: vp, output, isa: scores.isa };
     let kt = g.nodes[a].inputs[1]?;
-    let keys = keys_of(g, kt, a);
+    let keys = keys_of(g, ix, kt, a);
     let op = QAttention { scores: scores.clone(), softmax: None, context, keys_as_rows: keys.is_some(), logit_scale };
     let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
     let at = removed.first().copied().unwrap_or(i);
