@@ -75,12 +75,15 @@ impl Preprocess {
     /// The transform as JSON: `{"image_size", "crop_pct", "interpolation", "mean", "std"}`, the
     /// names of the CLI's flags.
     pub fn to_json(&self) -> String {
+        // f32s written as their shortest decimal (0.229, not 0.2290000021457672): read back as f32, the same bits.
+        let short = |x: f32| -> serde_json::Value { serde_json::from_str(&format!("{x}")).unwrap_or(serde_json::Value::Null) };
+        let triple = |t: [f32; 3]| serde_json::Value::Array(t.into_iter().map(short).collect());
         serde_json::json!({
             "image_size": self.size,
-            "crop_pct": self.crop_pct,
+            "crop_pct": short(self.crop_pct),
             "interpolation": self.interpolation.name(),
-            "mean": self.mean,
-            "std": self.std,
+            "mean": triple(self.mean),
+            "std": triple(self.std),
         })
         .to_string()
     }

@@ -1,7 +1,7 @@
 //! `octet._octet`: the native half of the Python package. Every feature lives in octet's crates;
 //! this module only converts arrays and errors and releases the GIL around the work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use numpy::{PyArrayDyn, PyArrayMethods};
@@ -127,10 +127,17 @@ struct Session {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (path, threads, reference=false))]
-    fn new(py: Python<'_>, path: PathBuf, threads: usize, reference: bool) -> PyResult<Session> {
+    #[pyo3(signature = (model, threads, reference=false))]
+    fn new(py: Python<'_>, model: &Bound<'_, PyAny>, threads: usize, reference: bool) -> PyResult<Session> {
         let engine = if reference { Engine::Reference } else { Engine::Int8 };
-        let inner = py.detach(|| octet::run::open(&path, threads.max(1), engine)).map_err(py_err)?;
+        let inner = if let Ok(b) = model.cast::<pyo3::types::PyBytes>() {
+            let bytes = b.as_bytes().to_vec();
+            py.detach(|| octet::run::open_bytes(&bytes, Path::new("."), threads.max(1), engine))
+        } else {
+            let path: PathBuf = model.extract().map_err(|_| input_err("the model must be a path or the bytes of an ONNX file".into()))?;
+            py.detach(|| octet::run::open(&path, threads.max(1), engine))
+        }
+        .map_err(py_err)?;
         Ok(Session { inner: Arc::new(inner) })
     }
 
@@ -187,7 +194,7 @@ fn stacks(data: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
 /// `quantize(model, output, data, options)`: `data` is a path (str) or a dict of stacked arrays;
 /// `options` a dict of the `octet quantize` flags. Returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false, adaptive_rounding=false, uint16_inputs=None))]
+#[pyo3(signature = (model, output, data, preset="full-int8", reduce_range=false, per_tensor=false, exclude=Vec::new(), samples=None, threads=None, progress=true, int8_softmax=false, activation_epilogue=false, int8_residual=false, adaptive_rounding=false, uint16_inputs=None, transform=None, record_transform=false))]
 #[allow(clippy::too_many_arguments)]
 fn quantize(
     py: Python<'_>,
@@ -206,7 +213,10 @@ fn quantize(
     int8_residual: bool,
     adaptive_rounding: bool,
     uint16_inputs: Option<bool>,
+    transform: Option<String>,
+    record_transform: bool,
 ) -> PyResult<String> {
+    let preprocess = transform_arg(transform.as_deref())?;
     let preset = match preset {
         "full-int8" => octet_quant::Preset::FullInt8,
         "int8-gemm" => octet_quant::Preset::Int8Gemm,
@@ -248,7 +258,8 @@ fn quantize(
                 ..octet_quant::Options::new(preset)
             },
             method: octet_quant::Method::Auto,
-            preprocess: Preprocess::default(),
+            preprocess,
+            record_preprocess: record_transform,
             samples,
             threads,
             progress,
@@ -296,7 +307,7 @@ impl Comparison {
 /// Compares a float model and its quantized version on `data` (a path or a dict of stacked
 /// arrays), with optional integer `labels`.
 #[pyfunction]
-#[pyo3(signature = (float_model, quantized_model, data, labels=None, batch=8, node_samples=64, threads=None, progress=true))]
+#[pyo3(signature = (float_model, quantized_model, data, labels=None, batch=8, node_samples=64, threads=None, progress=true, transform=None))]
 #[allow(clippy::too_many_arguments)]
 fn compare(
     py: Python<'_>,
@@ -308,7 +319,9 @@ fn compare(
     node_samples: usize,
     threads: Option<usize>,
     progress: bool,
+    transform: Option<String>,
 ) -> PyResult<Comparison> {
+    let preprocess = transform_arg(transform.as_deref())?;
     let path: Option<PathBuf> = data.extract().ok();
     let arrays = match &path {
         Some(_) => None,
@@ -319,7 +332,7 @@ fn compare(
         .detach(move || {
             let graph = octet_onnx::load_for_inference(&float_model)?.graph;
             let samples = match (&path, &arrays) {
-                (Some(p), _) => octet::calib_data::load(p, &graph, &Preprocess::default(), None)?,
+                (Some(p), _) => octet::calib_data::load(p, &graph, &preprocess, None)?,
                 (None, Some(s)) => octet::calib_data::from_stacks(s, &graph, None, "the data")?,
                 (None, None) => unreachable!("one of the two is set"),
             };
@@ -342,6 +355,54 @@ fn compare(
     Ok(Comparison { report })
 }
 
+/// The image transform from the JSON the Python layer passes (`None`: timm's defaults).
+fn transform_arg(json: Option<&str>) -> PyResult<Preprocess> {
+    json.map_or(Ok(Preprocess::default()), |j| Preprocess::from_json(j).map_err(|e| input_err(format!("transform: {e:#}"))))
+}
+
+/// One image (a path, the encoded bytes of a JPEG or PNG, or a decoded uint8 `[h, w, 3]` array)
+/// through the transform calibration uses for image folders: a float32 array `[1, 3, size, size]`,
+/// bit for bit what `octet quantize --calib FOLDER` feeds the model (from a decoded array: when
+/// its decoder agrees with octet's).
+#[pyfunction]
+#[pyo3(signature = (image, transform=None, name=None))]
+fn preprocess<'py>(
+    py: Python<'py>,
+    image: &Bound<'py, PyAny>,
+    transform: Option<String>,
+    name: Option<String>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let p = transform_arg(transform.as_deref())?;
+    let tensor = if let Ok(b) = image.cast::<pyo3::types::PyBytes>() {
+        let bytes = b.as_bytes().to_vec();
+        let what = name.unwrap_or_else(|| "image bytes".into());
+        py.detach(|| octet::calib_data::preprocess_bytes(&bytes, &what, &p))
+    } else if let Ok(arr) = image.cast::<PyArrayDyn<u8>>() {
+        let view = arr.readonly();
+        let a = view.as_array();
+        let &[h, w, 3] = a.shape() else {
+            return Err(input_err(format!("a decoded image must be a uint8 array [height, width, 3], not {:?}", a.shape())));
+        };
+        let rgb: Vec<u8> = a.iter().copied().collect();
+        let what = name.unwrap_or_else(|| "image array".into());
+        let (w, h) = (u32::try_from(w).map_err(|e| input_err(e.to_string()))?, u32::try_from(h).map_err(|e| input_err(e.to_string()))?);
+        py.detach(|| octet::calib_data::preprocess_rgb(rgb, w, h, &what, &p))
+    } else {
+        let path: PathBuf = image
+            .extract()
+            .map_err(|_| input_err("image must be a path, the bytes of a JPEG or PNG file, or a uint8 array [height, width, 3]".into()))?;
+        py.detach(|| octet::calib_data::preprocess_image(&path, &p))
+    }
+    .map_err(|e| InputError::new_err(format!("{e:#}")))?;
+    to_array(py, tensor)
+}
+
+/// The image transform `octet quantize` recorded in a model's metadata (JSON), if any.
+#[pyfunction]
+fn recorded_transform(py: Python<'_>, model: PathBuf) -> PyResult<Option<String>> {
+    py.detach(|| octet::run::recorded_preprocess(&model)).map(|p| p.map(|p| p.to_json())).map_err(py_err)
+}
+
 /// The int8 kernel tier this CPU uses (`OCTET_ISA` can force a lower one).
 #[pyfunction]
 fn isa() -> PyResult<&'static str> {
@@ -357,6 +418,8 @@ fn _octet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Comparison>()?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(recorded_transform, m)?)?;
     m.add_function(wrap_pyfunction!(ops, m)?)?;
     m.add_function(wrap_pyfunction!(compare, m)?)?;
     m.add_function(wrap_pyfunction!(isa, m)?)?;

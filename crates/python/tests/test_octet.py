@@ -203,3 +203,49 @@ def test_a_session_pickles_as_its_path_and_runs_the_same(seed_int8):
     assert [i.name for i in copy.get_inputs()] == [name]
     (got,) = copy.run(None, {name: x})
     assert np.array_equal(got, want)
+
+
+IMAGES = os.path.join(FIXTURES, "images")
+
+
+def test_preprocess_is_the_calibration_transform_bit_for_bit(tmp_path):
+    import json
+
+    meta = json.load(open(os.path.join(IMAGES, "expected.json")))
+    files = meta["expected_files_by_size"]["224"]
+    paths = [os.path.join(IMAGES, f) for f in files]
+    from_paths = octet.preprocess(paths)
+    from_bytes = octet.preprocess([open(p, "rb").read() for p in paths], names=paths)
+    assert from_paths.shape == (len(files), 3, 224, 224) and from_paths.dtype == np.float32
+    assert np.array_equal(from_paths, from_bytes)
+    # timm's own transform (Pillow): PNGs decode identically, so their pixels are timm's bits.
+    want = np.load(os.path.join(IMAGES, "expected_224.npy"))
+    for i, f in enumerate(files):
+        if f.endswith(".png"):
+            assert np.abs(from_paths[i] - want[i]).max() < 1e-6, f
+    # The quantized file records the transform calibration used; preprocess reads it back.
+    out = str(tmp_path / "vit.int8.onnx")
+    transform = {**octet.DEFAULT_TRANSFORM, "crop_pct": 0.9, "interpolation": "bilinear"}
+    octet.quantize(fixture("vit_ts", "model.onnx"), out, IMAGES, transform=transform, progress=False)
+    assert octet.InferenceSession(out, threads=1).transform == transform
+    assert np.array_equal(octet.preprocess(paths, model=out), octet.preprocess(paths, transform=transform))
+    assert not np.array_equal(octet.preprocess(paths, model=out), from_paths)
+
+
+def test_a_broken_image_is_an_input_error_naming_it():
+    bad = os.path.join(FIXTURES, "images_bad", "not_an_image.jpg")
+    with pytest.raises(octet.InputError, match="not_an_image.jpg"):
+        octet.preprocess(bad)
+    with pytest.raises(octet.InputError, match="photo 7"):
+        octet.preprocess([b"\xff\xd8\xff garbage"], names=["photo 7"])
+    with pytest.raises(octet.InputError, match="unknown transform key 'size'"):
+        octet.preprocess(bad, transform={"size": 3})
+
+
+def test_a_session_opened_from_bytes_pickles_with_its_bytes():
+    data = open(fixture("vit_ts", "model.onnx"), "rb").read()
+    x = np.load(fixture("vit_ts", "input.npy"))
+    sess = octet.InferenceSession(data, threads=1)
+    again = pickle.loads(pickle.dumps(sess))
+    assert np.array_equal(again.run(None, {"input": x})[0], sess.run(None, {"input": x})[0])
+    assert sess.transform is None

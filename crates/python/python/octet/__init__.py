@@ -25,7 +25,12 @@ import numpy as np
 from . import _octet
 from ._octet import Error, InputError, ModelError
 
-__all__ = ["Error", "ModelError", "InputError", "InferenceSession", "NodeArg", "quantize", "check", "ops", "compare", "Comparison", "isa"]
+__all__ = ["Error", "ModelError", "InputError", "InferenceSession", "NodeArg", "quantize", "check", "ops", "compare", "Comparison", "isa",
+           "preprocess", "DEFAULT_TRANSFORM"]
+
+#: timm's evaluation transform for ViTs at 224 (the defaults of ``octet quantize``'s image flags).
+DEFAULT_TRANSFORM = {"image_size": 224, "crop_pct": 0.875, "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406],
+                     "std": [0.229, 0.224, 0.225]}
 __version__ = "0.1.0"
 
 
@@ -44,25 +49,38 @@ class InferenceSession:
 
     One session serves many Python threads at once; the GIL is released while the model runs.
     ``reference=True`` runs QDQ models in float between dequantize and quantize (their exact
-    meaning) instead of on the int8 kernels. A session pickles as its model path and options
-    (multiprocessing, Ray): unpickling opens the model again from that path, which must be
-    readable where it is unpickled.
+    meaning) instead of on the int8 kernels.
+
+    ``model`` is a path or the bytes of an ONNX file. A session pickles (multiprocessing, Ray) as
+    its options and its model: the path, reopened where it is unpickled, or, for a session opened
+    from bytes, the bytes themselves (for workers that cannot read the file:
+    ``InferenceSession(open(path, "rb").read())``).
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, reference: bool = False):
-        self._open(os.fspath(path), threads if threads is not None else (os.cpu_count() or 1), bool(reference))
+    def __init__(self, model: str | os.PathLike | bytes, threads: int | None = None, reference: bool = False):
+        model = model if isinstance(model, bytes) else os.fspath(model)
+        self._open(model, threads if threads is not None else (os.cpu_count() or 1), bool(reference))
 
-    def _open(self, path: str, threads: int, reference: bool) -> None:
-        self._path, self._threads, self._reference = path, int(threads), reference
-        self._native = _octet.Session(path, self._threads, reference)
+    def _open(self, model: str | bytes, threads: int, reference: bool) -> None:
+        self._model, self._threads, self._reference = model, int(threads), reference
+        self._native = _octet.Session(model, self._threads, reference)
         self._inputs = [NodeArg(n, list(s), t) for n, s, t in self._native.inputs()]
         self._outputs = [NodeArg(n, [], "tensor") for n in self._native.output_names()]
 
     def __getstate__(self) -> dict:
-        return {"path": self._path, "threads": self._threads, "reference": self._reference}
+        return {"model": self._model, "threads": self._threads, "reference": self._reference}
 
     def __setstate__(self, state: dict) -> None:
-        self._open(state["path"], state["threads"], state["reference"])
+        self._open(state["model"], state["threads"], state["reference"])
+
+    @property
+    def transform(self) -> dict | None:
+        """The image transform ``octet quantize`` recorded in the model when it calibrated on a
+        folder of images (the keys of :data:`DEFAULT_TRANSFORM`), or None."""
+        if isinstance(self._model, bytes):
+            return None
+        recorded = _octet.recorded_transform(self._model)
+        return None if recorded is None else json.loads(recorded)
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
@@ -142,7 +160,8 @@ def _progress(progress: bool | None) -> bool:
 def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: Any, *, preset: str = "full-int8", reduce_range: bool = False,
              per_tensor: bool = False, exclude: Sequence[str] = (), samples: int | None = None, threads: int | None = None,
              progress: bool | None = None, int8_softmax: bool = False, activation_epilogue: bool = False,
-             int8_residual: bool = False, adaptive_rounding: bool = False, uint16_inputs: bool | None = None) -> dict:
+             int8_residual: bool = False, adaptive_rounding: bool = False, uint16_inputs: bool | None = None,
+             transform: Mapping[str, Any] | None = None, record_transform: bool = False) -> dict:
     """Calibrates ``model`` (a float ONNX file) and writes a standard ONNX QDQ model to ``output``.
 
     ``calibration``: an ndarray ``[N, ...]`` (single-input models), a dict of such arrays by input
@@ -160,12 +179,17 @@ def quantize(model: str | os.PathLike, output: str | os.PathLike, calibration: A
     stores Linear inputs that 8 bits serve badly as 16-bit codes (``--uint16-inputs``; default
     ``None``: LayerNorm outputs that smoothing cannot reach with both presets, and the outputs
     of other float ops with ``int8-gemm``, or with ``full-int8`` those calibration measures
-    coarse; ``True``: every one; ``False``: none); the file is then raised to opset 21."""
+    coarse; ``True``: every one; ``False``: none); the file is then raised to opset 21.
+    ``transform`` is the image transform for a folder of images (keys of
+    :data:`DEFAULT_TRANSFORM`, the ``--image-size`` … flags); the file records it, and
+    :func:`preprocess` and ``InferenceSession.transform`` read it back; ``record_transform``
+    records it also when ``calibration`` holds arrays prepared with :func:`preprocess`."""
     data = _stacks(calibration)
     report = _octet.quantize(os.fspath(model), os.fspath(output), data, preset=preset, reduce_range=reduce_range, per_tensor=per_tensor,
                              exclude=list(exclude), samples=samples, threads=threads, progress=_progress(progress),
                              int8_softmax=int8_softmax, activation_epilogue=activation_epilogue, int8_residual=int8_residual,
-                             adaptive_rounding=adaptive_rounding, uint16_inputs=uint16_inputs)
+                             adaptive_rounding=adaptive_rounding, uint16_inputs=uint16_inputs, transform=_transform_json(transform),
+                             record_transform=bool(record_transform))
     return json.loads(report)
 
 
@@ -205,14 +229,55 @@ class Comparison:
 
 
 def compare(float_model: str | os.PathLike, quantized_model: str | os.PathLike, data: Any, labels: Sequence[int] | np.ndarray | None = None, *,
-            batch: int = 8, node_samples: int = 64, threads: int | None = None, progress: bool | None = None) -> Comparison:
+            batch: int = 8, node_samples: int = 64, threads: int | None = None, progress: bool | None = None,
+            transform: Mapping[str, Any] | None = None) -> Comparison:
     """Compares a float model with its quantized version on ``data`` (as ``calibration`` in
     :func:`quantize`): top-1 agreement (accuracy with ``labels``), output cosine and SQNR, and
     every node's SQNR, most harmful first (``octet compare``)."""
     stacked = _stacks(data)
     label_list = None if labels is None else [int(v) for v in np.asarray(labels).reshape(-1)]
     return Comparison(_octet.compare(os.fspath(float_model), os.fspath(quantized_model), stacked, labels=label_list, batch=batch,
-                                     node_samples=node_samples, threads=threads, progress=_progress(progress)))
+                                     node_samples=node_samples, threads=threads, progress=_progress(progress),
+                                     transform=_transform_json(transform)))
+
+
+def _transform_json(transform: Mapping[str, Any] | None) -> str | None:
+    if transform is None:
+        return None
+    unknown = set(transform) - set(DEFAULT_TRANSFORM)
+    if unknown:
+        raise InputError(f"unknown transform key {sorted(unknown)[0]!r}; the keys are: {', '.join(DEFAULT_TRANSFORM)}")
+    return json.dumps(dict(transform))
+
+
+def preprocess(images: Any, *, model: str | os.PathLike | InferenceSession | None = None, transform: Mapping[str, Any] | None = None,
+               names: Sequence[str] | None = None) -> np.ndarray:
+    """Images → the float32 batch ``[N, 3, size, size]`` that ``octet quantize --calib FOLDER``
+    would feed the model, bit for bit: the same decoder and transform, in Rust.
+
+    ``images``: one image or a sequence of them, each a path, the bytes of a JPEG or PNG file, or
+    a decoded uint8 array ``[height, width, 3]`` (equal bits when its decoder agrees with octet's:
+    PNG always, JPEG decoders may differ by a level; pass bytes for exactness). The transform is
+    ``transform`` (keys of :data:`DEFAULT_TRANSFORM`), else the one recorded in ``model``, else
+    :data:`DEFAULT_TRANSFORM`. ``names`` name the images in errors (e.g. their paths when they are
+    bytes): a broken image raises :class:`InputError` naming it."""
+    if transform is None and model is not None:
+        session_or_path = model if isinstance(model, InferenceSession) else None
+        transform = session_or_path.transform if session_or_path else (json.loads(t) if (t := _octet.recorded_transform(os.fspath(model))) else None)
+    encoded = _transform_json(transform)
+    single = isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+    items = [images] if single else list(images)
+    if names is not None and len(names) != len(items):
+        raise InputError(f"{len(names)} names for {len(items)} images")
+    out = []
+    for i, image in enumerate(items):
+        name = names[i] if names is not None else (os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {i}")
+        if isinstance(image, os.PathLike):
+            image = os.fspath(image)
+        out.append(_octet.preprocess(image, encoded, name))
+    if not out:
+        raise InputError("no images")
+    return np.concatenate(out, axis=0)
 
 
 def isa() -> str:
