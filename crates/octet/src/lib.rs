@@ -24,17 +24,16 @@ pub mod run;
 /// The global allocator of octet's binaries (the `octet` command and the Python module): large
 /// tensors are allocated and freed on every run, and mimalloc keeps their pages instead of
 /// returning them to the OS and faulting them in again (glibc's malloc does, above its mmap
-/// threshold), which cost up to a quarter of a batch-8 run. Register [`configure_allocator`]
-/// as a constructor (`.init_array`), so that it runs before the first allocation.
+/// threshold; measured in doc/kernels.md, *Memory*). Register [`configure_allocator`] as a
+/// constructor (`.init_array`), so that it runs before the first allocation.
 pub type Allocator = mimalloc::MiMalloc;
 
 /// Sets up mimalloc for octet: arena memory committed page by page as it is used, not a whole
-/// arena when it is reserved (its default on Linux: on ViT-S int8 the eager commit was 26 MB of
-/// resident memory that held nothing; no run measured slower without it); freed pages kept for
-/// a second before they go back to the system, not 10 ms (a run frees and allocates the same
-/// tensors every few milliseconds: with the default, ViT-S int8 b1 faulted 150 pages back in per
-/// run, 2 % of its time); and freed weights handed back to the system at once while a plan packs
-/// them ([`octet_graph::memory::freed`], a forced collection that does not wait for the delay).
+/// arena when it is reserved (its default on Linux, which holds resident memory that holds
+/// nothing); freed pages kept for a second before they go back to the system, not 10 ms (a run
+/// frees and allocates the same tensors every few milliseconds); and freed weights handed back
+/// to the system at once while a plan packs them ([`octet_graph::memory::freed`], a forced
+/// collection that does not wait for the delay). Measured in doc/kernels.md, *Memory*.
 pub extern "C" fn configure_allocator() {
     /// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc's `mi_option_t`
     /// (v2 and v3 alike).

@@ -100,8 +100,7 @@ pub const PANEL: usize = 64;
 
 /// A constant right-hand operand `b[k×n]` stored as column panels: panel `p` holds columns
 /// `p·PANEL ..` as `k` rows of [`PANEL`] floats (the last panel zero-padded). The gemm crate reads
-/// such a panel in place, where a row-major `b` is repacked on every call; for ViT-S's Linears
-/// that repacking was 8–9 % of their time.
+/// such a panel in place, where a row-major `b` is repacked on every call (doc/kernels.md).
 #[derive(Debug)]
 pub struct PanelMatrix {
     k: usize,
