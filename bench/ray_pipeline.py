@@ -107,7 +107,7 @@ def in_ray(cls, model, ds, batch, actors):
     import ray
 
     t = time.perf_counter()
-    out = ds.map_batches(cls, fn_constructor_args=(model,), concurrency=actors, num_cpus=1, batch_size=batch, batch_format="numpy").materialize()
+    out = ds.map_batches(cls, fn_constructor_args=(model,), compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, batch_size=batch, batch_format="numpy").materialize()
     elapsed = time.perf_counter() - t
     rss = [float(r["rss_mb"]) for r in out.select_columns(["rss_mb"]).take_all()]
     del ray
@@ -127,7 +127,8 @@ def main():
     rows = np.random.default_rng(777).standard_normal((a.rows, 3, 224, 224), dtype=np.float32)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_numpy(rows).rename_columns({"data": "x"}).materialize()
+    # One block per batch, so that every actor gets work (a single block feeds one actor only).
+    ds = ray.data.from_numpy(rows).rename_columns({"data": "x"}).repartition(max(1, a.rows // a.batch)).materialize()
     results = {}
     cases = [("plain, 1 process", lambda: (plain(octet_model, rows, a.batch, 1), float("nan"))),
              ("plain, 2 processes", lambda: (plain(octet_model, rows, a.batch, 2), float("nan")))]

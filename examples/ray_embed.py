@@ -35,7 +35,7 @@ def main():
         os.remove(old)
     ds = ray.data.read_binary_files(a.images, include_paths=True, file_extensions=octet.ray.IMAGE_EXTENSIONS)
     out = ds.map_batches(octet.ray.Predictor, fn_constructor_kwargs={"model": model, "output_columns": ["embedding"]},
-                         concurrency=a.actors, num_cpus=1, batch_size=8)
+                         compute=ray.data.ActorPoolStrategy(size=a.actors), num_cpus=1, batch_size=8)
     out.write_parquet(a.out)
     rows = ray.data.read_parquet(a.out).take_all()
     print(f"wrote {len(rows)} embeddings of {len(rows[0]['embedding'])} values to {a.out}")

@@ -16,7 +16,7 @@ models (target/models/real, made by tools/real_models/fetch.py) and the committe
 (tests/fixtures/*/model.onnx). Inputs are drawn from the model's declared inputs with a fixed
 seed (symbolic dims: 1 for batch-like, 16 for sequence-like).
 
-    python tools/compare_builds.py [--before REV] [--filter SUBSTRING] [--json results.json]
+    python tools/compare_builds.py [--before REV] [--filter SUBSTRING] [--skip SUBSTRING] [--json results.json]
 
 Needs numpy and onnx (the venv of tests/interop/requirements.txt).
 """
@@ -159,6 +159,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--before", default="main~1", help="git revision to compare against (default: main~1)")
     p.add_argument("--filter", default="", help="only models whose label contains this")
+    p.add_argument("--skip", action="append", default=[], help="leave out models whose label contains this (repeatable)")
     p.add_argument("--json", type=Path, help="write the rows here")
     a = p.parse_args()
     if not AFTER.exists():
@@ -167,7 +168,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for label, model, calib in models():
-            if a.filter not in label:
+            if a.filter not in label or any(x in label for x in a.skip):
                 continue
             row = compare(label, model, calib, before, AFTER, Path(scratch))
             rows.append(row)

@@ -72,7 +72,7 @@ def test_two_actors_give_one_session_s_outputs_for_every_row(fashion, fashion_in
     _, test, labels = fashion
     want = octet.InferenceSession(fashion_int8, threads=1).run(None, {"input": test})[0]
     out = dataset(test, labels).map_batches(octet.ray.Predictor, fn_constructor_kwargs={"model": fashion_int8, "input_column": "input"},
-                                           concurrency=2, num_cpus=1, batch_size=32).take_all()
+                                           compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=32).take_all()
     got = by_id(out, "logits" if "logits" in out[0] else [k for k in out[0] if k not in ("id", "label")][0])
     assert got.shape == want.shape and np.array_equal(got, want)
 
@@ -114,7 +114,7 @@ def test_an_actor_killed_mid_job_loses_no_row_and_duplicates_none(fashion, fashi
     marker = str(tmp_path / "died")
     out = dataset(test, labels).map_batches(
         DiesOnce, fn_constructor_kwargs={"marker": marker, "model": fashion_int8, "input_column": "input", "output_columns": ["y"]},
-        concurrency=2, num_cpus=1, batch_size=16, max_restarts=-1, max_task_retries=-1).take_all()
+        compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=16, max_restarts=-1, max_task_retries=-1).take_all()
     assert os.path.exists(marker), "no actor died: the test did not test anything"
     assert np.array_equal(by_id(out, "y"), want)
 
@@ -125,7 +125,7 @@ def test_image_rows_are_prepared_as_calibration_prepared_them(vit_int8):
     files = sorted(os.path.join(IMAGES, f) for f in os.listdir(IMAGES) if f.endswith((".png", ".jpg")))
     want = session.run(None, {"input": octet.preprocess(files, model=vit_int8)})[0]
     out = ray.data.read_binary_files(IMAGES, include_paths=True, file_extensions=octet.ray.IMAGE_EXTENSIONS).map_batches(
-        octet.ray.Predictor, fn_constructor_kwargs={"model": vit_int8, "output_columns": ["y"]}, concurrency=1, num_cpus=1,
+        octet.ray.Predictor, fn_constructor_kwargs={"model": vit_int8, "output_columns": ["y"]}, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
         batch_size=2).take_all()
     got = {r["path"].split("/")[-1]: np.asarray(r["y"]) for r in out}
     for f, w in zip(files, want):
@@ -138,7 +138,7 @@ def test_a_broken_image_fails_the_job_naming_its_path(vit_int8, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not a jpeg")
     ds = ray.data.read_binary_files(str(tmp_path), include_paths=True).map_batches(
-        octet.ray.Predictor, fn_constructor_kwargs={"model": vit_int8}, concurrency=1, num_cpus=1, batch_size=8, max_task_retries=0)
+        octet.ray.Predictor, fn_constructor_kwargs={"model": vit_int8}, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, batch_size=8, max_task_retries=0)
     with pytest.raises(Exception) as e:
         ds.take_all()
     assert "broken.jpg" in str(e.value) and "not a readable JPEG or PNG image" in str(e.value)

@@ -4,7 +4,7 @@ embedded ``ray.init()`` or unchanged on a cluster (``ray.init(address="auto")``)
     import ray, octet.ray
     ds = ray.data.read_binary_files("photos/", include_paths=True, file_extensions=octet.ray.IMAGE_EXTENSIONS)
     out = ds.map_batches(octet.ray.Predictor, fn_constructor_kwargs={"model": "vit.int8.onnx"},
-                         concurrency=2, num_cpus=1, batch_size=16)
+                         compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=16)
     out.write_parquet("embeddings/")
 
 Images go through :func:`octet.preprocess`, the transform ``octet quantize`` calibrated with (read
@@ -178,10 +178,12 @@ def compare(dataset: Any, float_model: Any, quantized_model: Any, *, label_colum
     actors of ``num_cpus`` CPUs: top-1 agreement, accuracy of both with ``label_column``, mean and
     worst cosine of the first output, SQNR in dB. Only one row of sums per batch reaches the
     driver."""
+    from ray.data import ActorPoolStrategy
+
     has_labels = label_column is not None and label_column in dataset.schema().names
     sums = dataset.map_batches(Evaluator, fn_constructor_args=(float_model, quantized_model),
                                fn_constructor_kwargs={"label_column": label_column if has_labels else None, **evaluator},
-                               batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, batch_format="numpy").take_all()
+                               batch_size=batch_size, compute=ActorPoolStrategy(size=concurrency), num_cpus=num_cpus, batch_format="numpy").take_all()
     if not sums:
         raise InputError("the dataset is empty")
     total = {k: sum(float(s[k]) for s in sums) for k in sums[0] if k != "cosine_min"}
