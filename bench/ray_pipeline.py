@@ -2,7 +2,7 @@
 """Rows per second of octet in a Ray Data pipeline, beside octet in plain processes and ONNX
 Runtime in the same pipeline, in one run.
 
-    python bench/ray_pipeline.py [--rows 512] [--batch 8] [--rounds 3]
+    python bench/ray_pipeline.py [--rows 768] [--batch 8] [--rounds 3]
 
 Rows: ``--rows`` random 3×224×224 float32 arrays (seeded) in a Ray Dataset, run through
 ``map_batches`` with a callable class holding one session of one thread per actor (1 and 2
@@ -17,7 +17,8 @@ run that first. Lines printed:
   of one thread (ORT's QDQ file) in the callable class;
 
 each the median of ``--rounds`` alternating rounds, with resident memory per actor (VmRSS after
-the run). Ratios: Ray 2 actors / 2 plain processes, octet / ORT in Ray. Needs ray, onnxruntime
+the run). Ray's timings include starting the actors (a second or two each): with a few hundred
+rows that start-up is a tenth of the pipeline, hence the default of 768. Ratios: Ray 2 actors / 2 plain processes, octet / ORT in Ray. Needs ray, onnxruntime
 (the venv of bench/requirements.txt plus ``pip install './crates/python[ray]'``).
 """
 import argparse
@@ -116,7 +117,7 @@ def in_ray(cls, model, ds, batch, actors):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", type=int, default=512)
+    p.add_argument("--rows", type=int, default=768)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", help="write the figures here")
