@@ -61,26 +61,24 @@ simd_dispatch! {
 
 simd_dispatch! {
     /// Softmax of every row of `row_len` elements of `x` as 16-bit codes
-    /// `round_half_even(65535 · p)`, written as high and low bytes (`x` is left holding
-    /// `e^(x − max)`); `sums[r]` gets row `r`'s sum of codes (65535 within `row_len / 2`).
-    pub fn softmax_rows_u16(x: &mut [f32], row_len: usize, hi: &mut [u8], lo: &mut [u8], sums: &mut [i32]) {
+    /// `round_half_even(65535 · p)` in `codes` (`x` is left holding `e^(x − max)`); `sums[r]` gets
+    /// row `r`'s sum of codes (65535 within `row_len / 2`).
+    pub fn softmax_rows_u16(x: &mut [f32], row_len: usize, codes: &mut [u16], sums: &mut [i32]) {
         // y + 1.5·2²³ rounds y ∈ [0, 2²²) half to even into the low mantissa bits.
         const MAGIC: f32 = 12_582_912.0;
         if row_len == 0 {
             return;
         }
-        let rows = x.chunks_exact_mut(row_len).zip(hi.chunks_exact_mut(row_len)).zip(lo.chunks_exact_mut(row_len));
-        for (((row, hi), lo), sum) in rows.zip(sums.iter_mut()) {
+        for ((row, out), sum) in x.chunks_exact_mut(row_len).zip(codes.chunks_exact_mut(row_len)).zip(sums.iter_mut()) {
             let max = lane_max(row);
             for v in row.iter_mut() {
                 *v = exp_nonpositive(*v - max);
             }
             let k = 65535.0 / lane_sum(row, |v| v);
             let mut total = 0i32;
-            for ((&e, h), l) in row.iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
+            for (&e, c) in row.iter().zip(out.iter_mut()) {
                 let code = (((e * k).clamp(0.0, 65535.0) + MAGIC).to_bits() & 0x3f_ffff) as i32;
-                *h = (code >> 8) as u8;
-                *l = code as u8;
+                *c = code as u16;
                 total = total.wrapping_add(code);
             }
             *sum = total;
@@ -151,15 +149,15 @@ mod tests {
         let n = 257;
         let mut x: Vec<f32> = (0..3 * n).map(|i| ((i * 37) % 23) as f32 * 1.3 - 12.0 + if i % n == 5 { 30.0 } else { 0.0 }).collect();
         let orig = x.clone();
-        let (mut hi, mut lo, mut sums) = (vec![0u8; 3 * n], vec![0u8; 3 * n], vec![0i32; 3]);
-        softmax_rows_u16(&mut x, n, &mut hi, &mut lo, &mut sums);
+        let (mut codes, mut sums) = (vec![0u16; 3 * n], vec![0i32; 3]);
+        softmax_rows_u16(&mut x, n, &mut codes, &mut sums);
         for r in 0..3 {
             let src = &orig[r * n..(r + 1) * n];
             let max = src.iter().cloned().fold(f32::MIN, f32::max) as f64;
             let total: f64 = src.iter().map(|&v| (v as f64 - max).exp()).sum();
             let mut sum = 0;
             for j in 0..n {
-                let code = hi[r * n + j] as i32 * 256 + lo[r * n + j] as i32;
+                let code = codes[r * n + j] as i32;
                 let want = (src[j] as f64 - max).exp() / total * 65535.0;
                 assert!((code as f64 - want).abs() <= 1.0, "row {r} col {j}: {code} vs {want}");
                 sum += code;

@@ -83,16 +83,37 @@ pub fn kernel_for_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Kernel {
     }
 }
 
+/// Where element `(kk, j)` goes in the layout of [`pack`] with `groups` groups of `group` k.
+#[inline(always)]
+fn at(group: usize, groups: usize, kk: usize, j: usize) -> usize {
+    (((j / NR) * groups + kk / group) * NR + j % NR) * group + kk % group
+}
+
 /// [`pack`] from a row-major `k × n` source (row stride `ld`), read row by row (for operands
 /// packed at run time: attention's K and V).
 pub fn pack_rows(kernel: Kernel, k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
     let group = kernel.group();
     let groups = k.div_ceil(group);
     let mut out = vec![0u8; n.div_ceil(NR) * groups * NR * group];
+    assert!(k == 0 || b.len() >= (k - 1) * ld + n, "pack_rows: source too short");
+    // Pairs of rows and 16 columns at a time, interleaved by SSE2 byte unpacks; the rest below.
+    let (pairs, wide) = if kernel == Kernel::Madd { (k / 2, n / 16 * 16) } else { (0, 0) };
+    for g in 0..pairs {
+        // SAFETY: SSE2 is part of x86-64; the assert above bounds both rows' 16-byte reads, and
+        // `at` of a full pair of panels stays inside `out`.
+        unsafe {
+            let (r0, r1) = (b.as_ptr().add(2 * g * ld), b.as_ptr().add((2 * g + 1) * ld));
+            for j in (0..wide).step_by(16) {
+                let (x0, x1) = (_mm_loadu_si128(r0.add(j) as *const __m128i), _mm_loadu_si128(r1.add(j) as *const __m128i));
+                _mm_storeu_si128(out.as_mut_ptr().add(at(2, groups, 2 * g, j)) as *mut __m128i, _mm_unpacklo_epi8(x0, x1));
+                _mm_storeu_si128(out.as_mut_ptr().add(at(2, groups, 2 * g, j + NR)) as *mut __m128i, _mm_unpackhi_epi8(x0, x1));
+            }
+        }
+    }
     for kk in 0..k {
-        let (g, r) = (kk / group, kk % group);
-        for (j, &v) in b[kk * ld..][..n].iter().enumerate() {
-            out[(((j / NR) * groups + g) * NR + j % NR) * group + r] = v as u8;
+        let from = if kk < 2 * pairs { wide } else { 0 };
+        for (j, &v) in b[kk * ld..][..n].iter().enumerate().skip(from) {
+            out[at(group, groups, kk, j)] = v as u8;
         }
     }
     out
@@ -104,13 +125,46 @@ pub fn pack_cols(kernel: Kernel, k: usize, n: usize, bt: &[i8], ld: usize) -> Ve
     let group = kernel.group();
     let groups = k.div_ceil(group);
     let mut out = vec![0u8; n.div_ceil(NR) * groups * NR * group];
-    for j in 0..n {
-        let (p, jj) = (j / NR, j % NR);
-        for (g, chunk) in bt[j * ld..][..k].chunks(group).enumerate() {
-            let at = ((p * groups + g) * NR + jj) * group;
-            for (d, &v) in out[at..at + chunk.len()].iter_mut().zip(chunk) {
-                *d = v as u8;
+    assert!(n == 0 || bt.len() >= (n - 1) * ld + k, "pack_cols: source too short");
+    // Blocks of 8 columns × 8 pairs of k: an 8 × 8 transpose of 16-bit words by SSE2 unpacks.
+    let (panels, blocks) = if kernel == Kernel::Madd { (n / NR, k / 16) } else { (0, 0) };
+    for p in 0..panels {
+        for h in 0..blocks {
+            // SAFETY: SSE2 is part of x86-64; the assert above bounds the 8 rows' 16-byte reads at
+            // `16·h + 16 ≤ k`, and the 8 stores of 16 bytes are pairs `8·h … 8·h + 7` of panel `p`.
+            unsafe {
+                let x: [__m128i; 8] =
+                    std::array::from_fn(|r| _mm_loadu_si128(bt.as_ptr().add((p * NR + r) * ld + 16 * h) as *const __m128i));
+                let t: [__m128i; 8] = std::array::from_fn(|i| {
+                    let (a, b) = (x[2 * (i / 2)], x[2 * (i / 2) + 1]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi16(a, b)
+                    } else {
+                        _mm_unpackhi_epi16(a, b)
+                    }
+                });
+                // u[0..4]: rows 0–3, pairs (0,1) (2,3) (4,5) (6,7); u[4..8]: rows 4–7.
+                let u: [__m128i; 8] = std::array::from_fn(|i| {
+                    let base = if i < 4 { 0 } else { 4 };
+                    let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi32(a, b)
+                    } else {
+                        _mm_unpackhi_epi32(a, b)
+                    }
+                });
+                for g in 0..8 {
+                    let (a, b) = (u[g / 2], u[4 + g / 2]);
+                    let v = if g % 2 == 0 { _mm_unpacklo_epi64(a, b) } else { _mm_unpackhi_epi64(a, b) };
+                    _mm_storeu_si128(out.as_mut_ptr().add(at(2, groups, 2 * (8 * h + g), p * NR)) as *mut __m128i, v);
+                }
             }
+        }
+    }
+    for j in 0..n {
+        let from = if j < panels * NR { 16 * blocks } else { 0 };
+        for (kk, &v) in bt[j * ld..][..k].iter().enumerate().skip(from) {
+            out[at(group, groups, kk, j)] = v as u8;
         }
     }
     out
@@ -188,80 +242,133 @@ unsafe fn tile_maddubs<const R: usize, const P: usize>(
     store(&acc, c, ldc, cols);
 }
 
-/// [`Kernel::Madd`]: `R` rows × `P` panels over `k2` pairs of k; `a` is i16 with row stride
-/// `2 · k2` (zero-padded to an even length).
+/// One pair of k of [`tile_madd`]: `word(r)` is row `r`'s two 16-bit values.
+#[inline(always)]
+unsafe fn madd_pair<const R: usize, const P: usize>(
+    acc: &mut [[__m256i; P]; R],
+    b: *const u8,
+    k2: usize,
+    g: usize,
+    word: impl Fn(usize) -> u32,
+) {
+    let bv: [__m256i; P] = std::array::from_fn(|p| _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add((p * k2 + g) * NR * 2) as *const __m128i)));
+    for (r, row) in acc.iter_mut().enumerate() {
+        let av = _mm256_set1_epi32(word(r) as i32);
+        for (v, &bp) in row.iter_mut().zip(&bv) {
+            *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bp));
+        }
+    }
+}
+
+/// [`Kernel::Madd`]: `R` rows × `P` panels over the `k` values of rows of 16-bit `a` (row stride
+/// `lda` values), each pair of them read as one word and xored with `flip` (`0x8000_8000` centres
+/// u16 codes on zero: `a − 32768` as i16); B holds `k2 = ⌈k/2⌉` pairs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_madd<const R: usize, const P: usize>(a: *const i16, b: *const u8, k2: usize, c: *mut i32, ldc: usize, cols: usize) {
+unsafe fn tile_madd<const R: usize, const P: usize>(
+    k: usize,
+    a: *const u16,
+    lda: usize,
+    flip: u32,
+    b: *const u8,
+    k2: usize,
+    c: *mut i32,
+    ldc: usize,
+    cols: usize,
+) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
-    for g in 0..k2 {
-        let bv: [__m256i; P] =
-            std::array::from_fn(|p| _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add((p * k2 + g) * NR * 2) as *const __m128i)));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm256_set1_epi32((a.add(r * 2 * k2 + g * 2) as *const i32).read_unaligned());
-            for (v, &bp) in row.iter_mut().zip(&bv) {
-                *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bp));
-            }
-        }
+    for g in 0..k / 2 {
+        madd_pair(&mut acc, b, k2, g, |r| (a.add(r * lda + 2 * g) as *const u32).read_unaligned() ^ flip);
+    }
+    if k % 2 == 1 {
+        // The last k alone: its partner in B is zero padding, so the high half is never counted.
+        madd_pair(&mut acc, b, k2, k / 2, |r| a.add(r * lda + k - 1).read() as u32 ^ flip);
     }
     store(&acc, c, ldc, cols);
 }
 
-thread_local! {
-    static WIDE_A: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Runs the tiles of `c = a · B` over `m` rows: `a` is u8 (row stride `lda`) for
+/// [`Kernel::Maddubs`], 16-bit (row stride `lda` values, words xored with `flip`) for
+/// [`Kernel::Madd`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<const MADD: bool>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const u8,
+    a16: *const u16,
+    lda: usize,
+    flip: u32,
+    b: &[u8],
+    c: &mut [i32],
+    ldc: usize,
+) {
+    let kernel = if MADD { Kernel::Madd } else { Kernel::Maddubs };
+    let kg = k.div_ceil(kernel.group());
+    let panels = n.div_ceil(NR);
+    let c = c.as_mut_ptr();
+    let mut p = 0;
+    while p < panels {
+        let np = (panels - p).min(NP);
+        let cols = (n - p * NR).min(np * NR);
+        let bp = b.as_ptr().add(p * kg * NR * kernel.group());
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR);
+            let ci = c.add(i * ldc + p * NR);
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match (kernel, rows, np) {
+                        $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
+                          (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
+                          (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(k, a16.add(i * lda), lda, flip, bp, kg, ci, ldc, cols),
+                          (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(k, a16.add(i * lda), lda, flip, bp, kg, ci, ldc, cols),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            go!(1 2 3 4 5);
+            i += MR;
+        }
+        p += np;
+    }
 }
 
-/// Raw sums `c = a · B` for `m` rows.
+thread_local! {
+    static WIDE_A: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Raw sums `c = a · B` for `m` rows of u8 `a`.
 ///
 /// # Safety
 /// The CPU supports AVX2; `b` was packed by [`pack`] with `kernel` for `k × n`.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
-    let group = kernel.group();
-    let kg = k.div_ceil(group);
-    let panels = n.div_ceil(NR);
-    let c = c.as_mut_ptr();
-    let run = |a16: *const i16| {
-        let mut p = 0;
-        while p < panels {
-            let np = (panels - p).min(NP);
-            let cols = (n - p * NR).min(np * NR);
-            let bp = b.as_ptr().add(p * kg * NR * group);
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(MR);
-                let ci = c.add(i * ldc + p * NR);
-                macro_rules! go {
-                    ($($r:literal)*) => {
-                        match (kernel, rows, np) {
-                            $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.as_ptr().add(i * lda), lda, bp, kg, ci, ldc, cols),
-                              (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.as_ptr().add(i * lda), lda, bp, kg, ci, ldc, cols),
-                              (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(a16.add(i * 2 * kg), bp, kg, ci, ldc, cols),
-                              (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(a16.add(i * 2 * kg), bp, kg, ci, ldc, cols),)*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
-                go!(1 2 3 4 5);
-                i += MR;
-            }
-            p += np;
-        }
-    };
     match kernel {
-        Kernel::Maddubs => run(std::ptr::null()),
+        Kernel::Maddubs => tiles::<false>(m, k, n, a.as_ptr(), std::ptr::null(), lda, 0, b, c, ldc),
         Kernel::Madd => WIDE_A.with(|w| {
             let mut w = w.borrow_mut();
-            let row = 2 * kg;
             w.clear();
-            w.resize(m * row, 0);
-            for (dst, src) in w.chunks_exact_mut(row).zip(a.chunks(lda)) {
+            w.resize(m * k, 0);
+            for (dst, src) in w.chunks_exact_mut(k).zip(a.chunks(lda)) {
                 for (d, &s) in dst.iter_mut().zip(&src[..k]) {
-                    *d = s as i16;
+                    *d = s as u16;
                 }
             }
-            run(w.as_ptr())
+            tiles::<true>(m, k, n, std::ptr::null(), w.as_ptr(), k, 0, b, c, ldc)
         }),
     }
+}
+
+/// Raw sums `c = Σ (a − 32768) · B` for `m` rows of u16 `a` (row stride `lda`), wrapping mod 2³²
+/// (`vpmaddwd` on the centred codes: each pair of products is exact in i32).
+///
+/// # Safety
+/// The CPU supports AVX2; `b` was packed by [`pack`] with [`Kernel::Madd`] for `k × n`.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_u16_centred(m: usize, k: usize, n: usize, a: &[u16], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
+    tiles::<true>(m, k, n, std::ptr::null(), a.as_ptr(), lda, 0x8000_8000, b, c, ldc)
 }

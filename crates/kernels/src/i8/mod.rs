@@ -47,6 +47,16 @@ impl PackedB {
 
     /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
     pub fn from_rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
+        PackedB::rows(isa, k, n, zero_point, b, ld, None)
+    }
+
+    /// [`PackedB::from_rows`] for 16-bit left operands ([`gemm_u16s8`]): on AVX2 always the
+    /// `vpmaddwd` layout, which multiplies 16-bit values in one product.
+    pub fn from_rows_for_u16(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
+        PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd))
+    }
+
+    fn rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize, avx2_kernel: Option<avx2::Kernel>) -> PackedB {
         if isa == Isa::Scalar {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j]);
         }
@@ -58,7 +68,7 @@ impl PackedB {
         }
         let (avx2_kernel, data) = match isa {
             Isa::Avx2 => {
-                let kernel = avx2::kernel_for_rows(k, n, b, ld);
+                let kernel = avx2_kernel.unwrap_or_else(|| avx2::kernel_for_rows(k, n, b, ld));
                 (Some(kernel), avx2::pack_rows(kernel, k, n, b, ld))
             }
             _ => (None, vnni::pack_rows(k, n, b, ld)),
@@ -164,6 +174,63 @@ pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut
         Isa::Avx512Vnni => unsafe { vnni::gemm(m, k, n, a, lda, &b.data, c, ldc) },
     }
     correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);
+}
+
+/// `c[i][j] = Σ_k a[i][k] · B[k][j]` for `m` rows of 16-bit codes `a` (row stride `lda`) and a
+/// right operand with zero point 0, on the calling thread, wrapping mod 2³²: exact whenever the
+/// true sums fit in i32, as those of probability codes do (a row adding up to about 65,535 keeps
+/// `|Σ| ≤ 65,535 · 128` plus rounding). AVX2 with a `vpmaddwd`-packed operand
+/// ([`PackedB::from_rows_for_u16`]) multiplies the codes centred on zero in one product and adds
+/// `32768 · Σ_k B[k][j]` back; other tiers split each row into its high and low bytes and run
+/// one u8 × s8 product of `2m` rows, `256 · Σ hi·B + Σ lo·B`. The same bits on every tier.
+pub fn gemm_u16s8(m: usize, a: &[u16], lda: usize, b: &PackedB, c: &mut [i32], ldc: usize) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(b.zero_point == 0, "gemm_u16s8: the right operand's zero point must be 0");
+    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_u16s8: buffers too short");
+    match (b.isa, b.avx2_kernel) {
+        (Isa::Scalar, _) => {
+            for i in 0..m {
+                let ci = &mut c[i * ldc..i * ldc + n];
+                ci.fill(0);
+                for (kk, &av) in a[i * lda..i * lda + k].iter().enumerate() {
+                    for (cv, &bv) in ci.iter_mut().zip(&b.data[kk * n..kk * n + n]) {
+                        *cv = cv.wrapping_add((av as i32).wrapping_mul((bv as i8) as i32));
+                    }
+                }
+            }
+        }
+        (Isa::Avx2, Some(avx2::Kernel::Madd)) => {
+            // SAFETY: an AVX2 PackedB exists only if AVX2 was available; its layout is Madd's.
+            unsafe { avx2::gemm_u16_centred(m, k, n, a, lda, &b.data, c, ldc) };
+            for i in 0..m {
+                for (v, &s) in c[i * ldc..i * ldc + n].iter_mut().zip(&b.col_sums) {
+                    *v = v.wrapping_add(s.wrapping_mul(32768));
+                }
+            }
+        }
+        _ => with_scratch_u8(2 * m * k, |bytes| {
+            let (hi, lo) = bytes.split_at_mut(m * k);
+            for (i, (hi, lo)) in hi.chunks_exact_mut(k).zip(lo.chunks_exact_mut(k)).enumerate() {
+                for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(&a[i * lda..i * lda + k]) {
+                    *h = (x >> 8) as u8;
+                    *l = x as u8;
+                }
+            }
+            with_scratch(2 * m * n, |acc| {
+                gemm_u8s8(2 * m, bytes, k, 0, b, acc, n);
+                let (high, low) = acc.split_at(m * n);
+                for i in 0..m {
+                    let row = high[i * n..(i + 1) * n].iter().zip(&low[i * n..(i + 1) * n]);
+                    for (v, (&h, &l)) in c[i * ldc..i * ldc + n].iter_mut().zip(row) {
+                        *v = h.wrapping_mul(256).wrapping_add(l);
+                    }
+                }
+            });
+        }),
+    }
 }
 
 /// Turns raw sums `Σ a·b` into `Σ (a − a_zp)(b − b_zp)`.
@@ -331,6 +398,7 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_U16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with `len` values of this thread's buffer in `cell`, reused across calls (allocating
@@ -368,6 +436,11 @@ pub fn with_scratch_f32<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// [`scratch`] of bytes.
 pub fn with_scratch_u8<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     scratch(&SCRATCH_U8, len, f)
+}
+
+/// [`scratch`] of 16-bit values.
+pub fn with_scratch_u16<R>(len: usize, f: impl FnOnce(&mut [u16]) -> R) -> R {
+    scratch(&SCRATCH_U16, len, f)
 }
 
 /// `a · B` for `m` rows and the epilogue `e` in one call: on AVX-512 VNNI (with both zero points

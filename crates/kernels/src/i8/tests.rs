@@ -125,6 +125,8 @@ fn packing_from_columns_equals_packing_from_rows() {
             (64, 197, Weights::Full),
             (197, 64, Weights::Full),
             (13, 33, Weights::Full),
+            (33, 47, Weights::Full),
+            (48, 40, Weights::Full),
             (7, 9, Weights::SevenBit),
             (64, 197, Weights::SevenBit),
             (197, 64, Weights::SevenBit),
@@ -145,6 +147,53 @@ fn packing_from_columns_equals_packing_from_rows() {
                 "{} cols k={k} n={n}",
                 isa.name()
             );
+        }
+    }
+}
+
+#[test]
+fn packing_for_sixteen_bit_operands_takes_the_pair_layout() {
+    if !Isa::Avx2.available() {
+        println!("AVX2 not available: nothing to test");
+        return;
+    }
+    for (k, n) in [(1, 1), (2, 16), (3, 17), (32, 16), (33, 47), (64, 197), (197, 64)] {
+        let b = right_operand(k, n, (k + 5 * n) as u64, Weights::SevenBit);
+        let packed = PackedB::from_rows_for_u16(Isa::Avx2, k, n, 0, &b, n);
+        let generic = PackedB {
+            avx2_kernel: Some(avx2::Kernel::Madd),
+            data: avx2::pack(avx2::Kernel::Madd, k, n, |kk, j| b[kk * n + j]),
+            ..packed.clone()
+        };
+        assert_eq!((&packed.data, packed.kernel_name()), (&generic.data, "avx2_gemm_u8s8_5x16"), "k={k} n={n}");
+    }
+}
+
+#[test]
+fn u16_product_equals_its_exact_sum_on_every_tier() {
+    // Rows of codes at both ends of the range and odd K, against full-range and 7-bit operands
+    // packed both ways: every tier gives Σ a·b mod 2³² (exact here: the sums stay in i32).
+    for &(m, k, n) in &[(1, 1, 1), (6, 2, 9), (5, 3, 16), (7, 64, 17), (11, 197, 64), (197, 197, 64), (3, 511, 20)] {
+        let a: Vec<u16> = values(2 * m * k, (m + k) as u64)
+            .chunks(2)
+            .enumerate()
+            .map(|(i, b)| match i % 5 {
+                0 => 65535,
+                1 => 0,
+                _ => u16::from_le_bytes([b[0], b[1]]) / 64,
+            })
+            .collect();
+        for w in [Weights::Full, Weights::SevenBit] {
+            let b = right_operand(k, n, (k * 7 + n) as u64, w);
+            let exact: Vec<i32> =
+                (0..m * n).map(|ij| (0..k).map(|kk| a[ij / n * k + kk] as i64 * b[kk * n + ij % n] as i64).sum::<i64>() as i32).collect();
+            for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                for packed in [PackedB::from_rows(isa, k, n, 0, &b, n), PackedB::from_rows_for_u16(isa, k, n, 0, &b, n)] {
+                    let mut got = vec![7i32; m * n];
+                    gemm_u16s8(m, &a, k, &packed, &mut got, n);
+                    assert_eq!(got, exact, "{} {} m={m} k={k} n={n}", isa.name(), packed.kernel_name());
+                }
+            }
         }
     }
 }

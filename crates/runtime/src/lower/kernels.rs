@@ -794,8 +794,8 @@ impl Op for QMove {
 /// ops, bit for bit. With float logits and probabilities (octet's default files: `MatMul →
 /// [scale] → Softmax → MatMul` with no Q/DQ between), the logits are the exact i32 products
 /// scaled, the softmax runs in f32, and the probabilities go into `P·V` as 16-bit codes
-/// `round(p·65535)`, split into a high and a low byte that run through the u8×s8 GEMM each; the
-/// sum `256·hi + lo` cannot overflow because a row's probabilities add up to one.
+/// `round(p·65535)` on [`octet_kernels::i8::gemm_u16s8`], whose sums cannot overflow because a
+/// row's probabilities add up to one.
 #[derive(Debug)]
 pub struct QAttention {
     pub scores: QMatMul,
@@ -863,26 +863,20 @@ impl Op for QAttention {
                     gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
                 }
                 _ => {
-                    use octet_kernels::i8::{epilogue, gemm_u8s8, with_scratch, with_scratch_f32, with_scratch_u8};
+                    use octet_kernels::i8::{epilogue, gemm_u16s8, with_scratch, with_scratch_f32, with_scratch_u16};
                     let mut row_sums = vec![0i32; m];
-                    // The probabilities' high and low bytes, side by side.
-                    with_scratch_u8(2 * m * n, |bytes| {
-                        let (hi, lo) = bytes.split_at_mut(m * n);
+                    with_scratch_u16(m * n, |codes| {
                         with_scratch_f32(m * n, |p| {
                             gemm_epilogue(m, q, k, q_zp, &kp, &e1, p, &mut []);
-                            octet_kernels::f32::softmax_rows_u16(p, n, hi, lo, &mut row_sums);
+                            octet_kernels::f32::softmax_rows_u16(p, n, codes, &mut row_sums);
                         });
                         // V's zero point comes out of the sums: Σ p·(v − z) = Σ p·v − z·Σ p.
-                        let vp = PackedB::from_rows(isa, n, d, 0, values, d);
-                        with_scratch(2 * m * d, |acc| {
-                            // The high bytes' rows, then the low bytes': one product of 2m rows.
-                            gemm_u8s8(2 * m, bytes, n, 0, &vp, acc, d);
-                            let (c, low) = acc.split_at_mut(m * d);
-                            for ((row, low), &sum) in c.chunks_exact_mut(d).zip(low.chunks_exact(d)).zip(&row_sums) {
+                        let vp = PackedB::from_rows_for_u16(isa, n, d, 0, values, d);
+                        with_scratch(m * d, |c| {
+                            gemm_u16s8(m, codes, n, &vp, c, d);
+                            for (row, &sum) in c.chunks_exact_mut(d).zip(&row_sums) {
                                 let shift = v_zp.wrapping_mul(sum);
-                                for (c, l) in row.iter_mut().zip(low) {
-                                    *c = c.wrapping_mul(256).wrapping_add(*l).wrapping_sub(shift);
-                                }
+                                row.iter_mut().for_each(|c| *c = c.wrapping_sub(shift));
                             }
                             epilogue(m, d, c, d, &e2, f, out, &[]);
                         });
@@ -898,7 +892,7 @@ impl Op for QAttention {
         false
     }
     fn kernel(&self) -> Option<String> {
-        let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities in two bytes" };
+        let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities" };
         Some(format!(
             "fused attention per (batch, head): {} · {softmax} · {}",
             gemm_kernel_name(self.scores.isa),
