@@ -1,12 +1,13 @@
 //! Measures each int8 tier's peak (a register-only loop of its multiply-add instruction) and
-//! its GEMM on ViT shapes (the Linears, then the attention's two products per head),
-//! single-threaded, and prints GOP/s and the share of the peak.
+//! its GEMM on ViT shapes (the Linears, then the attention's two products per head, and `P·V`
+//! with the 16-bit probabilities octet's attention multiplies), single-threaded, and prints
+//! GOP/s and the share of the peak.
 //!
 //! `cargo run --release -p octet-kernels --example int8_gemm_bench`
 
 use std::time::Instant;
 
-use octet_kernels::i8::{gemm_u8s8, PackedB};
+use octet_kernels::i8::{gemm_i16s8, gemm_u8s8, PackedB};
 use octet_kernels::Isa;
 
 /// Operations (multiply + add = 2) per second of a kernel's inner instruction mix, from 12
@@ -102,21 +103,36 @@ fn main() {
                     }
                 };
                 let mut c = vec![0i32; m * n];
-                let ops = 2.0 * (m * k * n) as f64;
-                let iters = ((2e9 / ops) as usize).clamp(1, 2000) / if isa == Isa::Scalar { 50 } else { 1 };
-                let mut best = f64::MAX;
-                for _ in 0..5 {
-                    let t = Instant::now();
-                    for _ in 0..iters.max(1) {
-                        // Zero points 0, as octet runs its products: the left operand's zero
-                        // point is folded into the epilogue's bias (eq. 10), not corrected after.
-                        gemm_u8s8(m, &a, k, 0, &packed, &mut c, n);
-                    }
-                    best = best.min(t.elapsed().as_secs_f64() / iters.max(1) as f64);
-                }
-                let gops = ops / best / 1e9;
+                // Zero points 0, as octet runs its products: the left operand's zero point is
+                // folded into the epilogue's bias (eq. 10), not corrected after.
+                let gops = time(isa, m, k, n, || gemm_u8s8(m, &a, k, 0, &packed, &mut c, n));
                 println!("| {} | {kernel} | {:.0} | {m}×{k}×{n} | {gops:.0} | {:.0} % |", isa.name(), p / 1e9, 100.0 * gops * 1e9 / p);
             }
         }
+        // P·V with 16-bit probabilities, counted as the 8-bit product's operations (its math).
+        let (m, k, n) = (197, 197, 64);
+        let a: Vec<i16> = (0..m * k).map(|i| (i * 331 % 65536) as u16 as i16).collect();
+        let b: Vec<i8> = (0..k * n).map(operands[0]).collect();
+        let packed = PackedB::from_rows_for_i16(isa, k, n, 0, &b, n);
+        let kernel = packed.kernel_name();
+        let p = peaks.iter().find(|(k, _)| *k == kernel).map_or(f64::NAN, |&(_, p)| p);
+        let mut c = vec![0i32; m * n];
+        let gops = time(isa, m, k, n, || gemm_i16s8(m, &a, k, &packed, &mut c, n));
+        println!("| {} | {kernel}, 16-bit left | {:.0} | {m}×{k}×{n} | {gops:.0} | {:.0} % |", isa.name(), p / 1e9, 100.0 * gops * 1e9 / p);
     }
+}
+
+/// GOP/s of `run`, one `m × k × n` product, best of 5 timings.
+fn time(isa: Isa, m: usize, k: usize, n: usize, mut run: impl FnMut()) -> f64 {
+    let ops = 2.0 * (m * k * n) as f64;
+    let iters = (((2e9 / ops) as usize).clamp(1, 2000) / if isa == Isa::Scalar { 50 } else { 1 }).max(1);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            run();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    ops / best / 1e9
 }

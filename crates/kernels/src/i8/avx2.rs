@@ -249,27 +249,25 @@ unsafe fn madd_pair<const R: usize, const P: usize>(
     b: *const u8,
     k2: usize,
     g: usize,
-    word: impl Fn(usize) -> u32,
+    word: impl Fn(usize) -> i32,
 ) {
     let bv: [__m256i; P] = std::array::from_fn(|p| _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add((p * k2 + g) * NR * 2) as *const __m128i)));
     for (r, row) in acc.iter_mut().enumerate() {
-        let av = _mm256_set1_epi32(word(r) as i32);
+        let av = _mm256_set1_epi32(word(r));
         for (v, &bp) in row.iter_mut().zip(&bv) {
             *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, bp));
         }
     }
 }
 
-/// [`Kernel::Madd`]: `R` rows × `P` panels over the `k` values of rows of 16-bit `a` (row stride
-/// `lda` values), each pair of them read as one word and xored with `flip` (`0x8000_8000` centres
-/// u16 codes on zero: `a − 32768` as i16); B holds `k2 = ⌈k/2⌉` pairs.
+/// [`Kernel::Madd`]: `R` rows × `P` panels over the `k` values of rows of i16 `a` (row stride
+/// `lda` values), each pair of them broadcast as one word; B holds `k2 = ⌈k/2⌉` pairs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_madd<const R: usize, const P: usize>(
     k: usize,
-    a: *const u16,
+    a: *const i16,
     lda: usize,
-    flip: u32,
     b: *const u8,
     k2: usize,
     c: *mut i32,
@@ -278,18 +276,17 @@ unsafe fn tile_madd<const R: usize, const P: usize>(
 ) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
     for g in 0..k / 2 {
-        madd_pair(&mut acc, b, k2, g, |r| (a.add(r * lda + 2 * g) as *const u32).read_unaligned() ^ flip);
+        madd_pair(&mut acc, b, k2, g, |r| (a.add(r * lda + 2 * g) as *const i32).read_unaligned());
     }
     if k % 2 == 1 {
         // The last k alone: its partner in B is zero padding, so the high half is never counted.
-        madd_pair(&mut acc, b, k2, k / 2, |r| a.add(r * lda + k - 1).read() as u32 ^ flip);
+        madd_pair(&mut acc, b, k2, k / 2, |r| a.add(r * lda + k - 1).read() as u16 as i32);
     }
     store(&acc, c, ldc, cols);
 }
 
 /// Runs the tiles of `c = a · B` over `m` rows: `a` is u8 (row stride `lda`) for
-/// [`Kernel::Maddubs`], 16-bit (row stride `lda` values, words xored with `flip`) for
-/// [`Kernel::Madd`].
+/// [`Kernel::Maddubs`], `a16` is i16 (row stride `lda` values) for [`Kernel::Madd`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles<const MADD: bool>(
@@ -297,9 +294,8 @@ unsafe fn tiles<const MADD: bool>(
     k: usize,
     n: usize,
     a: *const u8,
-    a16: *const u16,
+    a16: *const i16,
     lda: usize,
-    flip: u32,
     b: &[u8],
     c: &mut [i32],
     ldc: usize,
@@ -322,8 +318,8 @@ unsafe fn tiles<const MADD: bool>(
                     match (kernel, rows, np) {
                         $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
                           (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
-                          (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(k, a16.add(i * lda), lda, flip, bp, kg, ci, ldc, cols),
-                          (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(k, a16.add(i * lda), lda, flip, bp, kg, ci, ldc, cols),)*
+                          (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(k, a16.add(i * lda), lda, bp, kg, ci, ldc, cols),
+                          (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(k, a16.add(i * lda), lda, bp, kg, ci, ldc, cols),)*
                         _ => unreachable!(),
                     }
                 };
@@ -336,7 +332,7 @@ unsafe fn tiles<const MADD: bool>(
 }
 
 thread_local! {
-    static WIDE_A: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    static WIDE_A: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Raw sums `c = a · B` for `m` rows of u8 `a`.
@@ -347,28 +343,28 @@ thread_local! {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
     match kernel {
-        Kernel::Maddubs => tiles::<false>(m, k, n, a.as_ptr(), std::ptr::null(), lda, 0, b, c, ldc),
+        Kernel::Maddubs => tiles::<false>(m, k, n, a.as_ptr(), std::ptr::null(), lda, b, c, ldc),
         Kernel::Madd => WIDE_A.with(|w| {
             let mut w = w.borrow_mut();
             w.clear();
             w.resize(m * k, 0);
             for (dst, src) in w.chunks_exact_mut(k).zip(a.chunks(lda)) {
                 for (d, &s) in dst.iter_mut().zip(&src[..k]) {
-                    *d = s as u16;
+                    *d = s as i16;
                 }
             }
-            tiles::<true>(m, k, n, std::ptr::null(), w.as_ptr(), k, 0, b, c, ldc)
+            tiles::<true>(m, k, n, std::ptr::null(), w.as_ptr(), k, b, c, ldc)
         }),
     }
 }
 
-/// Raw sums `c = Σ (a − 32768) · B` for `m` rows of u16 `a` (row stride `lda`), wrapping mod 2³²
-/// (`vpmaddwd` on the centred codes: each pair of products is exact in i32).
+/// Raw sums `c = a · B` for `m` rows of i16 `a` (row stride `lda`), wrapping mod 2³² (each
+/// `vpmaddwd` pair of products is exact in i32).
 ///
 /// # Safety
 /// The CPU supports AVX2; `b` was packed by [`pack`] with [`Kernel::Madd`] for `k × n`.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_u16_centred(m: usize, k: usize, n: usize, a: &[u16], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
-    tiles::<true>(m, k, n, std::ptr::null(), a.as_ptr(), lda, 0x8000_8000, b, c, ldc)
+pub unsafe fn gemm_i16(m: usize, k: usize, n: usize, a: &[i16], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
+    tiles::<true>(m, k, n, std::ptr::null(), a.as_ptr(), lda, b, c, ldc)
 }

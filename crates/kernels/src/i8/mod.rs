@@ -50,9 +50,9 @@ impl PackedB {
         PackedB::rows(isa, k, n, zero_point, b, ld, None)
     }
 
-    /// [`PackedB::from_rows`] for 16-bit left operands ([`gemm_u16s8`]): on AVX2 always the
+    /// [`PackedB::from_rows`] for 16-bit left operands ([`gemm_i16s8`]): on AVX2 always the
     /// `vpmaddwd` layout, which multiplies 16-bit values in one product.
-    pub fn from_rows_for_u16(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
+    pub fn from_rows_for_i16(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
         PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd))
     }
 
@@ -176,20 +176,19 @@ pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut
     correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);
 }
 
-/// `c[i][j] = Σ_k a[i][k] · B[k][j]` for `m` rows of 16-bit codes `a` (row stride `lda`) and a
-/// right operand with zero point 0, on the calling thread, wrapping mod 2³²: exact whenever the
-/// true sums fit in i32, as those of probability codes do (a row adding up to about 65,535 keeps
-/// `|Σ| ≤ 65,535 · 128` plus rounding). AVX2 with a `vpmaddwd`-packed operand
-/// ([`PackedB::from_rows_for_u16`]) multiplies the codes centred on zero in one product and adds
-/// `32768 · Σ_k B[k][j]` back; other tiers split each row into its high and low bytes and run
-/// one u8 × s8 product of `2m` rows, `256 · Σ hi·B + Σ lo·B`. The same bits on every tier.
-pub fn gemm_u16s8(m: usize, a: &[u16], lda: usize, b: &PackedB, c: &mut [i32], ldc: usize) {
+/// `c[i][j] = Σ_k a[i][k] · B[k][j]` for `m` rows of i16 `a` (row stride `lda`) and a right
+/// operand with zero point 0, on the calling thread, wrapping mod 2³²: exact whenever the true
+/// sums fit in i32. AVX2 with a `vpmaddwd`-packed operand ([`PackedB::from_rows_for_i16`])
+/// multiplies 16-bit values directly; other tiers split `a + 32768` into its high and low bytes,
+/// run one u8 × s8 product of `2m` rows, and take `256 · Σ hi·B + Σ lo·B − 32768 · Σ_k B`. The
+/// same bits on every tier.
+pub fn gemm_i16s8(m: usize, a: &[i16], lda: usize, b: &PackedB, c: &mut [i32], ldc: usize) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(b.zero_point == 0, "gemm_u16s8: the right operand's zero point must be 0");
-    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_u16s8: buffers too short");
+    assert!(b.zero_point == 0, "gemm_i16s8: the right operand's zero point must be 0");
+    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_i16s8: buffers too short");
     match (b.isa, b.avx2_kernel) {
         (Isa::Scalar, _) => {
             for i in 0..m {
@@ -202,30 +201,24 @@ pub fn gemm_u16s8(m: usize, a: &[u16], lda: usize, b: &PackedB, c: &mut [i32], l
                 }
             }
         }
-        (Isa::Avx2, Some(avx2::Kernel::Madd)) => {
-            // SAFETY: an AVX2 PackedB exists only if AVX2 was available; its layout is Madd's.
-            unsafe { avx2::gemm_u16_centred(m, k, n, a, lda, &b.data, c, ldc) };
-            for i in 0..m {
-                for (v, &s) in c[i * ldc..i * ldc + n].iter_mut().zip(&b.col_sums) {
-                    *v = v.wrapping_add(s.wrapping_mul(32768));
-                }
-            }
-        }
+        // SAFETY: an AVX2 PackedB exists only if AVX2 was available; its layout is Madd's.
+        (Isa::Avx2, Some(avx2::Kernel::Madd)) => unsafe { avx2::gemm_i16(m, k, n, a, lda, &b.data, c, ldc) },
         _ => with_scratch_u8(2 * m * k, |bytes| {
             let (hi, lo) = bytes.split_at_mut(m * k);
             for (i, (hi, lo)) in hi.chunks_exact_mut(k).zip(lo.chunks_exact_mut(k)).enumerate() {
                 for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(&a[i * lda..i * lda + k]) {
-                    *h = (x >> 8) as u8;
-                    *l = x as u8;
+                    let u = (x as u16) ^ 0x8000;
+                    *h = (u >> 8) as u8;
+                    *l = u as u8;
                 }
             }
             with_scratch(2 * m * n, |acc| {
                 gemm_u8s8(2 * m, bytes, k, 0, b, acc, n);
                 let (high, low) = acc.split_at(m * n);
                 for i in 0..m {
-                    let row = high[i * n..(i + 1) * n].iter().zip(&low[i * n..(i + 1) * n]);
-                    for (v, (&h, &l)) in c[i * ldc..i * ldc + n].iter_mut().zip(row) {
-                        *v = h.wrapping_mul(256).wrapping_add(l);
+                    let row = high[i * n..(i + 1) * n].iter().zip(&low[i * n..(i + 1) * n]).zip(&b.col_sums);
+                    for (v, ((&h, &l), &s)) in c[i * ldc..i * ldc + n].iter_mut().zip(row) {
+                        *v = h.wrapping_mul(256).wrapping_add(l).wrapping_sub(s.wrapping_mul(32768));
                     }
                 }
             });
@@ -398,7 +391,7 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCRATCH_U8: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    static SCRATCH_U16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_I16: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with `len` values of this thread's buffer in `cell`, reused across calls (allocating
@@ -439,8 +432,8 @@ pub fn with_scratch_u8<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// [`scratch`] of 16-bit values.
-pub fn with_scratch_u16<R>(len: usize, f: impl FnOnce(&mut [u16]) -> R) -> R {
-    scratch(&SCRATCH_U16, len, f)
+pub fn with_scratch_i16<R>(len: usize, f: impl FnOnce(&mut [i16]) -> R) -> R {
+    scratch(&SCRATCH_I16, len, f)
 }
 
 /// `a · B` for `m` rows and the epilogue `e` in one call: on AVX-512 VNNI (with both zero points

@@ -159,7 +159,7 @@ fn packing_for_sixteen_bit_operands_takes_the_pair_layout() {
     }
     for (k, n) in [(1, 1), (2, 16), (3, 17), (32, 16), (33, 47), (64, 197), (197, 64)] {
         let b = right_operand(k, n, (k + 5 * n) as u64, Weights::SevenBit);
-        let packed = PackedB::from_rows_for_u16(Isa::Avx2, k, n, 0, &b, n);
+        let packed = PackedB::from_rows_for_i16(Isa::Avx2, k, n, 0, &b, n);
         let generic = PackedB {
             avx2_kernel: Some(avx2::Kernel::Madd),
             data: avx2::pack(avx2::Kernel::Madd, k, n, |kk, j| b[kk * n + j]),
@@ -170,17 +170,17 @@ fn packing_for_sixteen_bit_operands_takes_the_pair_layout() {
 }
 
 #[test]
-fn u16_product_equals_its_exact_sum_on_every_tier() {
-    // Rows of codes at both ends of the range and odd K, against full-range and 7-bit operands
-    // packed both ways: every tier gives Σ a·b mod 2³² (exact here: the sums stay in i32).
+fn i16_product_equals_its_exact_sum_on_every_tier() {
+    // Rows at both ends of the i16 range and odd K, against full-range and 7-bit operands packed
+    // both ways: every tier gives Σ a·b mod 2³², here past 2³¹ too (K = 511 of −32768 · −128).
     for &(m, k, n) in &[(1, 1, 1), (6, 2, 9), (5, 3, 16), (7, 64, 17), (11, 197, 64), (197, 197, 64), (3, 511, 20)] {
-        let a: Vec<u16> = values(2 * m * k, (m + k) as u64)
+        let a: Vec<i16> = values(2 * m * k, (m + k) as u64)
             .chunks(2)
             .enumerate()
             .map(|(i, b)| match i % 5 {
-                0 => 65535,
-                1 => 0,
-                _ => u16::from_le_bytes([b[0], b[1]]) / 64,
+                0 => i16::MIN,
+                1 => i16::MAX,
+                _ => i16::from_le_bytes([b[0], b[1]]),
             })
             .collect();
         for w in [Weights::Full, Weights::SevenBit] {
@@ -188,9 +188,9 @@ fn u16_product_equals_its_exact_sum_on_every_tier() {
             let exact: Vec<i32> =
                 (0..m * n).map(|ij| (0..k).map(|kk| a[ij / n * k + kk] as i64 * b[kk * n + ij % n] as i64).sum::<i64>() as i32).collect();
             for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-                for packed in [PackedB::from_rows(isa, k, n, 0, &b, n), PackedB::from_rows_for_u16(isa, k, n, 0, &b, n)] {
+                for packed in [PackedB::from_rows(isa, k, n, 0, &b, n), PackedB::from_rows_for_i16(isa, k, n, 0, &b, n)] {
                     let mut got = vec![7i32; m * n];
-                    gemm_u16s8(m, &a, k, &packed, &mut got, n);
+                    gemm_i16s8(m, &a, k, &packed, &mut got, n);
                     assert_eq!(got, exact, "{} {} m={m} k={k} n={n}", isa.name(), packed.kernel_name());
                 }
             }
