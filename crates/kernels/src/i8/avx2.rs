@@ -14,6 +14,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::Store;
+
 const NR: usize = 8;
 const MR: usize = 5;
 /// Panels per tile.
@@ -175,24 +177,68 @@ pub fn pack(kernel: Kernel, k: usize, n: usize, get: impl Fn(usize, usize) -> i8
     super::pack_panels(k, n, NR, kernel.group(), |kk, j| get(kk, j) as u8)
 }
 
-/// Stores `acc` (`R` rows × `P` panels) into `c` at the tile's origin, `cols` columns valid.
+/// Stores `acc` (`R` rows × `P` panels) through `out` at the tile's origin, `cols` columns valid.
 #[inline(always)]
-unsafe fn store<const R: usize, const P: usize>(acc: &[[__m256i; P]; R], c: *mut i32, ldc: usize, cols: usize) {
+unsafe fn store<const R: usize, const P: usize>(acc: &[[__m256i; P]; R], out: Store, cols: usize) {
     for (r, row) in acc.iter().enumerate() {
         for (p, &v) in row.iter().enumerate() {
             let start = p * NR;
             if start >= cols {
                 break;
             }
-            let valid = (cols - start).min(NR);
-            let dst = c.add(r * ldc + start);
-            if valid == NR {
-                _mm256_storeu_si256(dst as *mut __m256i, v);
+            store_vector(out, r, start, (cols - start).min(NR), v);
+        }
+    }
+}
+
+/// Stores one accumulator vector of row `r`, columns `start .. start + valid`: the arithmetic of
+/// the AVX-512 tier's store, eight lanes at a time.
+#[inline(always)]
+unsafe fn store_vector(out: Store, r: usize, start: usize, valid: usize, acc: __m256i) {
+    // Masked loads and stores for partial vectors: a variable-length copy would call memcpy, and
+    // around a call the other accumulators are saved and restored.
+    // (Plain ones for full vectors: AMD cores run masked stores as many micro-ops.)
+    let full = valid == NR;
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    let real = |bias: *const i32, scale: *const f32| {
+        let (bias, scale) = (bias.add(start), scale.add(start));
+        let (b, s) = if full {
+            (_mm256_loadu_si256(bias as *const __m256i), _mm256_loadu_ps(scale))
+        } else {
+            (_mm256_maskload_epi32(bias, mask), _mm256_maskload_ps(scale, mask))
+        };
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, b)), s)
+    };
+    match out {
+        Store::Raw { c, ldc } if full => _mm256_storeu_si256(c.add(r * ldc + start) as *mut __m256i, acc),
+        Store::Raw { c, ldc } => _mm256_maskstore_epi32(c.add(r * ldc + start), mask, acc),
+        Store::Float { f, ldf, bias, scale } if full => _mm256_storeu_ps(f.add(r * ldf + start), real(bias, scale)),
+        Store::Float { f, ldf, bias, scale } => _mm256_maskstore_ps(f.add(r * ldf + start), mask, real(bias, scale)),
+        Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
+            // Round half to even with the default MXCSR mode after capping to ±2^30, as the
+            // AVX-512 tier does: equal to elementwise::round_half_even once clamped to 8 bits.
+            const CAP: f32 = 1_073_741_824.0;
+            let x = _mm256_min_ps(_mm256_max_ps(real(bias, scale), _mm256_set1_ps(-CAP)), _mm256_set1_ps(CAP));
+            let lo = if signed { -128 } else { 0 };
+            let y = _mm256_add_epi32(_mm256_cvtps_epi32(x), _mm256_set1_epi32(zero_point));
+            let y = _mm256_min_epi32(_mm256_max_epi32(y, _mm256_set1_epi32(lo)), _mm256_set1_epi32(lo + 255));
+            // The low byte of each lane, gathered into the low 8 bytes.
+            let bytes = _mm256_shuffle_epi8(
+                y,
+                _mm256_setr_epi8(
+                    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                    -1,
+                ),
+            );
+            let packed = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1)));
+            let dst = q.add(r * ldq + start);
+            if full {
+                _mm_storel_epi64(dst as *mut __m128i, packed);
             } else {
-                // A masked store: a variable-length copy would call memcpy, and around a call
-                // the other accumulators are saved and restored.
-                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                _mm256_maskstore_epi32(dst, mask, v);
+                let word = (_mm_cvtsi128_si64(packed) as u64).to_le_bytes();
+                for (i, &b) in word.iter().enumerate().take(valid) {
+                    dst.add(i).write(b);
+                }
             }
         }
     }
@@ -227,8 +273,7 @@ unsafe fn tile_maddubs<const R: usize, const P: usize>(
     lda: usize,
     b: *const u8,
     k4: usize,
-    c: *mut i32,
-    ldc: usize,
+    out: Store,
     cols: usize,
 ) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
@@ -239,7 +284,7 @@ unsafe fn tile_maddubs<const R: usize, const P: usize>(
     if !k.is_multiple_of(4) {
         maddubs_group(&mut acc, &rows, b, k4, k / 4, k % 4);
     }
-    store(&acc, c, ldc, cols);
+    store(&acc, out, cols);
 }
 
 /// One pair of k of [`tile_madd`]: `word(r)` is row `r`'s two 16-bit values.
@@ -264,16 +309,7 @@ unsafe fn madd_pair<const R: usize, const P: usize>(
 /// `lda` values), each pair of them broadcast as one word; B holds `k2 = ⌈k/2⌉` pairs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_madd<const R: usize, const P: usize>(
-    k: usize,
-    a: *const i16,
-    lda: usize,
-    b: *const u8,
-    k2: usize,
-    c: *mut i32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn tile_madd<const R: usize, const P: usize>(k: usize, a: *const i16, lda: usize, b: *const u8, k2: usize, out: Store, cols: usize) {
     let mut acc = [[_mm256_setzero_si256(); P]; R];
     for g in 0..k / 2 {
         madd_pair(&mut acc, b, k2, g, |r| (a.add(r * lda + 2 * g) as *const i32).read_unaligned());
@@ -282,28 +318,18 @@ unsafe fn tile_madd<const R: usize, const P: usize>(
         // The last k alone: its partner in B is zero padding, so the high half is never counted.
         madd_pair(&mut acc, b, k2, k / 2, |r| a.add(r * lda + k - 1).read() as u16 as i32);
     }
-    store(&acc, c, ldc, cols);
+    store(&acc, out, cols);
 }
 
-/// Runs the tiles of `c = a · B` over `m` rows: `a` is u8 (row stride `lda`) for
-/// [`Kernel::Maddubs`], `a16` is i16 (row stride `lda` values) for [`Kernel::Madd`].
+/// Runs the tiles of `a · B` over `m` rows through `out` (positioned at row 0, column 0): `a`
+/// is u8 (row stride `lda`) for [`Kernel::Maddubs`], `a16` is i16 (row stride `lda` values) for
+/// [`Kernel::Madd`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiles<const MADD: bool>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const u8,
-    a16: *const i16,
-    lda: usize,
-    b: &[u8],
-    c: &mut [i32],
-    ldc: usize,
-) {
+unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a16: *const i16, lda: usize, b: &[u8], out: Store) {
     let kernel = if MADD { Kernel::Madd } else { Kernel::Maddubs };
     let kg = k.div_ceil(kernel.group());
     let panels = n.div_ceil(NR);
-    let c = c.as_mut_ptr();
     let mut p = 0;
     while p < panels {
         let np = (panels - p).min(NP);
@@ -312,14 +338,14 @@ unsafe fn tiles<const MADD: bool>(
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
-            let ci = c.add(i * ldc + p * NR);
+            let o = out.at(i, p * NR);
             macro_rules! go {
                 ($($r:literal)*) => {
                     match (kernel, rows, np) {
-                        $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
-                          (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.add(i * lda), lda, bp, kg, ci, ldc, cols),
-                          (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(k, a16.add(i * lda), lda, bp, kg, ci, ldc, cols),
-                          (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(k, a16.add(i * lda), lda, bp, kg, ci, ldc, cols),)*
+                        $((Kernel::Maddubs, $r, 2) => tile_maddubs::<$r, 2>(k, a.add(i * lda), lda, bp, kg, o, cols),
+                          (Kernel::Maddubs, $r, _) => tile_maddubs::<$r, 1>(k, a.add(i * lda), lda, bp, kg, o, cols),
+                          (Kernel::Madd, $r, 2) => tile_madd::<$r, 2>(k, a16.add(i * lda), lda, bp, kg, o, cols),
+                          (Kernel::Madd, $r, _) => tile_madd::<$r, 1>(k, a16.add(i * lda), lda, bp, kg, o, cols),)*
                         _ => unreachable!(),
                     }
                 };
@@ -339,11 +365,20 @@ thread_local! {
 ///
 /// # Safety
 /// The CPU supports AVX2; `b` was packed by [`pack`] with `kernel` for `k × n`.
-#[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
+    gemm_to(kernel, m, k, n, a, lda, b, Store::Raw { c: c.as_mut_ptr(), ldc });
+}
+
+/// `a · B` for `m` rows of u8 `a` through `out` (positioned at row 0, column 0).
+///
+/// # Safety
+/// As [`gemm`]; `out` addresses `m` rows of `n` columns (and `n` biases and scales).
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_to(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], out: Store) {
     match kernel {
-        Kernel::Maddubs => tiles::<false>(m, k, n, a.as_ptr(), std::ptr::null(), lda, b, c, ldc),
+        Kernel::Maddubs => tiles::<false>(m, k, n, a.as_ptr(), std::ptr::null(), lda, b, out),
         Kernel::Madd => WIDE_A.with(|w| {
             let mut w = w.borrow_mut();
             w.clear();
@@ -353,7 +388,7 @@ pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: 
                     *d = s as i16;
                 }
             }
-            tiles::<true>(m, k, n, std::ptr::null(), w.as_ptr(), k, b, c, ldc)
+            tiles::<true>(m, k, n, std::ptr::null(), w.as_ptr(), k, b, out)
         }),
     }
 }
@@ -366,5 +401,5 @@ pub unsafe fn gemm(kernel: Kernel, m: usize, k: usize, n: usize, a: &[u8], lda: 
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_i16(m: usize, k: usize, n: usize, a: &[i16], lda: usize, b: &[u8], c: &mut [i32], ldc: usize) {
-    tiles::<true>(m, k, n, std::ptr::null(), a.as_ptr(), lda, b, c, ldc)
+    tiles::<true>(m, k, n, std::ptr::null(), a.as_ptr(), lda, b, Store::Raw { c: c.as_mut_ptr(), ldc })
 }

@@ -92,6 +92,19 @@ impl PackedB {
         PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
     }
 
+    /// `a · B` for `m` rows of `a` (row stride `lda`, zero point 0) through `out`, on a SIMD tier.
+    ///
+    /// # Safety
+    /// `self.isa` is not scalar; `a` holds `m` rows of `k` bytes; `out` addresses `m` rows of `n`
+    /// columns (and `n` biases and scales).
+    unsafe fn gemm_to(&self, m: usize, a: &[u8], lda: usize, out: Store) {
+        match (self.isa, self.avx2_kernel) {
+            (Isa::Avx2, Some(kernel)) => avx2::gemm_to(kernel, m, self.k, self.n, a, lda, &self.data, out),
+            (Isa::Avx512Vnni, _) => vnni::gemm_to(m, self.k, self.n, a, lda, &self.data, out),
+            _ => unreachable!("gemm_to on the scalar tier"),
+        }
+    }
+
     /// `Σ_k s8[k][j]` per column.
     pub fn col_sums(&self) -> &[i32] {
         &self.col_sums
@@ -107,6 +120,31 @@ impl PackedB {
         match self.avx2_kernel {
             Some(kernel) => kernel.name(),
             None => gemm_kernel_name(self.isa),
+        }
+    }
+}
+
+/// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight
+/// to 8-bit or f32 outputs. Pointers are at the tile's first row and column; `bias` and `scale`
+/// at its first column.
+#[derive(Clone, Copy)]
+pub(crate) enum Store {
+    Raw { c: *mut i32, ldc: usize },
+    Requant { q: *mut u8, ldq: usize, bias: *const i32, scale: *const f32, zero_point: i32, signed: bool },
+    Float { f: *mut f32, ldf: usize, bias: *const i32, scale: *const f32 },
+}
+
+impl Store {
+    /// The same store moved by `rows` rows and `cols` columns.
+    pub(crate) unsafe fn at(self, rows: usize, cols: usize) -> Store {
+        match self {
+            Store::Raw { c, ldc } => Store::Raw { c: c.add(rows * ldc + cols), ldc },
+            Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
+                Store::Requant { q: q.add(rows * ldq + cols), ldq, bias: bias.add(cols), scale: scale.add(cols), zero_point, signed }
+            }
+            Store::Float { f, ldf, bias, scale } => {
+                Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) }
+            }
         }
     }
 }
@@ -436,9 +474,9 @@ pub fn with_scratch_i16<R>(len: usize, f: impl FnOnce(&mut [i16]) -> R) -> R {
     scratch(&SCRATCH_I16, len, f)
 }
 
-/// `a · B` for `m` rows and the epilogue `e` in one call: on AVX-512 VNNI (with both zero points
-/// folded away) the epilogue runs on the accumulator registers of each tile, elsewhere over a
-/// scratch i32 block. The same bits either way.
+/// `a · B` for `m` rows and the epilogue `e` in one call: on the SIMD tiers (with both zero
+/// points folded away) the epilogue runs on the accumulator registers of each tile, elsewhere
+/// over a scratch i32 block. The same bits either way.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_u8s8_epilogue(
     m: usize,
@@ -455,7 +493,7 @@ pub fn gemm_u8s8_epilogue(
     if m == 0 || n == 0 {
         return;
     }
-    if b.isa == Isa::Avx512Vnni && a_zp == 0 && b.zero_point == 0 {
+    if b.isa != Isa::Scalar && a_zp == 0 && b.zero_point == 0 {
         assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue: lhs too short");
         let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
         let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
@@ -468,9 +506,9 @@ pub fn gemm_u8s8_epilogue(
         if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
             assert!(out_q.len() >= m * n);
             with_scratch_f32(m * n, |real| {
-                let store = vnni::Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
+                let store = Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
                 // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
-                unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+                unsafe { b.gemm_to(m, a, lda, store) };
                 (act.f)(real);
                 elementwise::quantize(
                     real,
@@ -484,16 +522,16 @@ pub fn gemm_u8s8_epilogue(
         let store = match e.out {
             OutType::F32 => {
                 assert!(out_f32.len() >= m * n);
-                vnni::Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
+                Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
             }
             OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
                 assert!(out_q.len() >= m * n);
                 let signed = matches!(e.out, OutType::S8 { .. });
-                vnni::Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
+                Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
             }
         };
         // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
-        unsafe { vnni::gemm_to(m, b.k, n, a, lda, &b.data, store) };
+        unsafe { b.gemm_to(m, a, lda, store) };
         match (e.out, e.activation) {
             (OutType::F32, Some(act)) => (act.f)(&mut out_f32[..m * n]),
             (OutType::F32, None) => {}

@@ -242,9 +242,17 @@ fn epilogue_is_the_same_on_every_tier() {
 #[test]
 fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
     use super::elementwise::Affine;
-    for &(m, k, n) in &[(1, 4, 1), (7, 64, 17), (13, 37, 100), (197, 384, 70)] {
+    // Both AVX2 kernels: full-range operands (vpmaddwd) and 7-bit ones (vpmaddubsw).
+    let shapes = [
+        (1, 4, 1, Weights::Full),
+        (7, 64, 17, Weights::Full),
+        (13, 37, 100, Weights::SevenBit),
+        (197, 384, 70, Weights::Full),
+        (11, 9, 23, Weights::SevenBit),
+    ];
+    for &(m, k, n, w) in &shapes {
         let a = values(m * k, 5);
-        let b: Vec<i8> = values(k * n, 6).into_iter().map(|v| v as i8).collect();
+        let b = right_operand(k, n, 6, w);
         let residual = values(m * n, 7);
         let table: Box<[u8; 256]> = Box::new(std::array::from_fn(|i| (255 - i) as u8));
         // Scales from tiny to huge, so that results saturate both ways past ±2^31.

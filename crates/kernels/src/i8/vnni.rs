@@ -8,6 +8,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::Store;
+
 const NR: usize = 16;
 const MR: usize = 6;
 /// Panels per tile.
@@ -75,31 +77,6 @@ pub fn pack_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight
-/// to 8-bit or f32 outputs. Pointers are at the tile's first row and column; `bias` and `scale`
-/// at its first column.
-#[derive(Clone, Copy)]
-pub enum Store {
-    Raw { c: *mut i32, ldc: usize },
-    Requant { q: *mut u8, ldq: usize, bias: *const i32, scale: *const f32, zero_point: i32, signed: bool },
-    Float { f: *mut f32, ldf: usize, bias: *const i32, scale: *const f32 },
-}
-
-impl Store {
-    /// The same store moved by `rows` rows and `cols` columns.
-    unsafe fn at(self, rows: usize, cols: usize) -> Store {
-        match self {
-            Store::Raw { c, ldc } => Store::Raw { c: c.add(rows * ldc + cols), ldc },
-            Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
-                Store::Requant { q: q.add(rows * ldq + cols), ldq, bias: bias.add(cols), scale: scale.add(cols), zero_point, signed }
-            }
-            Store::Float { f, ldf, bias, scale } => {
-                Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) }
-            }
-        }
-    }
 }
 
 /// Stores one accumulator vector of row `r`, columns `start .. start + valid`.
