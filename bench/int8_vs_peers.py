@@ -34,6 +34,11 @@ here is --ov-precision f32 (INFERENCE_PRECISION_HINT=f32) so that "fp32" means f
 parts of the int8 model run in fp32 as they do in octet and ORT. --ov-precision default keeps
 OpenVINO's own choice.
 
+% of the int8 peak: `octet bench --peak` counts the model's operations (2 per multiply-add of its
+MatMul, Gemm and Conv nodes, at the batch's input) and times each int8 microkernel's instruction mix
+in registers; the table gives every int8 engine's operations per second over the fastest mix's peak
+per thread times the threads (the peak measured before and after the rounds, the larger kept).
+
 Quick accuracy sanity: on a random batch-8 input, top-1 agreement and cosine of each engine's int8
 output against the same engine's fp32 output (plus octet fp32 vs ORT fp32).
 
@@ -197,6 +202,14 @@ def octet_times(octet, model, x_path, threads, iters, warmup):
     out = run_octet(octet, ["bench", model, "--input", x_path, "--threads", str(threads),
                             "--iters", str(iters), "--warmup", str(warmup), "--json"])
     return json.loads(out.strip().splitlines()[-1])
+
+
+def octet_peak(octet, model, x_path):
+    """`octet bench --peak` on one input: the model's operations (2 per multiply-add of its matrix
+    products and convolutions) and this CPU's int8 peak per thread, each microkernel's instruction
+    mix timed in registers."""
+    out = run_octet(octet, ["bench", model, "--input", x_path, "--iters", "1", "--warmup", "0", "--peak", "--json"])
+    return json.loads(out.strip().splitlines()[-1])["peak"]
 
 
 def octet_output(octet, model, x_path, threads):
@@ -528,6 +541,8 @@ def bench_config(args, model, paths, batch, threads, x_full):
             info[e] = {"inference_precision": runners[e].exec_precision()}
     runs = {e: [] for e in engines}
     round_medians = {e: [] for e in engines}
+    float_model = os.path.join(MODELS_DIR, MODELS[model][1], "model.onnx")
+    peaks = [octet_peak(args.octet, float_model, x_path)] if os.path.exists(args.octet) else []
     for r in range(args.rounds):
         k = r % len(engines)
         line = []
@@ -559,8 +574,16 @@ def bench_config(args, model, paths, batch, threads, x_full):
     for title, a, b in RATIOS:
         if a in result and b in result:
             ratios[f"{a} / {b}"] = result[a]["median_ms"] / result[b]["median_ms"]
+    peak = None
+    if peaks:
+        peaks.append(octet_peak(args.octet, float_model, x_path))
+        # The larger of the peaks before and after the rounds is the less disturbed one.
+        peak = max(peaks, key=lambda p: p["gops"] or 0)
+        for e, v in result.items():
+            if "int8" in e and peak["gops"]:
+                v["share_of_int8_peak"] = peak["operations"] / (v["median_ms"] * 1e-3) / (peak["gops"] * 1e9 * threads)
     return {"model": model, "batch": batch, "threads": threads, "engines": result, "ratios": ratios,
-            "errors": errors}
+            "int8_peak": peak, "errors": errors}
 
 
 # ---------------------------------------------------------------------------
@@ -586,6 +609,24 @@ def print_table(rows, engines):
         print(line)
     print("(median ms per inference of the whole batch; ratios below 1: octet int8 faster. "
           "o8 = octet full-int8, ORT8/OV8 = ORT/OpenVINO int8, o32 = octet fp32)")
+    int8 = [e for e in cols if "int8" in e]
+    if int8 and any(r.get("int8_peak") for r in rows):
+        print()
+        print("% of the int8 peak end to end: the model's operations (2 per multiply-add of its MatMul, Gemm and "
+              "Conv) per second over the peak per thread x threads")
+        head = f"{'model':<9}{'batch':>6}{'thr':>4}{'G ops':>8}{'peak GOP/s':>12}  {'kernel':<22}" + \
+            "".join(f"{TITLE[e]:>11}" for e in int8)
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            p = r.get("int8_peak")
+            if not p or not p["gops"]:
+                continue
+            line = f"{r['model']:<9}{r['batch']:>6}{r['threads']:>4}{p['operations'] / 1e9:>8.2f}{p['gops']:>12.0f}  {p['kernel']:<22}"
+            for e in int8:
+                v = r["engines"].get(e, {}).get("share_of_int8_peak")
+                line += f"{100 * v:>10.1f}%" if v is not None else f"{'n/a':>11}"
+            print(line)
 
 
 def main():

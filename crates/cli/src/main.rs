@@ -379,6 +379,12 @@ enum Command {
         /// Also report the time spent in each op type.
         #[arg(long)]
         profile: bool,
+        /// Also measure this CPU's int8 peak (each microkernel's instruction mix in registers,
+        /// about 0.1 s each) and report the run's share of it: the model's operations (two per
+        /// multiply-add of its matrix products and convolutions) per second over the peak
+        /// times the threads.
+        #[arg(long)]
+        peak: bool,
         /// Run quantized models in float between dq and q (the reference) instead of int8 kernels.
         #[arg(long)]
         reference: bool,
@@ -558,9 +564,10 @@ fn dispatch(command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Bench { model, input, batch, threads, iters, warmup, json, profile, reference } => {
+        Command::Bench { model, input, batch, threads, iters, warmup, json, profile, peak, reference } => {
             let progress = !json && std::io::stderr().is_terminal();
-            let r = bench::bench(&model, input.as_ref(), batch, threads, iters, warmup, progress, profile, engine(reference))?;
+            let request = bench::Request { input, batch, threads, iters, warmup, progress, profile, peak, engine: engine(reference) };
+            let r = bench::bench(&model, &request)?;
             if json {
                 out!("{}", serde_json::to_string(&r)?);
             } else {
@@ -575,6 +582,17 @@ fn dispatch(command: Command) -> Result<()> {
                     r.min_ms,
                     r.images_per_s
                 );
+                if let Some(p) = &r.peak {
+                    let operations = format!("  {:.2} G operations", p.operations as f64 / 1e9);
+                    match (p.kernel, p.gops, p.share) {
+                        (Some(kernel), Some(gops), Some(share)) => out!(
+                            "{operations}; int8 peak ({} tier, {kernel}): {gops:.0} GOP/s per thread; this run: {:.0} % of it",
+                            p.tier,
+                            share * 100.0
+                        ),
+                        _ => out!("{operations}; the {} tier has no instruction mix to take a peak of", p.tier),
+                    }
+                }
                 for p in &r.profile {
                     out!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0);
                 }

@@ -290,3 +290,33 @@ fn a_session_that_frees_its_weights_plans_other_shapes_from_the_file() {
     }
     assert!(freeing.graph().constants.len() < keeping.graph().constants.len(), "the weights left the graph");
 }
+
+/// `octet bench --peak` counts the model's operations as written (the fixture's timm ViT: patch
+/// Conv, then per block qkv, Q·Kᵀ and P·V per head, proj, fc1, fc2; the head reads the class
+/// token) and times the mixes of the tier in use, named by it.
+#[test]
+fn bench_peak_counts_the_models_operations_and_names_the_tiers_mix() {
+    let (tokens, dim, heads, depth, classes) = (197u64, 192u64, 3u64, 2u64, 10u64);
+    let patch = 196 * dim * 3 * 16 * 16;
+    let block = tokens * dim * 3 * dim + 2 * heads * tokens * (dim / heads) * tokens + tokens * dim * dim + 2 * tokens * dim * 4 * dim;
+    let per_image = 2 * (patch + depth * block + dim * classes);
+    for isa in tiers() {
+        for (model, batch) in [(fixture("vit_ts").join("model.onnx"), 2u64), (qdq("vit_ts", "full-int8"), 1)] {
+            let (ok, out, err) = octet(
+                &["bench", model.to_str().unwrap(), "--iters", "1", "--warmup", "0", "--peak", "--json", "--batch", &batch.to_string()],
+                &[("OCTET_ISA", isa.name())],
+            );
+            assert!(ok, "{err}");
+            let peak = &serde_json::from_str::<serde_json::Value>(&out).unwrap()["peak"];
+            assert_eq!(peak["operations"], batch * per_image, "{isa:?} {model:?}");
+            assert_eq!(peak["tier"], isa.name());
+            let kernels = peak["kernels"].as_array().unwrap();
+            if isa == Isa::Scalar {
+                assert!(kernels.is_empty() && peak["share"].is_null(), "{peak}");
+            } else {
+                assert!(kernels.iter().all(|k| k[0].as_str().unwrap().starts_with(isa.name()) && k[1].as_f64().unwrap() > 1.0), "{peak}");
+                assert!(peak["share"].as_f64().unwrap() > 0.0, "{peak}");
+            }
+        }
+    }
+}

@@ -68,6 +68,14 @@ pub trait Op: Send + Sync + fmt::Debug + Any {
     /// Computes the outputs.
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>>;
 
+    /// The multiply-adds of a matrix product or convolution for these input facts (0 for every
+    /// other op, and when a shape is unknown): the model's operation count of `octet bench
+    /// --peak`, two operations each.
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        let _ = inputs;
+        0
+    }
+
     /// Inputs whose contents (not only shapes) determine the output shapes: shape, axes, sizes
     /// and slice operands. A graph input feeding one is planned by value.
     fn value_operands(&self) -> &'static [usize] {

@@ -24,6 +24,59 @@ pub struct BenchResult {
     /// Share of the timed runs spent in each op type, largest first (with `profile`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<OpTime>,
+    /// The model's operations against this CPU's int8 peak (with `peak`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Peak>,
+}
+
+/// A run measured against the int8 peak: `operations / median / (gops · threads)`.
+#[derive(Serialize, Debug)]
+pub struct Peak {
+    /// Two per multiply-add of the model's matrix products and convolutions, at this input.
+    pub operations: u64,
+    /// The int8 tier running the kernels.
+    pub tier: &'static str,
+    /// The tier's fastest microkernel, and its peak in GOP/s on one thread of this CPU (`None`
+    /// on the scalar tier, which has no instruction mix to time).
+    pub kernel: Option<&'static str>,
+    pub gops: Option<f64>,
+    /// Every microkernel of the tier with its peak.
+    pub kernels: Vec<(&'static str, f64)>,
+    /// The median run's share of `gops · threads`.
+    pub share: Option<f64>,
+}
+
+/// What to time and how.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// An input file; without it a synthetic input with symbolic dims set to `batch`.
+    pub input: Option<InputArg>,
+    pub batch: usize,
+    pub threads: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    pub progress: bool,
+    /// Time each op type.
+    pub profile: bool,
+    /// Measure the int8 peak and the run's share of it.
+    pub peak: bool,
+    pub engine: Engine,
+}
+
+impl Default for Request {
+    fn default() -> Request {
+        Request {
+            input: None,
+            batch: 1,
+            threads: 1,
+            iters: 20,
+            warmup: 3,
+            progress: false,
+            profile: false,
+            peak: false,
+            engine: Engine::Int8,
+        }
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -45,22 +98,11 @@ impl Hooks for OpTimes<'_> {
     }
 }
 
-/// Times `iters` runs after `warmup` untimed ones. Without an input, a synthetic one with
-/// symbolic dims set to `batch` is used.
-#[allow(clippy::too_many_arguments)]
-pub fn bench(
-    model: &Path,
-    input: Option<&InputArg>,
-    batch: usize,
-    threads: usize,
-    iters: usize,
-    warmup: usize,
-    progress: bool,
-    profile: bool,
-    engine: Engine,
-) -> Result<BenchResult> {
-    let session = open(model, threads, engine)?;
-    let inputs = match input {
+/// Times `iters` runs after `warmup` untimed ones.
+pub fn bench(model: &Path, r: &Request) -> Result<BenchResult> {
+    let Request { batch, threads, iters, warmup, progress, profile, .. } = *r;
+    let session = open(model, threads, r.engine)?;
+    let inputs = match &r.input {
         Some(a) => bind(session.graph(), std::slice::from_ref(a))?,
         None => synthetic(session.graph(), batch)?,
     };
@@ -103,5 +145,27 @@ pub fn bench(
         batch,
         iters: times.len(),
         profile,
+        peak: if r.peak { Some(peak(model, &inputs, median, threads)?) } else { None },
     })
+}
+
+/// The model's operations at `inputs` (counted on the model as written, however octet runs it)
+/// against the int8 peak of the tier in use.
+fn peak(model: &Path, inputs: &[octet_graph::Tensor], median_ms: f64, threads: usize) -> Result<Peak> {
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    let typed = octet_runtime::specialize(&octet_onnx::load_for_inference(model)?.graph, &shapes, Engine::Reference)?;
+    let operations = typed
+        .nodes
+        .iter()
+        .map(|n| {
+            let facts: Vec<Option<&octet_graph::Fact>> = n.inputs.iter().map(|v| v.and_then(|v| typed.facts[v].as_ref())).collect();
+            2 * n.op.multiply_adds(&facts)
+        })
+        .sum();
+    let isa = octet_kernels::Isa::selected().map_err(anyhow::Error::msg)?;
+    let kernels: Vec<(&'static str, f64)> =
+        octet_kernels::i8::tier_kernels(isa).iter().filter_map(|&k| octet_kernels::i8::peak(k).map(|p| (k, p / 1e9))).collect();
+    let best = kernels.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+    let share = best.map(|(_, gops)| operations as f64 / (median_ms * 1e-3) / (gops * 1e9 * threads as f64));
+    Ok(Peak { operations, tier: isa.name(), kernel: best.map(|b| b.0), gops: best.map(|b| b.1), kernels, share })
 }

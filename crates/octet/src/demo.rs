@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::calib_data::{Interpolation, Preprocess};
 use crate::check::{self, Status};
 use crate::compare::{self, load_data};
-use crate::{bench, html, quantize, run::Engine};
+use crate::{bench, html, quantize};
 
 /// Where the shipped model lives: `tests/fixtures/fashion_vit` under the current folder, else
 /// under the source tree this binary was built from.
@@ -90,7 +90,8 @@ pub fn demo(dir: &Path, out: &Path, threads: usize, progress: bool) -> Result<De
     let checked = check::check(&quantized, 1)?;
     let count = |s: Status| checked.counts.get(&s).copied().unwrap_or(0);
     let on_int8_kernels = checked.nodes.iter().filter(|n| n.status == Status::Int8 && n.int8 != check::FLOAT_BETWEEN_DQ_AND_Q).count();
-    let time = |m: &Path| bench::bench(m, None, 1, threads, 50, 5, false, false, Engine::Int8).map(|r| r.median_ms);
+    let request = bench::Request { threads, iters: 50, warmup: 5, ..Default::default() };
+    let time = |m: &Path| bench::bench(m, &request).map(|r| r.median_ms);
     let (fp32_ms, int8_ms) = (time(&model)?, time(&quantized)?);
     Ok(DemoReport {
         model,

@@ -124,6 +124,14 @@ impl Op for MatMul {
         expect_f32(b, "B")?;
         Ok(vec![Fact::new(DType::F32, matmul_dims(&a.shape, &b.shape)?.out)])
     }
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        match (optional(inputs, 0), optional(inputs, 1)) {
+            (Some(a), Some(b)) => {
+                matmul_dims(&a.shape, &b.shape).map_or(0, |d| numel(&d.out) as u64 * *a.shape.last().unwrap_or(&1) as u64)
+            }
+            _ => 0,
+        }
+    }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
         let d = matmul_dims(a.shape(), b.shape())?;
@@ -171,6 +179,9 @@ impl Op for PackedMatMul {
         let mut out = a.shape.clone();
         *out.last_mut().expect("checked above") = self.b.n();
         Ok(vec![Fact::new(DType::F32, out)])
+    }
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        optional(inputs, 0).map_or(0, |a| (numel(&a.shape) as u64 / self.b.k().max(1) as u64) * (self.b.k() * self.b.n()) as u64)
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let a = required(inputs, 0, "A")?;
@@ -223,6 +234,12 @@ impl Op for Gemm {
             broadcast_shapes(&[&c.shape, &[m, n]])?;
         }
         Ok(vec![Fact::new(DType::F32, vec![m, n])])
+    }
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        match (optional(inputs, 0), optional(inputs, 1)) {
+            (Some(a), Some(b)) => self.dims(&a.shape, &b.shape).map_or(0, |(m, k, n)| (m * k * n) as u64),
+            _ => 0,
+        }
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
@@ -323,6 +340,15 @@ impl Op for Conv {
         let (x, w) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);
         expect_f32(x, "X")?;
         Ok(vec![Fact::new(DType::F32, Self::out_shape(&self.geom(&x.shape, &w.shape)?, x.shape.len()))])
+    }
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        // Every output value sums C/group · kernel-size products: W's shape after its first dim.
+        match (optional(inputs, 0), optional(inputs, 1)) {
+            (Some(x), Some(w)) => self
+                .geom(&x.shape, &w.shape)
+                .map_or(0, |g| numel(&Self::out_shape(&g, x.shape.len())) as u64 * w.shape.iter().skip(1).product::<usize>() as u64),
+            _ => 0,
+        }
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (x, w) = (required(inputs, 0, "X")?, required(inputs, 1, "W")?);

@@ -6,10 +6,12 @@
 
 mod avx2;
 pub mod elementwise;
+mod peak;
 mod scalar;
 mod vnni;
 
 pub use crate::isa::Isa;
+pub use peak::peak;
 
 /// The right operand `B[k][j]` (K × N, s8) packed for one tier, with its column sums.
 ///
@@ -184,6 +186,15 @@ pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
         w |= (p.add(i).read() as u32) << (8 * i);
     }
     w as i32
+}
+
+/// The microkernels of a tier, by name: each has its own [`peak`].
+pub fn tier_kernels(isa: Isa) -> &'static [&'static str] {
+    match isa {
+        Isa::Scalar => &["scalar_gemm_u8s8_1x1"],
+        Isa::Avx2 => &["avx2_gemm_u8s7_5x16", "avx2_gemm_u8s8_5x16"],
+        Isa::Avx512Vnni => &["avx512vnni_gemm_u8s8_6x64"],
+    }
 }
 
 /// Name of the microkernel a tier uses for full-range s8 right operands, for reports:
