@@ -1,4 +1,4 @@
-//! AVX2: two exact u8 × s8 microkernels of 5 rows × 16 columns, chosen per right operand when it
+//! AVX2: two exact u8 × s8 microkernels of 16 columns (5 or 6 rows), chosen per right operand when it
 //! is packed. Both keep B 8-bit in memory.
 //!
 //! - [`Kernel::Maddubs`], for operands whose adjacent k pairs satisfy `|b₀| + |b₁| ≤ 128` in
@@ -17,7 +17,10 @@ use std::arch::x86_64::*;
 use super::Store;
 
 const NR: usize = 8;
-const MR: usize = 5;
+/// Tile heights: `vpmaddubsw` needs `ones` and a temporary beside its accumulators, so 5 rows of
+/// 2 panels (14 registers); `vpmaddwd` fits 6 rows (15).
+const MR_MADDUBS: usize = 5;
+const MR_MADD: usize = 6;
 /// Panels per tile.
 const NP: usize = 2;
 
@@ -48,7 +51,7 @@ impl Kernel {
     /// `<isa>_<what>_<mr>x<nr>`; `u8s7` names the kernel for 7-bit right operands.
     pub fn name(self) -> &'static str {
         match self {
-            Kernel::Madd => "avx2_gemm_u8s8_5x16",
+            Kernel::Madd => "avx2_gemm_u8s8_6x16",
             Kernel::Maddubs => "avx2_gemm_u8s7_5x16",
         }
     }
@@ -327,7 +330,7 @@ unsafe fn tile_madd<const R: usize, const P: usize>(k: usize, a: *const i16, lda
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a16: *const i16, lda: usize, b: &[u8], out: Store) {
-    let kernel = if MADD { Kernel::Madd } else { Kernel::Maddubs };
+    let (kernel, mr) = if MADD { (Kernel::Madd, MR_MADD) } else { (Kernel::Maddubs, MR_MADDUBS) };
     let kg = k.div_ceil(kernel.group());
     let panels = n.div_ceil(NR);
     let mut p = 0;
@@ -337,7 +340,7 @@ unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a1
         let bp = b.as_ptr().add(p * kg * NR * kernel.group());
         let mut i = 0;
         while i < m {
-            let rows = (m - i).min(MR);
+            let rows = (m - i).min(mr);
             let o = out.at(i, p * NR);
             macro_rules! go {
                 ($($r:literal)*) => {
@@ -350,8 +353,8 @@ unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a1
                     }
                 };
             }
-            go!(1 2 3 4 5);
-            i += MR;
+            go!(1 2 3 4 5 6);
+            i += mr;
         }
         p += np;
     }

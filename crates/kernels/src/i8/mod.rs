@@ -192,7 +192,7 @@ pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
 pub fn tier_kernels(isa: Isa) -> &'static [&'static str] {
     match isa {
         Isa::Scalar => &["scalar_gemm_u8s8_1x1"],
-        Isa::Avx2 => &["avx2_gemm_u8s7_5x16", "avx2_gemm_u8s8_5x16"],
+        Isa::Avx2 => &["avx2_gemm_u8s7_5x16", "avx2_gemm_u8s8_6x16"],
         Isa::Avx512Vnni => &["avx512vnni_gemm_u8s8_6x64"],
     }
 }

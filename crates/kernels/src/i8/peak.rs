@@ -58,7 +58,7 @@ pub fn peak(kernel: &str) -> Option<f64> {
             k if k.starts_with("avx512vnni") && available(Isa::Avx512Vnni) => {
                 (chains * 64.0 * 2.0, Box::new(move || unsafe { vnni(iters) }))
             }
-            "avx2_gemm_u8s8_5x16" if available(Isa::Avx2) => (chains * 16.0 * 2.0, Box::new(move || unsafe { madd(iters) })),
+            "avx2_gemm_u8s8_6x16" if available(Isa::Avx2) => (chains * 16.0 * 2.0, Box::new(move || unsafe { madd(iters) })),
             "avx2_gemm_u8s7_5x16" if available(Isa::Avx2) => (chains * 32.0 * 2.0, Box::new(move || unsafe { maddubs(iters) })),
             _ => return None,
         };

@@ -106,7 +106,7 @@ fn avx2_kernel_follows_the_pair_bound() {
         [([64i8, 64, -128], true), ([-64, -64, 127], true), ([-128, 0, -128], true), ([-128, 1, 0], false), ([65, -64, 0], false)]
     {
         let packed = PackedB::from_rows(Isa::Avx2, 3, 1, 0, &col, 1);
-        let name = if fits { "avx2_gemm_u8s7_5x16" } else { "avx2_gemm_u8s8_5x16" };
+        let name = if fits { "avx2_gemm_u8s7_5x16" } else { "avx2_gemm_u8s8_6x16" };
         assert_eq!(packed.kernel_name(), name, "{col:?}");
         let a = [255u8; 3 * 7];
         let mut got = [0i32; 7];
@@ -165,7 +165,7 @@ fn packing_for_sixteen_bit_operands_takes_the_pair_layout() {
             data: avx2::pack(avx2::Kernel::Madd, k, n, |kk, j| b[kk * n + j]),
             ..packed.clone()
         };
-        assert_eq!((&packed.data, packed.kernel_name()), (&generic.data, "avx2_gemm_u8s8_5x16"), "k={k} n={n}");
+        assert_eq!((&packed.data, packed.kernel_name()), (&generic.data, "avx2_gemm_u8s8_6x16"), "k={k} n={n}");
     }
 }
 
