@@ -23,6 +23,25 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum()
 }
 
+/// Replaces every `x` by `f(x)` and returns the sum of the results, added in the order of
+/// [`lane_sum`] (so the same bits as mapping, then summing).
+#[inline(always)]
+fn lane_map_sum(xs: &mut [f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = f(c[i]);
+            acc[i] += c[i];
+        }
+    }
+    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = f(*v);
+        acc[i] += *v;
+    }
+    acc.iter().sum()
+}
+
 #[inline(always)]
 fn lane_max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -48,10 +67,7 @@ simd_dispatch! {
         }
         for row in x.chunks_exact_mut(row_len) {
             let max = lane_max(row);
-            for v in row.iter_mut() {
-                *v = exp_scalar(*v - max);
-            }
-            let inv = 1.0 / lane_sum(row, |v| v);
+            let inv = 1.0 / lane_map_sum(row, |v| exp_scalar(v - max));
             for v in row.iter_mut() {
                 *v *= inv;
             }
@@ -72,10 +88,7 @@ simd_dispatch! {
         }
         for ((row, out), sum) in x.chunks_exact_mut(row_len).zip(codes.chunks_exact_mut(row_len)).zip(sums.iter_mut()) {
             let max = lane_max(row);
-            for v in row.iter_mut() {
-                *v = exp_nonpositive(*v - max);
-            }
-            let k = 65535.0 / lane_sum(row, |v| v);
+            let k = 65535.0 / lane_map_sum(row, |v| exp_nonpositive(v - max));
             let mut total = 0i32;
             for (&e, c) in row.iter().zip(out.iter_mut()) {
                 let code = (((e * k).clamp(0.0, 65535.0) + MAGIC).to_bits() & 0x3f_ffff) as i32;
