@@ -123,7 +123,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
                     .map(|v| v.map(|v| g.fact(v).value.as_deref().cloned().or_else(|| reference.0.get(&v).cloned()).unwrap()))
                     .collect();
                 let refs: Vec<Option<&Tensor>> = ins.iter().map(Option::as_ref).collect();
-                let outs = node.op.eval(&refs, &octet_graph::EvalCtx { threads: 1 }).unwrap();
+                let outs = node.op.eval(&refs, &octet_graph::EvalCtx::default()).unwrap();
                 for (o, &v) in outs.iter().zip(&node.outputs) {
                     let want = &reference.0[&v];
                     let d = code_diff(o, want);

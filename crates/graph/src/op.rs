@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::OpResult;
+use crate::graph::Body;
 use crate::tensor::{DType, Tensor};
 
 /// What is known about a value before running: its type, its static shape and, for constants,
@@ -41,16 +42,44 @@ impl Fact {
 }
 
 /// What an evaluation may use besides its inputs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct EvalCtx {
     /// Threads a kernel may use (1 = stay on the calling thread).
     pub threads: usize,
+    /// Runs the bodies of If, Loop and Scan; `None`: node by node ([`Body::run`], what constant
+    /// folding uses).
+    pub subgraphs: Option<Arc<dyn Subgraphs>>,
 }
 
 impl Default for EvalCtx {
     fn default() -> Self {
-        EvalCtx { threads: 1 }
+        EvalCtx { threads: 1, subgraphs: None }
     }
+}
+
+impl fmt::Debug for EvalCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvalCtx").field("threads", &self.threads).field("subgraphs", &self.subgraphs.is_some()).finish()
+    }
+}
+
+impl EvalCtx {
+    /// Runs `body` on its formal inputs and captured values, by the context's runner if it has
+    /// one.
+    pub fn run_body(&self, body: &Arc<Body>, formal: Vec<Tensor>, captured: &[&Tensor]) -> OpResult<Vec<Tensor>> {
+        match &self.subgraphs {
+            Some(runner) => runner.run(body, formal, captured, self),
+            None => body.run(formal, captured),
+        }
+    }
+}
+
+/// Runs subgraph bodies for the ops that hold them: the runtime plans each body as it plans a
+/// graph (specialised, rewritten by its pass list, reused for equal input shapes).
+pub trait Subgraphs: Send + Sync {
+    /// The body's outputs for these formal inputs and captured values (in [`Body`] order); `ctx`
+    /// is the context of the op that runs it.
+    fn run(&self, body: &Arc<Body>, formal: Vec<Tensor>, captured: &[&Tensor], ctx: &EvalCtx) -> OpResult<Vec<Tensor>>;
 }
 
 /// An operator instance with its attributes bound.
@@ -97,6 +126,19 @@ pub trait Op: Send + Sync + fmt::Debug + Any {
     /// constant.
     fn foldable(&self) -> bool {
         true
+    }
+
+    /// The subgraph bodies the op runs (If, Loop, Scan), in the order their captured values
+    /// follow the op's declared inputs.
+    fn subgraphs(&self) -> Vec<&Arc<Body>> {
+        Vec::new()
+    }
+
+    /// The same op running `bodies` instead of [`Op::subgraphs`] (as many, in the same order);
+    /// `None` for ops without subgraphs.
+    fn with_subgraphs(&self, bodies: Vec<Arc<Body>>) -> Option<Arc<dyn Op>> {
+        let _ = bodies;
+        None
     }
 
     fn as_any(&self) -> &dyn Any;

@@ -109,3 +109,67 @@ fn shape_arithmetic_is_folded_and_gelu_is_fused() {
         assert!(ops.contains(&"Gelu"), "{name}: no fused Gelu in {ops:?}");
     }
 }
+
+/// The If of `tests/fixtures/control_flow/qdq_if.onnx` (a QDQ Linear in its then-branch, its
+/// weights and quantization parameters initializers of the enclosing graph): each plan binds
+/// the branch's constants in, the branch's own plan lowers its pattern to the int8 Linear, and
+/// both engines give ONNX Runtime's outputs on both branches.
+#[test]
+fn subgraph_bodies_run_through_the_pass_list() {
+    use octet_graph::{DType, Fact};
+    use octet_runtime::passes::plan_graph;
+    use octet_runtime::subgraphs::plan_body;
+    use octet_runtime::Target;
+
+    let d = dir("control_flow");
+    let model = octet_onnx::load(&d.join("qdq_if.onnx")).unwrap();
+    let target = Target { engine: Engine::Int8, isa: None, observed: false };
+    let outer = plan_graph(&model.graph, Default::default(), &[Fact::new(DType::F32, vec![2, 8, 16])], target).unwrap();
+    let node = outer.nodes.iter().find(|n| n.op.name() == "If").expect("the If stays: its condition is computed");
+    let then_branch = node.op.subgraphs()[0].clone();
+    let captured: Vec<&str> = then_branch.captured.iter().map(|&v| then_branch.graph.names[v].as_str()).collect();
+    assert_eq!(captured, ["xq"], "the weights, scales and zero points are bound in; only the computed codes stay captured");
+    assert_eq!(node.inputs.len(), 1 + 2, "cond and the codes each branch reads");
+    let body = plan_body(&then_branch, &[Fact::new(DType::U8, vec![2, 8, 16])], target).unwrap();
+    let ops: Vec<&str> = body.nodes.iter().map(|n| n.op.name()).collect();
+    assert!(ops.contains(&"QLinear") && !ops.contains(&"MatMul"), "the branch's plan: {ops:?}");
+
+    for engine in [Engine::Int8, Engine::Reference] {
+        let session = Session::new(model.graph.clone(), 1, engine).unwrap();
+        for suffix in ["", "_else"] {
+            let x = npy::read(&d.join(format!("input{suffix}.npy"))).unwrap();
+            let want = &npy::read_npz(&d.join(format!("qdq_ort{suffix}.npz"))).unwrap()[0].1;
+            for run in 0..2 {
+                let got = session.run(vec![x.clone()]).unwrap();
+                let (g, w) = (got[0].as_f32().unwrap(), want.as_f32().unwrap());
+                let worst = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                // One output step is 0.02; the int8 kernel and ONNX Runtime may round a tie apart.
+                assert!(worst <= 0.0201, "{engine:?} {suffix} run {run}: largest difference {worst}");
+            }
+        }
+    }
+}
+
+/// A float model's If reads a weight of the enclosing graph (`W3`): the branch gets it as its
+/// own constant, packed for the float matmul, as the enclosing graph's MatMul weights are.
+#[test]
+fn captured_weights_are_bound_and_packed_in_subgraph_plans() {
+    use octet_graph::{DType, Fact};
+    use octet_runtime::passes::plan_graph;
+    use octet_runtime::subgraphs::plan_body;
+    use octet_runtime::Target;
+
+    let model = octet_onnx::load(&dir("control_flow").join("model.onnx")).unwrap();
+    let target = Target { engine: Engine::Reference, isa: None, observed: false };
+    let outer = plan_graph(&model.graph, Default::default(), &[Fact::new(DType::F32, vec![2, 8, 16])], target).unwrap();
+    let node = outer.nodes.iter().find(|n| n.op.name() == "If").unwrap();
+    let then_branch = node.op.subgraphs()[0].clone();
+    let names =
+        |b: &octet_graph::ops::control_flow::Body| -> Vec<String> { b.captured.iter().map(|&v| b.graph.names[v].clone()).collect() };
+    assert!(!names(&then_branch).contains(&"W3".to_string()), "{:?}", names(&then_branch));
+    // The node reads cond, then the then-branch's captured values, then the else-branch's.
+    let facts: Vec<Fact> = (0..then_branch.captured.len()).map(|k| outer.fact(node.inputs[1 + k].unwrap()).clone()).collect();
+    let body = plan_body(&then_branch, &facts, target).unwrap();
+    let ops: Vec<&str> = body.nodes.iter().map(|n| n.op.name()).collect();
+    assert!(ops.contains(&"PackedMatMul"), "{ops:?}");
+}

@@ -7,6 +7,7 @@
 pub mod lower;
 pub mod passes;
 pub mod session;
+pub mod subgraphs;
 
 pub use passes::{specialize, Engine, Target};
 pub use session::{Hooks, NoHooks, Plan, Reload, Session};

@@ -39,6 +39,10 @@ pub enum Action {
     Lower,
     /// Folds the constants the lowering left (the dequantized weights it did not take).
     FoldConstants,
+    /// Binds the constants that subgraph bodies capture into the bodies
+    /// ([`crate::subgraphs::bind_captured_constants`]); each body is then planned through this
+    /// same list when it first runs.
+    BindSubgraphConstants,
 }
 
 /// One step of the pass list.
@@ -53,6 +57,7 @@ pub static PASSES: &[Step] = &[
     Step { when: When::Always, action: Action::Rewrite(&FuseGelu) },
     Step { when: When::Int8, action: Action::Lower },
     Step { when: When::Int8, action: Action::FoldConstants },
+    Step { when: When::Always, action: Action::BindSubgraphConstants },
     Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulBias) },
     Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulActivation) },
 ];
@@ -64,6 +69,7 @@ impl Step {
             Action::Rewrite(p) => p.name(),
             Action::Lower => "int8-lowering",
             Action::FoldConstants => "fold-constants",
+            Action::BindSubgraphConstants => "bind-subgraph-constants",
         }
     }
 
@@ -87,6 +93,7 @@ impl Step {
                 g.remove_dead_nodes();
             }
             Action::FoldConstants => g.fold_constants()?,
+            Action::BindSubgraphConstants => crate::subgraphs::bind_captured_constants(g)?,
         }
         g.verify_in_debug(self.name())
     }
@@ -110,18 +117,28 @@ pub struct Target {
     pub observed: bool,
 }
 
+/// What the specialisation of `engine`'s plans leaves unfolded: on the int8 engine, the
+/// DequantizeLinear of constant tensors (see [`deferred_for_lowering`]).
+pub(crate) fn deferral(engine: Engine) -> &'static dyn Fn(&Node, &[Option<&Fact>]) -> bool {
+    match engine {
+        Engine::Int8 => &deferred_for_lowering,
+        Engine::Reference => &|_, _| false,
+    }
+}
+
+/// Rewrites a specialised graph by every step of [`PASSES`] that applies to `target`.
+pub(crate) fn rewrite(typed: &mut TypedGraph, target: Target) -> Result<()> {
+    for step in PASSES.iter().filter(|s| s.applies(target.engine, target.observed)) {
+        step.run(typed, target.isa)?;
+    }
+    Ok(())
+}
+
 /// The graph of a plan: `graph` specialised to `inputs` with `constants` moved in, rewritten by
 /// every step of [`PASSES`] that applies to `target`.
 pub fn plan_graph(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, inputs: &[Fact], target: Target) -> Result<TypedGraph> {
-    let Target { engine, isa, observed } = target;
-    let defer: &dyn Fn(&Node, &[Option<&Fact>]) -> bool = match engine {
-        Engine::Int8 => &deferred_for_lowering,
-        Engine::Reference => &|_, _| false,
-    };
-    let mut typed = TypedGraph::specialize_with(graph, constants, inputs, defer)?;
-    for step in PASSES.iter().filter(|s| s.applies(engine, observed)) {
-        step.run(&mut typed, isa)?;
-    }
+    let mut typed = TypedGraph::specialize_with(graph, constants, inputs, deferral(target.engine))?;
+    rewrite(&mut typed, target)?;
     Ok(typed)
 }
 

@@ -11,6 +11,7 @@ use octet_graph::{Data, Error, EvalCtx, Fact, Graph, Result, Tensor, TypedGraph,
 use octet_kernels::Isa;
 
 use crate::passes::{plan_graph, Engine, Target};
+use crate::subgraphs::BodyPlans;
 
 /// Observes a run: every computed value (graph inputs included) and every node's time.
 pub trait Hooks: Send {
@@ -23,6 +24,10 @@ pub trait Hooks: Send {
     fn value(&mut self, _v: ValueId, _t: &Tensor) -> Result<()> {
         Ok(())
     }
+    /// False for hooks that ignore [`Hooks::node_done`]'s time: their runs read no clock.
+    fn times_nodes(&self) -> bool {
+        true
+    }
     fn node_done(&mut self, _plan: &Plan, _node: usize, _time: Duration) {}
 }
 
@@ -31,6 +36,9 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {
     fn observes_values(&self) -> bool {
+        false
+    }
+    fn times_nodes(&self) -> bool {
         false
     }
 }
@@ -105,7 +113,7 @@ impl Plan {
             }
         }
         for (i, node) in g.nodes.iter().enumerate() {
-            let start = Instant::now();
+            let start = hooks.times_nodes().then(Instant::now);
             let outs = match self.take_for_view(i, &mut values) {
                 Some(t) => vec![t.reshaped(g.fact(node.outputs[0]).shape.clone())],
                 None => {
@@ -124,7 +132,7 @@ impl Plan {
             for &v in &self.release_after[i] {
                 values[v] = None;
             }
-            hooks.node_done(self, i, start.elapsed());
+            hooks.node_done(self, i, start.map_or(Duration::ZERO, |s| s.elapsed()));
         }
         g.outputs
             .iter()
@@ -195,7 +203,7 @@ impl Session {
             engine,
             isa: None,
             by_value,
-            ctx: EvalCtx { threads },
+            ctx: EvalCtx { threads, subgraphs: Some(Arc::new(BodyPlans::new(Target { engine, isa: None, observed: false }))) },
             pool,
             plans: Mutex::new(HashMap::new()),
         })
@@ -205,6 +213,7 @@ impl Session {
     /// compare tiers in one process). Plans made before keep theirs.
     pub fn with_isa(mut self, isa: Isa) -> Session {
         self.isa = Some(isa);
+        self.ctx.subgraphs = Some(Arc::new(BodyPlans::new(Target { engine: self.engine, isa: self.isa, observed: false })));
         self
     }
 

@@ -1,8 +1,9 @@
 //! Control flow with subgraphs (ONNX "controlflow" group): If, Loop, Scan.
 //!
 //! A subgraph is a [`Body`]: its facts are inferred by the main specialisation (folding what is
-//! constant, size limits naming the body's node), and its nodes run in order by a small
-//! interpreter. Values of enclosing graphs that a body reads
+//! constant, size limits naming the body's node). In a session a body runs as a plan of its own,
+//! through the runtime's pass list ([`crate::op::Subgraphs`]); constant folding runs its nodes in
+//! order ([`Body::run`]). Values of enclosing graphs that a body reads
 //! are *captured*: the importer appends them to the node's inputs, after the ONNX inputs, so the
 //! outer plan sees every value the node depends on.
 
@@ -18,7 +19,8 @@ use crate::typed::TypedGraph;
 pub use crate::graph::Body;
 
 impl Body {
-    /// Runs the body on its formal inputs and captured values.
+    /// Runs the body on its formal inputs and captured values, node by node (constant folding
+    /// does; sessions run bodies as plans through [`EvalCtx::run_body`]).
     pub fn run(&self, formal: Vec<Tensor>, captured: &[&Tensor]) -> OpResult<Vec<Tensor>> {
         if formal.len() != self.formal.len() {
             return Err(format!("the body takes {} inputs, got {}", self.formal.len(), formal.len()));
@@ -78,6 +80,22 @@ impl Body {
         let typed = TypedGraph::specialize_facts(&self.graph, facts, &|_, _| false).map_err(|e| e.to_string())?;
         Ok(typed.outputs.iter().map(|&v| typed.fact(v).clone()).collect())
     }
+
+    /// The body with the captured values at the positions where `values` holds one bound as
+    /// its own constants, and those positions no longer captured.
+    pub fn bind_captured(&self, values: &[Option<Arc<Tensor>>]) -> Body {
+        let mut graph = self.graph.clone();
+        let mut captured = Vec::with_capacity(self.captured.len());
+        for (k, &v) in self.captured.iter().enumerate() {
+            match values.get(k).cloned().flatten() {
+                Some(t) => {
+                    graph.constants.insert(v, t);
+                }
+                None => captured.push(v),
+            }
+        }
+        Body { graph, formal: self.formal.clone(), captured }
+    }
 }
 
 /// Every input index, for ops whose inputs all decide their outputs' shapes.
@@ -131,7 +149,7 @@ fn bool_scalar(t: &Tensor, what: &str) -> OpResult<bool> {
 // ---------------------------------------------------------------- If
 
 /// Runs one of two subgraphs on the condition.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct If {
     pub then_branch: Arc<Body>,
     pub else_branch: Arc<Body>,
@@ -163,14 +181,21 @@ impl Op for If {
         }
         Ok(t.into_iter().map(|f| Fact::new(f.dtype, f.shape)).collect())
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let cond = bool_scalar(crate::op::required(inputs, 0, "cond")?, "cond")?;
         let (tc, ec) = self.captures(inputs)?;
         if cond {
-            self.then_branch.run(vec![], &tc)
+            ctx.run_body(&self.then_branch, vec![], &tc)
         } else {
-            self.else_branch.run(vec![], &ec)
+            ctx.run_body(&self.else_branch, vec![], &ec)
         }
+    }
+    fn subgraphs(&self) -> Vec<&Arc<Body>> {
+        vec![&self.then_branch, &self.else_branch]
+    }
+    fn with_subgraphs(&self, bodies: Vec<Arc<Body>>) -> Option<Arc<dyn Op>> {
+        let [then_branch, else_branch] = <[Arc<Body>; 2]>::try_from(bodies).ok()?;
+        Some(Arc::new(If { then_branch, else_branch }))
     }
     op_any!();
 }
@@ -182,7 +207,7 @@ impl Op for If {
 /// when the model is planned it is evaluated then; otherwise it is planned when its loop-carried
 /// values keep their types and shapes from one iteration to the next, and its scan outputs (if
 /// any) have a trip count known when the model is planned and a condition that stays true.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Loop {
     pub body: Arc<Body>,
     /// The ONNX inputs (M, cond, then the loop-carried values), before the captured values.
@@ -246,7 +271,7 @@ impl Op for Loop {
         }
         self.infer_static(inputs).map_err(|why| format!("{why}, and its inputs are computed at run time; octet plans such a Loop when its loop-carried values keep their types and shapes and its scan outputs have a trip count known when the model is planned"))
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let n_state = self.declared_inputs.checked_sub(2).ok_or("Loop takes M and cond before its loop-carried values")?;
         let trip = inputs
             .first()
@@ -267,7 +292,7 @@ impl Op for Loop {
             }
             let mut formal = vec![Tensor::i64(vec![], vec![i]), Tensor::from_parts(vec![], Data::Bool(vec![cond]))];
             formal.extend(state.iter().cloned());
-            let mut out = self.body.run(formal, &captured)?.into_iter();
+            let mut out = ctx.run_body(&self.body, formal, &captured)?.into_iter();
             cond = bool_scalar(&out.next().expect("checked count"), "the body's cond")?;
             state = out.by_ref().take(n_state).collect();
             for (s, t) in scans.iter_mut().zip(out) {
@@ -282,6 +307,13 @@ impl Op for Loop {
         }
         Ok(result)
     }
+    fn subgraphs(&self) -> Vec<&Arc<Body>> {
+        vec![&self.body]
+    }
+    fn with_subgraphs(&self, bodies: Vec<Arc<Body>>) -> Option<Arc<dyn Op>> {
+        let [body] = <[Arc<Body>; 1]>::try_from(bodies).ok()?;
+        Some(Arc::new(Loop { body, ..self.clone() }))
+    }
     op_any!();
 }
 
@@ -289,7 +321,7 @@ impl Op for Loop {
 
 /// Iterates a body over slices of the scan inputs, carrying state and stacking scan outputs
 /// (opset 9 and later; opset 8's batched form with `sequence_lens` too).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Scan {
     pub body: Arc<Body>,
     pub num_scan_inputs: usize,
@@ -316,7 +348,7 @@ impl Scan {
     }
 
     /// One unbatched scan: states and scan inputs in, final states and stacked scan outputs out.
-    fn scan(&self, states: Vec<Tensor>, scan_in: &[&Tensor], captured: &[&Tensor]) -> OpResult<Vec<Tensor>> {
+    fn scan(&self, states: Vec<Tensor>, scan_in: &[&Tensor], captured: &[&Tensor], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (_, n_state, n_scan_out) = self.counts()?;
         let axes: Vec<usize> =
             scan_in.iter().enumerate().map(|(k, t)| Self::axis(&self.input_axes, k, t.rank())).collect::<OpResult<_>>()?;
@@ -332,7 +364,7 @@ impl Scan {
                 let i = if self.input_reverse.get(k).copied().unwrap_or(false) { len - 1 - step } else { step };
                 formal.push(slice(t, axes[k], i));
             }
-            let mut out = self.body.run(formal, captured)?.into_iter();
+            let mut out = ctx.run_body(&self.body, formal, captured)?.into_iter();
             state = out.by_ref().take(n_state).collect();
             for (o, t) in outs.iter_mut().zip(out) {
                 o.push(t);
@@ -389,13 +421,13 @@ impl Op for Scan {
         }
         Ok(result)
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (first, n_state, _) = self.counts()?;
         let captured = present(inputs, self.declared_inputs..self.declared_inputs + self.body.captured.len(), "captured value")?;
         let states = present(inputs, first..first + n_state, "state")?;
         let scan_in = present(inputs, first + n_state..first + n_state + self.num_scan_inputs, "scan input")?;
         if !self.batched {
-            return self.scan(states.into_iter().cloned().collect(), &scan_in, &captured);
+            return self.scan(states.into_iter().cloned().collect(), &scan_in, &captured, ctx);
         }
         let batch = states.first().or(scan_in.first()).map_or(0, |t| t.shape().first().copied().unwrap_or(0));
         if let Some(lens) = inputs.first().copied().flatten() {
@@ -409,10 +441,17 @@ impl Op for Scan {
             let st: Vec<Tensor> = states.iter().map(|t| slice(t, 0, b)).collect();
             let sc: Vec<Tensor> = scan_in.iter().map(|t| slice(t, 0, b)).collect();
             let sc_refs: Vec<&Tensor> = sc.iter().collect();
-            per_batch.push(self.scan(st, &sc_refs, &captured)?);
+            per_batch.push(self.scan(st, &sc_refs, &captured, ctx)?);
         }
         let n_out = per_batch.first().map_or(0, |o| o.len());
         (0..n_out).map(|k| stack(&per_batch.iter().map(|o| o[k].clone()).collect::<Vec<_>>(), 0, &Fact::new(DType::F32, vec![]))).collect()
+    }
+    fn subgraphs(&self) -> Vec<&Arc<Body>> {
+        vec![&self.body]
+    }
+    fn with_subgraphs(&self, bodies: Vec<Arc<Body>>) -> Option<Arc<dyn Op>> {
+        let [body] = <[Arc<Body>; 1]>::try_from(bodies).ok()?;
+        Some(Arc::new(Scan { body, ..self.clone() }))
     }
     op_any!();
 }
