@@ -183,6 +183,12 @@ fn global_average_pool_runs_on_its_int8_kernel_through_the_cli() {
     let pool = report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "pool").expect("the pool node");
     assert_eq!((pool["status"].as_str(), pool["int8"].as_str()), (Some("int8"), Some("int8 kernel")), "{pool}");
     assert!(pool["kernel"].as_str().unwrap().contains("integer sum"), "{pool}");
+    let rule = octet_runtime::lower::RULES.iter().find(|r| (r.anchors)("GlobalAveragePool")).unwrap();
+    assert_eq!(
+        pool["why"].as_str(),
+        Some(format!("matched {}: lowered to an int8 kernel", rule.pattern).as_str()),
+        "the rule that lowered it"
+    );
     let dir = common::Scratch::new("gap");
     let input = fixture("cnn_gap").join("input.npy");
     let (ok, _, err) = octet(&["run", model.to_str().unwrap(), "-i", input.to_str().unwrap(), "-o", &dir.text("y.npy")], &[]);

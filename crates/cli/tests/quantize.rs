@@ -79,6 +79,9 @@ fn seed_attention_quantizes_with_both_matmuls_and_the_scalar_multiply() {
     for node in ["/MatMul", "/MatMul_1", "/Mul", "/qkv/MatMul", "/proj/MatMul"] {
         assert_eq!(status(node), "int8", "{node} in {out}");
     }
+    let why = |name: &str| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["why"].as_str().unwrap().to_string();
+    let fused = octet_runtime::lower::FUSIONS.iter().find(|f| f.pattern.contains("f32 softmax")).unwrap();
+    assert!(why("/Softmax").contains(fused.pattern), "the attention fusion that runs it: {}", why("/Softmax"));
     let x = npy::read(&fixture("seed_attention_ts", "input.npy")).unwrap();
     let c = cosine(&run(&q, x.clone()), &npy::read(&fixture("seed_attention_ts", "ort.npy")).unwrap());
     println!("seed attention int8-gemm cosine vs fp32: {c:.5}");

@@ -152,7 +152,11 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
         g.inputs.iter().map(|i| i.dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { batch }).collect()).collect();
     let typed = octet_runtime::specialize(g, &shapes, Engine::Reference)?;
     let isa = octet_kernels::Isa::selected().map_err(anyhow::Error::msg)?;
-    let lowered = octet_runtime::specialize(g, &shapes, Engine::Int8)?;
+    let (lowered, matched) = octet_runtime::passes::specialize_matched(g, &shapes, Engine::Int8)?;
+    let mut patterns_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in &matched {
+        patterns_of.entry(m.node.as_str()).or_default().push(m.pattern);
+    }
     let mut kernel_of: HashMap<&str, (&str, String)> = HashMap::new();
     for l in &lowered.nodes {
         if let Some(k) = l.op.kernel() {
@@ -193,7 +197,10 @@ pub fn check(model: &Path, batch: usize) -> Result<Report> {
             why,
         };
         let r = if let Some((anchor, kernel)) = kernel_of.get(n.name.as_str()) {
-            let why = int8.get(n.name.as_str()).copied().unwrap_or("an int8 pattern");
+            let why = match patterns_of.get(n.name.as_str()).or(patterns_of.get(anchor)) {
+                Some(patterns) => format!("matched {}", patterns.join("; then ")),
+                None => int8.get(n.name.as_str()).copied().unwrap_or("an int8 pattern").to_string(),
+            };
             if *anchor == n.name {
                 report(Status::Int8, Some(n.name.clone()), kernel.clone(), "int8 kernel", format!("{why}: lowered to an int8 kernel"))
             } else if matches!(n.op.name(), "QuantizeLinear" | "DequantizeLinear") {

@@ -10,6 +10,8 @@ use octet_graph::rewrite::{self, FuseGelu, FuseLayerNorm, FuseMatMulActivation, 
 use octet_graph::{Error, Fact, Graph, Node, Result, Tensor, TypedGraph, ValueId};
 use octet_kernels::Isa;
 
+use crate::lower::Matched;
+
 /// How a session runs a quantized model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -81,7 +83,8 @@ impl Step {
         }
     }
 
-    fn run(&self, g: &mut TypedGraph, isa: Option<Isa>) -> Result<()> {
+    /// Runs the step; the int8 lowering adds the nodes it lowered to `matched`.
+    fn run(&self, g: &mut TypedGraph, isa: Option<Isa>, matched: &mut Vec<Matched>) -> Result<()> {
         match self.action {
             Action::Rewrite(p) => return rewrite::apply(g, p),
             Action::Lower => {
@@ -89,7 +92,7 @@ impl Step {
                     Some(isa) => isa,
                     None => Isa::selected().map_err(Error::Input)?,
                 };
-                crate::lower::lower(g, isa);
+                matched.extend(crate::lower::lower(g, isa));
                 g.remove_dead_nodes();
             }
             Action::FoldConstants => g.fold_constants()?,
@@ -126,12 +129,14 @@ pub(crate) fn deferral(engine: Engine) -> &'static dyn Fn(&Node, &[Option<&Fact>
     }
 }
 
-/// Rewrites a specialised graph by every step of [`PASSES`] that applies to `target`.
-pub(crate) fn rewrite(typed: &mut TypedGraph, target: Target) -> Result<()> {
+/// Rewrites a specialised graph by every step of [`PASSES`] that applies to `target`; returns
+/// the nodes the int8 lowering lowered, each with its rule.
+pub(crate) fn rewrite(typed: &mut TypedGraph, target: Target) -> Result<Vec<Matched>> {
+    let mut matched = Vec::new();
     for step in PASSES.iter().filter(|s| s.applies(target.engine, target.observed)) {
-        step.run(typed, target.isa)?;
+        step.run(typed, target.isa, &mut matched)?;
     }
-    Ok(())
+    Ok(matched)
 }
 
 /// The graph of a plan: `graph` specialised to `inputs` with `constants` moved in, rewritten by
@@ -142,13 +147,22 @@ pub fn plan_graph(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, input
     Ok(typed)
 }
 
-/// `graph` specialised to input shapes (in graph input order, dtypes as declared) and rewritten
-/// as an observed plan of `engine` is: every value a hook would see is still there. What the
-/// quantizer and `octet check` read.
-pub fn specialize(graph: &Graph, shapes: &[Vec<usize>], engine: Engine) -> Result<TypedGraph> {
+/// [`specialize`], with the nodes the int8 lowering lowered and the rule of each (none on the
+/// reference engine): what `octet check` reports.
+pub fn specialize_matched(graph: &Graph, shapes: &[Vec<usize>], engine: Engine) -> Result<(TypedGraph, Vec<Matched>)> {
     if shapes.len() != graph.inputs.len() {
         return Err(Error::Input(format!("the model has {} inputs, {} shapes were given", graph.inputs.len(), shapes.len())));
     }
     let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
-    plan_graph(graph, HashMap::new(), &facts, Target { engine, isa: None, observed: true })
+    let target = Target { engine, isa: None, observed: true };
+    let mut typed = TypedGraph::specialize_with(graph, HashMap::new(), &facts, deferral(engine))?;
+    let matched = rewrite(&mut typed, target)?;
+    Ok((typed, matched))
+}
+
+/// `graph` specialised to input shapes (in graph input order, dtypes as declared) and rewritten
+/// as an observed plan of `engine` is: every value a hook would see is still there. What the
+/// quantizer and `octet check` read.
+pub fn specialize(graph: &Graph, shapes: &[Vec<usize>], engine: Engine) -> Result<TypedGraph> {
+    specialize_matched(graph, shapes, engine).map(|(typed, _)| typed)
 }

@@ -454,6 +454,13 @@ fn layer_norm(m: &M, at: usize) -> Option<Rewrite> {
     Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
 }
 
+/// A node that an int8 rule lowered or a kernel fusion made: its name (a later fusion may absorb
+/// it) and the pattern that matched ([`Rule::pattern`], [`Fusion::pattern`]).
+pub struct Matched {
+    pub node: String,
+    pub pattern: &'static str,
+}
+
 /// One int8 rule: a QDQ pattern anchored at a node of certain op types, and the kernel that
 /// replaces it.
 pub struct Rule {
@@ -593,8 +600,10 @@ pub fn int8_support(def: &OpDef) -> Int8Support {
     }
 }
 
-/// Applies the first matching rule of [`RULES`] at every node, in order, then fuses kernels.
-pub fn lower(g: &mut TypedGraph, isa: Isa) {
+/// Applies the first matching rule of [`RULES`] at every node, in order, then fuses kernels
+/// ([`FUSIONS`]). Returns the nodes it lowered and fused, each with its pattern, in that order.
+pub fn lower(g: &mut TypedGraph, isa: Isa) -> Vec<Matched> {
+    let mut matched = Vec::new();
     let mut anchored: std::collections::HashMap<&'static str, Vec<&'static Rule>> = std::collections::HashMap::new();
     let mut ix = Index::of_typed(g);
     let mut i = 0;
@@ -603,9 +612,10 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
             let m = M { g, ix: &ix };
             let op_type = g.nodes[i].op.name();
             let rules = anchored.entry(op_type).or_insert_with(|| RULES.iter().filter(|r| (r.anchors)(op_type)).collect());
-            rules.iter().find_map(|r| (r.apply)(&m, i, isa))
+            rules.iter().find_map(|&r| (r.apply)(&m, i, isa).map(|rw| (r, rw)))
         };
-        if let Some(r) = rewrite {
+        if let Some((rule, r)) = rewrite {
+            matched.push(Matched { node: g.nodes[i].name.clone(), pattern: rule.pattern });
             let consumed: Vec<ValueId> =
                 std::iter::once(r.at).chain(r.removed.iter().copied()).flat_map(|n| g.nodes[n].inputs.iter().flatten().copied()).collect();
             let removed_names: Vec<String> = r.removed.iter().map(|&q| g.nodes[q].name.clone()).collect();
@@ -622,7 +632,8 @@ pub fn lower(g: &mut TypedGraph, isa: Isa) {
         i += 1;
     }
     g.remove_dead_nodes();
-    fuse_kernels(g);
+    matched.extend(fuse_kernels(g));
+    matched
 }
 
 /// Frees the integer weights and biases that a rewrite packed into its kernel: the constants
@@ -642,17 +653,35 @@ fn release_packed_constants(g: &mut TypedGraph, ix: &Index, consumed: &[ValueId]
     }
 }
 
-/// Fusions between lowered kernels:
-/// - `QMove → QTable` → `QTable → QMove` (tables commute with data movement; this brings a
-///   table next to the GEMM that feeds it and a Transpose next to the attention that reads it);
-/// - `QLinear|QConv → QTable` → the table in the GEMM's epilogue;
-/// - `QLinear → QBinary(Add, same shape)` → the residual in the GEMM's epilogue, and
-///   `QLinear (f32 out) → Add(·, f32 of the same shape)` → the float residual stream's sum there;
-/// - `QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V)` → QAttention, and with float logits and
-///   probabilities `QMatMul(Q, Kᵀ) → [scale] → Softmax → MatMul(·, DQ(V))` → QAttention with
-///   16-bit probabilities;
-/// - `Transpose → Split` on 8-bit data → one strided copy per output.
-fn fuse_kernels(g: &mut TypedGraph) {
+/// One fusion between lowered kernels: a pattern over kernels and what it makes of them.
+pub struct Fusion {
+    /// The pattern and its result.
+    pub pattern: &'static str,
+    /// Matches at node `i`; the node index to replace and its replacement.
+    apply: fn(&TypedGraph, &Index, usize) -> Option<(usize, Node)>,
+}
+
+/// The fusions between lowered kernels, tried in this order at every node after the
+/// `QMove → QTable` reordering (tables commute with data movement: `QMove → QTable` becomes
+/// `QTable → QMove`, which brings a table next to the GEMM that feeds it and a Transpose next to
+/// the attention that reads it).
+pub static FUSIONS: &[Fusion] = &[
+    Fusion { pattern: "QLinear|QConv → QTable: the table in the GEMM's epilogue", apply: epilogue_table },
+    Fusion { pattern: "QLinear|QConv (f32 out) → GELU|Erf|Tanh|Sigmoid [→ Q]: the f32 activation in the GEMM's epilogue", apply: epilogue_activation },
+    Fusion {
+        pattern: "QLinear → QBinary(Add, same shape), or QLinear (f32 out) → Add(f32 of the same shape): the residual in the GEMM's epilogue",
+        apply: epilogue_residual,
+    },
+    Fusion { pattern: "QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V): one attention kernel per (batch, head)", apply: attention },
+    Fusion {
+        pattern: "QMatMul(Q, Kᵀ) (f32 out) → [scale] → Softmax → MatMul(·, DQ(V)): one attention kernel per (batch, head), f32 softmax and 16-bit probabilities",
+        apply: attention_float_softmax,
+    },
+    Fusion { pattern: "Transpose → Split on 8-bit data: one strided copy per output", apply: transpose_split },
+];
+
+/// Applies [`FUSIONS`] until none matches; returns the fused nodes, each with its pattern.
+fn fuse_kernels(g: &mut TypedGraph) -> Vec<Matched> {
     let mut ix = Index::of_typed(g);
     let mut i = 0;
     while i < g.nodes.len() {
@@ -662,15 +691,11 @@ fn fuse_kernels(g: &mut TypedGraph) {
             i += 1;
         }
     }
+    let mut matched = Vec::new();
     let mut i = 0;
     while i < g.nodes.len() {
-        let fused = epilogue_table(g, &ix, i)
-            .or_else(|| epilogue_activation(g, &ix, i))
-            .or_else(|| epilogue_residual(g, &ix, i))
-            .or_else(|| attention(g, &ix, i))
-            .or_else(|| attention_float_softmax(g, &ix, i))
-            .or_else(|| transpose_split(g, &ix, i));
-        if let Some((at, node)) = fused {
+        if let Some((fusion, (at, node))) = FUSIONS.iter().find_map(|f| (f.apply)(g, &ix, i).map(|r| (f, r))) {
+            matched.push(Matched { node: node.name.clone(), pattern: fusion.pattern });
             g.replace_node(at, node);
             g.remove_dead_nodes();
             ix = Index::of_typed(g);
@@ -679,6 +704,7 @@ fn fuse_kernels(g: &mut TypedGraph) {
         }
         i += 1;
     }
+    matched
 }
 
 /// Rewrites `QMove(x) → QTable` (the table the move's only reader) as `QTable(x) → QMove`.
