@@ -48,6 +48,14 @@ impl Kernel {
         }
     }
 
+    /// Rows of the left operand one tile computes.
+    pub fn tile_rows(self) -> usize {
+        match self {
+            Kernel::Madd => MR_MADD,
+            Kernel::Maddubs => MR_MADDUBS,
+        }
+    }
+
     /// `<isa>_<what>_<mr>x<nr>`; `u8s7` names the kernel for 7-bit right operands.
     pub fn name(self) -> &'static str {
         match self {

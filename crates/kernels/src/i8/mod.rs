@@ -117,6 +117,16 @@ impl PackedB {
         self.data.len()
     }
 
+    /// Rows of the left operand one tile of that microkernel computes: a block of rows split off
+    /// for a thread wastes nothing when it is a multiple of this.
+    pub fn tile_rows(&self) -> usize {
+        match (self.isa, self.avx2_kernel) {
+            (Isa::Avx2, Some(kernel)) => kernel.tile_rows(),
+            (Isa::Avx512Vnni, _) => vnni::TILE_ROWS,
+            _ => 1,
+        }
+    }
+
     /// The microkernel that multiplies by this operand.
     pub fn kernel_name(&self) -> &'static str {
         match self.avx2_kernel {

@@ -12,6 +12,9 @@ use super::Store;
 
 const NR: usize = 16;
 const MR: usize = 6;
+
+/// Rows of the left operand one tile computes.
+pub(crate) const TILE_ROWS: usize = MR;
 /// Panels per tile.
 const NP: usize = 4;
 

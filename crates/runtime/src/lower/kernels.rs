@@ -95,7 +95,8 @@ fn gemm_out(
     sum: &[f32],
 ) -> Tensor {
     let n = b.n;
-    let block_rows = if threads > 1 { m.div_ceil(threads).next_multiple_of(6) } else { m }.max(1);
+    let tile = b.tile_rows();
+    let block_rows = if threads > 1 { m.div_ceil(tile).div_ceil(threads) * tile } else { m }.max(1);
     let (mut f, mut q) = match out {
         Output::F32 => (vec![0.0f32; m * n], Vec::new()),
         Output::Quantized(_) => (Vec::new(), vec![0u8; m * n]),
