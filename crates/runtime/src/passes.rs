@@ -130,7 +130,7 @@ pub(crate) fn deferral(engine: Engine) -> &'static dyn Fn(&Node, &[Option<&Fact>
 }
 
 /// Rewrites a specialised graph by every step of [`PASSES`] that applies to `target`; returns
-/// the nodes the int8 lowering lowered, each with its rule.
+/// what the int8 lowering matched where ([`Matched`]).
 pub(crate) fn rewrite(typed: &mut TypedGraph, target: Target) -> Result<Vec<Matched>> {
     let mut matched = Vec::new();
     for step in PASSES.iter().filter(|s| s.applies(target.engine, target.observed)) {
@@ -142,22 +142,29 @@ pub(crate) fn rewrite(typed: &mut TypedGraph, target: Target) -> Result<Vec<Matc
 /// The graph of a plan: `graph` specialised to `inputs` with `constants` moved in, rewritten by
 /// every step of [`PASSES`] that applies to `target`.
 pub fn plan_graph(graph: &Graph, constants: HashMap<ValueId, Arc<Tensor>>, inputs: &[Fact], target: Target) -> Result<TypedGraph> {
-    let mut typed = TypedGraph::specialize_with(graph, constants, inputs, deferral(target.engine))?;
-    rewrite(&mut typed, target)?;
-    Ok(typed)
+    plan_graph_matched(graph, constants, inputs, target).map(|(typed, _)| typed)
 }
 
-/// [`specialize`], with the nodes the int8 lowering lowered and the rule of each (none on the
-/// reference engine): what `octet check` reports.
+/// [`plan_graph`], with what the int8 lowering matched where.
+fn plan_graph_matched(
+    graph: &Graph,
+    constants: HashMap<ValueId, Arc<Tensor>>,
+    inputs: &[Fact],
+    target: Target,
+) -> Result<(TypedGraph, Vec<Matched>)> {
+    let mut typed = TypedGraph::specialize_with(graph, constants, inputs, deferral(target.engine))?;
+    let matched = rewrite(&mut typed, target)?;
+    Ok((typed, matched))
+}
+
+/// [`specialize`], with the nodes the int8 lowering lowered or fused and the pattern of each (none
+/// on the reference engine): what `octet check` reports.
 pub fn specialize_matched(graph: &Graph, shapes: &[Vec<usize>], engine: Engine) -> Result<(TypedGraph, Vec<Matched>)> {
     if shapes.len() != graph.inputs.len() {
         return Err(Error::Input(format!("the model has {} inputs, {} shapes were given", graph.inputs.len(), shapes.len())));
     }
     let facts: Vec<Fact> = graph.inputs.iter().zip(shapes).map(|(i, s)| Fact::new(i.dtype, s.clone())).collect();
-    let target = Target { engine, isa: None, observed: true };
-    let mut typed = TypedGraph::specialize_with(graph, HashMap::new(), &facts, deferral(engine))?;
-    let matched = rewrite(&mut typed, target)?;
-    Ok((typed, matched))
+    plan_graph_matched(graph, HashMap::new(), &facts, Target { engine, isa: None, observed: true })
 }
 
 /// `graph` specialised to input shapes (in graph input order, dtypes as declared) and rewritten
