@@ -48,7 +48,7 @@ fn main() {
         let b: Vec<i8> = (0..k * n).map(operands[0]).collect();
         let packed = PackedB::from_rows_for_i16(isa, k, n, 0, &b, n);
         let kernel = packed.kernel_name();
-        let p = peaks.iter().find(|(k, _)| *k == kernel).map_or(f64::NAN, |&(_, p)| p);
+        let p = peaks.iter().find(|(k, _)| *k == kernel).map(|&(_, p)| p).or_else(|| octet_kernels::i8::peak(kernel)).unwrap_or(f64::NAN);
         let mut c = vec![0i32; m * n];
         let gops = time(isa, m, k, n, || gemm_i16s8(m, &a, k, &packed, &mut c, n));
         println!("| {} | {kernel}, 16-bit left | {:.0} | {m}×{k}×{n} | {gops:.0} | {:.0} % |", isa.name(), p / 1e9, 100.0 * gops * 1e9 / p);

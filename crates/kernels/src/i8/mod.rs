@@ -24,6 +24,9 @@ pub struct PackedB {
     pub zero_point: i32,
     /// The AVX2 microkernel `data` is laid out for (`None` on other tiers).
     avx2_kernel: Option<avx2::Kernel>,
+    /// AVX-512 VNNI: `data` holds 16-bit words `B − zero_point` for `vpdpwssd`
+    /// ([`PackedB::from_rows_for_i16`]), which only 16-bit left operands read.
+    vnni_words: bool,
     data: Vec<u8>,
     /// `Σ_k s8[k][j]`.
     col_sums: Vec<i32>,
@@ -44,7 +47,7 @@ impl PackedB {
             (Isa::Avx512Vnni, _) => vnni::pack(k, n, get),
             _ => (0..k).flat_map(|kk| (0..n).map(move |j| (kk, j))).map(|(kk, j)| get(kk, j) as u8).collect(),
         };
-        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel, vnni_words: false, data, col_sums }
     }
 
     /// Packs a row-major `K × N` s8 matrix (row stride `ld`).
@@ -52,10 +55,17 @@ impl PackedB {
         PackedB::rows(isa, k, n, zero_point, b, ld, None)
     }
 
-    /// [`PackedB::from_rows`] for 16-bit left operands ([`gemm_i16s8`]): on AVX2 always the
-    /// `vpmaddwd` layout, which multiplies 16-bit values in one product.
+    /// [`PackedB::from_rows`] for 16-bit left operands ([`gemm_i16s8`], [`gemm_i16s8_epilogue`]),
+    /// which multiply 16-bit values in one product: on AVX2 always the `vpmaddwd` layout; on
+    /// AVX-512 VNNI (for an s8 zero point) the words `B − zero_point` for `vpdpwssd`, so that no
+    /// zero-point correction is left for the product.
     pub fn from_rows_for_i16(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
-        PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd))
+        let mut packed = PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd));
+        if let (Isa::Avx512Vnni, Ok(zp)) = (isa, i8::try_from(zero_point)) {
+            packed.data = vnni::pack_rows_words(k, n, b, ld, zp);
+            packed.vnni_words = true;
+        }
+        packed
     }
 
     fn rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize, avx2_kernel: Option<avx2::Kernel>) -> PackedB {
@@ -75,7 +85,7 @@ impl PackedB {
             }
             _ => (None, vnni::pack_rows(k, n, b, ld)),
         };
-        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel, vnni_words: false, data, col_sums }
     }
 
     /// Packs the transpose of a row-major `N × K` s8 matrix (row stride `ld`): `B[k][j] = bt[j][k]`.
@@ -91,7 +101,7 @@ impl PackedB {
             }
             _ => (None, vnni::pack_cols(k, n, bt, ld)),
         };
-        PackedB { isa, k, n, zero_point, avx2_kernel, data, col_sums }
+        PackedB { isa, k, n, zero_point, avx2_kernel, vnni_words: false, data, col_sums }
     }
 
     /// `a · B` for `m` rows of `a` (row stride `lda`, zero point 0) through `out`, on a SIMD tier.
@@ -100,6 +110,7 @@ impl PackedB {
     /// `self.isa` is not scalar; `a` holds `m` rows of `k` bytes; `out` addresses `m` rows of `n`
     /// columns (and `n` biases and scales).
     unsafe fn gemm_to(&self, m: usize, a: &[u8], lda: usize, out: Store) {
+        assert!(!self.vnni_words, "an operand packed for 16-bit left operands multiplied by bytes");
         match (self.isa, self.avx2_kernel) {
             (Isa::Avx2, Some(kernel)) => avx2::gemm_to(kernel, m, self.k, self.n, a, lda, &self.data, out),
             (Isa::Avx512Vnni, _) => vnni::gemm_to(m, self.k, self.n, a, lda, &self.data, out),
@@ -129,6 +140,9 @@ impl PackedB {
 
     /// The microkernel that multiplies by this operand.
     pub fn kernel_name(&self) -> &'static str {
+        if self.vnni_words {
+            return "avx512vnni_gemm_i16s8_6x64";
+        }
         match self.avx2_kernel {
             Some(kernel) => kernel.name(),
             None => gemm_kernel_name(self.isa),
@@ -226,28 +240,39 @@ pub fn gemm_u8s8(m: usize, a: &[u8], lda: usize, a_zp: i32, b: &PackedB, c: &mut
         return;
     }
     assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_u8s8: buffers too short");
+    gemm_raw(m, a, lda, b, c, ldc);
+    correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);
+}
+
+/// `c = a · B` on the stored s8 values of `B`, zero points not applied.
+fn gemm_raw(m: usize, a: &[u8], lda: usize, b: &PackedB, c: &mut [i32], ldc: usize) {
+    assert!(!b.vnni_words, "gemm_u8s8: the right operand was packed for 16-bit left operands");
+    let (k, n) = (b.k, b.n);
     match b.isa {
         Isa::Scalar => scalar::gemm(m, k, n, a, lda, &b.data, c, ldc),
         // SAFETY: a PackedB for a tier exists only if that tier was chosen as available.
         Isa::Avx2 => unsafe { avx2::gemm(b.avx2_kernel.expect("AVX2 operands name their kernel"), m, k, n, a, lda, &b.data, c, ldc) },
         Isa::Avx512Vnni => unsafe { vnni::gemm(m, k, n, a, lda, &b.data, c, ldc) },
     }
-    correct_zero_points(m, k, n, a, lda, a_zp, b, c, ldc);
 }
 
-/// `c[i][j] = Σ_k a[i][k] · B[k][j]` for `m` rows of i16 `a` (row stride `lda`) and a right
-/// operand with zero point 0, on the calling thread, wrapping mod 2³²: exact whenever the true
-/// sums fit in i32. AVX2 with a `vpmaddwd`-packed operand ([`PackedB::from_rows_for_i16`])
-/// multiplies 16-bit values directly; other tiers split `a + 32768` into its high and low bytes,
-/// run one u8 × s8 product of `2m` rows, and take `256 · Σ hi·B + Σ lo·B − 32768 · Σ_k B`. The
-/// same bits on every tier.
+/// `c[i][j] = Σ_k a[i][k] · (B[k][j] − b_zp)` for `m` rows of i16 `a` (row stride `lda`), on
+/// the calling thread, wrapping mod 2³²: exact whenever the true sums fit in i32. AVX2 with a
+/// `vpmaddwd`-packed operand and AVX-512 VNNI with a `vpdpwssd`-packed one
+/// ([`PackedB::from_rows_for_i16`]) multiply 16-bit values directly; other operands split
+/// `a + 32768` into its high and low bytes, run one u8 × s8 product of `2m` rows, and take
+/// `256 · Σ hi·B + Σ lo·B − 32768 · Σ_k B`. The same bits on every tier.
 pub fn gemm_i16s8(m: usize, a: &[i16], lda: usize, b: &PackedB, c: &mut [i32], ldc: usize) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(b.zero_point == 0, "gemm_i16s8: the right operand's zero point must be 0");
     assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n, "gemm_i16s8: buffers too short");
+    if b.vnni_words {
+        // SAFETY: words are packed only on the VNNI tier, chosen as available; the assert bounds `a` and `c`.
+        unsafe { vnni::gemm_words_to(m, k, n, a, lda, &b.data, Store::Raw { c: c.as_mut_ptr(), ldc }) };
+        return;
+    }
     match (b.isa, b.avx2_kernel) {
         (Isa::Scalar, _) => {
             for i in 0..m {
@@ -272,7 +297,7 @@ pub fn gemm_i16s8(m: usize, a: &[i16], lda: usize, b: &PackedB, c: &mut [i32], l
                 }
             }
             with_scratch(2 * m * n, |acc| {
-                gemm_u8s8(2 * m, bytes, k, 0, b, acc, n);
+                gemm_raw(2 * m, bytes, k, b, acc, n);
                 let (high, low) = acc.split_at(m * n);
                 for i in 0..m {
                     let row = high[i * n..(i + 1) * n].iter().zip(&low[i * n..(i + 1) * n]).zip(&b.col_sums);
@@ -283,6 +308,51 @@ pub fn gemm_i16s8(m: usize, a: &[i16], lda: usize, b: &PackedB, c: &mut [i32], l
             });
         }),
     }
+    if b.zero_point != 0 {
+        for i in 0..m {
+            let shift = b.zero_point.wrapping_mul(a[i * lda..i * lda + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32)));
+            c[i * ldc..i * ldc + n].iter_mut().for_each(|v| *v = v.wrapping_sub(shift));
+        }
+    }
+}
+
+/// The epilogue `e` of `Σ_k (a[i][k] + 32768) · (B[k][j] − b_zp)` for `m` rows of 16-bit codes
+/// stored centred, `a = code − 32768` (row stride `lda`): the attention's probabilities times
+/// V. Exact whenever the true sums fit in i32 (a row of probability codes sums to about 65,535).
+/// With a VNNI operand packed for 16-bit left operands the epilogue runs on the tile's
+/// registers, `32768 · Σ_k (B − b_zp)` in its bias; elsewhere [`gemm_i16s8`] writes a scratch
+/// block first. The same bits either way.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_i16s8_epilogue(
+    m: usize,
+    a: &[i16],
+    lda: usize,
+    b: &PackedB,
+    e: &Epilogue,
+    out_f32: &mut [f32],
+    out_q: &mut [u8],
+    residual: &[u8],
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let bias = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+    assert!(bias.len() == n, "gemm_i16s8_epilogue: {} biases for {n} columns", bias.len());
+    let centre = |s: i32| s.wrapping_sub((k as i32).wrapping_mul(b.zero_point)).wrapping_mul(32768);
+    let bias: Vec<i32> = bias.iter().zip(&b.col_sums).map(|(&x, &s)| x.wrapping_add(centre(s))).collect();
+    let e = Epilogue { bias: Some(bias), ..e.clone() };
+    if b.vnni_words {
+        assert!(a.len() >= (m - 1) * lda + k, "gemm_i16s8_epilogue: lhs too short");
+        // SAFETY: words are packed only on the VNNI tier, chosen as available; `a` is bounded
+        // by the assert, the outputs by `with_store`.
+        with_store(m, n, &e, out_f32, out_q, residual, |store| unsafe { vnni::gemm_words_to(m, k, n, a, lda, &b.data, store) });
+        return;
+    }
+    with_scratch(m * n, |c| {
+        gemm_i16s8(m, a, lda, b, c, n);
+        epilogue(m, n, c, n, &e, out_f32, out_q, residual);
+    });
 }
 
 /// Turns raw sums `Σ a·b` into `Σ (a − a_zp)(b − b_zp)`.
@@ -495,6 +565,47 @@ pub fn with_scratch_i16<R>(len: usize, f: impl FnOnce(&mut [i16]) -> R) -> R {
     scratch(&SCRATCH_I16, len, f)
 }
 
+/// Runs `product` (a SIMD tile loop over `m × n` outputs) with a [`Store`] that applies `e` on
+/// the accumulator registers, then the steps of `e` that follow the store: an activation before
+/// 8-bit outputs goes through an f32 scratch block and is quantized after it.
+#[allow(clippy::too_many_arguments)]
+fn with_store(m: usize, n: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8], product: impl FnOnce(Store)) {
+    let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
+    let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
+    assert!(scale.len() == n && bias.len() == n, "epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
+    if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
+        assert!(out_q.len() >= m * n);
+        with_scratch_f32(m * n, |real| {
+            product(Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() });
+            (act.f)(real);
+            elementwise::quantize(
+                real,
+                crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) },
+                out_q,
+            );
+        });
+        epilogue_post(m, n, e, out_q, residual);
+        return;
+    }
+    let store = match e.out {
+        OutType::F32 => {
+            assert!(out_f32.len() >= m * n);
+            Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
+        }
+        OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
+            assert!(out_q.len() >= m * n);
+            let signed = matches!(e.out, OutType::S8 { .. });
+            Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
+        }
+    };
+    product(store);
+    match (e.out, e.activation) {
+        (OutType::F32, Some(act)) => (act.f)(&mut out_f32[..m * n]),
+        (OutType::F32, None) => {}
+        _ => epilogue_post(m, n, e, out_q, residual),
+    }
+}
+
 /// `a · B` for `m` rows and the epilogue `e` in one call: on the SIMD tiers (with both zero
 /// points folded away) the epilogue runs on the accumulator registers of each tile, elsewhere
 /// over a scratch i32 block. The same bits either way.
@@ -516,48 +627,9 @@ pub fn gemm_u8s8_epilogue(
     }
     if b.isa != Isa::Scalar && a_zp == 0 && b.zero_point == 0 {
         assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue: lhs too short");
-        let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
-        let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
-        assert!(
-            scale.len() == n && bias.len() == n,
-            "gemm_u8s8_epilogue: {} scales and {} biases for {n} columns",
-            scale.len(),
-            bias.len()
-        );
-        if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
-            assert!(out_q.len() >= m * n);
-            with_scratch_f32(m * n, |real| {
-                let store = Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() };
-                // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
-                unsafe { b.gemm_to(m, a, lda, store) };
-                (act.f)(real);
-                elementwise::quantize(
-                    real,
-                    crate::Affine { scale: act.out_scale, zero_point, signed: matches!(e.out, OutType::S8 { .. }) },
-                    out_q,
-                );
-            });
-            epilogue_post(m, n, e, out_q, residual);
-            return;
-        }
-        let store = match e.out {
-            OutType::F32 => {
-                assert!(out_f32.len() >= m * n);
-                Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
-            }
-            OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
-                assert!(out_q.len() >= m * n);
-                let signed = matches!(e.out, OutType::S8 { .. });
-                Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
-            }
-        };
-        // SAFETY: the tier was available when `b` was packed; the asserts bound every access.
-        unsafe { b.gemm_to(m, a, lda, store) };
-        match (e.out, e.activation) {
-            (OutType::F32, Some(act)) => (act.f)(&mut out_f32[..m * n]),
-            (OutType::F32, None) => {}
-            _ => epilogue_post(m, n, e, out_q, residual),
-        }
+        // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert, the
+        // outputs by `with_store`.
+        with_store(m, n, e, out_f32, out_q, residual, |store| unsafe { b.gemm_to(m, a, lda, store) });
         return;
     }
     with_scratch(m * n, |c| {

@@ -172,7 +172,8 @@ fn packing_for_sixteen_bit_operands_takes_the_pair_layout() {
 #[test]
 fn i16_product_equals_its_exact_sum_on_every_tier() {
     // Rows at both ends of the i16 range and odd K, against full-range and 7-bit operands packed
-    // both ways: every tier gives Σ a·b mod 2³², here past 2³¹ too (K = 511 of −32768 · −128).
+    // both ways, with zero points inside and outside s8 (VNNI folds the first into its words):
+    // every tier gives Σ a·(b − zp) mod 2³², here past 2³¹ too (K = 511 of −32768 · −128).
     for &(m, k, n) in &[(1, 1, 1), (6, 2, 9), (5, 3, 16), (7, 64, 17), (11, 197, 64), (197, 197, 64), (3, 511, 20)] {
         let a: Vec<i16> = values(2 * m * k, (m + k) as u64)
             .chunks(2)
@@ -183,15 +184,69 @@ fn i16_product_equals_its_exact_sum_on_every_tier() {
                 _ => i16::from_le_bytes([b[0], b[1]]),
             })
             .collect();
-        for w in [Weights::Full, Weights::SevenBit] {
+        for (w, zp) in [(Weights::Full, 0), (Weights::SevenBit, 0), (Weights::Full, -128), (Weights::Full, 127), (Weights::Full, 300)] {
             let b = right_operand(k, n, (k * 7 + n) as u64, w);
-            let exact: Vec<i32> =
-                (0..m * n).map(|ij| (0..k).map(|kk| a[ij / n * k + kk] as i64 * b[kk * n + ij % n] as i64).sum::<i64>() as i32).collect();
+            let exact: Vec<i32> = (0..m * n)
+                .map(|ij| (0..k).map(|kk| a[ij / n * k + kk] as i64 * (b[kk * n + ij % n] as i64 - zp as i64)).sum::<i64>() as i32)
+                .collect();
             for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
-                for packed in [PackedB::from_rows(isa, k, n, 0, &b, n), PackedB::from_rows_for_i16(isa, k, n, 0, &b, n)] {
+                for packed in [PackedB::from_rows(isa, k, n, zp, &b, n), PackedB::from_rows_for_i16(isa, k, n, zp, &b, n)] {
                     let mut got = vec![7i32; m * n];
                     gemm_i16s8(m, &a, k, &packed, &mut got, n);
-                    assert_eq!(got, exact, "{} {} m={m} k={k} n={n}", isa.name(), packed.kernel_name());
+                    assert_eq!(got, exact, "{} {} m={m} k={k} n={n} zp={zp}", isa.name(), packed.kernel_name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn vnni_words_are_the_operand_minus_its_zero_point_in_k_pairs() {
+    if !Isa::Avx512Vnni.available() {
+        println!("AVX-512 VNNI not available: nothing to test");
+        return;
+    }
+    for (k, n, zp) in [(1, 1, 0), (2, 16, -128), (3, 17, 127), (32, 16, 5), (33, 47, -3), (197, 64, -77)] {
+        let b = right_operand(k, n, (k + 3 * n) as u64, Weights::Full);
+        let packed = PackedB::from_rows_for_i16(Isa::Avx512Vnni, k, n, zp, &b, n);
+        let words = pack_panels(k, n, 16, 2, |kk, j| b[kk * n + j] as i16 - zp as i16);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!((&packed.data, packed.kernel_name()), (&bytes, "avx512vnni_gemm_i16s8_6x64"), "k={k} n={n} zp={zp}");
+    }
+}
+
+#[test]
+fn probabilities_times_values_epilogue_is_the_same_on_every_tier() {
+    // Centred 16-bit codes of rows that sum to about 65,535 (the attention's probabilities),
+    // values with s8 zero points, to f32 and to 8-bit outputs: every tier equals the exact
+    // integer sum through the scalar epilogue, bit for bit.
+    for &(m, k, n) in &[(1, 1, 1), (7, 5, 17), (197, 197, 64), (13, 50, 70)] {
+        let raw = values(m * k, (m * k) as u64);
+        let mut codes = vec![0i16; m * k];
+        for (row, src) in codes.chunks_exact_mut(k).zip(raw.chunks_exact(k)) {
+            let total: u32 = src.iter().map(|&v| v as u32 + 1).sum();
+            for (c, &v) in row.iter_mut().zip(src) {
+                *c = ((v as u32 + 1) * 65535 / total) as i32 as i16 ^ i16::MIN;
+            }
+        }
+        for zp in [0, -128, 41, 127, 300] {
+            let b = right_operand(k, n, (k + n) as u64, Weights::Full);
+            let exact: Vec<i32> = (0..m * n)
+                .map(|ij| (0..k).map(|kk| (codes[ij / n * k + kk] as i32 + 32768) * (b[kk * n + ij % n] as i32 - zp)).sum())
+                .collect();
+            for out in [OutType::F32, OutType::U8 { zero_point: 131 }, OutType::S8 { zero_point: -5 }] {
+                let e = Epilogue { scale: vec![1.3e-5], bias: None, out, table: None, residual: None, activation: None };
+                let (mut wf, mut wq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+                epilogue(m, n, &exact, n, &e, &mut wf, &mut wq, &[]);
+                for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+                    let packed = PackedB::from_rows_for_i16(isa, k, n, zp, &b, n);
+                    let (mut gf, mut gq) = (vec![0.0f32; m * n], vec![0u8; m * n]);
+                    gemm_i16s8_epilogue(m, &codes, k, &packed, &e, &mut gf, &mut gq, &[]);
+                    assert!(
+                        gq == wq && gf.iter().zip(&wf).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{} m={m} k={k} n={n} zp={zp} {out:?}",
+                        packed.kernel_name()
+                    );
                 }
             }
         }

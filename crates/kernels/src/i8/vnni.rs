@@ -1,9 +1,10 @@
-//! AVX-512 VNNI: `vpdpbusd` adds four u8×s8 products into each i32 lane.
+//! AVX-512 VNNI: `vpdpbusd` adds four u8×s8 products into each i32 lane, `vpdpwssd` two
+//! i16×i16 products.
 //!
-//! B is packed in panels of 16 columns; within a panel, for every group of 4 k, the 16 columns'
-//! 4 bytes follow each other (64 bytes, one zmm). The microkernel keeps 6 rows × 64 columns of
-//! accumulators (24 zmm) and broadcasts 4 bytes of A per row and k-group: 4 loads of B and 6
-//! broadcasts feed 24 `vpdpbusd`.
+//! B is packed in panels of 16 columns; within a panel, for every group of k, the 16 columns'
+//! group follows each other (64 bytes, one zmm): 4 bytes per column for u8 left operands, 2
+//! 16-bit words for i16 ones. The microkernel keeps 6 rows × 64 columns of accumulators (24 zmm)
+//! and broadcasts one 32-bit group of A per row: 4 loads of B and 6 broadcasts feed 24 products.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -82,6 +83,83 @@ pub fn pack_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
     out
 }
 
+/// B as 16-bit words `b − zero_point` for i16 left operands ([`gemm_words_to`]): panels of 16
+/// columns, k in pairs (the two words of a column side by side, 64 bytes per panel and pair),
+/// from a row-major source (row stride `ld`). Full 2-row × 16-column blocks are widened and
+/// interleaved with SSE2.
+pub fn pack_rows_words(k: usize, n: usize, b: &[i8], ld: usize, zero_point: i8) -> Vec<u8> {
+    let (panels, k2) = (n.div_ceil(NR), k.div_ceil(2));
+    let mut out = vec![0u8; panels * k2 * NR * 4];
+    for p in 0..panels {
+        let (c0, cols) = (p * NR, (n - p * NR).min(NR));
+        for g in 0..k2 {
+            let dst = &mut out[(p * k2 + g) * NR * 4..][..NR * 4];
+            let rows = 2.min(k - g * 2);
+            #[cfg(target_arch = "x86_64")]
+            if rows == 2 && cols == NR {
+                let (r0, r1) = (&b[g * 2 * ld + c0..][..NR], &b[(g * 2 + 1) * ld + c0..][..NR]);
+                // SAFETY: `r0` and `r1` hold 16 bytes each, and `dst` 64.
+                unsafe {
+                    let z = _mm_set1_epi16(zero_point as i16);
+                    let (x0, x1) = (_mm_loadu_si128(r0.as_ptr() as *const __m128i), _mm_loadu_si128(r1.as_ptr() as *const __m128i));
+                    // Each byte unpacked with itself and shifted right arithmetically: sign-extended.
+                    let lo = |x| _mm_sub_epi16(_mm_srai_epi16::<8>(_mm_unpacklo_epi8(x, x)), z);
+                    let hi = |x| _mm_sub_epi16(_mm_srai_epi16::<8>(_mm_unpackhi_epi8(x, x)), z);
+                    let d = dst.as_mut_ptr() as *mut __m128i;
+                    _mm_storeu_si128(d, _mm_unpacklo_epi16(lo(x0), lo(x1)));
+                    _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(lo(x0), lo(x1)));
+                    _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(hi(x0), hi(x1)));
+                    _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(hi(x0), hi(x1)));
+                }
+                continue;
+            }
+            for kk in 0..rows {
+                for (j, &v) in b[(g * 2 + kk) * ld + c0..][..cols].iter().enumerate() {
+                    dst[(j * 2 + kk) * 2..][..2].copy_from_slice(&(v as i16 - zero_point as i16).to_le_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A left operand's element type: how many k one 32-bit broadcast holds, and the VNNI product
+/// that adds them into each i32 lane.
+trait Lhs: Copy {
+    const PER_WORD: usize;
+    /// The `valid` (1..=PER_WORD) elements at `p` as one 32-bit word, the rest zero.
+    unsafe fn word(p: *const Self, valid: usize) -> i32;
+    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i;
+}
+
+impl Lhs for u8 {
+    const PER_WORD: usize = 4;
+    #[inline(always)]
+    unsafe fn word(p: *const u8, valid: usize) -> i32 {
+        super::a_word(p, valid)
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(acc, a, b)
+    }
+}
+
+impl Lhs for i16 {
+    const PER_WORD: usize = 2;
+    #[inline(always)]
+    unsafe fn word(p: *const i16, valid: usize) -> i32 {
+        if valid == 2 {
+            (p as *const i32).read_unaligned()
+        } else {
+            p.read() as u16 as i32
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_dpwssd_epi32(acc, a, b)
+    }
+}
+
 /// Stores one accumulator vector of row `r`, columns `start .. start + valid`.
 #[inline(always)]
 unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
@@ -113,20 +191,20 @@ unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
 /// Adds k group `g` (its first `valid` k) of `R` rows × `P` panels into `acc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn group<const R: usize, const P: usize>(
+unsafe fn group<L: Lhs, const R: usize, const P: usize>(
     acc: &mut [[__m512i; P]; R],
-    a: *const u8,
+    a: *const L,
     lda: usize,
     b: *const u8,
-    k4: usize,
+    groups: usize,
     g: usize,
     valid: usize,
 ) {
-    let bv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(b.add((p * k4 + g) * NR * 4) as *const __m512i));
+    let bv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(b.add((p * groups + g) * NR * 4) as *const __m512i));
     for r in 0..R {
-        let av = _mm512_set1_epi32(super::a_word(a.add(r * lda + g * 4), valid));
+        let av = _mm512_set1_epi32(L::word(a.add(r * lda + g * L::PER_WORD), valid));
         for p in 0..P {
-            acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], av, bv[p]);
+            acc[r][p] = L::dot(acc[r][p], av, bv[p]);
         }
     }
 }
@@ -134,16 +212,24 @@ unsafe fn group<const R: usize, const P: usize>(
 /// `R` rows (≤ MR) × `P` panels (≤ NP): accumulate, then store through `out`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<const R: usize, const P: usize>(k: usize, a: *const u8, lda: usize, b: *const u8, k4: usize, out: Store, cols: usize) {
+unsafe fn tile<L: Lhs, const R: usize, const P: usize>(
+    k: usize,
+    a: *const L,
+    lda: usize,
+    b: *const u8,
+    groups: usize,
+    out: Store,
+    cols: usize,
+) {
     let mut acc = [[_mm512_setzero_si512(); P]; R];
-    // The full groups of 4 k, then the partial one: a loop whose every A word is a plain
+    // The full groups of k, then the partial one: a loop whose every A word is a plain
     // 4-byte load (with the partial group's test inside it, K = 197 ran 25 % slower than 200).
-    let full = k / 4;
+    let full = k / L::PER_WORD;
     for g in 0..full {
-        group::<R, P>(&mut acc, a, lda, b, k4, g, 4);
+        group::<L, R, P>(&mut acc, a, lda, b, groups, g, L::PER_WORD);
     }
-    if full < k4 {
-        group::<R, P>(&mut acc, a, lda, b, k4, full, k % 4);
+    if full < groups {
+        group::<L, R, P>(&mut acc, a, lda, b, groups, full, k % L::PER_WORD);
     }
     for (r, row) in acc.iter().enumerate() {
         for (p, &v) in row.iter().enumerate() {
@@ -171,14 +257,31 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8],
 /// As [`gemm`]; `out` addresses `m` rows of `n` columns (and `n` biases and scales).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
 pub unsafe fn gemm_to(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u8], out: Store) {
-    let k4 = k.div_ceil(4);
+    tiles(m, k, n, a.as_ptr(), lda, b, out)
+}
+
+/// `Σ_k a[i][k] · w[k][j]` for `m` rows of i16 `a` through `out`, wrapping mod 2³², where `b`
+/// holds the words `w` ([`pack_rows_words`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F, BW and VNNI; `b` was packed by [`pack_rows_words`] for `k × n`;
+/// `a` holds `m` rows of `k` values; `out` addresses `m` rows of `n` columns (and `n` biases and
+/// scales).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
+pub unsafe fn gemm_words_to(m: usize, k: usize, n: usize, a: &[i16], lda: usize, b: &[u8], out: Store) {
+    tiles(m, k, n, a.as_ptr(), lda, b, out)
+}
+
+#[inline(always)]
+unsafe fn tiles<L: Lhs>(m: usize, k: usize, n: usize, a: *const L, lda: usize, b: &[u8], out: Store) {
+    let groups = k.div_ceil(L::PER_WORD);
     let panels = n.div_ceil(NR);
-    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let b = b.as_ptr();
     let mut p = 0;
     while p < panels {
         let np = (panels - p).min(NP);
         let cols = (n - p * NR).min(np * NR);
-        let bp = b.add(p * k4 * NR * 4);
+        let bp = b.add(p * groups * NR * 4);
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
@@ -186,10 +289,10 @@ pub unsafe fn gemm_to(m: usize, k: usize, n: usize, a: &[u8], lda: usize, b: &[u
             macro_rules! go {
                 ($($r:literal)*) => {
                     match (rows, np) {
-                        $(($r, 4) => tile::<$r, 4>(k, ai, lda, bp, k4, ci, cols),
-                          ($r, 3) => tile::<$r, 3>(k, ai, lda, bp, k4, ci, cols),
-                          ($r, 2) => tile::<$r, 2>(k, ai, lda, bp, k4, ci, cols),
-                          ($r, _) => tile::<$r, 1>(k, ai, lda, bp, k4, ci, cols),)*
+                        $(($r, 4) => tile::<L, $r, 4>(k, ai, lda, bp, groups, ci, cols),
+                          ($r, 3) => tile::<L, $r, 3>(k, ai, lda, bp, groups, ci, cols),
+                          ($r, 2) => tile::<L, $r, 2>(k, ai, lda, bp, groups, ci, cols),
+                          ($r, _) => tile::<L, $r, 1>(k, ai, lda, bp, groups, ci, cols),)*
                         _ => unreachable!(),
                     }
                 };

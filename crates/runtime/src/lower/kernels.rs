@@ -795,8 +795,8 @@ impl Op for QMove {
 /// ops, bit for bit. With float logits and probabilities (octet's default files: `MatMul →
 /// [scale] → Softmax → MatMul` with no Q/DQ between), the logits are the exact i32 products
 /// scaled, the softmax runs in f32, and the probabilities go into `P·V` as 16-bit codes
-/// `round(p·65535)` on [`octet_kernels::i8::gemm_i16s8`] (centred on zero), whose sums cannot overflow because a
-/// row's probabilities add up to one.
+/// `round(p·65535)` on [`octet_kernels::i8::gemm_i16s8_epilogue`] (stored centred on zero), whose sums cannot
+/// overflow because a row's probabilities add up to one.
 #[derive(Debug)]
 pub struct QAttention {
     pub scores: QMatMul,
@@ -864,26 +864,14 @@ impl Op for QAttention {
                     gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
                 }
                 _ => {
-                    use octet_kernels::i8::{epilogue, gemm_i16s8, with_scratch, with_scratch_f32, with_scratch_i16};
-                    let mut row_sums = vec![0i32; m];
+                    use octet_kernels::i8::{gemm_i16s8_epilogue, with_scratch_f32, with_scratch_i16};
                     with_scratch_i16(m * n, |codes| {
                         with_scratch_f32(m * n, |p| {
                             gemm_epilogue(m, q, k, q_zp, &kp, &e1, p, &mut []);
-                            octet_kernels::f32::softmax_rows_u16(p, n, codes, &mut row_sums);
+                            octet_kernels::f32::softmax_rows_u16(p, n, codes);
                         });
-                        // The codes are centred, c − 32768, and V's zero point comes out of the
-                        // sums: Σ c·(v − z) = Σ (c − 32768)·v + 32768·Σ v − z·Σ c.
-                        let vp = PackedB::from_rows_for_i16(isa, n, d, 0, values, d);
-                        with_scratch(m * d, |c| {
-                            gemm_i16s8(m, codes, n, &vp, c, d);
-                            for (row, &sum) in c.chunks_exact_mut(d).zip(&row_sums) {
-                                let shift = v_zp.wrapping_mul(sum);
-                                for (c, &s) in row.iter_mut().zip(vp.col_sums()) {
-                                    *c = c.wrapping_add(s.wrapping_mul(32768)).wrapping_sub(shift);
-                                }
-                            }
-                            epilogue(m, d, c, d, &e2, f, out, &[]);
-                        });
+                        let vp = PackedB::from_rows_for_i16(isa, n, d, v_zp, values, d);
+                        gemm_i16s8_epilogue(m, codes, n, &vp, &e2, f, out, &[]);
                     });
                 }
             }
