@@ -154,9 +154,13 @@ impl Lhs for i16 {
             p.read() as u16 as i32
         }
     }
-    #[inline(always)]
-    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
-        _mm512_dpwssd_epi32(acc, a, b)
+    /// In asm: LLVM rewrites the `vpdpwssd` intrinsic into `vpmaddwd` + `vpaddd` (twice the
+    /// instructions in the loop; P·V ran 2.6 instead of 1.5 ms per ViT-S image here).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dot(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        std::arch::asm!("vpdpwssd {acc}, {a}, {b}", acc = inout(zmm_reg) acc, a = in(zmm_reg) a, b = in(zmm_reg) b, options(pure, nomem, nostack));
+        acc
     }
 }
 
