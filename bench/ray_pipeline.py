@@ -2,7 +2,7 @@
 """Rows per second of octet in a Ray Data pipeline, beside octet in plain processes and ONNX
 Runtime in the same pipeline, in one run.
 
-    python bench/ray_pipeline.py [--rows 768] [--batch 8] [--rounds 3]
+    python bench/ray_pipeline.py [--rows 1536] [--batch 8] [--rounds 3]
 
 Rows: ``--rows`` random 3×224×224 float32 arrays (seeded) in a Ray Dataset, run through
 ``map_batches`` with a callable class holding one session of one thread per actor (1 and 2
@@ -11,14 +11,17 @@ actors of 1 CPU each). Model: ViT-S/16 int8, the files ``bench/int8_vs_peers.py`
 run that first. Lines printed:
 
 - ``plain``: N separate processes, each one octet session of one thread running its share of
-  the rows in batches of ``--batch`` (what the pipeline must approach);
+  the rows in batches of ``--batch`` (what the pipeline must approach), timed as a whole job:
+  from starting the processes (Python, ``import octet``, opening the model) to the last row;
 - ``octet in Ray, N actors``: the same rows through ``octet.ray.Predictor``;
 - ``ONNX Runtime in Ray, N actors``: the same pipeline with an ``onnxruntime.InferenceSession``
   of one thread (ORT's QDQ file) in the callable class;
 
 each the median of ``--rounds`` alternating rounds, with resident memory per actor (VmRSS after
-the run). Ray's timings include starting the actors (a second or two each): with a few hundred
-rows that start-up is a tenth of the pipeline, hence the default of 768. Ratios: Ray 2 actors / 2 plain processes, octet / ORT in Ray. Needs ray, onnxruntime
+the run, the worker's whole process: Python, pyarrow, the object store's pages it mapped). Both
+sides include their start-up (processes or actors, and opening the model). Ray's costs about 2.3 s
+more than two plain processes' on a 2-core machine (starting its worker processes), and nothing
+measurable per row: that is a sixth of a 768-row job, hence the default of 1,536. Ratios: Ray 2 actors / 2 plain processes, octet / ORT in Ray. Needs ray, onnxruntime
 (the venv of bench/requirements.txt plus ``pip install './crates/python[ray]'``).
 """
 import argparse
@@ -78,30 +81,35 @@ class OctetPredictor:
         return out
 
 
-def plain_worker(model, rows, batch, queue):
+def plain_worker(model, rows_file, start, end, batch, queue):
     import octet
 
+    rows = np.load(rows_file, mmap_mode="r")
     s = octet.InferenceSession(model, threads=1)
     name = s.get_inputs()[0].name
-    s.run(None, {name: rows[:batch]})
-    t = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        s.run(None, {name: rows[i:i + batch]})
-    queue.put(time.perf_counter() - t)
+    for i in range(start, end, batch):
+        s.run(None, {name: np.ascontiguousarray(rows[i:min(i + batch, end)])})
+    queue.put(end - start)
 
 
-def plain(model, rows, batch, procs):
-    """Rows/s of `procs` processes each running its share; timed from the first start to the last end."""
+def plain(model, rows_file, batch, procs):
+    """Rows/s of `procs` processes each running its share, the whole job as a user runs it: timed
+    from starting the processes (each imports octet, opens the model and maps the rows' file, as
+    Ray actors read the object store's shared memory) to the last one's end, as the Ray figures
+    are timed from the call that starts the actors to the last row."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    shares = np.array_split(rows, procs)
-    ps = [ctx.Process(target=plain_worker, args=(model, share, batch, q)) for share in shares]
+    n = len(np.load(rows_file, mmap_mode="r"))
+    bounds = np.linspace(0, n, procs + 1).astype(int)
+    ps = [ctx.Process(target=plain_worker, args=(model, rows_file, bounds[i], bounds[i + 1], batch, q)) for i in range(procs)]
+    t = time.perf_counter()
     for p in ps:
         p.start()
-    times = [q.get() for _ in ps]
+    done = sum(q.get() for _ in ps)
+    elapsed = time.perf_counter() - t
     for p in ps:
         p.join()
-    return len(rows) / max(times)
+    return done / elapsed
 
 
 def in_ray(cls, model, ds, batch, actors):
@@ -117,7 +125,7 @@ def in_ray(cls, model, ds, batch, actors):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", type=int, default=768)
+    p.add_argument("--rows", type=int, default=1536)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", help="write the figures here")
@@ -126,13 +134,15 @@ def main():
 
     octet_model, ort_model = model_file("octet-presetfull-int8"), model_file("ort-int8")
     rows = np.random.default_rng(777).standard_normal((a.rows, 3, 224, 224), dtype=np.float32)
+    rows_file = os.path.join(os.path.dirname(MODELS), "ray_pipeline_rows.npy")
+    np.save(rows_file, rows)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     # One block per batch, so that every actor gets work (a single block feeds one actor only).
     ds = ray.data.from_numpy(rows).rename_columns({"data": "x"}).repartition(max(1, a.rows // a.batch)).materialize()
     results = {}
-    cases = [("plain, 1 process", lambda: (plain(octet_model, rows, a.batch, 1), float("nan"))),
-             ("plain, 2 processes", lambda: (plain(octet_model, rows, a.batch, 2), float("nan")))]
+    cases = [("plain, 1 process", lambda: (plain(octet_model, rows_file, a.batch, 1), float("nan"))),
+             ("plain, 2 processes", lambda: (plain(octet_model, rows_file, a.batch, 2), float("nan")))]
     for actors in (1, 2):
         cases.append((f"octet in Ray, {actors} actor(s)", lambda n=actors: in_ray(OctetPredictor, octet_model, ds, a.batch, n)))
         cases.append((f"ONNX Runtime in Ray, {actors} actor(s)", lambda n=actors: in_ray(OrtPredictor, ort_model, ds, a.batch, n)))
