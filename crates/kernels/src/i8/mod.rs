@@ -60,24 +60,18 @@ impl PackedB {
     /// AVX-512 VNNI (for an s8 zero point) the words `B − zero_point` for `vpdpwssd`, so that no
     /// zero-point correction is left for the product.
     pub fn from_rows_for_i16(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize) -> PackedB {
-        let mut packed = PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd));
         if let (Isa::Avx512Vnni, Ok(zp)) = (isa, i8::try_from(zero_point)) {
-            packed.data = vnni::pack_rows_words(k, n, b, ld, zp);
-            packed.vnni_words = true;
+            let (col_sums, data) = (row_major_col_sums(k, n, b, ld), vnni::pack_rows_words(k, n, b, ld, zp));
+            return PackedB { isa, k, n, zero_point, avx2_kernel: None, vnni_words: true, data, col_sums };
         }
-        packed
+        PackedB::rows(isa, k, n, zero_point, b, ld, Some(avx2::Kernel::Madd))
     }
 
     fn rows(isa: Isa, k: usize, n: usize, zero_point: i32, b: &[i8], ld: usize, avx2_kernel: Option<avx2::Kernel>) -> PackedB {
         if isa == Isa::Scalar {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| b[kk * ld + j]);
         }
-        let mut col_sums = vec![0i32; n];
-        for kk in 0..k {
-            for (s, &v) in col_sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
-                *s = s.wrapping_add(v as i32);
-            }
-        }
+        let col_sums = row_major_col_sums(k, n, b, ld);
         let (avx2_kernel, data) = match isa {
             Isa::Avx2 => {
                 let kernel = avx2_kernel.unwrap_or_else(|| avx2::kernel_for_rows(k, n, b, ld));
@@ -148,6 +142,17 @@ impl PackedB {
             None => gemm_kernel_name(self.isa),
         }
     }
+}
+
+/// `Σ_k b[k][j]` of a row-major `K × N` s8 matrix (row stride `ld`).
+fn row_major_col_sums(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<i32> {
+    let mut col_sums = vec![0i32; n];
+    for kk in 0..k {
+        for (s, &v) in col_sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
+            *s = s.wrapping_add(v as i32);
+        }
+    }
+    col_sums
 }
 
 /// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight

@@ -154,8 +154,8 @@ impl Lhs for i16 {
             p.read() as u16 as i32
         }
     }
-    /// In asm: LLVM rewrites the `vpdpwssd` intrinsic into `vpmaddwd` + `vpaddd` (twice the
-    /// instructions in the loop; P·V ran 2.6 instead of 1.5 ms per ViT-S image here).
+    /// In asm: LLVM rewrites the `vpdpwssd` intrinsic into `vpmaddwd` + `vpaddd`, twice the
+    /// instructions in the loop (doc/kernels.md).
     #[inline]
     #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn dot(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
