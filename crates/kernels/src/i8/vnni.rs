@@ -213,18 +213,15 @@ unsafe fn group<L: Lhs, const R: usize, const P: usize>(
     }
 }
 
-/// `R` rows (≤ MR) × `P` panels (≤ NP): accumulate, then store through `out`.
+/// The sums of `R` rows (≤ MR) × `P` panels (≤ NP) over all of k.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<L: Lhs, const R: usize, const P: usize>(
+unsafe fn accumulate<L: Lhs, const R: usize, const P: usize>(
     k: usize,
     a: *const L,
     lda: usize,
     b: *const u8,
     groups: usize,
-    out: Store,
-    cols: usize,
-) {
+) -> [[__m512i; P]; R] {
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     // The full groups of k, then the partial one: a loop whose every A word is a plain
     // 4-byte load (with the partial group's test inside it, K = 197 ran 25 % slower than 200).
@@ -235,6 +232,25 @@ unsafe fn tile<L: Lhs, const R: usize, const P: usize>(
     if full < groups {
         group::<L, R, P>(&mut acc, a, lda, b, groups, full, k % L::PER_WORD);
     }
+    acc
+}
+
+/// `R` rows (≤ MR) × `P` panels (≤ NP): accumulate, then store through `out`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<L: Lhs, const R: usize, const P: usize>(
+    k: usize,
+    a: *const L,
+    lda: usize,
+    b: *const u8,
+    groups: usize,
+    out: Store,
+    cols: usize,
+) {
+    // Accumulated apart from the stores: the store loop indexes the tile at run time, and when
+    // the zeroed accumulators shared its array LLVM kept them in memory and cleared it with a
+    // call to memset per tile (2 % of ViT-S int8).
+    let acc = accumulate::<L, R, P>(k, a, lda, b, groups);
     for (r, row) in acc.iter().enumerate() {
         for (p, &v) in row.iter().enumerate() {
             let start = p * NR;
