@@ -414,6 +414,44 @@ impl Op for Conv {
 
 // ---------------------------------------------------------------- Softmax
 
+/// Rows of row-wise ops smaller than this many elements in all run on the calling thread.
+const MIN_PARALLEL_ROWS: usize = 1 << 14;
+
+/// Calls `f(first_row, block)` over blocks of whole rows of `row_len` elements of `data`: one
+/// block per thread of the current pool when `threads > 1` and there are enough elements, else
+/// one block.
+fn for_row_blocks(data: &mut [f32], row_len: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = data.len() / row_len.max(1);
+    if threads < 2 || data.len() < MIN_PARALLEL_ROWS || rows < 2 {
+        return f(0, data);
+    }
+    let block = rows.div_ceil(threads) * row_len;
+    data.par_chunks_mut(block).enumerate().for_each(|(i, part)| f(i * block / row_len, part));
+}
+
+/// A copy of `src` with `f` applied in place to blocks of whole rows of `row_len` elements, each
+/// block copied by the thread that runs `f` on it (blocks as in [`for_row_blocks`]).
+fn copy_row_blocks(src: &[f32], row_len: usize, threads: usize, f: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
+    let rows = src.len() / row_len.max(1);
+    if threads < 2 || src.len() < MIN_PARALLEL_ROWS || rows < 2 {
+        let mut out = src.to_vec();
+        f(&mut out);
+        return out;
+    }
+    let block = rows.div_ceil(threads) * row_len;
+    let mut out = Vec::with_capacity(src.len());
+    out.spare_capacity_mut()[..src.len()].par_chunks_mut(block).zip(src.par_chunks(block)).for_each(|(part, s)| {
+        part.iter_mut().zip(s).for_each(|(o, &v)| {
+            o.write(v);
+        });
+        // SAFETY: every element of `part` was just written.
+        f(unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) });
+    });
+    // SAFETY: the blocks cover all of `src.len()` elements, each written above.
+    unsafe { out.set_len(src.len()) };
+    out
+}
+
 /// Which row function a [`Softmax`] applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SoftmaxKind {
@@ -466,15 +504,19 @@ impl Op for Softmax {
         norm_axis(self.axis, x.shape.len())?;
         Ok(vec![Fact::new(x.dtype, x.shape.clone())])
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let axis = norm_axis(self.axis, x.rank())?;
         let s = x.shape();
+        let (row, inner) = if self.flatten { (numel(&s[axis..]), 1) } else { (s[axis], numel(&s[axis + 1..])) };
+        if let (Some(v), true) = (x.as_f32(), inner == 1 && row > 0 && self.kind == SoftmaxKind::Softmax) {
+            let out = copy_row_blocks(v, row, ctx.threads, |rows| k::softmax_rows(rows, row));
+            return Ok(vec![Tensor::f32(s.to_vec(), out)]);
+        }
         let mut out = match x.as_f32() {
             Some(v) => v.to_vec(),
             None => x.to_f64_vec().into_iter().map(|v| v as f32).collect(),
         };
-        let (row, inner) = if self.flatten { (numel(&s[axis..]), 1) } else { (s[axis], numel(&s[axis + 1..])) };
         if row > 0 {
             if inner == 1 && self.kind == SoftmaxKind::Softmax {
                 k::softmax_rows(&mut out, row);
@@ -545,7 +587,7 @@ impl Op for LayerNorm {
         }
         Ok(out)
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "X")?;
         let (axis, row) = self.split(x.shape())?;
         let block = &x.shape()[axis..];
@@ -553,7 +595,9 @@ impl Op for LayerNorm {
         let beta = optional(inputs, 2).map(|t| Self::spread(t, block)).transpose()?.unwrap_or_default();
         let xv = f32_of(x, "X")?;
         let mut y = vec![0.0f32; xv.len()];
-        k::layer_norm_rows(xv, &mut y, row, &gamma, &beta, self.epsilon);
+        for_row_blocks(&mut y, row, ctx.threads, |first, y| {
+            k::layer_norm_rows(&xv[first * row..first * row + y.len()], y, row, &gamma, &beta, self.epsilon)
+        });
         let y = Tensor::f32(x.shape().to_vec(), y);
         if !self.stats {
             return Ok(vec![y]);

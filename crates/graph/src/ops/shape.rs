@@ -265,9 +265,9 @@ impl Op for Transpose {
         "Transpose"
     }
     same_dtype_infer!();
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
-        Ok(vec![self.view(x.shape())?.copy(x)])
+        Ok(vec![self.view(x.shape())?.copy_on(x, ctx.threads)])
     }
     op_any!();
 }
@@ -337,10 +337,10 @@ impl Op for Slice {
         &[1, 2, 3, 4]
     }
     same_dtype_infer!();
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "data")?;
         let (s, e, a, st) = self.operands(inputs, tensor_ints)?;
-        Ok(vec![self.view(x.shape(), s, e, a, st)?.copy(x)])
+        Ok(vec![self.view(x.shape(), s, e, a, st)?.copy_on(x, ctx.threads)])
     }
     op_any!();
 }
@@ -398,10 +398,10 @@ impl Op for Split {
         let split = optional(inputs, 1).map(|f| const_ints(f, "split")).transpose()?;
         Ok(self.views(&x.shape, split)?.into_iter().map(|v| Fact::new(x.dtype, v.shape)).collect())
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let split = optional(inputs, 1).map(|t| tensor_ints(t, "split")).transpose()?;
-        Ok(self.views(x.shape(), split)?.iter().map(|v| v.copy(x)).collect())
+        Ok(self.views(x.shape(), split)?.iter().map(|v| v.copy_on(x, ctx.threads)).collect())
     }
     op_any!();
 }
@@ -431,11 +431,11 @@ impl Op for Expand {
         &[1]
     }
     same_dtype_infer!();
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let x = required(inputs, 0, "input")?;
         let out = Self::shape_of(x.shape(), &tensor_ints(required(inputs, 1, "shape")?, "shape")?)?;
         let st = super::broadcast::broadcast_strides(x.shape(), &out);
-        Ok(vec![View { base: 0, shape: out, strides: st.into_iter().map(|s| s as isize).collect() }.copy(x)])
+        Ok(vec![View { base: 0, shape: out, strides: st.into_iter().map(|s| s as isize).collect() }.copy_on(x, ctx.threads)])
     }
     op_any!();
 }

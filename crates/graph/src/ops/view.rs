@@ -2,6 +2,7 @@
 
 use crate::map_data;
 use crate::tensor::{strides, Tensor};
+use rayon::prelude::*;
 
 /// A strided window onto a row-major buffer: output element `(i_0, …, i_r)` reads
 /// `input[base + Σ i_k · strides[k]]`. Strides may be 0 (broadcast) or negative (reversed slice).
@@ -22,48 +23,95 @@ impl View {
     ///
     /// Contract: every address the view reaches lies inside `input`.
     pub fn copy(&self, input: &Tensor) -> Tensor {
-        let data = map_data!(input.data(), v => gather(v, self));
+        self.copy_on(input, 1)
+    }
+
+    /// [`View::copy`] with the output's rows split over `threads` threads of the current rayon
+    /// pool when the copy holds at least [`MIN_PARALLEL_COPY`] elements. The same values either way.
+    pub fn copy_on(&self, input: &Tensor, threads: usize) -> Tensor {
+        let data = map_data!(input.data(), v => gather(v, self, threads));
         Tensor::from_parts(self.shape.clone(), data)
+    }
+
+    /// Calls `row(offset)` with the input offset of each output row (the last axis) from
+    /// `first_row` on, for `rows` rows.
+    fn for_each_row(&self, first_row: usize, rows: usize, mut row: impl FnMut(isize)) {
+        let outer = &self.shape[..self.shape.len() - 1];
+        let mut index = vec![0usize; outer.len()];
+        let mut rest = first_row;
+        for (i, &d) in index.iter_mut().zip(outer).rev() {
+            *i = rest % d;
+            rest /= d;
+        }
+        let mut offset = self.base + index.iter().zip(&self.strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
+        for done in 1..=rows {
+            row(offset);
+            if done == rows {
+                return;
+            }
+            let mut axis = outer.len();
+            while axis > 0 {
+                axis -= 1;
+                index[axis] += 1;
+                offset += self.strides[axis];
+                if index[axis] < outer[axis] {
+                    break;
+                }
+                offset -= self.strides[axis] * outer[axis] as isize;
+                index[axis] = 0;
+            }
+        }
     }
 }
 
-fn gather<T: Copy>(src: &[T], view: &View) -> Vec<T> {
+/// Copies smaller than this many elements run on the calling thread: handing them to the pool
+/// costs more than it saves.
+pub const MIN_PARALLEL_COPY: usize = 1 << 15;
+
+fn gather<T: Copy + Default + Send + Sync>(src: &[T], view: &View, threads: usize) -> Vec<T> {
     let n: usize = view.shape.iter().product();
-    let mut out = Vec::with_capacity(n);
     if n == 0 {
+        return Vec::new();
+    }
+    let Some(&inner) = view.shape.last() else {
+        return vec![src[view.base as usize]];
+    };
+    let step = view.strides[view.shape.len() - 1];
+    let rows = n / inner;
+    if threads > 1 && n >= MIN_PARALLEL_COPY && rows > 1 {
+        // Written uninitialised: zeroing a large reused buffer first cost as much as the copy.
+        let mut out = Vec::<T>::with_capacity(n);
+        let block = rows.div_ceil(threads) * inner;
+        out.spare_capacity_mut()[..n].par_chunks_mut(block).enumerate().for_each(|(b, part)| {
+            let count = part.len() / inner;
+            let mut rows = part.chunks_exact_mut(inner);
+            view.for_each_row(b * block / inner, count, |offset| {
+                let row = rows.next().expect("one row per offset");
+                if step == 1 {
+                    row.iter_mut().zip(&src[offset as usize..offset as usize + inner]).for_each(|(o, &v)| {
+                        o.write(v);
+                    });
+                } else {
+                    row.iter_mut().enumerate().for_each(|(i, o)| {
+                        o.write(src[(offset + i as isize * step) as usize]);
+                    });
+                }
+            });
+        });
+        // SAFETY: the blocks cover all `n` elements and every row of each block was written.
+        unsafe { out.set_len(n) };
         return out;
     }
-    let rank = view.shape.len();
-    if rank == 0 {
-        out.push(src[view.base as usize]);
-        return out;
-    }
-    let inner = view.shape[rank - 1];
-    let step = view.strides[rank - 1];
-    let mut index = vec![0usize; rank - 1];
-    let mut offset = view.base;
-    loop {
+    let mut out = Vec::with_capacity(n);
+    view.for_each_row(0, rows, |offset| {
         if step == 1 {
             let s = offset as usize;
             out.extend_from_slice(&src[s..s + inner]);
         } else {
             out.extend((0..inner).map(|i| src[(offset + i as isize * step) as usize]));
         }
-        let mut axis = rank - 1;
-        loop {
-            if axis == 0 {
-                return out;
-            }
-            axis -= 1;
-            index[axis] += 1;
-            offset += view.strides[axis];
-            if index[axis] < view.shape[axis] {
-                break;
-            }
-            offset -= view.strides[axis] * view.shape[axis] as isize;
-            index[axis] = 0;
-        }
-    }
+    });
+    out
 }
 
 #[cfg(test)]
@@ -79,5 +127,28 @@ mod tests {
         assert_eq!(rev.to_i64_vec().unwrap(), vec![5, 4, 3, 2, 1, 0]);
         let bc = View { base: 0, shape: vec![2, 3], strides: vec![0, 1] }.copy(&t);
         assert_eq!(bc.to_i64_vec().unwrap(), vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn copies_split_over_threads_equal_the_serial_copy() {
+        let shape = [5, 6, 8, 11, 13];
+        let t = Tensor::i64(shape.to_vec(), (0..shape.iter().product::<usize>() as i64).collect());
+        let st = strides(&shape);
+        let perm = [2, 0, 3, 1, 4];
+        let transposed =
+            View { base: 0, shape: perm.iter().map(|&a| shape[a]).collect(), strides: perm.iter().map(|&a| st[a] as isize).collect() };
+        let reversed_cols = View { base: 12, shape: vec![34320 / 13, 13], strides: vec![13, -1] };
+        const _: () = assert!(34320 >= MIN_PARALLEL_COPY);
+        let big = Tensor::i64(vec![MIN_PARALLEL_COPY / 4 + 3, 4], (0..(MIN_PARALLEL_COPY + 12) as i64).collect());
+        let big_t = View { base: 0, shape: vec![4, MIN_PARALLEL_COPY / 4 + 3], strides: vec![1, 4] };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (v, x) in [(&transposed, &t), (&reversed_cols, &t), (&big_t, &big)] {
+            let serial = v.copy(x).to_i64_vec().unwrap();
+            for threads in [2, 3, 7] {
+                let split = pool.install(|| v.copy_on(x, threads));
+                assert_eq!(split.shape(), &v.shape[..]);
+                assert_eq!(split.to_i64_vec().unwrap(), serial, "{threads} threads");
+            }
+        }
     }
 }

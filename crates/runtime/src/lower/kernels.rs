@@ -333,7 +333,7 @@ impl Op for QMatMul {
         let e = make_epilogue(&[self.a.scale * self.b.scale], None, self.output);
         let per = m * n;
         let one = |i: usize, f: &mut [f32], q: &mut [u8]| {
-            let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b[i * k * n..(i + 1) * k * n], n);
+            let packed = PackedB::from_rows(self.isa, k, n, b_zp, &b.s8(i * k * n..(i + 1) * k * n), n);
             gemm_epilogue(m, &a[i * m * k..], k, a_zp, &packed, &e, f, q);
         };
         let tensor = per_chunk(shape, batches, per, self.output, ctx.threads, one);
@@ -845,10 +845,13 @@ impl Op for QAttention {
         let e2 = make_epilogue(&[self.context.a.scale * self.context.b.scale], None, self.context.output);
         let isa = self.scores.isa;
         let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
-            let keys = &kb[i * k * n..(i + 1) * k * n];
-            let kp =
-                if self.keys_as_rows { PackedB::from_cols(isa, k, n, k_zp, keys, k) } else { PackedB::from_rows(isa, k, n, k_zp, keys, n) };
-            let values = &vb[i * n * d..(i + 1) * n * d];
+            let keys = kb.s8(i * k * n..(i + 1) * k * n);
+            let kp = if self.keys_as_rows {
+                PackedB::from_cols(isa, k, n, k_zp, &keys, k)
+            } else {
+                PackedB::from_rows(isa, k, n, k_zp, &keys, n)
+            };
+            let values = vb.s8(i * n * d..(i + 1) * n * d);
             let q = &q[i * m * k..];
             match (&self.softmax, self.scores.output) {
                 (Some(softmax), Output::Quantized(sp)) => {
@@ -860,7 +863,7 @@ impl Op for QAttention {
                         p.iter_mut().for_each(|b| *b ^= 0x80);
                     }
                     let p_zp = softmax.output.zero_point + if softmax.output.signed { 128 } else { 0 };
-                    let vp = PackedB::from_rows(isa, n, d, v_zp, values, d);
+                    let vp = PackedB::from_rows(isa, n, d, v_zp, &values, d);
                     gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
                 }
                 _ => {
@@ -870,7 +873,7 @@ impl Op for QAttention {
                             gemm_epilogue(m, q, k, q_zp, &kp, &e1, p, &mut []);
                             octet_kernels::f32::softmax_rows_u16(p, n, codes);
                         });
-                        let vp = PackedB::from_rows_for_i16(isa, n, d, v_zp, values, d);
+                        let vp = PackedB::from_rows_for_i16(isa, n, d, v_zp, &values, d);
                         gemm_i16s8_epilogue(m, codes, n, &vp, &e2, f, out, &[]);
                     });
                 }
@@ -894,11 +897,28 @@ impl Op for QAttention {
     op_any!();
 }
 
-/// A right operand as s8 codes with its zero point (u8 codes shift by −128, eq. 9).
-fn right_operand(t: &Tensor, p: Affine) -> Result<(std::borrow::Cow<'_, [i8]>, i32), String> {
+/// A right operand's stored codes, read as s8 a slice at a time ([`RightCodes::s8`]), so that
+/// converting u8 codes happens per batch, on the thread that packs them.
+enum RightCodes<'a> {
+    S8(&'a [i8]),
+    U8(&'a [u8]),
+}
+
+impl RightCodes<'_> {
+    /// Elements `range` as s8 (u8 codes shift by −128, eq. 9).
+    fn s8(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, [i8]> {
+        match self {
+            RightCodes::S8(v) => std::borrow::Cow::Borrowed(&v[range]),
+            RightCodes::U8(v) => std::borrow::Cow::Owned(v[range].iter().map(|&x| (x ^ 0x80) as i8).collect()),
+        }
+    }
+}
+
+/// A right operand's codes with the zero point of their s8 form.
+fn right_operand(t: &Tensor, p: Affine) -> Result<(RightCodes<'_>, i32), String> {
     match t.data() {
-        Data::I8(v) if p.signed => Ok((std::borrow::Cow::Borrowed(v), p.zero_point)),
-        Data::U8(v) if !p.signed => Ok((std::borrow::Cow::Owned(v.iter().map(|&x| (x ^ 0x80) as i8).collect()), p.zero_point - 128)),
+        Data::I8(v) if p.signed => Ok((RightCodes::S8(v), p.zero_point)),
+        Data::U8(v) if !p.signed => Ok((RightCodes::U8(v), p.zero_point - 128)),
         d => Err(format!("operand is {} but its parameters say {}", d.dtype(), p.dtype())),
     }
 }
@@ -918,9 +938,9 @@ impl Op for QViews {
         let x = required(inputs, 0, "x")?;
         Ok(self.views.iter().map(|v| Fact::new(x.dtype, v.shape.clone())).collect())
     }
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> Result<Vec<Tensor>, String> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let x = required(inputs, 0, "x")?;
-        Ok(self.views.iter().map(|v| v.copy(x)).collect())
+        Ok(self.views.iter().map(|v| v.copy_on(x, ctx.threads)).collect())
     }
     fn foldable(&self) -> bool {
         false
