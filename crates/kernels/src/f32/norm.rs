@@ -75,14 +75,38 @@ simd_dispatch! {
     }
 }
 
+/// Softmax of every row of `row_len` elements of `x` as 16-bit codes
+/// `c = round_half_even(65535 · p)`, written centred on zero (`c − 32768` as i16, the form
+/// [`crate::i8::gemm_i16s8_epilogue`] multiplies) into `codes` (`x` is left holding
+/// `e^(x − max)`). A row's codes sum to 65535 within `row_len / 2`.
+///
+/// With AVX-512 the rows run through [`avx512::softmax_rows_u16`], written with intrinsics so
+/// that a row's last partial vector is a masked one rather than scalar code; it performs the
+/// same operations in the same order as the auto-vectorised copies, so every tier gives the
+/// same bits.
+pub fn softmax_rows_u16(x: &mut [f32], row_len: usize, codes: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::vector_level() == crate::isa::VectorLevel::Avx512 {
+        // SAFETY: vector_level() names AVX-512 only when the CPU has AVX-512F.
+        return unsafe { avx512::softmax_rows_u16(x, row_len, codes) };
+    }
+    softmax_rows_u16_lanes(x, row_len, codes);
+}
+
+/// `y + 1.5·2²³` rounds `|y| < 2²²` half to even into the low mantissa bits (the codes of
+/// [`softmax_rows_u16`], and the exponent of `exp_nonpositive`).
+const ROUNDING: f32 = 12_582_912.0;
+
+/// The code of probability `e · k` (`k = 65535 / Σe`), centred on zero.
+#[inline(always)]
+fn centred_code(e: f32, k: f32) -> i16 {
+    let code = (((e * k).clamp(0.0, 65535.0) + ROUNDING).to_bits() & 0x3f_ffff) as i32;
+    (code - 32768) as i16
+}
+
 simd_dispatch! {
-    /// Softmax of every row of `row_len` elements of `x` as 16-bit codes
-    /// `c = round_half_even(65535 · p)`, written centred on zero (`c − 32768` as i16, the form
-    /// [`crate::i8::gemm_i16s8_epilogue`] multiplies) into `codes` (`x` is left holding
-    /// `e^(x − max)`). A row's codes sum to 65535 within `row_len / 2`.
-    pub fn softmax_rows_u16(x: &mut [f32], row_len: usize, codes: &mut [i16]) {
-        // y + 1.5·2²³ rounds y ∈ [0, 2²²) half to even into the low mantissa bits.
-        const MAGIC: f32 = 12_582_912.0;
+    /// [`softmax_rows_u16`] on 16-lane arrays, auto-vectorised.
+    fn softmax_rows_u16_lanes(x: &mut [f32], row_len: usize, codes: &mut [i16]) {
         if row_len == 0 {
             return;
         }
@@ -90,9 +114,81 @@ simd_dispatch! {
             let max = lane_max(row);
             let k = 65535.0 / lane_map_sum(row, |v| exp_nonpositive(v - max));
             for (&e, c) in row.iter().zip(out.iter_mut()) {
-                let code = (((e * k).clamp(0.0, 65535.0) + MAGIC).to_bits() & 0x3f_ffff) as i32;
-                *c = (code - 32768) as i16;
+                *c = centred_code(e, k);
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, ROUNDING};
+    use std::arch::x86_64::*;
+
+    /// `exp_nonpositive` on 16 lanes: the same operations in the same order (`2ⁿ` built from
+    /// exponent bits, as the scalar does, so that even inputs it does not define, NaN, give the
+    /// same bits).
+    #[inline(always)]
+    unsafe fn exp_nonpositive(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        // max_ps(x, c) returns c when x is NaN, as f32::max does.
+        let t = _mm512_mul_ps(_mm512_max_ps(x, c(-126.0)), c(std::f32::consts::LOG2_E));
+        let r = _mm512_add_ps(t, c(ROUNDING));
+        let f = _mm512_sub_ps(t, _mm512_sub_ps(r, c(ROUNDING)));
+        // Horner's rule from the innermost term out, as the scalar expression evaluates.
+        let mut a = _mm512_mul_ps(f, c(0.001_333_355));
+        for coefficient in [0.009_618_129, 0.055_504_11, 0.240_226_5, std::f32::consts::LN_2] {
+            a = _mm512_mul_ps(f, _mm512_add_ps(c(coefficient), a));
+        }
+        let exponent = _mm512_sub_epi32(_mm512_castps_si512(r), _mm512_set1_epi32(ROUNDING.to_bits() as i32 - 127));
+        let y = _mm512_mul_ps(_mm512_add_ps(c(1.0), a), _mm512_castsi512_ps(_mm512_slli_epi32::<23>(exponent)));
+        _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, c(-87.0)), _mm512_setzero_ps())
+    }
+
+    /// [`super::softmax_rows_u16`] with AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_rows_u16(x: &mut [f32], row_len: usize, codes: &mut [i16]) {
+        if row_len == 0 {
+            return;
+        }
+        let (full, tail) = (row_len / LANES, row_len % LANES);
+        let tail_mask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
+        for (row, out) in x.chunks_exact_mut(row_len).zip(codes.chunks_exact_mut(row_len)) {
+            let (p, o) = (row.as_mut_ptr(), out.as_mut_ptr());
+            let tail_at = full * LANES;
+            // max: (v > acc) ? v : acc per lane, which is max_ps(v, acc); the lanes' maximum is
+            // the same whatever order they are folded in.
+            let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+            for c in 0..full {
+                acc = _mm512_max_ps(_mm512_loadu_ps(p.add(c * LANES)), acc);
+            }
+            acc = _mm512_mask_max_ps(acc, tail_mask, _mm512_maskz_loadu_ps(tail_mask, p.add(tail_at)), acc);
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(acc));
+            // e^(v − max) stored back, summed per lane, then the lanes added in order.
+            let mut sums = _mm512_setzero_ps();
+            for c in 0..full {
+                let e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p.add(c * LANES)), max));
+                _mm512_storeu_ps(p.add(c * LANES), e);
+                sums = _mm512_add_ps(sums, e);
+            }
+            let e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail_mask, p.add(tail_at)), max));
+            _mm512_mask_storeu_ps(p.add(tail_at), tail_mask, e);
+            sums = _mm512_mask_add_ps(sums, tail_mask, sums, e);
+            let mut lanes = [0.0f32; LANES];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), sums);
+            let k = _mm512_set1_ps(65535.0 / lanes.iter().sum::<f32>());
+            let code = |e: __m512| {
+                let y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(e, k), _mm512_setzero_ps()), _mm512_set1_ps(65535.0));
+                let bits = _mm512_and_si512(_mm512_castps_si512(_mm512_add_ps(y, _mm512_set1_ps(ROUNDING))), _mm512_set1_epi32(0x3f_ffff));
+                _mm512_sub_epi32(bits, _mm512_set1_epi32(32768))
+            };
+            for c in 0..full {
+                _mm512_mask_cvtepi32_storeu_epi16(o.add(c * LANES), u16::MAX, code(_mm512_loadu_ps(p.add(c * LANES))));
+            }
+            _mm512_mask_cvtepi32_storeu_epi16(o.add(tail_at), tail_mask, code(_mm512_maskz_loadu_ps(tail_mask, p.add(tail_at))));
         }
     }
 }
@@ -174,6 +270,41 @@ mod tests {
                 sum += code;
             }
             assert!((sum - 65535).abs() <= n as i32 / 2);
+        }
+    }
+
+    #[test]
+    fn avx512_softmax_codes_are_the_bits_of_the_lane_arrays() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            let mut seed = 0x9e37_79b9_u32;
+            let mut next = move || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                seed
+            };
+            let special = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -90.0, 88.0, 1e-30];
+            for row_len in (1..=70).chain([197, 257]) {
+                for case in 0..6 {
+                    let rows = 3;
+                    let x: Vec<f32> = (0..rows * row_len)
+                        .map(|_| {
+                            let r = next();
+                            match (case, r % 17) {
+                                (4 | 5, 0) => special[(r >> 8) as usize % special.len()],
+                                _ => ((r >> 8) as f32 / (1 << 24) as f32 - 0.5) * [4.0, 30.0, 200.0, 1.0, 20.0, 300.0][case],
+                            }
+                        })
+                        .collect();
+                    let (mut xa, mut xb) = (x.clone(), x.clone());
+                    let (mut ca, mut cb) = (vec![0i16; x.len()], vec![0i16; x.len()]);
+                    softmax_rows_u16_lanes(&mut xa, row_len, &mut ca);
+                    // SAFETY: checked above that the CPU has AVX-512F.
+                    unsafe { avx512::softmax_rows_u16(&mut xb, row_len, &mut cb) };
+                    assert_eq!(ca, cb, "codes, row length {row_len}, case {case}");
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&xa), bits(&xb), "exponentials, row length {row_len}, case {case}");
+                }
+            }
         }
     }
 
