@@ -97,6 +97,45 @@ pub fn binary<A: Copy, B: Copy, O: Copy + Default>(
     out
 }
 
+/// Outputs of [`binary_on`] smaller than this many elements are computed on the calling thread.
+const MIN_PARALLEL_BINARY: usize = 1 << 15;
+
+/// [`binary`], split over `threads` threads of the current rayon pool when the output is large
+/// and each operand is either the output's shape or a single value (residual adds, scalings).
+pub fn binary_on<A: Copy + Sync, B: Copy + Sync, O: Copy + Default + Send>(
+    (a, a_shape): (&[A], &[usize]),
+    (b, b_shape): (&[B], &[usize]),
+    out_shape: &[usize],
+    threads: usize,
+    f: impl Fn(A, B) -> O + Sync,
+) -> Vec<O> {
+    use rayon::prelude::*;
+    let n: usize = out_shape.iter().product();
+    let elementwise = |len: usize, shape: &[usize]| shape == out_shape || len == 1;
+    if threads < 2 || n < MIN_PARALLEL_BINARY || !elementwise(a.len(), a_shape) || !elementwise(b.len(), b_shape) {
+        return binary(a, a_shape, b, b_shape, out_shape, f);
+    }
+    let block = n.div_ceil(threads);
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n].par_chunks_mut(block).enumerate().for_each(|(c, part)| {
+        let (first, len) = (c * block, part.len());
+        match (a.len() == 1, b.len() == 1) {
+            (false, false) => part.iter_mut().zip(&a[first..first + len]).zip(&b[first..first + len]).for_each(|((o, &x), &y)| {
+                o.write(f(x, y));
+            }),
+            (false, true) => part.iter_mut().zip(&a[first..first + len]).for_each(|(o, &x)| {
+                o.write(f(x, b[0]));
+            }),
+            _ => part.iter_mut().zip(&b[first..first + len]).for_each(|(o, &y)| {
+                o.write(f(a[0], y));
+            }),
+        }
+    });
+    // SAFETY: the blocks cover all `n` elements, each written above.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `out[i] = f(a[i'], b[i''], c[i'''])` over the broadcast of three shapes.
 pub fn ternary<A: Copy, B: Copy, C: Copy, O>(
     (a, a_shape): (&[A], &[usize]),
@@ -129,5 +168,24 @@ mod tests {
         let b = vec![10i64, 20];
         let out = binary(&a, &[3, 1, 2], &b, &[2, 1], &[3, 2, 2], |x, y| x + y);
         assert_eq!(out, vec![10, 11, 20, 21, 12, 13, 22, 23, 14, 15, 24, 25]);
+    }
+
+    #[test]
+    fn binary_split_over_threads_equals_the_serial_one() {
+        let cols = MIN_PARALLEL_BINARY / 8 + 3;
+        let n = 8 * cols;
+        let a: Vec<i64> = (0..n as i64).collect();
+        let b: Vec<i64> = (0..n as i64).map(|v| v * 3 - 5).collect();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let (full, row, one): (&[usize], &[usize], &[usize]) = (&[8, cols], &[cols], &[]);
+        type Operand<'a> = (&'a [i64], &'a [usize]);
+        let cases: [(Operand, Operand); 4] =
+            [((&a, full), (&b, full)), ((&a, full), (&[7], one)), ((&[7], one), (&b, full)), ((&a, full), (&b[..cols], row))];
+        for ((x, xs), (y, ys)) in cases {
+            let serial = binary(x, xs, y, ys, full, |p, q| p * 2 - q);
+            for threads in [1, 2, 3, 5] {
+                assert_eq!(pool.install(|| binary_on((x, xs), (y, ys), full, threads, |p, q| p * 2 - q)), serial, "{threads} threads");
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use octet_kernels::f32 as k;
 
-use super::broadcast::{binary, broadcast_shapes, ternary};
+use super::broadcast::{binary, binary_on, broadcast_shapes, ternary};
 use crate::error::OpResult;
 use crate::op::{required, EvalCtx, Fact, Op};
 use crate::tensor::{DType, Data, Element, Tensor};
@@ -230,17 +230,25 @@ impl Binary {
     }
 }
 
-/// Add, Sub, Mul or Div on f32 or f64 operands without widening (IEEE arithmetic). Integers take
-/// the exact i64 path of [`BinaryKind::integer`], which wraps as the narrow type would.
-fn arith<T>(kind: BinaryKind, a: &[T], ash: &[usize], b: &[T], bsh: &[usize], out: &[usize]) -> Vec<T>
+/// Add, Sub, Mul or Div on f32 or f64 operands without widening (IEEE arithmetic), over
+/// `threads` threads when large ([`binary_on`]). Integers take the exact i64 path of
+/// [`BinaryKind::integer`], which wraps as the narrow type would.
+fn arith<T>(kind: BinaryKind, a: (&[T], &[usize]), b: (&[T], &[usize]), out: &[usize], threads: usize) -> Vec<T>
 where
-    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>,
+    T: Copy
+        + Default
+        + Send
+        + Sync
+        + std::ops::Add<Output = T>
+        + std::ops::Sub<Output = T>
+        + std::ops::Mul<Output = T>
+        + std::ops::Div<Output = T>,
 {
     match kind {
-        BinaryKind::Add => binary(a, ash, b, bsh, out, |x, y| x + y),
-        BinaryKind::Sub => binary(a, ash, b, bsh, out, |x, y| x - y),
-        BinaryKind::Mul => binary(a, ash, b, bsh, out, |x, y| x * y),
-        BinaryKind::Div => binary(a, ash, b, bsh, out, |x, y| x / y),
+        BinaryKind::Add => binary_on(a, b, out, threads, |x, y| x + y),
+        BinaryKind::Sub => binary_on(a, b, out, threads, |x, y| x - y),
+        BinaryKind::Mul => binary_on(a, b, out, threads, |x, y| x * y),
+        BinaryKind::Div => binary_on(a, b, out, threads, |x, y| x / y),
         _ => unreachable!("only the four arithmetic ops have a native path"),
     }
 }
@@ -261,7 +269,7 @@ impl Op for Binary {
         Ok(vec![Fact::new(self.out_dtype(a.dtype, b.dtype)?, shape)])
     }
 
-    fn eval(&self, inputs: &[Option<&Tensor>], _: &EvalCtx) -> OpResult<Vec<Tensor>> {
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (a, b) = (required(inputs, 0, "A")?, required(inputs, 1, "B")?);
         let out_dtype = self.out_dtype(a.dtype(), b.dtype())?;
         let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
@@ -274,8 +282,8 @@ impl Op for Binary {
                 let y: Vec<f32> = b.to_f64_vec().into_iter().map(|v| v as f32).collect();
                 Data::F32(binary(x, ash, &y, bsh, &shape, f32::powf))
             }
-            (_, Data::F32(x), Data::F32(y)) if native => Data::F32(arith(kind, x, ash, y, bsh, &shape)),
-            (_, Data::F64(x), Data::F64(y)) if native => Data::F64(arith(kind, x, ash, y, bsh, &shape)),
+            (_, Data::F32(x), Data::F32(y)) if native => Data::F32(arith(kind, (x, ash), (y, bsh), &shape, ctx.threads)),
+            (_, Data::F64(x), Data::F64(y)) if native => Data::F64(arith(kind, (x, ash), (y, bsh), &shape, ctx.threads)),
             _ if kind.is_comparison() => {
                 let cmp = |x: &Tensor| x.dtype().is_float() || x.dtype() == DType::U64;
                 let bools = if cmp(a) || cmp(b) {
