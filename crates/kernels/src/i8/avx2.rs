@@ -346,8 +346,10 @@ unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a1
         let np = (panels - p).min(NP);
         let cols = (n - p * NR).min(np * NR);
         let bp = b.as_ptr().add(p * kg * NR * kernel.group());
+        let next = std::slice::from_raw_parts(bp.add(np * kg * NR * kernel.group()), (panels - p - np).min(NP) * kg * NR * kernel.group());
         let mut i = 0;
         while i < m {
+            super::prefetch_share(next, i / mr, m.div_ceil(mr));
             let rows = (m - i).min(mr);
             let o = out.at(i, p * NR);
             macro_rules! go {

@@ -217,6 +217,23 @@ pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
     w as i32
 }
 
+/// Pulls share `tile` of `tiles` of `next`, the block of packed panels after the one being
+/// multiplied, into the L2 cache: called before each row tile, so the next block arrives while
+/// this one is multiplied. Weights stream from memory once per product, and the first tile of
+/// each block stalled on them (5–7 % of a ViT Linear with its weights out of cache, on Zen 4).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_share(next: &[u8], tile: usize, tiles: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    const LINE: usize = 64;
+    let per_tile = next.len().div_ceil(LINE).div_ceil(tiles.max(1)) * LINE;
+    let from = (tile * per_tile).min(next.len());
+    for line in (from..(from + per_tile).min(next.len())).step_by(LINE) {
+        // SAFETY: `line` is inside `next`; a prefetch neither reads nor faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(line) as *const i8) };
+    }
+}
+
 /// The microkernels of a tier, by name: each has its own [`peak`].
 pub fn tier_kernels(isa: Isa) -> &'static [&'static str] {
     match isa {
