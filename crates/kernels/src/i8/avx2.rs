@@ -343,10 +343,13 @@ unsafe fn tiles<const MADD: bool>(m: usize, k: usize, n: usize, a: *const u8, a1
     let panels = n.div_ceil(NR);
     let mut p = 0;
     while p < panels {
-        let np = (panels - p).min(NP);
+        let np = super::block_panels(panels - p, NP);
         let cols = (n - p * NR).min(np * NR);
         let bp = b.as_ptr().add(p * kg * NR * kernel.group());
-        let next = std::slice::from_raw_parts(bp.add(np * kg * NR * kernel.group()), (panels - p - np).min(NP) * kg * NR * kernel.group());
+        let next = std::slice::from_raw_parts(
+            bp.add(np * kg * NR * kernel.group()),
+            super::block_panels(panels - p - np, NP) * kg * NR * kernel.group(),
+        );
         let mut i = 0;
         while i < m {
             super::prefetch_share(next, i / mr, m.div_ceil(mr));

@@ -217,6 +217,16 @@ pub(crate) unsafe fn a_word(p: *const u8, valid: usize) -> i32 {
     w as i32
 }
 
+/// Panels in the next block of a product with `remaining` panels left, blocks of at most `max`:
+/// the remaining blocks as even as can be (13 panels of at most 4 go 4, 3, 3, 3, not 4, 4, 4, 1,
+/// whose last one-panel tile reloads A for every 16 columns and ran at half the rate).
+pub(crate) fn block_panels(remaining: usize, max: usize) -> usize {
+    if remaining == 0 {
+        return 0;
+    }
+    remaining.div_ceil(remaining.div_ceil(max))
+}
+
 /// Pulls share `tile` of `tiles` of `next`, the block of packed panels after the one being
 /// multiplied, into the L2 cache: called before each row tile, so the next block arrives while
 /// this one is multiplied. Weights stream from memory once per product, and the first tile of

@@ -299,10 +299,10 @@ unsafe fn tiles<L: Lhs>(m: usize, k: usize, n: usize, a: *const L, lda: usize, b
     let b = b.as_ptr();
     let mut p = 0;
     while p < panels {
-        let np = (panels - p).min(NP);
+        let np = super::block_panels(panels - p, NP);
         let cols = (n - p * NR).min(np * NR);
         let bp = b.add(p * groups * NR * 4);
-        let next = std::slice::from_raw_parts(bp.add(np * groups * NR * 4), (panels - p - np).min(NP) * groups * NR * 4);
+        let next = std::slice::from_raw_parts(bp.add(np * groups * NR * 4), super::block_panels(panels - p - np, NP) * groups * NR * 4);
         let mut i = 0;
         while i < m {
             super::prefetch_share(next, i / MR, m.div_ceil(MR));
