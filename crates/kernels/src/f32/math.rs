@@ -131,6 +131,15 @@ slice_twin!(/// Applies [`gelu_erf_scalar`] in place.
 slice_twin!(/// Applies [`gelu_tanh_scalar`] in place.
     gelu_tanh = gelu_tanh_scalar);
 
+simd_dispatch! {
+    /// `ys[i] += xs[i]` over the shorter of the two.
+    pub fn add_assign(ys: &mut [f32], xs: &[f32]) {
+        for (y, &x) in ys.iter_mut().zip(xs) {
+            *y += x;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@ mod matmul;
 mod norm;
 
 pub use math::{
-    erf, erf_scalar, exp, exp_nonpositive, exp_scalar, gelu_erf, gelu_erf_scalar, gelu_tanh, gelu_tanh_scalar, sigmoid, sigmoid_scalar,
-    tanh, tanh_scalar,
+    add_assign, erf, erf_scalar, exp, exp_nonpositive, exp_scalar, gelu_erf, gelu_erf_scalar, gelu_tanh, gelu_tanh_scalar, sigmoid,
+    sigmoid_scalar, tanh, tanh_scalar,
 };
 pub use matmul::{matmul, MatLayout, PanelMatrix, Threads, PANEL};
 pub use norm::{layer_norm_rows, softmax_rows, softmax_rows_u16};

@@ -112,9 +112,7 @@ fn gemm_out(
             Rows::U16 { codes, zero_point } => gemm_u16s8_epilogue(rows, &codes[r0 * lda..], lda, zero_point, b, e, f, q, res),
         }
         if !sum.is_empty() {
-            for (y, &r) in f[..rows * n].iter_mut().zip(&sum[r0 * n..(r0 + rows) * n]) {
-                *y += r;
-            }
+            octet_kernels::f32::add_assign(&mut f[..rows * n], &sum[r0 * n..(r0 + rows) * n]);
         }
     };
     match (out, threads > 1) {
