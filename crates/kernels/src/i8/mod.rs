@@ -4,6 +4,8 @@
 //! Every tier returns the same bits as [`Isa::Scalar`]: integer accumulation is exact, and the
 //! epilogues use the same f32 operations in the same order on every ISA.
 
+use std::mem::MaybeUninit;
+
 mod avx2;
 pub mod elementwise;
 mod peak;
@@ -376,9 +378,10 @@ pub fn gemm_i16s8_epilogue(
     let e = Epilogue { bias: Some(bias), ..e.clone() };
     if b.vnni_words {
         assert!(a.len() >= (m - 1) * lda + k, "gemm_i16s8_epilogue: lhs too short");
+        let (f, q) = ((out_f32.as_mut_ptr(), out_f32.len()), (out_q.as_mut_ptr(), out_q.len()));
         // SAFETY: words are packed only on the VNNI tier, chosen as available; `a` is bounded
-        // by the assert, the outputs by `with_store`.
-        with_store(m, n, &e, out_f32, out_q, residual, |store| unsafe { vnni::gemm_words_to(m, k, n, a, lda, &b.data, store) });
+        // by the assert; the outputs are initialised slices.
+        unsafe { with_store(m, n, &e, f, q, residual, |store| vnni::gemm_words_to(m, k, n, a, lda, &b.data, store)) };
         return;
     }
     with_scratch(m * n, |c| {
@@ -599,14 +602,32 @@ pub fn with_scratch_i16<R>(len: usize, f: impl FnOnce(&mut [i16]) -> R) -> R {
 
 /// Runs `product` (a SIMD tile loop over `m × n` outputs) with a [`Store`] that applies `e` on
 /// the accumulator registers, then the steps of `e` that follow the store: an activation before
-/// 8-bit outputs goes through an f32 scratch block and is quantized after it.
+/// 8-bit outputs goes through an f32 scratch block and is quantized after it. `out_f32` and
+/// `out_q` are the output blocks (pointer and length; the one `e` does not write may be empty).
+///
+/// # Safety
+/// Each pointer is valid for writes of its length; `product` writes all `m × n` outputs through
+/// the store it is given. With an activation before 8-bit outputs, `out_q` is initialised.
 #[allow(clippy::too_many_arguments)]
-fn with_store(m: usize, n: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut [u8], residual: &[u8], product: impl FnOnce(Store)) {
+unsafe fn with_store(
+    m: usize,
+    n: usize,
+    e: &Epilogue,
+    (out_f32, f32_len): (*mut f32, usize),
+    (out_q, q_len): (*mut u8, usize),
+    residual: &[u8],
+    product: impl FnOnce(Store),
+) {
     let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
     let bias: Vec<i32> = e.bias.clone().unwrap_or_else(|| vec![0; n]);
     assert!(scale.len() == n && bias.len() == n, "epilogue: {} scales and {} biases for {n} columns", scale.len(), bias.len());
+    let written_q = || {
+        assert!(q_len >= m * n);
+        // SAFETY: valid for `q_len` bytes (the caller), all written by `product` or initialised.
+        unsafe { std::slice::from_raw_parts_mut(out_q, m * n) }
+    };
     if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
-        assert!(out_q.len() >= m * n);
+        let out_q = written_q();
         with_scratch_f32(m * n, |real| {
             product(Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() });
             (act.f)(real);
@@ -621,21 +642,56 @@ fn with_store(m: usize, n: usize, e: &Epilogue, out_f32: &mut [f32], out_q: &mut
     }
     let store = match e.out {
         OutType::F32 => {
-            assert!(out_f32.len() >= m * n);
-            Store::Float { f: out_f32.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
+            assert!(f32_len >= m * n);
+            Store::Float { f: out_f32, ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
         }
         OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
-            assert!(out_q.len() >= m * n);
+            assert!(q_len >= m * n);
             let signed = matches!(e.out, OutType::S8 { .. });
-            Store::Requant { q: out_q.as_mut_ptr(), ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
+            Store::Requant { q: out_q, ldq: n, bias: bias.as_ptr(), scale: scale.as_ptr(), zero_point, signed }
         }
     };
     product(store);
     match (e.out, e.activation) {
-        (OutType::F32, Some(act)) => (act.f)(&mut out_f32[..m * n]),
+        // SAFETY: valid for `f32_len ≥ m·n` values, all written by `product`.
+        (OutType::F32, Some(act)) => (act.f)(unsafe { std::slice::from_raw_parts_mut(out_f32, m * n) }),
         (OutType::F32, None) => {}
-        _ => epilogue_post(m, n, e, out_q, residual),
+        _ => epilogue_post(m, n, e, written_q(), residual),
     }
+}
+
+/// [`gemm_u8s8_epilogue`] with the left zero point 0, into output memory that need not be
+/// initialised (a freshly allocated tensor): `out_f32` (f32 epilogues) or `out_q` (8-bit ones)
+/// holds `m × n` elements, all of which are written. On the SIMD tiers the tiles write them
+/// directly; otherwise they are zeroed first and the general path runs. The same bits either way.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8s8_epilogue_uninit(
+    m: usize,
+    a: &[u8],
+    lda: usize,
+    b: &PackedB,
+    e: &Epilogue,
+    out_f32: &mut [MaybeUninit<f32>],
+    out_q: &mut [MaybeUninit<u8>],
+    residual: &[u8],
+) {
+    let n = b.n;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if b.isa != Isa::Scalar && b.zero_point == 0 && e.activation.is_none() {
+        assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue_uninit: lhs too short");
+        let (f, q) = ((out_f32.as_mut_ptr() as *mut f32, out_f32.len()), (out_q.as_mut_ptr() as *mut u8, out_q.len()));
+        // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert; the
+        // outputs are valid for their lengths and the tiles write all `m × n` of them.
+        unsafe { with_store(m, n, e, f, q, residual, |store| b.gemm_to(m, a, lda, store)) };
+        return;
+    }
+    out_f32.fill(MaybeUninit::new(0.0));
+    out_q.fill(MaybeUninit::new(0));
+    // SAFETY: both were just initialised.
+    let (f, q) = unsafe { (out_f32.assume_init_mut(), out_q.assume_init_mut()) };
+    gemm_u8s8_epilogue(m, a, lda, 0, b, e, f, q, residual);
 }
 
 /// `a · B` for `m` rows and the epilogue `e` in one call: on the SIMD tiers (with both zero
@@ -659,9 +715,10 @@ pub fn gemm_u8s8_epilogue(
     }
     if b.isa != Isa::Scalar && a_zp == 0 && b.zero_point == 0 {
         assert!(a.len() >= (m - 1) * lda + b.k, "gemm_u8s8_epilogue: lhs too short");
-        // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert, the
-        // outputs by `with_store`.
-        with_store(m, n, e, out_f32, out_q, residual, |store| unsafe { b.gemm_to(m, a, lda, store) });
+        let (f, q) = ((out_f32.as_mut_ptr(), out_f32.len()), (out_q.as_mut_ptr(), out_q.len()));
+        // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert; the
+        // outputs are initialised slices.
+        unsafe { with_store(m, n, e, f, q, residual, |store| b.gemm_to(m, a, lda, store)) };
         return;
     }
     with_scratch(m * n, |c| {
