@@ -223,8 +223,16 @@ unsafe fn store_vector(out: Store, r: usize, start: usize, valid: usize, acc: __
     match out {
         Store::Raw { c, ldc } if full => _mm256_storeu_si256(c.add(r * ldc + start) as *mut __m256i, acc),
         Store::Raw { c, ldc } => _mm256_maskstore_epi32(c.add(r * ldc + start), mask, acc),
-        Store::Float { f, ldf, bias, scale } if full => _mm256_storeu_ps(f.add(r * ldf + start), real(bias, scale)),
-        Store::Float { f, ldf, bias, scale } => _mm256_maskstore_ps(f.add(r * ldf + start), mask, real(bias, scale)),
+        Store::Float { f, ldf, bias, scale, sum } => {
+            let x = real(bias, scale);
+            let at = r * ldf + start;
+            match (full, sum.is_null()) {
+                (true, true) => _mm256_storeu_ps(f.add(at), x),
+                (true, false) => _mm256_storeu_ps(f.add(at), _mm256_add_ps(x, _mm256_loadu_ps(sum.add(at)))),
+                (false, true) => _mm256_maskstore_ps(f.add(at), mask, x),
+                (false, false) => _mm256_maskstore_ps(f.add(at), mask, _mm256_add_ps(x, _mm256_maskload_ps(sum.add(at), mask))),
+            }
+        }
         Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
             // Round half to even with the default MXCSR mode after capping to ±2^30, as the
             // AVX-512 tier does: equal to elementwise::round_half_even once clamped to 8 bits.

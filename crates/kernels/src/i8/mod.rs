@@ -162,9 +162,26 @@ fn row_major_col_sums(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<i32> {
 /// at its first column.
 #[derive(Clone, Copy)]
 pub(crate) enum Store {
-    Raw { c: *mut i32, ldc: usize },
-    Requant { q: *mut u8, ldq: usize, bias: *const i32, scale: *const f32, zero_point: i32, signed: bool },
-    Float { f: *mut f32, ldf: usize, bias: *const i32, scale: *const f32 },
+    Raw {
+        c: *mut i32,
+        ldc: usize,
+    },
+    Requant {
+        q: *mut u8,
+        ldq: usize,
+        bias: *const i32,
+        scale: *const f32,
+        zero_point: i32,
+        signed: bool,
+    },
+    /// `sum`, when not null, holds values (row stride `ldf`) added to the outputs last.
+    Float {
+        f: *mut f32,
+        ldf: usize,
+        bias: *const i32,
+        scale: *const f32,
+        sum: *const f32,
+    },
 }
 
 impl Store {
@@ -175,9 +192,13 @@ impl Store {
             Store::Requant { q, ldq, bias, scale, zero_point, signed } => {
                 Store::Requant { q: q.add(rows * ldq + cols), ldq, bias: bias.add(cols), scale: scale.add(cols), zero_point, signed }
             }
-            Store::Float { f, ldf, bias, scale } => {
-                Store::Float { f: f.add(rows * ldf + cols), ldf, bias: bias.add(cols), scale: scale.add(cols) }
-            }
+            Store::Float { f, ldf, bias, scale, sum } => Store::Float {
+                f: f.add(rows * ldf + cols),
+                ldf,
+                bias: bias.add(cols),
+                scale: scale.add(cols),
+                sum: if sum.is_null() { sum } else { sum.add(rows * ldf + cols) },
+            },
         }
     }
 }
@@ -381,7 +402,7 @@ pub fn gemm_i16s8_epilogue(
         let (f, q) = ((out_f32.as_mut_ptr(), out_f32.len()), (out_q.as_mut_ptr(), out_q.len()));
         // SAFETY: words are packed only on the VNNI tier, chosen as available; `a` is bounded
         // by the assert; the outputs are initialised slices.
-        unsafe { with_store(m, n, &e, f, q, residual, |store| vnni::gemm_words_to(m, k, n, a, lda, &b.data, store)) };
+        unsafe { with_store(m, n, &e, f, q, residual, &[], |store| vnni::gemm_words_to(m, k, n, a, lda, &b.data, store)) };
         return;
     }
     with_scratch(m * n, |c| {
@@ -603,7 +624,8 @@ pub fn with_scratch_i16<R>(len: usize, f: impl FnOnce(&mut [i16]) -> R) -> R {
 /// Runs `product` (a SIMD tile loop over `m × n` outputs) with a [`Store`] that applies `e` on
 /// the accumulator registers, then the steps of `e` that follow the store: an activation before
 /// 8-bit outputs goes through an f32 scratch block and is quantized after it. `out_f32` and
-/// `out_q` are the output blocks (pointer and length; the one `e` does not write may be empty).
+/// `out_q` are the output blocks (pointer and length; the one `e` does not write may be empty);
+/// `sum`, empty or `m × n` values, is added to f32 outputs last.
 ///
 /// # Safety
 /// Each pointer is valid for writes of its length; `product` writes all `m × n` outputs through
@@ -616,6 +638,7 @@ unsafe fn with_store(
     (out_f32, f32_len): (*mut f32, usize),
     (out_q, q_len): (*mut u8, usize),
     residual: &[u8],
+    sum: &[f32],
     product: impl FnOnce(Store),
 ) {
     let scale: Vec<f32> = if e.scale.len() == 1 { vec![e.scale[0]; n] } else { e.scale.clone() };
@@ -629,7 +652,7 @@ unsafe fn with_store(
     if let (Some(act), OutType::U8 { zero_point } | OutType::S8 { zero_point }) = (e.activation, e.out) {
         let out_q = written_q();
         with_scratch_f32(m * n, |real| {
-            product(Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() });
+            product(Store::Float { f: real.as_mut_ptr(), ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr(), sum: std::ptr::null() });
             (act.f)(real);
             elementwise::quantize(
                 real,
@@ -642,8 +665,10 @@ unsafe fn with_store(
     }
     let store = match e.out {
         OutType::F32 => {
-            assert!(f32_len >= m * n);
-            Store::Float { f: out_f32, ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr() }
+            assert!(f32_len >= m * n && (sum.is_empty() || sum.len() >= m * n));
+            // The sum is added in the store unless an activation comes between.
+            let sum = if sum.is_empty() || e.activation.is_some() { std::ptr::null() } else { sum.as_ptr() };
+            Store::Float { f: out_f32, ldf: n, bias: bias.as_ptr(), scale: scale.as_ptr(), sum }
         }
         OutType::U8 { zero_point } | OutType::S8 { zero_point } => {
             assert!(q_len >= m * n);
@@ -653,8 +678,12 @@ unsafe fn with_store(
     };
     product(store);
     match (e.out, e.activation) {
-        // SAFETY: valid for `f32_len ≥ m·n` values, all written by `product`.
-        (OutType::F32, Some(act)) => (act.f)(unsafe { std::slice::from_raw_parts_mut(out_f32, m * n) }),
+        (OutType::F32, Some(act)) => {
+            // SAFETY: valid for `f32_len ≥ m·n` values, all written by `product`.
+            let out = unsafe { std::slice::from_raw_parts_mut(out_f32, m * n) };
+            (act.f)(out);
+            crate::f32::add_assign(out, sum);
+        }
         (OutType::F32, None) => {}
         _ => epilogue_post(m, n, e, written_q(), residual),
     }
@@ -662,8 +691,10 @@ unsafe fn with_store(
 
 /// [`gemm_u8s8_epilogue`] with the left zero point 0, into output memory that need not be
 /// initialised (a freshly allocated tensor): `out_f32` (f32 epilogues) or `out_q` (8-bit ones)
-/// holds `m × n` elements, all of which are written. On the SIMD tiers the tiles write them
-/// directly; otherwise they are zeroed first and the general path runs. The same bits either way.
+/// holds `m × n` elements, all of which are written; `sum` (empty, or `m × n` values for f32
+/// outputs) is added to them last. On the SIMD tiers the tiles write the outputs directly, the
+/// sum added on their registers; otherwise they are zeroed first and the general path runs. The
+/// same bits either way.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_u8s8_epilogue_uninit(
     m: usize,
@@ -674,6 +705,7 @@ pub fn gemm_u8s8_epilogue_uninit(
     out_f32: &mut [MaybeUninit<f32>],
     out_q: &mut [MaybeUninit<u8>],
     residual: &[u8],
+    sum: &[f32],
 ) {
     let n = b.n;
     if m == 0 || n == 0 {
@@ -684,7 +716,7 @@ pub fn gemm_u8s8_epilogue_uninit(
         let (f, q) = ((out_f32.as_mut_ptr() as *mut f32, out_f32.len()), (out_q.as_mut_ptr() as *mut u8, out_q.len()));
         // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert; the
         // outputs are valid for their lengths and the tiles write all `m × n` of them.
-        unsafe { with_store(m, n, e, f, q, residual, |store| b.gemm_to(m, a, lda, store)) };
+        unsafe { with_store(m, n, e, f, q, residual, sum, |store| b.gemm_to(m, a, lda, store)) };
         return;
     }
     out_f32.fill(MaybeUninit::new(0.0));
@@ -692,6 +724,7 @@ pub fn gemm_u8s8_epilogue_uninit(
     // SAFETY: both were just initialised.
     let (f, q) = unsafe { (out_f32.assume_init_mut(), out_q.assume_init_mut()) };
     gemm_u8s8_epilogue(m, a, lda, 0, b, e, f, q, residual);
+    crate::f32::add_assign(f, sum);
 }
 
 /// `a · B` for `m` rows and the epilogue `e` in one call: on the SIMD tiers (with both zero
@@ -718,7 +751,7 @@ pub fn gemm_u8s8_epilogue(
         let (f, q) = ((out_f32.as_mut_ptr(), out_f32.len()), (out_q.as_mut_ptr(), out_q.len()));
         // SAFETY: the tier was available when `b` was packed; `a` is bounded by the assert; the
         // outputs are initialised slices.
-        unsafe { with_store(m, n, e, f, q, residual, |store| b.gemm_to(m, a, lda, store)) };
+        unsafe { with_store(m, n, e, f, q, residual, &[], |store| b.gemm_to(m, a, lda, store)) };
         return;
     }
     with_scratch(m * n, |c| {

@@ -353,10 +353,13 @@ fn fused_epilogue_equals_gemm_then_epilogue_on_every_tier() {
                     let f32_out = out == OutType::F32;
                     let mut uf = vec![std::mem::MaybeUninit::new(f32::NAN); if f32_out { m * n } else { 0 }];
                     let mut uq = vec![std::mem::MaybeUninit::new(0xA5u8); if f32_out { 0 } else { m * n }];
-                    gemm_u8s8_epilogue_uninit(m, &a, k, &packed, &e, &mut uf, &mut uq, &residual);
+                    // f32 outputs with a sum added last, as a residual stream in float.
+                    let sum: Vec<f32> = if f32_out { (0..m * n).map(|i| (i % 97) as f32 * 0.37 - 11.0).collect() } else { Vec::new() };
+                    gemm_u8s8_epilogue_uninit(m, &a, k, &packed, &e, &mut uf, &mut uq, &residual, &sum);
                     // SAFETY: initialised when allocated.
                     let (uf, uq) = unsafe { (uf.assume_init_mut(), uq.assume_init_mut()) };
-                    let (want_f, want_q) = if f32_out { (&wf[..], &[][..]) } else { (&[][..], &wq[..]) };
+                    let summed: Vec<f32> = wf.iter().zip(&sum).map(|(y, s)| y + s).collect();
+                    let (want_f, want_q) = if f32_out { (&summed[..], &[][..]) } else { (&[][..], &wq[..]) };
                     assert!(
                         uq == want_q && uf.iter().zip(want_f).all(|(x, y)| x.to_bits() == y.to_bits()),
                         "uninitialised outputs: {} m={m} k={k} n={n} {out:?} table={t} residual={r}",

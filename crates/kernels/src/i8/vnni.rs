@@ -184,9 +184,10 @@ unsafe fn store(s: Store, r: usize, start: usize, valid: usize, acc: __m512i) {
             let y = _mm512_min_epi32(_mm512_max_epi32(y, _mm512_set1_epi32(lo)), _mm512_set1_epi32(lo + 255));
             _mm_mask_storeu_epi8(q.add(r * ldq + start) as *mut i8, mask, _mm512_cvtepi32_epi8(y));
         }
-        Store::Float { f, ldf, bias, scale } => {
+        Store::Float { f, ldf, bias, scale, sum } => {
             let v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, bias.add(start)));
             let x = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mask, scale.add(start)));
+            let x = if sum.is_null() { x } else { _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, sum.add(r * ldf + start))) };
             _mm512_mask_storeu_ps(f.add(r * ldf + start), mask, x);
         }
     }

@@ -110,19 +110,17 @@ fn gemm_out(
             return;
         }
         let res = if residual.is_empty() { residual } else { &residual[r0 * n..(r0 + rows) * n] };
+        let sum = if sum.is_empty() { sum } else { &sum[r0 * n..(r0 + rows) * n] };
         match a {
-            Rows::U8(a) => octet_kernels::i8::gemm_u8s8_epilogue_uninit(rows, &a[r0 * lda..], lda, b, e, f, q, res),
+            Rows::U8(a) => octet_kernels::i8::gemm_u8s8_epilogue_uninit(rows, &a[r0 * lda..], lda, b, e, f, q, res, sum),
             Rows::U16 { codes, zero_point } => {
                 f.fill(MaybeUninit::new(0.0));
                 q.fill(MaybeUninit::new(0));
                 // SAFETY: both were just initialised.
                 let (f, q) = unsafe { (f.assume_init_mut(), q.assume_init_mut()) };
                 gemm_u16s8_epilogue(rows, &codes[r0 * lda..], lda, zero_point, b, e, f, q, res);
+                octet_kernels::f32::add_assign(f, sum);
             }
-        }
-        if !sum.is_empty() {
-            // SAFETY: the product wrote all of `f`.
-            octet_kernels::f32::add_assign(unsafe { f.assume_init_mut() }, &sum[r0 * n..(r0 + rows) * n]);
         }
     };
     let (f_len, q_len) = (f.capacity().min(m * n), q.capacity().min(m * n));
