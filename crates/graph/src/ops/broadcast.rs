@@ -1,5 +1,6 @@
 //! Numpy-style broadcasting shared by the elementwise ops.
 
+use super::parallel::{fill_row_blocks, MIN_PARALLEL};
 use crate::error::OpResult;
 use crate::tensor::strides;
 
@@ -97,11 +98,9 @@ pub fn binary<A: Copy, B: Copy, O: Copy + Default>(
     out
 }
 
-/// Outputs of [`binary_on`] smaller than this many elements are computed on the calling thread.
-const MIN_PARALLEL_BINARY: usize = 1 << 15;
-
 /// [`binary`], split over `threads` threads of the current rayon pool when the output is large
-/// and each operand is either the output's shape or a single value (residual adds, scalings).
+/// ([`fill_row_blocks`]) and each operand is either the output's shape or a single value
+/// (residual adds, scalings).
 pub fn binary_on<A: Copy + Sync, B: Copy + Sync, O: Copy + Default + Send>(
     (a, a_shape): (&[A], &[usize]),
     (b, b_shape): (&[B], &[usize]),
@@ -109,16 +108,13 @@ pub fn binary_on<A: Copy + Sync, B: Copy + Sync, O: Copy + Default + Send>(
     threads: usize,
     f: impl Fn(A, B) -> O + Sync,
 ) -> Vec<O> {
-    use rayon::prelude::*;
     let n: usize = out_shape.iter().product();
     let elementwise = |len: usize, shape: &[usize]| shape == out_shape || len == 1;
-    if threads < 2 || n < MIN_PARALLEL_BINARY || !elementwise(a.len(), a_shape) || !elementwise(b.len(), b_shape) {
+    if threads < 2 || n < MIN_PARALLEL || !elementwise(a.len(), a_shape) || !elementwise(b.len(), b_shape) {
         return binary(a, a_shape, b, b_shape, out_shape, f);
     }
-    let block = n.div_ceil(threads);
-    let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n].par_chunks_mut(block).enumerate().for_each(|(c, part)| {
-        let (first, len) = (c * block, part.len());
+    fill_row_blocks(n, 1, threads, |first, part| {
+        let len = part.len();
         match (a.len() == 1, b.len() == 1) {
             (false, false) => part.iter_mut().zip(&a[first..first + len]).zip(&b[first..first + len]).for_each(|((o, &x), &y)| {
                 o.write(f(x, y));
@@ -130,10 +126,7 @@ pub fn binary_on<A: Copy + Sync, B: Copy + Sync, O: Copy + Default + Send>(
                 o.write(f(a[0], y));
             }),
         }
-    });
-    // SAFETY: the blocks cover all `n` elements, each written above.
-    unsafe { out.set_len(n) };
-    out
+    })
 }
 
 /// `out[i] = f(a[i'], b[i''], c[i'''])` over the broadcast of three shapes.
@@ -172,7 +165,7 @@ mod tests {
 
     #[test]
     fn binary_split_over_threads_equals_the_serial_one() {
-        let cols = MIN_PARALLEL_BINARY / 8 + 3;
+        let cols = MIN_PARALLEL / 8 + 3;
         let n = 8 * cols;
         let a: Vec<i64> = (0..n as i64).collect();
         let b: Vec<i64> = (0..n as i64).map(|v| v * 3 - 5).collect();

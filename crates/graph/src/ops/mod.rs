@@ -14,6 +14,7 @@ pub mod loss;
 pub mod math;
 pub mod nn;
 pub mod norm;
+pub mod parallel;
 pub mod pool;
 pub mod quant;
 pub mod recurrent_state;

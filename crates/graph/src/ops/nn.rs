@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::broadcast::{broadcast_shapes, broadcast_strides};
 use super::elementwise::UnaryKind;
+use super::parallel::fill_row_blocks;
 use crate::error::OpResult;
 use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
@@ -414,44 +415,6 @@ impl Op for Conv {
 
 // ---------------------------------------------------------------- Softmax
 
-/// Rows of row-wise ops smaller than this many elements in all run on the calling thread.
-const MIN_PARALLEL_ROWS: usize = 1 << 14;
-
-/// Calls `f(first_row, block)` over blocks of whole rows of `row_len` elements of `data`: one
-/// block per thread of the current pool when `threads > 1` and there are enough elements, else
-/// one block.
-fn for_row_blocks(data: &mut [f32], row_len: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let rows = data.len() / row_len.max(1);
-    if threads < 2 || data.len() < MIN_PARALLEL_ROWS || rows < 2 {
-        return f(0, data);
-    }
-    let block = rows.div_ceil(threads) * row_len;
-    data.par_chunks_mut(block).enumerate().for_each(|(i, part)| f(i * block / row_len, part));
-}
-
-/// A copy of `src` with `f` applied in place to blocks of whole rows of `row_len` elements, each
-/// block copied by the thread that runs `f` on it (blocks as in [`for_row_blocks`]).
-fn copy_row_blocks(src: &[f32], row_len: usize, threads: usize, f: impl Fn(&mut [f32]) + Sync) -> Vec<f32> {
-    let rows = src.len() / row_len.max(1);
-    if threads < 2 || src.len() < MIN_PARALLEL_ROWS || rows < 2 {
-        let mut out = src.to_vec();
-        f(&mut out);
-        return out;
-    }
-    let block = rows.div_ceil(threads) * row_len;
-    let mut out = Vec::with_capacity(src.len());
-    out.spare_capacity_mut()[..src.len()].par_chunks_mut(block).zip(src.par_chunks(block)).for_each(|(part, s)| {
-        part.iter_mut().zip(s).for_each(|(o, &v)| {
-            o.write(v);
-        });
-        // SAFETY: every element of `part` was just written.
-        f(unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) });
-    });
-    // SAFETY: the blocks cover all of `src.len()` elements, each written above.
-    unsafe { out.set_len(src.len()) };
-    out
-}
-
 /// Which row function a [`Softmax`] applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SoftmaxKind {
@@ -510,7 +473,13 @@ impl Op for Softmax {
         let s = x.shape();
         let (row, inner) = if self.flatten { (numel(&s[axis..]), 1) } else { (s[axis], numel(&s[axis + 1..])) };
         if let (Some(v), true) = (x.as_f32(), inner == 1 && row > 0 && self.kind == SoftmaxKind::Softmax) {
-            let out = copy_row_blocks(v, row, ctx.threads, |rows| k::softmax_rows(rows, row));
+            let out = fill_row_blocks(v.len(), row, ctx.threads, |first, rows| {
+                rows.iter_mut().zip(&v[first * row..]).for_each(|(o, &x)| {
+                    o.write(x);
+                });
+                // SAFETY: every element was just written.
+                k::softmax_rows(unsafe { rows.assume_init_mut() }, row);
+            });
             return Ok(vec![Tensor::f32(s.to_vec(), out)]);
         }
         let mut out = match x.as_f32() {
@@ -594,8 +563,10 @@ impl Op for LayerNorm {
         let gamma = optional(inputs, 1).map(|t| Self::spread(t, block)).transpose()?.unwrap_or_default();
         let beta = optional(inputs, 2).map(|t| Self::spread(t, block)).transpose()?.unwrap_or_default();
         let xv = f32_of(x, "X")?;
-        let mut y = vec![0.0f32; xv.len()];
-        for_row_blocks(&mut y, row, ctx.threads, |first, y| {
+        let y = fill_row_blocks(xv.len(), row, ctx.threads, |first, y| {
+            y.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: just initialised.
+            let y = unsafe { y.assume_init_mut() };
             k::layer_norm_rows(&xv[first * row..first * row + y.len()], y, row, &gamma, &beta, self.epsilon)
         });
         let y = Tensor::f32(x.shape().to_vec(), y);

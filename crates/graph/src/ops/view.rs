@@ -1,8 +1,8 @@
 //! Strided copies: one routine serves Transpose, Slice, Split and Expand.
 
+use super::parallel::fill_row_blocks;
 use crate::map_data;
 use crate::tensor::{strides, Tensor};
-use rayon::prelude::*;
 
 /// A strided window onto a row-major buffer: output element `(i_0, …, i_r)` reads
 /// `input[base + Σ i_k · strides[k]]`. Strides may be 0 (broadcast) or negative (reversed slice).
@@ -27,7 +27,7 @@ impl View {
     }
 
     /// [`View::copy`] with the output's rows split over `threads` threads of the current rayon
-    /// pool when the copy holds at least [`MIN_PARALLEL_COPY`] elements. The same values either way.
+    /// pool when large ([`fill_row_blocks`]). The same values either way.
     pub fn copy_on(&self, input: &Tensor, threads: usize) -> Tensor {
         let data = map_data!(input.data(), v => gather(v, self, threads));
         Tensor::from_parts(self.shape.clone(), data)
@@ -64,11 +64,7 @@ impl View {
     }
 }
 
-/// Copies smaller than this many elements run on the calling thread: handing them to the pool
-/// costs more than it saves.
-pub const MIN_PARALLEL_COPY: usize = 1 << 15;
-
-fn gather<T: Copy + Default + Send + Sync>(src: &[T], view: &View, threads: usize) -> Vec<T> {
+fn gather<T: Copy + Send + Sync>(src: &[T], view: &View, threads: usize) -> Vec<T> {
     let n: usize = view.shape.iter().product();
     if n == 0 {
         return Vec::new();
@@ -77,45 +73,27 @@ fn gather<T: Copy + Default + Send + Sync>(src: &[T], view: &View, threads: usiz
         return vec![src[view.base as usize]];
     };
     let step = view.strides[view.shape.len() - 1];
-    let rows = n / inner;
-    if threads > 1 && n >= MIN_PARALLEL_COPY && rows > 1 {
-        // Written uninitialised: zeroing a large reused buffer first cost as much as the copy.
-        let mut out = Vec::<T>::with_capacity(n);
-        let block = rows.div_ceil(threads) * inner;
-        out.spare_capacity_mut()[..n].par_chunks_mut(block).enumerate().for_each(|(b, part)| {
-            let count = part.len() / inner;
-            let mut rows = part.chunks_exact_mut(inner);
-            view.for_each_row(b * block / inner, count, |offset| {
-                let row = rows.next().expect("one row per offset");
-                if step == 1 {
-                    row.iter_mut().zip(&src[offset as usize..offset as usize + inner]).for_each(|(o, &v)| {
-                        o.write(v);
-                    });
-                } else {
-                    row.iter_mut().enumerate().for_each(|(i, o)| {
-                        o.write(src[(offset + i as isize * step) as usize]);
-                    });
-                }
-            });
+    fill_row_blocks(n, inner, threads, |first_row, part| {
+        let count = part.len() / inner;
+        let mut rows = part.chunks_exact_mut(inner);
+        view.for_each_row(first_row, count, |offset| {
+            let row = rows.next().expect("one row per offset");
+            if step == 1 {
+                row.iter_mut().zip(&src[offset as usize..offset as usize + inner]).for_each(|(o, &v)| {
+                    o.write(v);
+                });
+            } else {
+                row.iter_mut().enumerate().for_each(|(i, o)| {
+                    o.write(src[(offset + i as isize * step) as usize]);
+                });
+            }
         });
-        // SAFETY: the blocks cover all `n` elements and every row of each block was written.
-        unsafe { out.set_len(n) };
-        return out;
-    }
-    let mut out = Vec::with_capacity(n);
-    view.for_each_row(0, rows, |offset| {
-        if step == 1 {
-            let s = offset as usize;
-            out.extend_from_slice(&src[s..s + inner]);
-        } else {
-            out.extend((0..inner).map(|i| src[(offset + i as isize * step) as usize]));
-        }
-    });
-    out
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::parallel::MIN_PARALLEL;
     use super::*;
 
     #[test]
@@ -138,9 +116,9 @@ mod tests {
         let transposed =
             View { base: 0, shape: perm.iter().map(|&a| shape[a]).collect(), strides: perm.iter().map(|&a| st[a] as isize).collect() };
         let reversed_cols = View { base: 12, shape: vec![34320 / 13, 13], strides: vec![13, -1] };
-        const _: () = assert!(34320 >= MIN_PARALLEL_COPY);
-        let big = Tensor::i64(vec![MIN_PARALLEL_COPY / 4 + 3, 4], (0..(MIN_PARALLEL_COPY + 12) as i64).collect());
-        let big_t = View { base: 0, shape: vec![4, MIN_PARALLEL_COPY / 4 + 3], strides: vec![1, 4] };
+        const _: () = assert!(34320 >= MIN_PARALLEL);
+        let big = Tensor::i64(vec![MIN_PARALLEL / 4 + 3, 4], (0..(MIN_PARALLEL + 12) as i64).collect());
+        let big_t = View { base: 0, shape: vec![4, MIN_PARALLEL / 4 + 3], strides: vec![1, 4] };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for (v, x) in [(&transposed, &t), (&reversed_cols, &t), (&big_t, &big)] {
             let serial = v.copy(x).to_i64_vec().unwrap();
