@@ -89,7 +89,8 @@ impl PackedB {
         if isa == Isa::Scalar {
             return PackedB::pack(isa, k, n, zero_point, |kk, j| bt[j * ld + kk]);
         }
-        let col_sums = (0..n).map(|j| bt[j * ld..j * ld + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32))).collect();
+        let mut col_sums = vec![0i32; n];
+        row_sums(k, bt, ld, &mut col_sums);
         let (avx2_kernel, data) = match isa {
             Isa::Avx2 => {
                 let kernel = avx2::kernel_for_cols(k, n, bt, ld);
@@ -149,12 +150,31 @@ impl PackedB {
 /// `Σ_k b[k][j]` of a row-major `K × N` s8 matrix (row stride `ld`).
 fn row_major_col_sums(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<i32> {
     let mut col_sums = vec![0i32; n];
-    for kk in 0..k {
-        for (s, &v) in col_sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
-            *s = s.wrapping_add(v as i32);
+    add_rows(k, b, ld, &mut col_sums);
+    col_sums
+}
+
+crate::dispatch::simd_dispatch! {
+    /// Adds each of `k` rows of s8 values (row stride `ld`) to `sums`, element by element
+    /// (wrapping; the column sums of packed operands, run at every attention head).
+    fn add_rows(k: usize, b: &[i8], ld: usize, sums: &mut [i32]) {
+        let n = sums.len();
+        for kk in 0..k {
+            for (s, &v) in sums.iter_mut().zip(&b[kk * ld..kk * ld + n]) {
+                *s = s.wrapping_add(v as i32);
+            }
         }
     }
-    col_sums
+}
+
+crate::dispatch::simd_dispatch! {
+    /// `sums[j] = Σ_k bt[j][k]` over the first `k` values of each of `sums.len()` rows of s8
+    /// values (row stride `ld`), wrapping: the column sums of an operand packed from its transpose.
+    fn row_sums(k: usize, bt: &[i8], ld: usize, sums: &mut [i32]) {
+        for (j, s) in sums.iter_mut().enumerate() {
+            *s = bt[j * ld..j * ld + k].iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
+        }
+    }
 }
 
 /// Where a tile's results go: raw i32 sums, or through the requantizing epilogue (eq. 8) straight

@@ -147,6 +147,10 @@ fn packing_from_columns_equals_packing_from_rows() {
                 "{} cols k={k} n={n}",
                 isa.name()
             );
+            let ld = k + 3;
+            let padded: Vec<i8> = (0..n * ld).map(|i| if i % ld < k { bt[i / ld * k + i % ld] } else { 99 }).collect();
+            let p = PackedB::from_cols(isa, k, n, 3, &padded, ld);
+            assert_eq!((&p.data, &p.col_sums), (&generic.data, &generic.col_sums), "{} cols k={k} n={n} ld={ld}", isa.name());
         }
     }
 }

@@ -62,16 +62,40 @@ pub fn pack_rows(k: usize, n: usize, b: &[i8], ld: usize) -> Vec<u8> {
 }
 
 /// [`pack`] for the transpose of a row-major source: `B[k][j] = bt[j * ld + k]`. The four k of
-/// a group are contiguous in `bt`, so they are copied as one 32-bit word.
+/// a group are contiguous in `bt`, so they move as one 32-bit word: blocks of 4 columns × 4
+/// groups as 4 × 4 transposes of words (SSE2 unpacks), the rest word by word.
 pub fn pack_cols(k: usize, n: usize, bt: &[i8], ld: usize) -> Vec<u8> {
     let (panels, k4) = (n.div_ceil(NR), k.div_ceil(4));
     let full = k / 4;
     let mut out = vec![0u8; panels * k4 * NR * 4];
     for p in 0..panels {
         let panel = &mut out[p * k4 * NR * 4..][..k4 * NR * 4];
-        for j in 0..(n - p * NR).min(NR) {
+        let cols = (n - p * NR).min(NR);
+        let (block_cols, block_groups) = if cfg!(target_arch = "x86_64") { (cols / 4 * 4, full / 4 * 4) } else { (0, 0) };
+        #[cfg(target_arch = "x86_64")]
+        for j in (0..block_cols).step_by(4) {
+            for g in (0..block_groups).step_by(4) {
+                let rows: [&[i8]; 4] = std::array::from_fn(|r| &bt[(p * NR + j + r) * ld + g * 4..][..16]);
+                let dst = &mut panel[(g * NR + j) * 4..][..(3 * NR + 4) * 4];
+                // SAFETY: each row holds 16 bytes and `dst` the four 16-byte stores at group
+                // offsets 0..3 (both sliced above).
+                unsafe {
+                    let l = |r: usize| _mm_loadu_si128(rows[r].as_ptr() as *const __m128i);
+                    let (r01l, r01h) = (_mm_unpacklo_epi32(l(0), l(1)), _mm_unpackhi_epi32(l(0), l(1)));
+                    let (r23l, r23h) = (_mm_unpacklo_epi32(l(2), l(3)), _mm_unpackhi_epi32(l(2), l(3)));
+                    let base = dst.as_mut_ptr();
+                    let d = |gg: usize| base.add(gg * NR * 4) as *mut __m128i;
+                    _mm_storeu_si128(d(0), _mm_unpacklo_epi64(r01l, r23l));
+                    _mm_storeu_si128(d(1), _mm_unpackhi_epi64(r01l, r23l));
+                    _mm_storeu_si128(d(2), _mm_unpacklo_epi64(r01h, r23h));
+                    _mm_storeu_si128(d(3), _mm_unpackhi_epi64(r01h, r23h));
+                }
+            }
+        }
+        for j in 0..cols {
             let src = &bt[(p * NR + j) * ld..][..k];
-            for (g, word) in src.chunks_exact(4).enumerate() {
+            let moved = if j < block_cols { block_groups } else { 0 };
+            for (g, word) in src.chunks_exact(4).enumerate().skip(moved) {
                 let at = (g * NR + j) * 4;
                 panel[at..at + 4].copy_from_slice(&[word[0] as u8, word[1] as u8, word[2] as u8, word[3] as u8]);
             }
