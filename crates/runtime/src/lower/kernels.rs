@@ -177,6 +177,73 @@ fn per_chunk(
     }
 }
 
+/// [`per_chunk`] for outputs whose chunks interleave: the output is `[B, S, H, D]` and chunk
+/// `i = b·H + h` is the `S × D` block of rows `(b, ·, h)`. `fill` writes each chunk into a
+/// scratch block on its thread, whose rows are then copied to their places `H·D` apart.
+#[allow(clippy::too_many_arguments)]
+fn per_chunk_interleaved(
+    shape: Vec<usize>,
+    chunks: usize,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+    out: Output,
+    threads: usize,
+    fill: impl Fn(usize, &mut [f32], &mut [u8]) + Sync,
+) -> Tensor {
+    fn scatter<T: Copy + Default + Send>(
+        chunks: usize,
+        heads: usize,
+        rows: usize,
+        cols: usize,
+        threads: usize,
+        fill: impl Fn(usize, &mut [T]) + Sync,
+    ) -> Vec<T> {
+        let mut data = vec![T::default(); chunks * rows * cols];
+        let (heads, per) = (heads.max(1), rows * cols);
+        let out = SharedRows(data.as_mut_ptr());
+        let write = |block: &mut Vec<T>, i: usize| {
+            block.resize(per, T::default());
+            fill(i, block);
+            let (b, h) = (i / heads, i % heads);
+            for (r, row) in block.chunks_exact(cols.max(1)).enumerate().take(rows) {
+                // SAFETY: chunk i's rows (b, r, h) lie inside `data` (chunks·rows·cols elements,
+                // chunks = B·H), and no other chunk writes them.
+                unsafe { out.write(((b * rows + r) * heads + h) * cols, row) };
+            }
+        };
+        if threads > 1 {
+            (0..chunks).into_par_iter().for_each_init(Vec::new, write);
+        } else {
+            let mut block = Vec::new();
+            (0..chunks).for_each(|i| write(&mut block, i));
+        }
+        data
+    }
+    match out {
+        Output::F32 => Tensor::f32(shape, scatter(chunks, heads, rows, cols, threads, |i, f: &mut [f32]| fill(i, f, &mut []))),
+        Output::Quantized(p) => {
+            q_tensor(shape, scatter(chunks, heads, rows, cols, threads, |i, q: &mut [u8]| fill(i, &mut [], q)), p.signed)
+        }
+    }
+}
+
+/// The output of [`per_chunk_interleaved`], shared by the threads that write its disjoint rows.
+#[derive(Clone, Copy)]
+struct SharedRows<T>(*mut T);
+// SAFETY: the threads of `per_chunk_interleaved` write disjoint rows.
+unsafe impl<T: Send> Send for SharedRows<T> {}
+unsafe impl<T: Send> Sync for SharedRows<T> {}
+
+impl<T: Copy> SharedRows<T> {
+    /// Copies `row` to element `at` (a method, so that closures capture the whole wrapper).
+    ///
+    /// Safety: `at..at + row.len()` lies inside the output and no other thread writes it.
+    unsafe fn write(self, at: usize, row: &[T]) {
+        std::ptr::copy_nonoverlapping(row.as_ptr(), self.0.add(at), row.len());
+    }
+}
+
 /// The epilogue for a product of `input` with `weights` (accumulator scale `acc_scale[j]`):
 /// the input's zero-point term `−z·Σ_k w[k][j]` is folded into the i32 bias (eq. 10), so the
 /// GEMM runs with zero point 0; then requantize to `out` or write f32.
@@ -813,7 +880,7 @@ impl Op for QMove {
 /// scaled, the softmax runs in f32, and the probabilities go into `P·V` as 16-bit codes
 /// `round(p·65535)` on [`octet_kernels::i8::gemm_i16s8_epilogue`] (stored centred on zero), whose sums cannot
 /// overflow because a row's probabilities add up to one.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QAttention {
     pub scores: QMatMul,
     /// `None`: float softmax and 16-bit probabilities (then `scores.output` is f32).
@@ -823,12 +890,25 @@ pub struct QAttention {
     pub keys_as_rows: bool,
     /// A constant factor on the logits (the attention scale applied after `Q·Kᵀ`).
     pub logit_scale: f32,
+    /// The output is laid out `[.., S, H, D]` instead of `[.., H, S, D]`: the Transpose of heads
+    /// and rows that followed the attention (before the heads are merged for the output
+    /// projection), fused. Each head's rows are written at a stride of `H·D`.
+    pub heads_interleaved: bool,
 }
 
 /// The parameters of 16-bit probability codes in [`QAttention`] (as the left operand of `P·V`).
 pub const PROBABILITY_CODES: Affine = Affine { scale: 1.0 / 65535.0, zero_point: 0, signed: false };
 
 impl QAttention {
+    /// The output's shape given that of the product `[.., H, S, D]`.
+    fn output_shape(&self, mut shape: Vec<usize>) -> Vec<usize> {
+        let r = shape.len();
+        if self.heads_interleaved && r >= 3 {
+            shape.swap(r - 3, r - 2);
+        }
+        shape
+    }
+
     /// The shape of Kᵀ given input 1's shape.
     fn kt_shape(&self, s: &[usize]) -> Vec<usize> {
         let mut s = s.to_vec();
@@ -847,7 +927,7 @@ impl Op for QAttention {
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
         let (q, kt, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
         let (scores, ..) = self.scores.dims(&q.shape, &self.kt_shape(&kt.shape))?;
-        Ok(vec![Fact::new(self.context.output.dtype(), self.context.dims(&scores, &v.shape)?.0)])
+        Ok(vec![Fact::new(self.context.output.dtype(), self.output_shape(self.context.dims(&scores, &v.shape)?.0))])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
@@ -895,8 +975,12 @@ impl Op for QAttention {
                 }
             }
         };
-        let per = m * d;
-        let tensor = per_chunk(shape, batches, per, self.context.output, ctx.threads, head);
+        let tensor = if self.heads_interleaved && shape.len() >= 3 {
+            let heads = shape[shape.len() - 3];
+            per_chunk_interleaved(self.output_shape(shape), batches, heads, m, d, self.context.output, ctx.threads, head)
+        } else {
+            per_chunk(shape, batches, m * d, self.context.output, ctx.threads, head)
+        };
         Ok(vec![tensor])
     }
     fn foldable(&self) -> bool {
@@ -904,8 +988,9 @@ impl Op for QAttention {
     }
     fn kernel(&self) -> Option<String> {
         let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities" };
+        let layout = if self.heads_interleaved { ", heads written interleaved" } else { "" };
         Some(format!(
-            "fused attention per (batch, head): {} · {softmax} · {}",
+            "fused attention per (batch, head): {} · {softmax} · {}{layout}",
             gemm_kernel_name(self.scores.isa),
             gemm_kernel_name(self.context.isa)
         ))

@@ -677,6 +677,10 @@ pub static FUSIONS: &[Fusion] = &[
         pattern: "QMatMul(Q, Kᵀ) (f32 out) → [scale] → Softmax → MatMul(·, DQ(V)): one attention kernel per (batch, head), f32 softmax and 16-bit probabilities",
         apply: attention_float_softmax,
     },
+    Fusion {
+        pattern: "QAttention → Transpose of heads and rows on 8-bit data: the attention writes each head's rows in place",
+        apply: attention_heads_interleaved,
+    },
     Fusion { pattern: "Transpose → Split on 8-bit data: one strided copy per output", apply: transpose_split },
 ];
 
@@ -870,27 +874,53 @@ fn attention(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
         context: context.clone(),
         keys_as_rows: keys.is_some(),
         logit_scale: 1.0,
+        heads_interleaved: false,
     };
     let inputs = vec![a.inputs[0], Some(keys.unwrap_or(kt)), g.nodes[b].inputs[1]];
     Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
 }
 
+/// `QAttention → QMove(Transpose)` swapping the heads and rows axes (`[.., H, S, D] → [.., S, H,
+/// D]`, as attention does before merging the heads) → QAttention writing that layout.
+fn attention_heads_interleaved(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let a = n.op.downcast::<QAttention>()?;
+    let r = ix.sole_reader(n.outputs[0])?;
+    let t = &g.nodes[r];
+    let rank = g.fact(n.outputs[0]).shape.len();
+    if a.heads_interleaved || rank < 3 || !swaps_axes(t, rank, rank - 3) {
+        return None;
+    }
+    let op = QAttention { heads_interleaved: true, ..a.clone() };
+    let fused = n.fused.iter().chain(std::iter::once(&t.name)).chain(&t.fused).cloned().collect();
+    Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: n.inputs.clone(), outputs: t.outputs.clone(), fused }))
+}
+
 /// K itself when `kt` (read by node `reader` alone) is an 8-bit Transpose of K's last two axes.
 fn keys_of(g: &TypedGraph, ix: &Index, kt: ValueId, reader: usize) -> Option<ValueId> {
     let t = ix.producer(kt).map(|t| &g.nodes[t]).filter(|_| ix.sole_reader(kt) == Some(reader))?;
-    let tr = t.op.downcast::<QMove>()?.0.downcast::<octet_graph::ops::shape::Transpose>()?;
     let rank = g.fact(kt).shape.len();
-    let perm = tr.perm_for(rank).ok()?;
-    let swapped = (0..rank).map(|r| {
-        if r + 2 == rank {
-            rank - 1
-        } else if r + 1 == rank {
-            rank - 2
+    (rank >= 2 && swaps_axes(t, rank, rank - 2)).then_some(t.inputs[0]?)
+}
+
+/// Whether `node` is an 8-bit Transpose of a rank-`rank` tensor that swaps axes `axis` and
+/// `axis + 1` and keeps every other.
+fn swaps_axes(node: &Node, rank: usize, axis: usize) -> bool {
+    let Some(perm) =
+        node.op.downcast::<QMove>().and_then(|m| m.0.downcast::<octet_graph::ops::shape::Transpose>()).and_then(|t| t.perm_for(rank).ok())
+    else {
+        return false;
+    };
+    let swapped = (0..rank).map(|x| {
+        if x == axis {
+            axis + 1
+        } else if x == axis + 1 {
+            axis
         } else {
-            r
+            x
         }
     });
-    (rank >= 2 && perm.iter().copied().eq(swapped)).then_some(t.inputs[0]?)
+    perm.iter().copied().eq(swapped)
 }
 
 /// `QMatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax → MatMul(·, DQ(V)) [→ Q]` with float
@@ -924,7 +954,8 @@ fn attention_float_softmax(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usiz
     let context = QMatMul { a: kernels::PROBABILITY_CODES, b: vp, output, isa: scores.isa };
     let kt = g.nodes[a].inputs[1]?;
     let keys = keys_of(g, ix, kt, a);
-    let op = QAttention { scores: scores.clone(), softmax: None, context, keys_as_rows: keys.is_some(), logit_scale };
+    let op =
+        QAttention { scores: scores.clone(), softmax: None, context, keys_as_rows: keys.is_some(), logit_scale, heads_interleaved: false };
     let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
     let at = removed.first().copied().unwrap_or(i);
     Some((at, Node { name: pv.name.clone(), op: Arc::new(op), inputs, outputs, fused: vec![] }))
