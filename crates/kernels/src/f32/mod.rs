@@ -10,4 +10,5 @@ pub use math::{
     sigmoid_scalar, tanh, tanh_scalar,
 };
 pub use matmul::{matmul, MatLayout, PanelMatrix, Threads, PANEL};
+pub(crate) use norm::layer_norm_row;
 pub use norm::{layer_norm_rows, softmax_rows, softmax_rows_u16};

@@ -201,31 +201,38 @@ simd_dispatch! {
         if row_len == 0 {
             return;
         }
-        let n = row_len as f32;
         for (row, dst) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-            let mean = lane_sum(row, |v| v) / n;
-            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
-            let inv = 1.0 / (var + eps).sqrt();
-            match (gamma.len() == row_len, beta.len() == row_len) {
-                (true, true) => {
-                    for (((d, v), g), b) in dst.iter_mut().zip(row).zip(gamma).zip(beta) {
-                        *d = (v - mean) * inv * g + b;
-                    }
+            layer_norm_row(row, dst, gamma, beta, eps);
+        }
+    }
+}
+
+/// The body of [`layer_norm_rows`] for one row (inlined into each caller's instruction set, so
+/// that every caller gives the same bits).
+#[inline(always)]
+pub(crate) fn layer_norm_row(row: &[f32], dst: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    match (gamma.len() == row.len(), beta.len() == row.len()) {
+        (true, true) => {
+            for (((d, v), g), b) in dst.iter_mut().zip(row).zip(gamma).zip(beta) {
+                *d = (v - mean) * inv * g + b;
+            }
+        }
+        _ => {
+            for (d, v) in dst.iter_mut().zip(row) {
+                *d = (v - mean) * inv;
+            }
+            if !gamma.is_empty() {
+                for (d, g) in dst.iter_mut().zip(gamma) {
+                    *d *= g;
                 }
-                _ => {
-                    for (d, v) in dst.iter_mut().zip(row) {
-                        *d = (v - mean) * inv;
-                    }
-                    if !gamma.is_empty() {
-                        for (d, g) in dst.iter_mut().zip(gamma) {
-                            *d *= g;
-                        }
-                    }
-                    if !beta.is_empty() {
-                        for (d, b) in dst.iter_mut().zip(beta) {
-                            *d += b;
-                        }
-                    }
+            }
+            if !beta.is_empty() {
+                for (d, b) in dst.iter_mut().zip(beta) {
+                    *d += b;
                 }
             }
         }

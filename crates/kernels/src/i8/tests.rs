@@ -450,3 +450,29 @@ fn mean_rows_match_the_dequantized_mean() {
         }
     }
 }
+
+/// LayerNorm quantized row by row gives the bits of the f32 LayerNorm followed by the quantizer,
+/// with and without gamma and beta, on rows holding large, tiny and infinite values.
+#[test]
+fn layer_norm_quantized_by_rows_equals_layer_norm_then_quantize() {
+    use elementwise::{layer_norm_rows_quantize, quantize, Affine};
+    for (c, signed) in [(1, false), (7, true), (384, false), (1000, true)] {
+        let rows = 6;
+        let mut x: Vec<f32> = values(rows * c, c as u64).iter().map(|&b| (b as f32 - 120.0) * 0.37).collect();
+        x[c / 2] = 1e30;
+        x[rows * c - 1] = f32::INFINITY;
+        x[2 * c] = -1e-30;
+        let gamma: Vec<f32> = (0..c).map(|j| 0.5 + (j % 13) as f32 * 0.1).collect();
+        let beta: Vec<f32> = (0..c).map(|j| (j % 7) as f32 * -0.3).collect();
+        let p = Affine { scale: 0.021, zero_point: if signed { -5 } else { 127 }, signed };
+        for (g, b) in [(&gamma[..], &beta[..]), (&[][..], &beta[..]), (&gamma[..], &[][..]), (&[][..], &[][..])] {
+            let mut y = vec![0.0f32; x.len()];
+            crate::f32::layer_norm_rows(&x, &mut y, c, g, b, 1e-5);
+            let mut want = vec![0u8; x.len()];
+            quantize(&y, p, &mut want);
+            let mut got = vec![0xa5u8; x.len()];
+            layer_norm_rows_quantize(&x, c, g, b, 1e-5, p, &mut got);
+            assert_eq!(got, want, "rows of {c}, gamma {}, beta {}", g.len(), b.len());
+        }
+    }
+}

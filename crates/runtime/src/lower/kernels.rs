@@ -792,16 +792,11 @@ impl Op for QLayerNorm {
             Output::F32 => None,
         };
         let Some(pi) = self.input else {
-            // f32 in: the float LayerNorm's own arithmetic, then QuantizeLinear's, per row block.
+            // f32 in: the float LayerNorm's own arithmetic, then QuantizeLinear's, row by row.
             let (src, po) =
                 (x.as_f32().ok_or("an f32 LayerNorm input is not f32")?, po.ok_or("an f32 LayerNorm needs a quantized output")?);
             let mut q = vec![0u8; src.len()];
-            let run = |s: &[f32], q: &mut [u8]| {
-                octet_kernels::i8::with_scratch_f32(s.len(), |y| {
-                    octet_kernels::f32::layer_norm_rows(s, y, c, &self.gamma, &self.beta, self.epsilon);
-                    ew::quantize(y, po, q);
-                })
-            };
+            let run = |s: &[f32], q: &mut [u8]| ew::layer_norm_rows_quantize(s, c, &self.gamma, &self.beta, self.epsilon, po, q);
             if ctx.threads > 1 {
                 src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q));
             } else {
