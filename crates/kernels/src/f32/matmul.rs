@@ -1,5 +1,7 @@
 use gemm::Parallelism;
 
+use crate::DisjointWrites;
+
 /// How many threads a kernel may use. `1` keeps everything on the calling thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threads(pub usize);
@@ -108,22 +110,6 @@ pub struct PanelMatrix {
     data: Vec<f32>,
 }
 
-/// A raw output pointer shared by the tasks of one matmul; each task writes its own block.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the tasks of `PanelMatrix::matmul` write disjoint blocks of the output.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The address `offset` elements in (a method, so that closures capture the whole wrapper).
-    ///
-    /// Safety: `offset` lies inside the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
-}
-
 impl PanelMatrix {
     /// Packs a row-major `b[k×n]`.
     pub fn pack(b: &[f32], k: usize, n: usize) -> PanelMatrix {
@@ -164,7 +150,7 @@ impl PanelMatrix {
         // Tasks are (panel, row block): row blocks only when there are too few panels to share.
         let row_blocks = if threads.0 > 1 { (2 * threads.0).div_ceil(panels).min(m.div_ceil(16)) } else { 1 };
         let rows_per = m.div_ceil(row_blocks);
-        let out = SharedOut(c.as_mut_ptr());
+        let out = DisjointWrites::new(c);
         let task = |t: usize| {
             let (p, r0) = (t % panels, (t / panels) * rows_per);
             let (j0, w, rows) = (p * PANEL, PANEL.min(n - p * PANEL), rows_per.min(m - r0));

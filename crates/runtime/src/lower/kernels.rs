@@ -10,7 +10,7 @@ use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith};
 use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
 pub use octet_kernels::Affine;
-use octet_kernels::Isa;
+use octet_kernels::{DisjointWrites, Isa};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -179,7 +179,8 @@ fn per_chunk(
 
 /// [`per_chunk`] for outputs whose chunks interleave: the output is `[B, S, H, D]` and chunk
 /// `i = b·H + h` is the `S × D` block of rows `(b, ·, h)`. `fill` writes each chunk into a
-/// scratch block on its thread, whose rows are then copied to their places `H·D` apart.
+/// scratch block on its thread, whose rows are then copied to their places `H·D` apart (the
+/// output is not zeroed first: the copies write all of it).
 #[allow(clippy::too_many_arguments)]
 fn per_chunk_interleaved(
     shape: Vec<usize>,
@@ -199,9 +200,10 @@ fn per_chunk_interleaved(
         threads: usize,
         fill: impl Fn(usize, &mut [T]) + Sync,
     ) -> Vec<T> {
-        let mut data = vec![T::default(); chunks * rows * cols];
+        let len = chunks * rows * cols;
+        let mut data = Vec::with_capacity(len);
         let (heads, per) = (heads.max(1), rows * cols);
-        let out = SharedRows(data.as_mut_ptr());
+        let out = DisjointWrites::uninit(&mut data.spare_capacity_mut()[..len]);
         let write = |block: &mut Vec<T>, i: usize| {
             block.resize(per, T::default());
             fill(i, block);
@@ -218,6 +220,9 @@ fn per_chunk_interleaved(
             let mut block = Vec::new();
             (0..chunks).for_each(|i| write(&mut block, i));
         }
+        // SAFETY: chunk i wrote rows (b, 0..rows, h) in full, and the chunks b·H + h cover every
+        // row of `data`.
+        unsafe { data.set_len(len) };
         data
     }
     match out {
@@ -225,22 +230,6 @@ fn per_chunk_interleaved(
         Output::Quantized(p) => {
             q_tensor(shape, scatter(chunks, heads, rows, cols, threads, |i, q: &mut [u8]| fill(i, &mut [], q)), p.signed)
         }
-    }
-}
-
-/// The output of [`per_chunk_interleaved`], shared by the threads that write its disjoint rows.
-#[derive(Clone, Copy)]
-struct SharedRows<T>(*mut T);
-// SAFETY: the threads of `per_chunk_interleaved` write disjoint rows.
-unsafe impl<T: Send> Send for SharedRows<T> {}
-unsafe impl<T: Send> Sync for SharedRows<T> {}
-
-impl<T: Copy> SharedRows<T> {
-    /// Copies `row` to element `at` (a method, so that closures capture the whole wrapper).
-    ///
-    /// Safety: `at..at + row.len()` lies inside the output and no other thread writes it.
-    unsafe fn write(self, at: usize, row: &[T]) {
-        std::ptr::copy_nonoverlapping(row.as_ptr(), self.0.add(at), row.len());
     }
 }
 
