@@ -4,32 +4,35 @@
 
 use crate::dispatch::simd_dispatch;
 
+/// `ln 2` in two parts for [`exp_scalar`]'s argument reduction (`LN2_HI` exact in few bits).
+pub(crate) const EXP_LN2_HI: f32 = 0.693_359_4;
+pub(crate) const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+/// [`exp_scalar`] is 0 below this and +inf above [`EXP_HI`].
+pub(crate) const EXP_LO: f32 = -87.33;
+pub(crate) const EXP_HI: f32 = 88.72;
+/// [`exp_scalar`]'s polynomial by Horner's rule, highest degree first.
+pub(crate) const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
 /// `e^x` with a relative error below 3e-7 on the normal float range; 0 below −87.33, +inf above 88.72.
 #[inline(always)]
 pub fn exp_scalar(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    const LO: f32 = -87.33;
-    const HI: f32 = 88.72;
-    let xc = x.clamp(LO, HI);
+    let xc = x.clamp(EXP_LO, EXP_HI);
     let t = xc * LOG2E + ROUND;
     let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let r = xc - n * EXP_LN2_HI - n * EXP_LN2_LO;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let e = p * r * r + r + 1.0;
     // The low mantissa bits of `t` hold n; integer ops only, so that the loop vectorises.
     let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
     let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let y = e * scale;
-    let y = if x < LO { 0.0 } else { y };
-    if x > HI {
+    let y = if x < EXP_LO { 0.0 } else { y };
+    if x > EXP_HI {
         f32::INFINITY
     } else {
         y

@@ -58,10 +58,23 @@ fn lane_max(xs: &[f32]) -> f32 {
     acc.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
+/// Softmax of every row of `row_len` consecutive elements, in place:
+/// `y_i = e^(x_i − max) / Σ_j e^(x_j − max)`.
+///
+/// With AVX-512 the rows run through [`avx512::softmax_rows`] (as [`softmax_rows_u16`]: masked
+/// last vectors, rows interleaved, the same bits as the other tiers).
+pub fn softmax_rows(x: &mut [f32], row_len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::vector_level() == crate::isa::VectorLevel::Avx512 {
+        // SAFETY: vector_level() names AVX-512 only when the CPU has AVX-512F.
+        return unsafe { avx512::softmax_rows(x, row_len) };
+    }
+    softmax_rows_lanes(x, row_len);
+}
+
 simd_dispatch! {
-    /// Softmax of every row of `row_len` consecutive elements, in place:
-    /// `y_i = e^(x_i − max) / Σ_j e^(x_j − max)`.
-    pub fn softmax_rows(x: &mut [f32], row_len: usize) {
+    /// [`softmax_rows`] on 16-lane arrays, auto-vectorised.
+    fn softmax_rows_lanes(x: &mut [f32], row_len: usize) {
         if row_len == 0 {
             return;
         }
@@ -122,6 +135,7 @@ simd_dispatch! {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::super::math::{EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_POLY};
     use super::{LANES, ROUNDING};
     use std::arch::x86_64::*;
 
@@ -145,10 +159,98 @@ mod avx512 {
         _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, c(-87.0)), _mm512_setzero_ps())
     }
 
+    /// `exp_scalar` on 16 lanes: the same operations in the same order.
+    #[inline(always)]
+    unsafe fn exp(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        let (lo, hi) = (c(EXP_LO), c(EXP_HI));
+        // clamp: max_ps(lo, x) and min_ps(hi, x) return x when it is NaN, as f32::clamp does.
+        let xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+        let t = _mm512_add_ps(_mm512_mul_ps(xc, c(std::f32::consts::LOG2_E)), c(ROUNDING));
+        let n = _mm512_sub_ps(t, c(ROUNDING));
+        let r = _mm512_sub_ps(_mm512_sub_ps(xc, _mm512_mul_ps(n, c(EXP_LN2_HI))), _mm512_mul_ps(n, c(EXP_LN2_LO)));
+        let mut p = c(EXP_POLY[0]);
+        for coefficient in &EXP_POLY[1..] {
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), c(*coefficient));
+        }
+        let e = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), c(1.0));
+        let n_bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(ROUNDING.to_bits() as i32));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n_bits, _mm512_set1_epi32(127))));
+        let y = _mm512_mask_mov_ps(_mm512_mul_ps(e, scale), _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), _mm512_setzero_ps());
+        _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), c(f32::INFINITY))
+    }
+
+    /// What a softmax writes from the exponentials of a row: probabilities or 16-bit codes.
+    trait Output {
+        /// `e^x` on 16 lanes, as the scalar kernel's exponential.
+        unsafe fn exp(x: __m512) -> __m512;
+        /// The factor on the exponentials of a row whose exponentials sum to `sum`.
+        fn factor(sum: f32) -> f32;
+        /// Writes the `mask`ed lanes of `e · k` (`e` exponentials of row `row`, from element `at`).
+        unsafe fn write(&self, row: usize, at: usize, e: __m512, k: __m512, mask: __mmask16);
+    }
+
+    /// [`super::softmax_rows`]: the probabilities in place of the inputs.
+    struct Probabilities {
+        x: *mut f32,
+        row_len: usize,
+    }
+
+    impl Output for Probabilities {
+        #[inline(always)]
+        unsafe fn exp(x: __m512) -> __m512 {
+            exp(x)
+        }
+        #[inline(always)]
+        fn factor(sum: f32) -> f32 {
+            1.0 / sum
+        }
+        #[inline(always)]
+        unsafe fn write(&self, row: usize, at: usize, e: __m512, k: __m512, mask: __mmask16) {
+            _mm512_mask_storeu_ps(self.x.add(row * self.row_len + at), mask, _mm512_mul_ps(e, k));
+        }
+    }
+
+    /// [`super::softmax_rows_u16`]: codes `round_half_even(65535 · p) − 32768`.
+    struct Codes {
+        o: *mut i16,
+        row_len: usize,
+    }
+
+    impl Output for Codes {
+        #[inline(always)]
+        unsafe fn exp(x: __m512) -> __m512 {
+            exp_nonpositive(x)
+        }
+        #[inline(always)]
+        fn factor(sum: f32) -> f32 {
+            65535.0 / sum
+        }
+        #[inline(always)]
+        unsafe fn write(&self, row: usize, at: usize, e: __m512, k: __m512, mask: __mmask16) {
+            let y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(e, k), _mm512_setzero_ps()), _mm512_set1_ps(65535.0));
+            let bits = _mm512_and_si512(_mm512_castps_si512(_mm512_add_ps(y, _mm512_set1_ps(ROUNDING))), _mm512_set1_epi32(0x3f_ffff));
+            _mm512_mask_cvtepi32_storeu_epi16(self.o.add(row * self.row_len + at), mask, _mm512_sub_epi32(bits, _mm512_set1_epi32(32768)));
+        }
+    }
+
+    /// [`super::softmax_rows`] with AVX-512F (see [`softmax_rows_u16`]).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_rows(x: &mut [f32], row_len: usize) {
+        if row_len == 0 {
+            return;
+        }
+        let out = Probabilities { x: x.as_mut_ptr(), row_len };
+        all_rows(x.as_mut_ptr(), x.len() / row_len, row_len, &out);
+    }
+
     /// [`super::softmax_rows_u16`] with AVX-512F: [`ROWS`] rows at a time, each step of the rows
     /// interleaved (a row's exponentials are chains of dependent operations that one row alone
     /// did not overlap enough: 197-element rows ran 18 % faster four at a time on Zen 4), every
-    /// row computed exactly as alone.
+    /// row computed exactly as alone, in the order of the lane arrays of the other tiers.
     ///
     /// # Safety
     /// The CPU supports AVX-512F.
@@ -157,30 +259,36 @@ mod avx512 {
         if row_len == 0 {
             return;
         }
-        let rows = x.len().min(codes.len()) / row_len;
-        let (x, codes) = (x.as_mut_ptr(), codes.as_mut_ptr());
+        let out = Codes { o: codes.as_mut_ptr(), row_len };
+        all_rows(x.as_mut_ptr(), x.len().min(codes.len()) / row_len, row_len, &out);
+    }
+
+    /// Rows a softmax interleaves.
+    pub(super) const ROWS: usize = 4;
+
+    /// The softmax of `rows` rows of `row_len` elements at `x`, through `out`.
+    #[inline(always)]
+    unsafe fn all_rows<O: Output>(x: *mut f32, rows: usize, row_len: usize, out: &O) {
         let mut r = 0;
         while r + ROWS <= rows {
-            rows_u16::<ROWS>(x.add(r * row_len), codes.add(r * row_len), row_len);
+            some_rows::<ROWS, O>(x, r, row_len, out);
             r += ROWS;
         }
         while r < rows {
-            rows_u16::<1>(x.add(r * row_len), codes.add(r * row_len), row_len);
+            some_rows::<1, O>(x, r, row_len, out);
             r += 1;
         }
     }
 
-    /// Rows [`softmax_rows_u16`] interleaves.
-    pub(super) const ROWS: usize = 4;
-
-    /// [`softmax_rows_u16`] of the `R` rows of `row_len` elements at `x` (codes at `o`).
+    /// The softmax of rows `first .. first + R` of `row_len` elements at `x`, through `out`
+    /// (`x` left holding the exponentials).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn rows_u16<const R: usize>(x: *mut f32, o: *mut i16, row_len: usize) {
+    unsafe fn some_rows<const R: usize, O: Output>(x: *mut f32, first: usize, row_len: usize, out: &O) {
         let (full, tail) = (row_len / LANES, row_len % LANES);
         let tail_mask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
         let tail_at = full * LANES;
-        let p: [*mut f32; R] = std::array::from_fn(|i| x.add(i * row_len));
+        let p: [*mut f32; R] = std::array::from_fn(|i| x.add((first + i) * row_len));
         // max: (v > acc) ? v : acc per lane, which is max_ps(v, acc); the lanes' maximum is
         // the same whatever order they are folded in.
         let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); R];
@@ -198,40 +306,27 @@ mod avx512 {
         let mut sums = [_mm512_setzero_ps(); R];
         for c in 0..full {
             for i in 0..R {
-                let e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p[i].add(c * LANES)), max[i]));
+                let e = O::exp(_mm512_sub_ps(_mm512_loadu_ps(p[i].add(c * LANES)), max[i]));
                 _mm512_storeu_ps(p[i].add(c * LANES), e);
                 sums[i] = _mm512_add_ps(sums[i], e);
             }
         }
         let mut k = [_mm512_setzero_ps(); R];
         for i in 0..R {
-            let e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail_mask, p[i].add(tail_at)), max[i]));
+            let e = O::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail_mask, p[i].add(tail_at)), max[i]));
             _mm512_mask_storeu_ps(p[i].add(tail_at), tail_mask, e);
             sums[i] = _mm512_mask_add_ps(sums[i], tail_mask, sums[i], e);
             let mut lanes = [0.0f32; LANES];
             _mm512_storeu_ps(lanes.as_mut_ptr(), sums[i]);
-            k[i] = _mm512_set1_ps(65535.0 / lanes.iter().sum::<f32>());
+            k[i] = _mm512_set1_ps(O::factor(lanes.iter().sum::<f32>()));
         }
-        let code = |e: __m512, k: __m512| {
-            let y = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(e, k), _mm512_setzero_ps()), _mm512_set1_ps(65535.0));
-            let bits = _mm512_and_si512(_mm512_castps_si512(_mm512_add_ps(y, _mm512_set1_ps(ROUNDING))), _mm512_set1_epi32(0x3f_ffff));
-            _mm512_sub_epi32(bits, _mm512_set1_epi32(32768))
-        };
         for c in 0..full {
             for i in 0..R {
-                _mm512_mask_cvtepi32_storeu_epi16(
-                    o.add(i * row_len + c * LANES),
-                    u16::MAX,
-                    code(_mm512_loadu_ps(p[i].add(c * LANES)), k[i]),
-                );
+                out.write(first + i, c * LANES, _mm512_loadu_ps(p[i].add(c * LANES)), k[i], u16::MAX);
             }
         }
         for i in 0..R {
-            _mm512_mask_cvtepi32_storeu_epi16(
-                o.add(i * row_len + tail_at),
-                tail_mask,
-                code(_mm512_maskz_loadu_ps(tail_mask, p[i].add(tail_at)), k[i]),
-            );
+            out.write(first + i, tail_at, _mm512_maskz_loadu_ps(tail_mask, p[i].add(tail_at)), k[i], tail_mask);
         }
     }
 }
@@ -324,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn avx512_softmax_codes_are_the_bits_of_the_lane_arrays() {
+    fn avx512_softmax_is_the_bits_of_the_lane_arrays() {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
             let mut seed = 0x9e37_79b9_u32;
@@ -354,6 +449,14 @@ mod tests {
                     assert_eq!(ca, cb, "codes, row length {row_len}, case {case}");
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&xa), bits(&xb), "exponentials, row length {row_len}, case {case}");
+                    let (mut pa, mut pb) = (x.clone(), x.clone());
+                    softmax_rows_lanes(&mut pa, row_len);
+                    // SAFETY: as above.
+                    unsafe { avx512::softmax_rows(&mut pb, row_len) };
+                    // A NaN's sign is whichever operand's NaN the compiler's operand order
+                    // passes on (rows holding NaN or ±∞ give NaN): any NaN for any NaN.
+                    let values = |v: &[f32]| v.iter().map(|f| if f.is_nan() { u32::MAX } else { f.to_bits() }).collect::<Vec<_>>();
+                    assert_eq!(values(&pa), values(&pb), "probabilities, row length {row_len}, case {case}");
                 }
             }
         }
