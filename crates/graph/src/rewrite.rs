@@ -8,9 +8,12 @@ use octet_kernels::f32::PanelMatrix;
 
 use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
+use crate::op::Op;
+use crate::ops::attention::{FusedAttention, ScalarStep};
 use crate::ops::elementwise::{Unary, UnaryKind};
-use crate::ops::nn::{LayerNorm, PackedMatMul};
+use crate::ops::nn::{LayerNorm, PackedMatMul, Softmax};
 use crate::ops::reduction::{Reduce, ReduceKind};
+use crate::ops::shape::Transpose;
 use crate::pattern::Index;
 use crate::tensor::Tensor;
 use crate::typed::TypedGraph;
@@ -372,6 +375,110 @@ impl Pass for FuseMatMulActivation {
             fused: vec![],
         };
         g.replace_node(at, node);
+        true
+    }
+}
+
+/// `MatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax(last axis) → MatMul(·, V)` →
+/// [`FusedAttention`], in f32, with every value between read once; a scalar Mul or Div of Q and
+/// of K before the product is applied per head, `Kᵀ = Transpose(K)` of the last two axes is read
+/// as K, and a Transpose of heads and rows after it (`[.., H, S, Dv] → [.., S, H, Dv]`, before the
+/// heads are merged) is written by the op itself.
+pub struct FuseAttention;
+
+impl FuseAttention {
+    /// The single-use, non-output producer of `v` when it is a Transpose of a rank-`rank` tensor
+    /// swapping axes `axis` and `axis + 1`.
+    fn swap_producer<'a>(m: &Matcher<'a>, v: ValueId, rank: usize, axis: usize) -> Option<&'a Node> {
+        m.single_use(v, "Transpose")
+            .filter(|t| !m.ix.is_output(v) && t.op.downcast::<Transpose>().is_some_and(|t| t.swaps_neighbours(rank, axis)))
+    }
+
+    /// `v`'s scalar step: (its input, the step) when `v` is a single-use Mul or Div by a scalar
+    /// constant (Mul on either side, Div by it).
+    fn scale_of(m: &Matcher, v: ValueId) -> Option<(ValueId, ScalarStep, String)> {
+        let n = m.node(v).filter(|_| m.ix.uses(v) == 1 && !m.ix.is_output(v))?;
+        let (a, b) = m.inputs(n)?;
+        let c = |x: ValueId| m.scalar(x).map(|c| c as f32);
+        let (x, step) = match (n.op.name(), c(a), c(b)) {
+            ("Mul", None, Some(c)) => (a, ScalarStep::Mul(c)),
+            ("Mul", Some(c), None) => (b, ScalarStep::Mul(c)),
+            ("Div", None, Some(c)) => (a, ScalarStep::Div(c)),
+            _ => return None,
+        };
+        Some((x, step, n.name.clone()))
+    }
+}
+
+impl Pass for FuseAttention {
+    fn name(&self) -> &'static str {
+        "fuse-attention"
+    }
+    fn pattern(&self) -> &'static str {
+        "MatMul([c·]Q, [c·]Kᵀ | Transpose(K)) [→ Mul|Div(scalar)] → Softmax(last axis) → MatMul(·, V) [→ Transpose(heads, rows)] → FusedAttention"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
+        let pv = &g.nodes[at];
+        if pv.op.downcast::<crate::ops::nn::MatMul>().is_none() {
+            return false;
+        }
+        let Some((p, v)) = m.inputs(pv) else { return false };
+        let rank = g.fact(p).shape.len();
+        let Some(softmax) = m
+            .single_use(p, "Softmax")
+            .filter(|n| !ix.is_output(p) && n.op.downcast::<Softmax>().is_some_and(|s| s.is_softmax_over_last_axis(rank)))
+        else {
+            return false;
+        };
+        let Some(mut logits) = softmax.inputs.first().copied().flatten() else { return false };
+        let mut fused = vec![softmax.name.clone()];
+        let mut scale = None;
+        if let Some((x, step, name)) = Self::scale_of(&m, logits) {
+            (logits, scale) = (x, Some(step));
+            fused.push(name);
+        }
+        let Some(qk) = m.single_use(logits, "MatMul").filter(|_| !ix.is_output(logits)) else { return false };
+        let Some((mut q, mut k)) = m.inputs(qk) else { return false };
+        fused.push(qk.name.clone());
+        let mut q_scale = None;
+        if let Some((x, step, name)) = Self::scale_of(&m, q) {
+            (q, q_scale) = (x, Some(step));
+            fused.push(name);
+        }
+        // K's scalar step and the Transpose that made Kᵀ, in either order.
+        let (mut k_scale, mut keys_as_rows) = (None, false);
+        loop {
+            if let Some((x, step, name)) = Self::scale_of(&m, k).filter(|_| k_scale.is_none()) {
+                (k, k_scale) = (x, Some(step));
+                fused.push(name);
+            } else if let Some(t) = Self::swap_producer(&m, k, rank, rank.saturating_sub(2)).filter(|_| !keys_as_rows) {
+                let Some(x) = t.inputs.first().copied().flatten() else { return false };
+                (k, keys_as_rows) = (x, true);
+                fused.push(t.name.clone());
+            } else {
+                break;
+            }
+        }
+        let mut op = FusedAttention { q_scale, k_scale, scale, keys_as_rows, heads_interleaved: false };
+        let (qf, kf, vf) = (g.fact(q), g.fact(k), g.fact(v));
+        if [qf, kf, vf].iter().any(|f| f.dtype != crate::tensor::DType::F32) || op.infer(&[Some(qf), Some(kf), Some(vf)]).is_err() {
+            return false;
+        }
+        let out = pv.outputs[0];
+        let (mut end, mut outputs) = (at, pv.outputs.clone());
+        if rank >= 3 && !ix.is_output(out) {
+            if let Some(r) = ix.sole_reader(out) {
+                let t = &g.nodes[r];
+                if t.op.downcast::<Transpose>().is_some_and(|t| t.swaps_neighbours(rank, rank - 3)) {
+                    op.heads_interleaved = true;
+                    fused.push(t.name.clone());
+                    (end, outputs) = (r, t.outputs.clone());
+                }
+            }
+        }
+        let node = Node { name: pv.name.clone(), op: Arc::new(op), inputs: vec![Some(q), Some(k), Some(v)], outputs, fused };
+        g.replace_node(end, node);
         true
     }
 }

@@ -173,3 +173,28 @@ fn captured_weights_are_bound_and_packed_in_subgraph_plans() {
     let ops: Vec<&str> = body.nodes.iter().map(|n| n.op.name()).collect();
     assert!(ops.contains(&"PackedMatMul"), "{ops:?}");
 }
+
+/// Float attention (`MatMul → [scale] → Softmax → MatMul`, with the Transposes of K and of the
+/// heads around it) runs fused per head in the plans nobody observes, and gives the bits of the
+/// nodes it replaces, which observed plans keep.
+#[test]
+fn float_attention_runs_fused_with_the_bits_of_its_nodes() {
+    struct Observe;
+    impl octet_runtime::Hooks for Observe {}
+    for name in FIXTURES {
+        let s = session(name);
+        let x = npy::read(&dir(name).join("input.npy")).unwrap();
+        let count = |observed: bool| {
+            let plan = s.plan(std::slice::from_ref(&x), observed).unwrap();
+            plan.graph.nodes.iter().filter(|n| n.op.name() == "FusedAttention").count()
+        };
+        let (fused, observed) = (count(false), count(true));
+        println!("{name}: {fused} attention nodes fused");
+        assert!(fused > 0 || *name == "bert_like_dynamo", "{name}: no attention fused");
+        assert_eq!(observed, 0, "{name}: an observed plan fused away the values a hook reads");
+        let (a, b) = (s.run(vec![x.clone()]).unwrap(), s.run_hooked(vec![x], &mut Observe).unwrap());
+        let err = common::relative_error(&a[0], &b[0]);
+        println!("{name}: relative difference {err:.2e}");
+        assert!(err < 1e-6, "{name}: fused and unfused outputs differ by {err:.2e}");
+    }
+}

@@ -1,11 +1,173 @@
 //! The transformer ops of recent opsets (ONNX "nn" group): Attention (opset 23) and
-//! RotaryEmbedding (opset 23). Computed in f64, stored in the input's type.
+//! RotaryEmbedding (opset 23), computed in f64 and stored in the input's type; and
+//! [`FusedAttention`], the f32 attention core that plans fuse from MatMul, Softmax and MatMul.
+
+use octet_kernels::f32::{self as k, MatLayout, Threads};
+use rayon::prelude::*;
 
 use super::elementwise::from_f64;
+use super::nn::{expect_f32, f32_of};
+use super::parallel::fill_interleaved_chunks;
 use crate::error::OpResult;
 use crate::op::{optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{numel, DType, Tensor};
+
+/// `Softmax(Q·Kᵀ [· c | / c]) · V` per (batch, head) in f32, the scores of one head computed,
+/// scaled, normalised and multiplied by V while they are in cache on one thread: what
+/// [`crate::rewrite::FuseAttention`] makes of `MatMul → [Mul|Div by a scalar] → Softmax → MatMul`
+/// (the scores of every head otherwise go through memory three times), with the scalar steps on
+/// Q and K before the product (exporters of `scaled_dot_product_attention` scale both by `√c`).
+/// The same kernels as those nodes ([`k::matmul`], [`k::softmax_rows`]) and the same scalar
+/// operations; reading K through strides instead of a transposed copy may round the scores
+/// differently (within float rounding: the fixtures' tests measure it).
+/// Inputs: `Q[.., S, D]`, then `Kᵀ[.., D, N]` (or `K[.., N, D]` with `keys_as_rows`), then
+/// `V[.., N, Dv]`, all with the same leading axes.
+#[derive(Clone, Debug)]
+pub struct FusedAttention {
+    /// The scalar step on Q before the product, if any.
+    pub q_scale: Option<ScalarStep>,
+    /// The scalar step on K (or Kᵀ) before the product, if any.
+    pub k_scale: Option<ScalarStep>,
+    /// The scalar step on the scores before the softmax, if any.
+    pub scale: Option<ScalarStep>,
+    /// Input 1 is K (the Transpose of its last two axes that made Kᵀ, fused).
+    pub keys_as_rows: bool,
+    /// The output is `[.., S, H, Dv]` instead of `[.., H, S, Dv]` (the Transpose of heads and
+    /// rows that followed, fused).
+    pub heads_interleaved: bool,
+}
+
+/// A Mul or Div of every element by a scalar, as the float node it replaces computes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScalarStep {
+    Mul(f32),
+    Div(f32),
+}
+
+impl ScalarStep {
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            ScalarStep::Mul(c) => x * c,
+            ScalarStep::Div(c) => x / c,
+        }
+    }
+
+    /// `x` stepped in place.
+    fn apply_all(step: Option<ScalarStep>, x: &mut [f32]) {
+        match step {
+            Some(ScalarStep::Mul(c)) => x.iter_mut().for_each(|x| *x *= c),
+            Some(ScalarStep::Div(c)) => x.iter_mut().for_each(|x| *x /= c),
+            None => {}
+        }
+    }
+
+    /// `x` stepped into `scratch` (returned), or `x` itself without a step.
+    fn applied<'a>(step: Option<ScalarStep>, x: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        match step {
+            Some(step) => {
+                scratch.iter_mut().zip(x).for_each(|(o, &x)| *o = step.apply(x));
+                scratch
+            }
+            None => x,
+        }
+    }
+}
+
+/// The sizes of a [`FusedAttention`]: `batches` (batch × heads) products of `S × D` by `D × N`,
+/// then `S × N` by `N × Dv`; `heads` is the axis before S; `out` the output's shape.
+struct AttentionDims {
+    batches: usize,
+    heads: usize,
+    s: usize,
+    d: usize,
+    n: usize,
+    dv: usize,
+    out: Vec<usize>,
+}
+
+impl FusedAttention {
+    fn dims(&self, q: &[usize], k: &[usize], v: &[usize]) -> OpResult<AttentionDims> {
+        let r = q.len();
+        if r < 2 || k.len() != r || v.len() != r || q[..r - 2] != k[..r - 2] || q[..r - 2] != v[..r - 2] {
+            return Err(format!("Q {q:?}, K {k:?} and V {v:?} must be matrices of the same leading axes"));
+        }
+        let (s, d) = (q[r - 2], q[r - 1]);
+        let (kd, n) = if self.keys_as_rows { (k[r - 1], k[r - 2]) } else { (k[r - 2], k[r - 1]) };
+        if kd != d || v[r - 2] != n {
+            return Err(format!("Q {q:?}, K {k:?} and V {v:?} do not chain (keys as rows: {})", self.keys_as_rows));
+        }
+        let mut out = q[..r - 2].to_vec();
+        out.extend([s, v[r - 1]]);
+        let heads = if r >= 3 { q[r - 3] } else { 1 };
+        if self.heads_interleaved {
+            if r < 3 {
+                return Err(format!("heads interleaved needs a heads axis, Q is {q:?}"));
+            }
+            out.swap(r - 3, r - 2);
+        }
+        Ok(AttentionDims { batches: numel(&q[..r - 2]), heads, s, d, n, dv: v[r - 1], out })
+    }
+
+    /// Head `i`'s output (`S × Dv`, row-major) into `out`.
+    fn head(&self, i: usize, q: &[f32], k: &[f32], v: &[f32], d: &AttentionDims, out: &mut [f32]) {
+        let (s, dk, n, dv) = (d.s, d.d, d.n, d.dv);
+        let (q, k, v) = (&q[i * s * dk..][..s * dk], &k[i * n * dk..][..n * dk], &v[i * n * dv..][..n * dv]);
+        let keys = if self.keys_as_rows { MatLayout::transposed(dk) } else { MatLayout::row_major(n) };
+        let (q_len, k_len) = (if self.q_scale.is_some() { s * dk } else { 0 }, if self.k_scale.is_some() { n * dk } else { 0 });
+        octet_kernels::i8::with_scratch_f32(s * n + q_len + k_len, |scratch| {
+            let (scores, rest) = scratch.split_at_mut(s * n);
+            let (qs, ks) = rest.split_at_mut(q_len);
+            let q = ScalarStep::applied(self.q_scale, q, qs);
+            let k = ScalarStep::applied(self.k_scale, k, ks);
+            k::matmul(s, n, dk, q, MatLayout::row_major(dk), k, keys, scores, false, Threads(1));
+            ScalarStep::apply_all(self.scale, scores);
+            k::softmax_rows(scores, n);
+            k::matmul(s, dv, n, scores, MatLayout::row_major(n), v, MatLayout::row_major(dv), out, false, Threads(1));
+        });
+    }
+}
+
+impl Op for FusedAttention {
+    fn name(&self) -> &'static str {
+        "FusedAttention"
+    }
+    fn infer(&self, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+        let (q, k, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?);
+        for (f, what) in [(q, "Q"), (k, "K"), (v, "V")] {
+            expect_f32(f, what)?;
+        }
+        Ok(vec![Fact::new(DType::F32, self.dims(&q.shape, &k.shape, &v.shape)?.out)])
+    }
+    fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
+        match (optional(inputs, 0), optional(inputs, 1), optional(inputs, 2)) {
+            (Some(q), Some(k), Some(v)) => {
+                self.dims(&q.shape, &k.shape, &v.shape).map_or(0, |d| (d.batches * d.s * d.n * (d.d + d.dv)) as u64)
+            }
+            _ => 0,
+        }
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+        let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?);
+        let d = self.dims(qt.shape(), kt.shape(), vt.shape())?;
+        let (q, k, v) = (f32_of(qt, "Q")?, f32_of(kt, "K")?, f32_of(vt, "V")?);
+        let per = d.s * d.dv;
+        let out = if self.heads_interleaved {
+            fill_interleaved_chunks(d.batches, d.heads, d.s, d.dv, ctx.threads, |i, out| self.head(i, q, k, v, &d, out))
+        } else {
+            let mut out = vec![0.0f32; d.batches * per];
+            if ctx.threads > 1 {
+                out.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, q, k, v, &d, o));
+            } else {
+                out.chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, q, k, v, &d, o));
+            }
+            out
+        };
+        Ok(vec![Tensor::f32(d.out, out)])
+    }
+    op_any!();
+}
 
 /// Scaled dot-product attention with optional mask, causal and sliding-window masking, KV cache
 /// (past and present keys and values), grouped-query heads, softcap and the QK output modes.

@@ -13,11 +13,11 @@ use crate::op::{norm_axis, optional, required, EvalCtx, Fact, Op};
 use crate::op_any;
 use crate::tensor::{numel, strides, DType, Tensor};
 
-fn f32_of<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [f32]> {
+pub(crate) fn f32_of<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [f32]> {
     t.as_f32().ok_or_else(|| format!("{what} must be float32, got {}", t.dtype()))
 }
 
-fn expect_f32(f: &Fact, what: &str) -> OpResult<()> {
+pub(crate) fn expect_f32(f: &Fact, what: &str) -> OpResult<()> {
     if f.dtype != DType::F32 {
         return Err(format!("{what} must be float32, got {}", f.dtype));
     }
@@ -434,6 +434,11 @@ pub struct Softmax {
 }
 
 impl Softmax {
+    /// Whether this is a Softmax (not LogSoftmax or Hardmax) over the last axis of a
+    /// rank-`rank` input.
+    pub fn is_softmax_over_last_axis(&self, rank: usize) -> bool {
+        self.kind == SoftmaxKind::Softmax && (self.axis == -1 || self.axis == rank as i64 - 1)
+    }
     fn rows(&self, row: &mut [f32]) {
         match self.kind {
             SoftmaxKind::Softmax => k::softmax_rows(row, row.len()),

@@ -2,6 +2,7 @@
 
 use std::mem::MaybeUninit;
 
+use octet_kernels::DisjointWrites;
 use rayon::prelude::*;
 
 /// Outputs smaller than this many elements are computed on the calling thread: handing them to
@@ -26,4 +27,44 @@ pub fn fill_row_blocks<T: Send>(n: usize, row_len: usize, threads: usize, fill: 
     // SAFETY: the blocks cover all `n` elements, and `fill` wrote every element of its block.
     unsafe { out.set_len(n) };
     out
+}
+
+/// A new vector of `chunks` blocks of `rows × cols` elements laid out `[B, rows, H, cols]` for
+/// `chunks = B·H`: block `i = b·H + h` (the rows `(b, ·, h)`, `H·cols` apart) is computed by
+/// `fill(i, block)` into a contiguous scratch block on its thread, whose rows are then copied to
+/// their places. Chunks go over the current pool when `threads > 1`. The output is not zeroed
+/// first: the copies write all of it. (Attention heads written in the layout the heads are
+/// merged from, `[.., S, H, D]`, instead of `[.., H, S, D]` and a Transpose.)
+pub fn fill_interleaved_chunks<T: Copy + Default + Send>(
+    chunks: usize,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+    threads: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let len = chunks * rows * cols;
+    let mut data = Vec::with_capacity(len);
+    let (heads, per) = (heads.max(1), rows * cols);
+    let out = DisjointWrites::uninit(&mut data.spare_capacity_mut()[..len]);
+    let write = |block: &mut Vec<T>, i: usize| {
+        block.resize(per, T::default());
+        fill(i, block);
+        let (b, h) = (i / heads, i % heads);
+        for (r, row) in block.chunks_exact(cols.max(1)).enumerate().take(rows) {
+            // SAFETY: chunk i's rows (b, r, h) lie inside `data` (chunks·rows·cols elements,
+            // chunks = B·H), and no other chunk writes them.
+            unsafe { out.write(((b * rows + r) * heads + h) * cols, row) };
+        }
+    };
+    if threads > 1 {
+        (0..chunks).into_par_iter().for_each_init(Vec::new, write);
+    } else {
+        let mut block = Vec::new();
+        (0..chunks).for_each(|i| write(&mut block, i));
+    }
+    // SAFETY: chunk i wrote rows (b, 0..rows, h) in full, and the chunks b·H + h cover every row
+    // of `data`.
+    unsafe { data.set_len(len) };
+    data
 }

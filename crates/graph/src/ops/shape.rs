@@ -250,6 +250,17 @@ impl Transpose {
         }
         Ok(perm)
     }
+    /// Whether this Transpose of a rank-`rank` tensor swaps axes `axis` and `axis + 1` and keeps
+    /// every other.
+    pub fn swaps_neighbours(&self, rank: usize, axis: usize) -> bool {
+        let Ok(perm) = self.perm_for(rank) else { return false };
+        let swapped = (0..rank).map(|x| match x {
+            _ if x == axis => axis + 1,
+            _ if x == axis + 1 => axis,
+            _ => x,
+        });
+        perm.iter().copied().eq(swapped)
+    }
     fn view(&self, s: &[usize]) -> OpResult<View> {
         let perm = self.perm_for(s.len())?;
         let st = strides(s);

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use octet_graph::op::{optional, required, EvalCtx, Fact, Op};
 use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
+use octet_graph::ops::parallel::fill_interleaved_chunks;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith};
 use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
 pub use octet_kernels::Affine;
-use octet_kernels::{DisjointWrites, Isa};
+use octet_kernels::Isa;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -178,9 +179,7 @@ fn per_chunk(
 }
 
 /// [`per_chunk`] for outputs whose chunks interleave: the output is `[B, S, H, D]` and chunk
-/// `i = b·H + h` is the `S × D` block of rows `(b, ·, h)`. `fill` writes each chunk into a
-/// scratch block on its thread, whose rows are then copied to their places `H·D` apart (the
-/// output is not zeroed first: the copies write all of it).
+/// `i = b·H + h` is the `S × D` block of rows `(b, ·, h)` ([`fill_interleaved_chunks`]).
 #[allow(clippy::too_many_arguments)]
 fn per_chunk_interleaved(
     shape: Vec<usize>,
@@ -192,43 +191,12 @@ fn per_chunk_interleaved(
     threads: usize,
     fill: impl Fn(usize, &mut [f32], &mut [u8]) + Sync,
 ) -> Tensor {
-    fn scatter<T: Copy + Default + Send>(
-        chunks: usize,
-        heads: usize,
-        rows: usize,
-        cols: usize,
-        threads: usize,
-        fill: impl Fn(usize, &mut [T]) + Sync,
-    ) -> Vec<T> {
-        let len = chunks * rows * cols;
-        let mut data = Vec::with_capacity(len);
-        let (heads, per) = (heads.max(1), rows * cols);
-        let out = DisjointWrites::uninit(&mut data.spare_capacity_mut()[..len]);
-        let write = |block: &mut Vec<T>, i: usize| {
-            block.resize(per, T::default());
-            fill(i, block);
-            let (b, h) = (i / heads, i % heads);
-            for (r, row) in block.chunks_exact(cols.max(1)).enumerate().take(rows) {
-                // SAFETY: chunk i's rows (b, r, h) lie inside `data` (chunks·rows·cols elements,
-                // chunks = B·H), and no other chunk writes them.
-                unsafe { out.write(((b * rows + r) * heads + h) * cols, row) };
-            }
-        };
-        if threads > 1 {
-            (0..chunks).into_par_iter().for_each_init(Vec::new, write);
-        } else {
-            let mut block = Vec::new();
-            (0..chunks).for_each(|i| write(&mut block, i));
-        }
-        // SAFETY: chunk i wrote rows (b, 0..rows, h) in full, and the chunks b·H + h cover every
-        // row of `data`.
-        unsafe { data.set_len(len) };
-        data
-    }
     match out {
-        Output::F32 => Tensor::f32(shape, scatter(chunks, heads, rows, cols, threads, |i, f: &mut [f32]| fill(i, f, &mut []))),
+        Output::F32 => {
+            Tensor::f32(shape, fill_interleaved_chunks(chunks, heads, rows, cols, threads, |i, f: &mut [f32]| fill(i, f, &mut [])))
+        }
         Output::Quantized(p) => {
-            q_tensor(shape, scatter(chunks, heads, rows, cols, threads, |i, q: &mut [u8]| fill(i, &mut [], q)), p.signed)
+            q_tensor(shape, fill_interleaved_chunks(chunks, heads, rows, cols, threads, |i, q: &mut [u8]| fill(i, &mut [], q)), p.signed)
         }
     }
 }

@@ -400,8 +400,8 @@ fn binary(m: &M, at: usize) -> Option<Rewrite> {
 
 /// Whether node `n` is a Softmax (not LogSoftmax or Hardmax) over the last axis.
 fn softmax_over_last_axis(g: &TypedGraph, n: &Node) -> bool {
-    let rank = n.outputs.first().map_or(0, |&o| g.fact(o).shape.len() as i64);
-    n.op.downcast::<Softmax>().is_some_and(|s| s.kind == octet_graph::ops::nn::SoftmaxKind::Softmax && (s.axis == -1 || s.axis == rank - 1))
+    let rank = n.outputs.first().map_or(0, |&o| g.fact(o).shape.len());
+    n.op.downcast::<Softmax>().is_some_and(|s| s.is_softmax_over_last_axis(rank))
 }
 
 fn softmax(m: &M, at: usize) -> Option<Rewrite> {
@@ -906,21 +906,10 @@ fn keys_of(g: &TypedGraph, ix: &Index, kt: ValueId, reader: usize) -> Option<Val
 /// Whether `node` is an 8-bit Transpose of a rank-`rank` tensor that swaps axes `axis` and
 /// `axis + 1` and keeps every other.
 fn swaps_axes(node: &Node, rank: usize, axis: usize) -> bool {
-    let Some(perm) =
-        node.op.downcast::<QMove>().and_then(|m| m.0.downcast::<octet_graph::ops::shape::Transpose>()).and_then(|t| t.perm_for(rank).ok())
-    else {
-        return false;
-    };
-    let swapped = (0..rank).map(|x| {
-        if x == axis {
-            axis + 1
-        } else if x == axis + 1 {
-            axis
-        } else {
-            x
-        }
-    });
-    perm.iter().copied().eq(swapped)
+    node.op
+        .downcast::<QMove>()
+        .and_then(|m| m.0.downcast::<octet_graph::ops::shape::Transpose>())
+        .is_some_and(|t| t.swaps_neighbours(rank, axis))
 }
 
 /// `QMatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax → MatMul(·, DQ(V)) [→ Q]` with float
