@@ -9,7 +9,7 @@ use octet_kernels::f32::PanelMatrix;
 use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
 use crate::op::Op;
-use crate::ops::attention::{FusedAttention, ScalarStep};
+use crate::ops::attention::{FusedAttention, OperandView, ScalarStep};
 use crate::ops::elementwise::{Unary, UnaryKind};
 use crate::ops::nn::{LayerNorm, PackedMatMul, Softmax};
 use crate::ops::reduction::{Reduce, ReduceKind};
@@ -381,17 +381,64 @@ impl Pass for FuseMatMulActivation {
 
 /// `MatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax(last axis) → MatMul(·, V)` →
 /// [`FusedAttention`], in f32, with every value between read once; a scalar Mul or Div of Q and
-/// of K before the product is applied per head, `Kᵀ = Transpose(K)` of the last two axes is read
-/// as K, and a Transpose of heads and rows after it (`[.., H, S, Dv] → [.., S, H, Dv]`, before the
-/// heads are merged) is written by the op itself.
+/// of Kᵀ before the product is applied per head; Q, Kᵀ and V are read in place through the data
+/// movement that made them (`Kᵀ = Transpose(K)`, the Transpose and Split of a QKV projection:
+/// [`FuseAttention::view_back`]); and a Transpose of heads and rows after it (`[.., H, S, Dv] →
+/// [.., S, H, Dv]`, before the heads are merged) is written by the op itself.
 pub struct FuseAttention;
 
 impl FuseAttention {
-    /// The single-use, non-output producer of `v` when it is a Transpose of a rank-`rank` tensor
-    /// swapping axes `axis` and `axis + 1`.
-    fn swap_producer<'a>(m: &Matcher<'a>, v: ValueId, rank: usize, axis: usize) -> Option<&'a Node> {
-        m.single_use(v, "Transpose")
-            .filter(|t| !m.ix.is_output(v) && t.op.downcast::<Transpose>().is_some_and(|t| t.swaps_neighbours(rank, axis)))
+    /// `v` read in place from the value its data movement started from: back through single-use
+    /// Transposes, Split outputs, and Squeeze, Unsqueeze and Reshape that only add or drop axes
+    /// of size 1. `None` when `v` is not made so. Also returns the names of the nodes passed.
+    fn view_back(m: &Matcher, v: ValueId) -> Option<(ValueId, OperandView, Vec<String>)> {
+        let shape = m.g.fact(v).shape.clone();
+        // Operand axis a is axis `map[a]` of the current value (None: an axis of size 1), and
+        // the operand's element 0 sits at index `start` of the current value.
+        let mut map: Vec<Option<usize>> = (0..shape.len()).map(Some).collect();
+        let (mut cur, mut start, mut passed) = (v, vec![0usize; shape.len()], Vec::new());
+        while let Some(n) = m.node(cur).filter(|_| m.ix.uses(cur) == 1 && !m.ix.is_output(cur)) {
+            let Some(u) = n.inputs.first().copied().flatten() else { break };
+            let (us, vs) = (&m.g.fact(u).shape, &m.g.fact(cur).shape);
+            let axis_of: Vec<Option<usize>> = match n.op.name() {
+                "Transpose" => match n.op.downcast::<Transpose>().and_then(|t| t.perm_for(vs.len()).ok()) {
+                    Some(perm) => perm.into_iter().map(Some).collect(),
+                    None => break,
+                },
+                "Split" if us.len() == vs.len() => {
+                    let Some(j) = n.outputs.iter().position(|&o| o == cur) else { break };
+                    if let Some(axis) = (0..us.len()).find(|&a| us[a] != vs[a]) {
+                        start[axis] += n.outputs[..j].iter().map(|&o| m.g.fact(o).shape.get(axis).copied().unwrap_or(0)).sum::<usize>();
+                    }
+                    (0..vs.len()).map(Some).collect()
+                }
+                "Squeeze" | "Unsqueeze" | "Reshape" => {
+                    let (un, vn): (Vec<usize>, Vec<usize>) =
+                        ((0..us.len()).filter(|&a| us[a] != 1).collect(), (0..vs.len()).filter(|&a| vs[a] != 1).collect());
+                    if un.len() != vn.len() || un.iter().zip(&vn).any(|(&a, &b)| us[a] != vs[b]) {
+                        break;
+                    }
+                    (0..vs.len()).map(|b| vn.iter().position(|&x| x == b).map(|k| un[k])).collect()
+                }
+                _ => break,
+            };
+            let mut start_u = vec![0usize; us.len()];
+            for (b, a) in axis_of.iter().enumerate() {
+                if let Some(a) = *a {
+                    start_u[a] = start[b];
+                }
+            }
+            map = map.iter().map(|a| a.and_then(|a| axis_of[a])).collect();
+            (cur, start) = (u, start_u);
+            passed.push(n.name.clone());
+        }
+        if passed.is_empty() {
+            return None;
+        }
+        let st = crate::tensor::strides(&m.g.fact(cur).shape);
+        let base = start.iter().zip(&st).map(|(i, s)| i * s).sum();
+        let strides = map.iter().map(|a| a.map_or(0, |a| st[a])).collect();
+        Some((cur, OperandView { shape, base, strides }, passed))
     }
 
     /// `v`'s scalar step: (its input, the step) when `v` is a single-use Mul or Div by a scalar
@@ -415,7 +462,7 @@ impl Pass for FuseAttention {
         "fuse-attention"
     }
     fn pattern(&self) -> &'static str {
-        "MatMul([c·]Q, [c·]Kᵀ | Transpose(K)) [→ Mul|Div(scalar)] → Softmax(last axis) → MatMul(·, V) [→ Transpose(heads, rows)] → FusedAttention"
+        "MatMul([c·]Q, [c·]Kᵀ) [→ Mul|Div(scalar)] → Softmax(last axis) → MatMul(·, V) [→ Transpose(heads, rows)] → FusedAttention, Q, Kᵀ and V read through the Transposes, Split and Squeezes that made them"
     }
     fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
         let m = Matcher { g, ix };
@@ -446,23 +493,22 @@ impl Pass for FuseAttention {
             (q, q_scale) = (x, Some(step));
             fused.push(name);
         }
-        // K's scalar step and the Transpose that made Kᵀ, in either order.
-        let (mut k_scale, mut keys_as_rows) = (None, false);
-        loop {
-            if let Some((x, step, name)) = Self::scale_of(&m, k).filter(|_| k_scale.is_none()) {
-                (k, k_scale) = (x, Some(step));
-                fused.push(name);
-            } else if let Some(t) = Self::swap_producer(&m, k, rank, rank.saturating_sub(2)).filter(|_| !keys_as_rows) {
-                let Some(x) = t.inputs.first().copied().flatten() else { return false };
-                (k, keys_as_rows) = (x, true);
-                fused.push(t.name.clone());
-            } else {
-                break;
+        let mut k_scale = None;
+        if let Some((x, step, name)) = Self::scale_of(&m, k) {
+            (k, k_scale) = (x, Some(step));
+            fused.push(name);
+        }
+        let mut views = [None, None, None];
+        let mut inputs = [q, k, v];
+        for (which, input) in inputs.iter_mut().enumerate() {
+            if let Some((source, view, passed)) = Self::view_back(&m, *input) {
+                (*input, views[which]) = (source, Some(view));
+                fused.extend(passed);
             }
         }
-        let mut op = FusedAttention { q_scale, k_scale, scale, keys_as_rows, heads_interleaved: false };
-        let (qf, kf, vf) = (g.fact(q), g.fact(k), g.fact(v));
-        if [qf, kf, vf].iter().any(|f| f.dtype != crate::tensor::DType::F32) || op.infer(&[Some(qf), Some(kf), Some(vf)]).is_err() {
+        let mut op = FusedAttention { views, q_scale, k_scale, scale, heads_interleaved: false };
+        let facts = inputs.map(|x| g.fact(x));
+        if facts.iter().any(|f| f.dtype != crate::tensor::DType::F32) || op.infer(&facts.map(Some)).is_err() {
             return false;
         }
         let out = pv.outputs[0];
@@ -477,7 +523,7 @@ impl Pass for FuseAttention {
                 }
             }
         }
-        let node = Node { name: pv.name.clone(), op: Arc::new(op), inputs: vec![Some(q), Some(k), Some(v)], outputs, fused };
+        let node = Node { name: pv.name.clone(), op: Arc::new(op), inputs: inputs.map(Some).to_vec(), outputs, fused };
         g.replace_node(end, node);
         true
     }

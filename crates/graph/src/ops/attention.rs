@@ -17,25 +17,45 @@ use crate::tensor::{numel, DType, Tensor};
 /// scaled, normalised and multiplied by V while they are in cache on one thread: what
 /// [`crate::rewrite::FuseAttention`] makes of `MatMul → [Mul|Div by a scalar] → Softmax → MatMul`
 /// (the scores of every head otherwise go through memory three times), with the scalar steps on
-/// Q and K before the product (exporters of `scaled_dot_product_attention` scale both by `√c`).
-/// The same kernels as those nodes ([`k::matmul`], [`k::softmax_rows`]) and the same scalar
-/// operations; reading K through strides instead of a transposed copy may round the scores
-/// differently (within float rounding: the fixtures' tests measure it).
-/// Inputs: `Q[.., S, D]`, then `Kᵀ[.., D, N]` (or `K[.., N, D]` with `keys_as_rows`), then
-/// `V[.., N, Dv]`, all with the same leading axes.
+/// Q and K before the product (exporters of `scaled_dot_product_attention` scale both by `√c`)
+/// and the data movement that made Q, Kᵀ and V (Transposes, Split, Squeeze) read in place
+/// through [`OperandView`]s. The same kernels as those nodes ([`k::matmul`],
+/// [`k::softmax_rows`]) and the same scalar operations; reading an operand through strides
+/// instead of a copy may round the scores differently (within float rounding: the fixtures'
+/// tests measure it). Inputs: the sources of `Q[.., S, D]`, `Kᵀ[.., D, N]` and `V[.., N, Dv]`,
+/// whose leading axes agree.
 #[derive(Clone, Debug)]
 pub struct FusedAttention {
+    /// How Q, Kᵀ and V are read from inputs 0, 1 and 2: `None`, the input itself.
+    pub views: [Option<OperandView>; 3],
     /// The scalar step on Q before the product, if any.
     pub q_scale: Option<ScalarStep>,
-    /// The scalar step on K (or Kᵀ) before the product, if any.
+    /// The scalar step on Kᵀ before the product, if any.
     pub k_scale: Option<ScalarStep>,
     /// The scalar step on the scores before the softmax, if any.
     pub scale: Option<ScalarStep>,
-    /// Input 1 is K (the Transpose of its last two axes that made Kᵀ, fused).
-    pub keys_as_rows: bool,
     /// The output is `[.., S, H, Dv]` instead of `[.., H, S, Dv]` (the Transpose of heads and
     /// rows that followed, fused).
     pub heads_interleaved: bool,
+}
+
+/// An operand read in place from a source tensor: element `i` of the operand (of `shape`) is
+/// `source[base + Σ_a i_a · strides[a]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperandView {
+    pub shape: Vec<usize>,
+    pub base: usize,
+    pub strides: Vec<usize>,
+}
+
+impl OperandView {
+    /// The largest offset the view reaches, plus one (0 for an empty operand).
+    fn extent(&self) -> usize {
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.base + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
+    }
 }
 
 /// A Mul or Div of every element by a scalar, as the float node it replaces computes it.
@@ -56,22 +76,39 @@ impl ScalarStep {
 
     /// `x` stepped in place.
     fn apply_all(step: Option<ScalarStep>, x: &mut [f32]) {
-        match step {
-            Some(ScalarStep::Mul(c)) => x.iter_mut().for_each(|x| *x *= c),
-            Some(ScalarStep::Div(c)) => x.iter_mut().for_each(|x| *x /= c),
-            None => {}
+        if let Some(step) = step {
+            x.iter_mut().for_each(|x| *x = step.apply(*x));
         }
     }
+}
 
-    /// `x` stepped into `scratch` (returned), or `x` itself without a step.
-    fn applied<'a>(step: Option<ScalarStep>, x: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
-        match step {
-            Some(step) => {
-                scratch.iter_mut().zip(x).for_each(|(o, &x)| *o = step.apply(x));
-                scratch
+/// One matrix of an operand: `at(i, j) = data[i·layout.row + j·layout.col]`.
+struct Matrix<'a> {
+    data: &'a [f32],
+    layout: MatLayout,
+}
+
+impl<'a> Matrix<'a> {
+    /// The matrix stepped by `step` into `scratch` (`rows × cols` values), in the orientation
+    /// its memory is read fastest in: row-major unless its columns are contiguous. Without a
+    /// step, the matrix itself.
+    fn stepped(self, step: Option<ScalarStep>, rows: usize, cols: usize, scratch: &'a mut [f32]) -> Matrix<'a> {
+        let Some(step) = step else { return self };
+        let (row, col) = (self.layout.row as usize, self.layout.col as usize);
+        if col != 1 && row == 1 {
+            for (j, dst) in scratch.chunks_exact_mut(rows.max(1)).take(cols).enumerate() {
+                dst.iter_mut().zip(&self.data[j * col..]).for_each(|(o, &x)| *o = step.apply(x));
             }
-            None => x,
+            return Matrix { data: scratch, layout: MatLayout::transposed(rows) };
         }
+        for (i, dst) in scratch.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
+            if col == 1 {
+                dst.iter_mut().zip(&self.data[i * row..]).for_each(|(o, &x)| *o = step.apply(x));
+            } else {
+                dst.iter_mut().enumerate().for_each(|(j, o)| *o = step.apply(self.data[i * row + j * col]));
+            }
+        }
+        Matrix { data: scratch, layout: MatLayout::row_major(cols) }
     }
 }
 
@@ -88,15 +125,20 @@ struct AttentionDims {
 }
 
 impl FusedAttention {
-    fn dims(&self, q: &[usize], k: &[usize], v: &[usize]) -> OpResult<AttentionDims> {
+    /// The operands' shapes, given the inputs'.
+    fn operand_shapes(&self, inputs: [&[usize]; 3]) -> [Vec<usize>; 3] {
+        std::array::from_fn(|i| self.views[i].as_ref().map_or_else(|| inputs[i].to_vec(), |v| v.shape.clone()))
+    }
+
+    fn dims(&self, [q, kt, v]: &[Vec<usize>; 3]) -> OpResult<AttentionDims> {
         let r = q.len();
-        if r < 2 || k.len() != r || v.len() != r || q[..r - 2] != k[..r - 2] || q[..r - 2] != v[..r - 2] {
-            return Err(format!("Q {q:?}, K {k:?} and V {v:?} must be matrices of the same leading axes"));
+        let lead = |x: &Vec<usize>| x.len() == r && x[..r - 2] == q[..r - 2];
+        if r < 2 || !lead(kt) || !lead(v) {
+            return Err(format!("Q {q:?}, Kᵀ {kt:?} and V {v:?} must be matrices of the same leading axes"));
         }
-        let (s, d) = (q[r - 2], q[r - 1]);
-        let (kd, n) = if self.keys_as_rows { (k[r - 1], k[r - 2]) } else { (k[r - 2], k[r - 1]) };
-        if kd != d || v[r - 2] != n {
-            return Err(format!("Q {q:?}, K {k:?} and V {v:?} do not chain (keys as rows: {})", self.keys_as_rows));
+        let (s, d, n) = (q[r - 2], q[r - 1], kt[r - 1]);
+        if kt[r - 2] != d || v[r - 2] != n {
+            return Err(format!("Q {q:?}, Kᵀ {kt:?} and V {v:?} do not chain"));
         }
         let mut out = q[..r - 2].to_vec();
         out.extend([s, v[r - 1]]);
@@ -110,21 +152,47 @@ impl FusedAttention {
         Ok(AttentionDims { batches: numel(&q[..r - 2]), heads, s, d, n, dv: v[r - 1], out })
     }
 
+    /// Checks that every view stays inside its input (of `len` elements).
+    fn check_views(&self, lens: [usize; 3]) -> OpResult<()> {
+        for (view, len) in self.views.iter().zip(lens) {
+            if let Some(v) = view.as_ref().filter(|v| v.extent() > len || v.strides.len() != v.shape.len()) {
+                return Err(format!("operand view {v:?} reaches past its input of {len} elements"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Matrix `i` (in batch order) of operand `which`, of shape `shape`, from its input `data`.
+    fn matrix<'a>(&self, which: usize, shape: &[usize], data: &'a [f32], i: usize) -> Matrix<'a> {
+        let r = shape.len();
+        match &self.views[which] {
+            None => Matrix { data: &data[i * shape[r - 2] * shape[r - 1]..], layout: MatLayout::row_major(shape[r - 1]) },
+            Some(v) => {
+                let (mut rest, mut offset) = (i, v.base);
+                for a in (0..r - 2).rev() {
+                    offset += rest % v.shape[a] * v.strides[a];
+                    rest /= v.shape[a];
+                }
+                Matrix { data: &data[offset..], layout: MatLayout { row: v.strides[r - 2] as isize, col: v.strides[r - 1] as isize } }
+            }
+        }
+    }
+
     /// Head `i`'s output (`S × Dv`, row-major) into `out`.
-    fn head(&self, i: usize, q: &[f32], k: &[f32], v: &[f32], d: &AttentionDims, out: &mut [f32]) {
+    fn head(&self, i: usize, inputs: [&[f32]; 3], shapes: &[Vec<usize>; 3], d: &AttentionDims, out: &mut [f32]) {
         let (s, dk, n, dv) = (d.s, d.d, d.n, d.dv);
-        let (q, k, v) = (&q[i * s * dk..][..s * dk], &k[i * n * dk..][..n * dk], &v[i * n * dv..][..n * dv]);
-        let keys = if self.keys_as_rows { MatLayout::transposed(dk) } else { MatLayout::row_major(n) };
+        let (q, kt, v) =
+            (self.matrix(0, &shapes[0], inputs[0], i), self.matrix(1, &shapes[1], inputs[1], i), self.matrix(2, &shapes[2], inputs[2], i));
         let (q_len, k_len) = (if self.q_scale.is_some() { s * dk } else { 0 }, if self.k_scale.is_some() { n * dk } else { 0 });
         octet_kernels::i8::with_scratch_f32(s * n + q_len + k_len, |scratch| {
             let (scores, rest) = scratch.split_at_mut(s * n);
             let (qs, ks) = rest.split_at_mut(q_len);
-            let q = ScalarStep::applied(self.q_scale, q, qs);
-            let k = ScalarStep::applied(self.k_scale, k, ks);
-            k::matmul(s, n, dk, q, MatLayout::row_major(dk), k, keys, scores, false, Threads(1));
+            let q = q.stepped(self.q_scale, s, dk, qs);
+            let kt = kt.stepped(self.k_scale, dk, n, ks);
+            k::matmul(s, n, dk, q.data, q.layout, kt.data, kt.layout, scores, false, Threads(1));
             ScalarStep::apply_all(self.scale, scores);
             k::softmax_rows(scores, n);
-            k::matmul(s, dv, n, scores, MatLayout::row_major(n), v, MatLayout::row_major(dv), out, false, Threads(1));
+            k::matmul(s, dv, n, scores, MatLayout::row_major(n), v.data, v.layout, out, false, Threads(1));
         });
     }
 }
@@ -138,29 +206,37 @@ impl Op for FusedAttention {
         for (f, what) in [(q, "Q"), (k, "K"), (v, "V")] {
             expect_f32(f, what)?;
         }
-        Ok(vec![Fact::new(DType::F32, self.dims(&q.shape, &k.shape, &v.shape)?.out)])
+        self.check_views([numel(&q.shape), numel(&k.shape), numel(&v.shape)])?;
+        Ok(vec![Fact::new(DType::F32, self.dims(&self.operand_shapes([&q.shape, &k.shape, &v.shape]))?.out)])
     }
     fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
         match (optional(inputs, 0), optional(inputs, 1), optional(inputs, 2)) {
             (Some(q), Some(k), Some(v)) => {
-                self.dims(&q.shape, &k.shape, &v.shape).map_or(0, |d| (d.batches * d.s * d.n * (d.d + d.dv)) as u64)
+                self.dims(&self.operand_shapes([&q.shape, &k.shape, &v.shape])).map_or(0, |d| (d.batches * d.s * d.n * (d.d + d.dv)) as u64)
             }
             _ => 0,
         }
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> OpResult<Vec<Tensor>> {
         let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?);
-        let d = self.dims(qt.shape(), kt.shape(), vt.shape())?;
-        let (q, k, v) = (f32_of(qt, "Q")?, f32_of(kt, "K")?, f32_of(vt, "V")?);
+        let data = [f32_of(qt, "Q")?, f32_of(kt, "K")?, f32_of(vt, "V")?];
+        self.check_views(data.map(|d| d.len()))?;
+        let shapes = self.operand_shapes([qt.shape(), kt.shape(), vt.shape()]);
+        let d = self.dims(&shapes)?;
+        for (which, shape) in shapes.iter().enumerate() {
+            if self.views[which].is_none() && numel(shape) > data[which].len() {
+                return Err(format!("operand {which} of shape {shape:?} holds {} values", data[which].len()));
+            }
+        }
         let per = d.s * d.dv;
         let out = if self.heads_interleaved {
-            fill_interleaved_chunks(d.batches, d.heads, d.s, d.dv, ctx.threads, |i, out| self.head(i, q, k, v, &d, out))
+            fill_interleaved_chunks(d.batches, d.heads, d.s, d.dv, ctx.threads, |i, out| self.head(i, data, &shapes, &d, out))
         } else {
             let mut out = vec![0.0f32; d.batches * per];
             if ctx.threads > 1 {
-                out.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, q, k, v, &d, o));
+                out.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, data, &shapes, &d, o));
             } else {
-                out.chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, q, k, v, &d, o));
+                out.chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| self.head(i, data, &shapes, &d, o));
             }
             out
         };
@@ -524,4 +600,61 @@ impl Op for RotaryEmbedding {
         Ok(vec![Tensor::from_parts(s.to_vec(), from_f64(x.dtype(), out))])
     }
     op_any!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Q, Kᵀ and V of 2 heads read from one `[S, 3, H, D]` tensor (a QKV projection before its
+    /// Transpose and Split) give the output of the same heads copied out first.
+    #[test]
+    fn views_read_the_operands_in_place() {
+        let (s, h, d) = (5, 2, 3);
+        let x: Vec<f32> = (0..s * 3 * h * d).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.1).collect();
+        let st = [3 * h * d, h * d, d, 1];
+        let at = |part: usize, hh: usize, row: usize, col: usize| x[row * st[0] + part * st[1] + hh * st[2] + col];
+        // Q [H, S, D], Kᵀ [H, D, S], V [H, S, D], copied.
+        let q: Vec<f32> = (0..h * s * d).map(|i| at(0, i / (s * d), i / d % s, i % d)).collect();
+        let kt: Vec<f32> = (0..h * d * s).map(|i| at(1, i / (d * s), i % s, i / s % d)).collect();
+        let v: Vec<f32> = (0..h * s * d).map(|i| at(2, i / (s * d), i / d % s, i % d)).collect();
+        let view = |part: usize, transposed: bool| OperandView {
+            shape: if transposed { vec![h, d, s] } else { vec![h, s, d] },
+            base: part * st[1],
+            strides: if transposed { vec![st[2], 1, st[0]] } else { vec![st[2], st[0], 1] },
+        };
+        let ctx = EvalCtx::default();
+        let steps = [None, Some(ScalarStep::Mul(0.5))];
+        for q_scale in steps {
+            for k_scale in steps {
+                let copied = FusedAttention {
+                    views: [None, None, None],
+                    q_scale,
+                    k_scale,
+                    scale: Some(ScalarStep::Div(2.0)),
+                    heads_interleaved: false,
+                };
+                let viewed = FusedAttention { views: [Some(view(0, false)), Some(view(1, true)), Some(view(2, false))], ..copied.clone() };
+                let t = |v: &[f32], shape: Vec<usize>| Tensor::f32(shape, v.to_vec());
+                let want =
+                    copied.eval(&[Some(&t(&q, vec![h, s, d])), Some(&t(&kt, vec![h, d, s])), Some(&t(&v, vec![h, s, d]))], &ctx).unwrap();
+                let src = t(&x, vec![s, 3, h, d]);
+                let got = viewed.eval(&[Some(&src), Some(&src), Some(&src)], &ctx).unwrap();
+                assert_eq!(got[0].shape(), &[h, s, d]);
+                let close =
+                    got[0].as_f32().unwrap().iter().zip(want[0].as_f32().unwrap()).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+                assert!(close, "{q_scale:?} {k_scale:?}: {:?} vs {:?}", got[0], want[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn views_past_their_input_are_refused() {
+        let view = OperandView { shape: vec![2, 4, 4], base: 8, strides: vec![16, 4, 1] };
+        let op = FusedAttention { views: [Some(view), None, None], q_scale: None, k_scale: None, scale: None, heads_interleaved: false };
+        let f = |shape: Vec<usize>| Fact::new(DType::F32, shape);
+        let (q, k, v) = (f(vec![32]), f(vec![2, 4, 4]), f(vec![2, 4, 4]));
+        let err = op.infer(&[Some(&q), Some(&k), Some(&v)]).unwrap_err();
+        assert!(err.contains("reaches past"), "{err}");
+    }
 }
