@@ -437,54 +437,45 @@ impl Op for QConv {
         let kdim = self.weights.k;
         let pixels = oh * ow;
         let m_out = self.weights.n;
-        let mut parts = Vec::with_capacity(n);
-        for img in 0..n {
-            let mut col = vec![zp as u8; pixels * kdim];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = &mut col[(oy * ow + ox) * kdim..][..kdim];
-                    let x0 = (ox * self.stride[1]) as isize - self.pad[1] as isize;
-                    let contiguous = self.dilation[1] == 1 && x0 >= 0 && x0 as usize + self.kernel[1] <= w;
-                    for ci in 0..c {
-                        for ky in 0..self.kernel[0] {
-                            let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
-                            if iy < 0 || iy as usize >= h {
-                                continue;
-                            }
-                            let src = &a[((img * c + ci) * h + iy as usize) * w..][..w];
-                            let at = (ci * self.kernel[0] + ky) * self.kernel[1];
-                            if contiguous {
-                                row[at..at + self.kernel[1]].copy_from_slice(&src[x0 as usize..x0 as usize + self.kernel[1]]);
-                                continue;
-                            }
-                            for kx in 0..self.kernel[1] {
-                                let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize - self.pad[1] as isize;
-                                if ix >= 0 && (ix as usize) < w {
-                                    row[(ci * self.kernel[0] + ky) * self.kernel[1] + kx] = src[ix as usize];
-                                }
-                            }
+        // im2col of every image, one row per output pixel, over the pool; then one product of
+        // all the images' rows.
+        let rows = n * pixels;
+        let im2col_row = |r: usize, row: &mut [u8]| {
+            let (img, oy, ox) = (r / pixels, r % pixels / ow, r % ow);
+            let x0 = (ox * self.stride[1]) as isize - self.pad[1] as isize;
+            let contiguous = self.dilation[1] == 1 && x0 >= 0 && x0 as usize + self.kernel[1] <= w;
+            for ci in 0..c {
+                for ky in 0..self.kernel[0] {
+                    let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    let src = &a[((img * c + ci) * h + iy as usize) * w..][..w];
+                    let at = (ci * self.kernel[0] + ky) * self.kernel[1];
+                    if contiguous {
+                        row[at..at + self.kernel[1]].copy_from_slice(&src[x0 as usize..x0 as usize + self.kernel[1]]);
+                        continue;
+                    }
+                    for kx in 0..self.kernel[1] {
+                        let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize - self.pad[1] as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            row[at + kx] = src[ix as usize];
                         }
                     }
                 }
             }
-            let t = gemm_out(
-                pixels,
-                Rows::U8(&col),
-                kdim,
-                &self.weights,
-                &self.epilogue,
-                vec![pixels, m_out],
-                self.output,
-                ctx.threads,
-                &[],
-                &[],
-            );
-            let view = octet_graph::ops::view::View { base: 0, shape: vec![m_out, pixels], strides: vec![1, m_out as isize] };
-            parts.push(view.copy(&t).into_data());
+        };
+        let mut col = vec![zp as u8; rows * kdim];
+        if kdim > 0 && ctx.threads > 1 {
+            col.par_chunks_mut(kdim).enumerate().with_min_len(16).for_each(|(r, row)| im2col_row(r, row));
+        } else if kdim > 0 {
+            col.chunks_mut(kdim).enumerate().for_each(|(r, row)| im2col_row(r, row));
         }
-        let refs: Vec<&Data> = parts.iter().collect();
-        let data = Data::concat(&refs).ok_or("empty batch")?;
-        Ok(vec![Tensor::from_parts(vec![n, m_out, oh, ow], data)])
+        let t = gemm_out(rows, Rows::U8(&col), kdim, &self.weights, &self.epilogue, vec![rows, m_out], self.output, ctx.threads, &[], &[]);
+        // [N, pixels, M] → [N, M, pixels].
+        let (per, m_out_i) = ((pixels * m_out) as isize, m_out as isize);
+        let view = octet_graph::ops::view::View { base: 0, shape: vec![n, m_out, pixels], strides: vec![per, 1, m_out_i] };
+        Ok(vec![Tensor::from_parts(vec![n, m_out, oh, ow], view.copy_on(&t, ctx.threads).into_data())])
     }
     fn foldable(&self) -> bool {
         false
