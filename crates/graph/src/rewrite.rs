@@ -441,19 +441,28 @@ impl FuseAttention {
         Some((cur, OperandView { shape, base, strides }, passed))
     }
 
-    /// `v`'s scalar step: (its input, the step) when `v` is a single-use Mul or Div by a scalar
-    /// constant (Mul on either side, Div by it).
+    /// `v`'s scalar step ([`scalar_step`]) when `v` is read once and is not an output: (the
+    /// step's input, the step, its node's name).
     fn scale_of(m: &Matcher, v: ValueId) -> Option<(ValueId, ScalarStep, String)> {
         let n = m.node(v).filter(|_| m.ix.uses(v) == 1 && !m.ix.is_output(v))?;
-        let (a, b) = m.inputs(n)?;
-        let c = |x: ValueId| m.scalar(x).map(|c| c as f32);
-        let (x, step) = match (n.op.name(), c(a), c(b)) {
-            ("Mul", None, Some(c)) => (a, ScalarStep::Mul(c)),
-            ("Mul", Some(c), None) => (b, ScalarStep::Mul(c)),
-            ("Div", None, Some(c)) => (a, ScalarStep::Div(c)),
-            _ => return None,
-        };
+        let (x, step) = scalar_step(m.g, n)?;
         Some((x, step, n.name.clone()))
+    }
+}
+
+/// `node`'s step when it is a Mul of one input by a scalar constant (either side) or a Div of
+/// one by a scalar constant: (that input, the step).
+pub fn scalar_step(g: &TypedGraph, node: &Node) -> Option<(ValueId, ScalarStep)> {
+    let m = |v: ValueId| g.fact(v).const_scalar().map(|c| c as f32);
+    let (a, b) = match node.inputs.as_slice() {
+        [Some(a), Some(b)] => (*a, *b),
+        _ => return None,
+    };
+    match (node.op.name(), m(a), m(b)) {
+        ("Mul", None, Some(c)) => Some((a, ScalarStep::Mul(c))),
+        ("Mul", Some(c), None) => Some((b, ScalarStep::Mul(c))),
+        ("Div", None, Some(c)) => Some((a, ScalarStep::Div(c))),
+        _ => None,
     }
 }
 

@@ -174,11 +174,12 @@ fn captured_weights_are_bound_and_packed_in_subgraph_plans() {
     assert!(ops.contains(&"PackedMatMul"), "{ops:?}");
 }
 
-/// Float attention (`MatMul → [scale] → Softmax → MatMul`, with the Transposes of K and of the
-/// heads around it) runs fused per head in the plans nobody observes, and gives the bits of the
-/// nodes it replaces, which observed plans keep.
+/// Float attention (`MatMul → [scale] → Softmax → MatMul`, with the data movement that made its
+/// operands and the Transpose of the heads after it) runs fused per head in the plans nobody
+/// observes, within float rounding of the nodes it replaces, which observed plans keep (reading
+/// an operand through strides may round the scores' sums differently).
 #[test]
-fn float_attention_runs_fused_with_the_bits_of_its_nodes() {
+fn float_attention_runs_fused_within_rounding_of_its_nodes() {
     struct Observe;
     impl octet_runtime::Hooks for Observe {}
     for name in FIXTURES {

@@ -66,6 +66,21 @@ pub enum ScalarStep {
 }
 
 impl ScalarStep {
+    /// The constant the step divides or multiplies by.
+    pub fn constant(self) -> f32 {
+        match self {
+            ScalarStep::Mul(c) | ScalarStep::Div(c) => c,
+        }
+    }
+
+    /// The factor the step multiplies by (`1/c` for a Div, rounded once).
+    pub fn factor(self) -> f32 {
+        match self {
+            ScalarStep::Mul(c) => c,
+            ScalarStep::Div(c) => 1.0 / c,
+        }
+    }
+
     #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {

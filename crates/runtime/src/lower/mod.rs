@@ -27,20 +27,12 @@ use kernels::{
     QMove, QSoftmax, QTable, QViews,
 };
 
-/// The positive constant scalar a Mul or Div node scales its other input by.
+/// The positive constant scalar a Mul or Div node scales its other input by
+/// ([`octet_graph::rewrite::scalar_step`] by a positive finite constant, as a factor).
 pub fn scalar_scale(typed: &TypedGraph, node: &octet_graph::Node) -> Option<(ValueId, f32)> {
-    let op = node.op.name();
-    if op != "Mul" && op != "Div" {
-        return None;
-    }
-    let (a, b) = (node.inputs.first().copied().flatten()?, node.inputs.get(1).copied().flatten()?);
-    let c = |v: ValueId| typed.fact(v).const_scalar().filter(|c| *c > 0.0 && c.is_finite());
-    match (c(a), c(b)) {
-        (None, Some(k)) if op == "Mul" => Some((a, k as f32)),
-        (None, Some(k)) => Some((a, 1.0 / k as f32)),
-        (Some(k), None) if op == "Mul" => Some((b, k as f32)),
-        _ => None,
-    }
+    let (x, step) = octet_graph::rewrite::scalar_step(typed, node)?;
+    let c = step.constant();
+    (c > 0.0 && c.is_finite()).then(|| (x, step.factor()))
 }
 
 /// Integer parameters of a DequantizeLinear input: codes, scales, zero points, axis.
