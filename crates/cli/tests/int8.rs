@@ -155,12 +155,14 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
                         node.name,
                         node.op.kernel().unwrap()
                     );
-                    let e = seen
-                        .entry(
-                            node.op.name().to_string()
-                                + if kernel.contains("heads written interleaved") { " (heads interleaved)" } else { "" },
-                        )
-                        .or_default();
+                    let forms: Vec<&str> = [("heads written interleaved", "heads interleaved"), ("read in place", "read in place")]
+                        .into_iter()
+                        .filter(|(says, _)| kernel.contains(says))
+                        .map(|(_, form)| form)
+                        .collect();
+                    let kind =
+                        if forms.is_empty() { node.op.name().to_string() } else { format!("{} ({})", node.op.name(), forms.join(", ")) };
+                    let e = seen.entry(kind).or_default();
                     e.0 += 1;
                     e.1 = e.1.max(d);
                 }
@@ -175,7 +177,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
     for k in [
         "QLinear",
         "QConv",
-        "QAttention (heads interleaved)",
+        "QAttention (heads interleaved, read in place)",
         "QLayerNorm",
         "QBinary",
         "QTable",

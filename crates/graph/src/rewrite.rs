@@ -383,64 +383,11 @@ impl Pass for FuseMatMulActivation {
 /// [`FusedAttention`], in f32, with every value between read once; a scalar Mul or Div of Q and
 /// of Kᵀ before the product is applied per head; Q, Kᵀ and V are read in place through the data
 /// movement that made them (`Kᵀ = Transpose(K)`, the Transpose and Split of a QKV projection:
-/// [`FuseAttention::view_back`]); and a Transpose of heads and rows after it (`[.., H, S, Dv] →
+/// [`view_back`]); and a Transpose of heads and rows after it (`[.., H, S, Dv] →
 /// [.., S, H, Dv]`, before the heads are merged) is written by the op itself.
 pub struct FuseAttention;
 
 impl FuseAttention {
-    /// `v` read in place from the value its data movement started from: back through single-use
-    /// Transposes, Split outputs, and Squeeze, Unsqueeze and Reshape that only add or drop axes
-    /// of size 1. `None` when `v` is not made so. Also returns the names of the nodes passed.
-    fn view_back(m: &Matcher, v: ValueId) -> Option<(ValueId, OperandView, Vec<String>)> {
-        let shape = m.g.fact(v).shape.clone();
-        // Operand axis a is axis `map[a]` of the current value (None: an axis of size 1), and
-        // the operand's element 0 sits at index `start` of the current value.
-        let mut map: Vec<Option<usize>> = (0..shape.len()).map(Some).collect();
-        let (mut cur, mut start, mut passed) = (v, vec![0usize; shape.len()], Vec::new());
-        while let Some(n) = m.node(cur).filter(|_| m.ix.uses(cur) == 1 && !m.ix.is_output(cur)) {
-            let Some(u) = n.inputs.first().copied().flatten() else { break };
-            let (us, vs) = (&m.g.fact(u).shape, &m.g.fact(cur).shape);
-            let axis_of: Vec<Option<usize>> = match n.op.name() {
-                "Transpose" => match n.op.downcast::<Transpose>().and_then(|t| t.perm_for(vs.len()).ok()) {
-                    Some(perm) => perm.into_iter().map(Some).collect(),
-                    None => break,
-                },
-                "Split" if us.len() == vs.len() => {
-                    let Some(j) = n.outputs.iter().position(|&o| o == cur) else { break };
-                    if let Some(axis) = (0..us.len()).find(|&a| us[a] != vs[a]) {
-                        start[axis] += n.outputs[..j].iter().map(|&o| m.g.fact(o).shape.get(axis).copied().unwrap_or(0)).sum::<usize>();
-                    }
-                    (0..vs.len()).map(Some).collect()
-                }
-                "Squeeze" | "Unsqueeze" | "Reshape" => {
-                    let (un, vn): (Vec<usize>, Vec<usize>) =
-                        ((0..us.len()).filter(|&a| us[a] != 1).collect(), (0..vs.len()).filter(|&a| vs[a] != 1).collect());
-                    if un.len() != vn.len() || un.iter().zip(&vn).any(|(&a, &b)| us[a] != vs[b]) {
-                        break;
-                    }
-                    (0..vs.len()).map(|b| vn.iter().position(|&x| x == b).map(|k| un[k])).collect()
-                }
-                _ => break,
-            };
-            let mut start_u = vec![0usize; us.len()];
-            for (b, a) in axis_of.iter().enumerate() {
-                if let Some(a) = *a {
-                    start_u[a] = start[b];
-                }
-            }
-            map = map.iter().map(|a| a.and_then(|a| axis_of[a])).collect();
-            (cur, start) = (u, start_u);
-            passed.push(n.name.clone());
-        }
-        if passed.is_empty() {
-            return None;
-        }
-        let st = crate::tensor::strides(&m.g.fact(cur).shape);
-        let base = start.iter().zip(&st).map(|(i, s)| i * s).sum();
-        let strides = map.iter().map(|a| a.map_or(0, |a| st[a])).collect();
-        Some((cur, OperandView { shape, base, strides }, passed))
-    }
-
     /// `v`'s scalar step ([`scalar_step`]) when `v` is read once and is not an output: (the
     /// step's input, the step, its node's name).
     fn scale_of(m: &Matcher, v: ValueId) -> Option<(ValueId, ScalarStep, String)> {
@@ -448,6 +395,84 @@ impl FuseAttention {
         let (x, step) = scalar_step(m.g, n)?;
         Some((x, step, n.name.clone()))
     }
+}
+
+/// What a node does to the values [`view_back`] walks back through.
+pub enum Passage<'n> {
+    /// Data movement: this op (a Transpose, Split, Squeeze, Unsqueeze or Reshape).
+    Move(&'n dyn Op),
+    /// A map of each element that keeps the shape, which the reader of the view applies itself.
+    Elementwise,
+}
+
+/// `v` read in place from the value its data movement started from: back through single-use
+/// Transposes, Split outputs, and Squeeze, Unsqueeze and Reshape that only add or drop axes of
+/// size 1, and elementwise maps, as `passage` classes each node (the node's own op in float
+/// plans; the op an int8 plan's 8-bit move wraps, and its tables; `None` stops the walk). `None`
+/// when `v` is not made so. Also returns the nodes passed, from `v`'s producer on.
+pub fn view_back(
+    g: &TypedGraph,
+    ix: &Index,
+    v: ValueId,
+    passage: impl for<'n> Fn(&'n Node) -> Option<Passage<'n>>,
+) -> Option<(ValueId, OperandView, Vec<usize>)> {
+    let shape = g.fact(v).shape.clone();
+    // Operand axis a is axis `map[a]` of the current value (None: an axis of size 1), and
+    // the operand's element 0 sits at index `start` of the current value.
+    let mut map: Vec<Option<usize>> = (0..shape.len()).map(Some).collect();
+    let (mut cur, mut start, mut passed) = (v, vec![0usize; shape.len()], Vec::new());
+    while let Some(at) = ix.producer(cur).filter(|_| ix.uses(cur) == 1 && !ix.is_output(cur)) {
+        let n = &g.nodes[at];
+        let (Some(u), Some(passage)) = (n.inputs.first().copied().flatten(), passage(n)) else { break };
+        let (us, vs) = (&g.fact(u).shape, &g.fact(cur).shape);
+        let op = match passage {
+            Passage::Move(op) => op,
+            Passage::Elementwise if us == vs => {
+                passed.push(at);
+                cur = u;
+                continue;
+            }
+            Passage::Elementwise => break,
+        };
+        let axis_of: Vec<Option<usize>> = match op.name() {
+            "Transpose" => match op.downcast::<Transpose>().and_then(|t| t.perm_for(vs.len()).ok()) {
+                Some(perm) => perm.into_iter().map(Some).collect(),
+                None => break,
+            },
+            "Split" if us.len() == vs.len() => {
+                let Some(j) = n.outputs.iter().position(|&o| o == cur) else { break };
+                if let Some(axis) = (0..us.len()).find(|&a| us[a] != vs[a]) {
+                    start[axis] += n.outputs[..j].iter().map(|&o| g.fact(o).shape.get(axis).copied().unwrap_or(0)).sum::<usize>();
+                }
+                (0..vs.len()).map(Some).collect()
+            }
+            "Squeeze" | "Unsqueeze" | "Reshape" => {
+                let (un, vn): (Vec<usize>, Vec<usize>) =
+                    ((0..us.len()).filter(|&a| us[a] != 1).collect(), (0..vs.len()).filter(|&a| vs[a] != 1).collect());
+                if un.len() != vn.len() || un.iter().zip(&vn).any(|(&a, &b)| us[a] != vs[b]) {
+                    break;
+                }
+                (0..vs.len()).map(|b| vn.iter().position(|&x| x == b).map(|k| un[k])).collect()
+            }
+            _ => break,
+        };
+        let mut start_u = vec![0usize; us.len()];
+        for (b, a) in axis_of.iter().enumerate() {
+            if let Some(a) = *a {
+                start_u[a] = start[b];
+            }
+        }
+        map = map.iter().map(|a| a.and_then(|a| axis_of[a])).collect();
+        (cur, start) = (u, start_u);
+        passed.push(at);
+    }
+    if passed.is_empty() {
+        return None;
+    }
+    let st = crate::tensor::strides(&g.fact(cur).shape);
+    let base = start.iter().zip(&st).map(|(i, s)| i * s).sum();
+    let strides = map.iter().map(|a| a.map_or(0, |a| st[a])).collect();
+    Some((cur, OperandView { shape, base, strides }, passed))
 }
 
 /// `node`'s step when it is a Mul of one input by a scalar constant (either side) or a Div of
@@ -510,9 +535,9 @@ impl Pass for FuseAttention {
         let mut views = [None, None, None];
         let mut inputs = [q, k, v];
         for (which, input) in inputs.iter_mut().enumerate() {
-            if let Some((source, view, passed)) = Self::view_back(&m, *input) {
+            if let Some((source, view, passed)) = view_back(g, ix, *input, |n| Some(Passage::Move(n.op.as_ref()))) {
                 (*input, views[which]) = (source, Some(view));
-                fused.extend(passed);
+                fused.extend(passed.iter().map(|&p| g.nodes[p].name.clone()));
             }
         }
         let mut op = FusedAttention { views, q_scale, k_scale, scale, heads_interleaved: false };

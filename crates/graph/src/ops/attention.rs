@@ -56,6 +56,27 @@ impl OperandView {
         }
         self.base + self.shape.iter().zip(&self.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
     }
+
+    /// Whether the view is a matrix view (rank ≥ 2, a stride per axis) that stays inside an
+    /// input of `len` elements: the contract of [`OperandView::matrix`]'s offsets.
+    pub fn check(&self, len: usize) -> OpResult<()> {
+        if self.shape.len() < 2 || self.strides.len() != self.shape.len() || self.extent() > len {
+            return Err(format!("operand view {self:?} is not a matrix view inside its input of {len} elements"));
+        }
+        Ok(())
+    }
+
+    /// Matrix `i` of the operand (its last two axes; `i` counts over the leading axes in
+    /// row-major order): the offset of its first element, its row stride and its column stride.
+    pub fn matrix(&self, i: usize) -> (usize, usize, usize) {
+        let r = self.shape.len();
+        let (mut rest, mut offset) = (i, self.base);
+        for a in (0..r.saturating_sub(2)).rev() {
+            offset += rest % self.shape[a] * self.strides[a];
+            rest /= self.shape[a];
+        }
+        (offset, self.strides[r - 2], self.strides[r - 1])
+    }
 }
 
 /// A Mul or Div of every element by a scalar, as the float node it replaces computes it.
@@ -169,12 +190,7 @@ impl FusedAttention {
 
     /// Checks that every view stays inside its input (of `len` elements).
     fn check_views(&self, lens: [usize; 3]) -> OpResult<()> {
-        for (view, len) in self.views.iter().zip(lens) {
-            if let Some(v) = view.as_ref().filter(|v| v.extent() > len || v.strides.len() != v.shape.len()) {
-                return Err(format!("operand view {v:?} reaches past its input of {len} elements"));
-            }
-        }
-        Ok(())
+        self.views.iter().zip(lens).try_for_each(|(view, len)| view.as_ref().map_or(Ok(()), |v| v.check(len)))
     }
 
     /// Matrix `i` (in batch order) of operand `which`, of shape `shape`, from its input `data`.
@@ -183,12 +199,8 @@ impl FusedAttention {
         match &self.views[which] {
             None => Matrix { data: &data[i * shape[r - 2] * shape[r - 1]..], layout: MatLayout::row_major(shape[r - 1]) },
             Some(v) => {
-                let (mut rest, mut offset) = (i, v.base);
-                for a in (0..r - 2).rev() {
-                    offset += rest % v.shape[a] * v.strides[a];
-                    rest /= v.shape[a];
-                }
-                Matrix { data: &data[offset..], layout: MatLayout { row: v.strides[r - 2] as isize, col: v.strides[r - 1] as isize } }
+                let (offset, row, col) = v.matrix(i);
+                Matrix { data: &data[offset..], layout: MatLayout { row: row as isize, col: col as isize } }
             }
         }
     }
@@ -670,6 +682,6 @@ mod tests {
         let f = |shape: Vec<usize>| Fact::new(DType::F32, shape);
         let (q, k, v) = (f(vec![32]), f(vec![2, 4, 4]), f(vec![2, 4, 4]));
         let err = op.infer(&[Some(&q), Some(&k), Some(&v)]).unwrap_err();
-        assert!(err.contains("reaches past"), "{err}");
+        assert!(err.contains("not a matrix view inside"), "{err}");
     }
 }

@@ -239,77 +239,105 @@ fn lane_sum(xs: &[f32]) -> f32 {
 pub fn lookup(x: &[u8], table: &[u8; 256], out: &mut [u8]) {
     let n = x.len().min(out.len());
     // SAFETY: both ranges hold n bytes.
-    unsafe { lookup_raw(x.as_ptr(), table, out.as_mut_ptr(), n) }
+    unsafe { lookup_raw(Rows { x: x.as_ptr(), ld: n, out: out.as_mut_ptr(), rows: 1, n }, table) }
 }
 
 /// `buf[i] = table[buf[i]]`.
 pub fn lookup_in_place(buf: &mut [u8], table: &[u8; 256]) {
-    let p = buf.as_mut_ptr();
+    let (p, n) = (buf.as_mut_ptr(), buf.len());
     // SAFETY: reading and writing the same n bytes, each read before it is written.
-    unsafe { lookup_raw(p, table, p, buf.len()) }
+    unsafe { lookup_raw(Rows { x: p, ld: n, out: p, rows: 1, n }, table) }
 }
 
-/// Table lookup of `n` bytes from `x` to `out` (which may be the same buffer): 64 bytes at a
-/// time with AVX-512 VBMI byte permutes where the CPU has them (and `OCTET_ISA` allows AVX-512),
-/// else 32 at a time with AVX2 byte shuffles.
+/// `out[r·cols + c] = table[x[r·ld + c]]` for `rows` rows of `cols` bytes of `x` (row stride
+/// `ld`): a strided block gathered through a table in one call.
+pub fn lookup_rows(x: &[u8], ld: usize, rows: usize, cols: usize, table: &[u8; 256], out: &mut [u8]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(x.len() >= (rows - 1) * ld + cols && out.len() >= rows * cols, "lookup_rows: buffers too short");
+    // SAFETY: the assert bounds every row read and written.
+    unsafe { lookup_raw(Rows { x: x.as_ptr(), ld, out: out.as_mut_ptr(), rows, n: cols }, table) }
+}
+
+/// `rows` rows of `n` bytes at `x` (row stride `ld`) looked up into `out` (row stride `n`).
+#[derive(Clone, Copy)]
+struct Rows {
+    x: *const u8,
+    ld: usize,
+    out: *mut u8,
+    rows: usize,
+    n: usize,
+}
+
+/// Table lookup of [`Rows`] (`out` may be `x` when `ld == n`): 64 bytes at a time with AVX-512
+/// VBMI byte permutes where the CPU has them (and `OCTET_ISA` allows AVX-512), else 32 at a time
+/// with AVX2 byte shuffles; the table is loaded into registers once for all rows.
 ///
 /// # Safety
-/// `x` and `out` address `n` bytes each.
-unsafe fn lookup_raw(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) {
+/// `x` and `out` address the rows' bytes.
+unsafe fn lookup_raw(b: Rows, table: &[u8; 256]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
         use crate::isa::{vector_level, VectorLevel};
         if vector_level() == VectorLevel::Avx512 && std::is_x86_feature_detected!("avx512vbmi") {
-            done = lookup_vbmi(x, table, out, n);
+            done = lookup_vbmi(b, table);
         } else if vector_level() != VectorLevel::Baseline {
-            done = lookup_avx2(x, table, out, n);
+            done = lookup_avx2(b, table);
         }
     }
-    for i in done..n {
-        *out.add(i) = table[*x.add(i) as usize];
+    for r in 0..b.rows {
+        let (x, out) = (b.x.add(r * b.ld), b.out.add(r * b.n));
+        for i in done..b.n {
+            *out.add(i) = table[*x.add(i) as usize];
+        }
     }
 }
 
-/// The 32-byte blocks of [`lookup_raw`] on AVX2; returns how many bytes it did. `vpshufb` looks up
-/// 16 entries, so each of the table's 16 rows of 16 is looked up by the low nibbles and kept
-/// where the high nibble names that row.
+/// The 32-byte blocks of each row of [`lookup_raw`] on AVX2; returns how many bytes of a row it
+/// did. `vpshufb` looks up 16 entries, so each of the table's 16 rows of 16 is looked up by the
+/// low nibbles and kept where the high nibble names that row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lookup_avx2(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) -> usize {
+unsafe fn lookup_avx2(b: Rows, table: &[u8; 256]) -> usize {
     use std::arch::x86_64::*;
     let rows: [__m256i; 16] =
         std::array::from_fn(|r| _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().add(16 * r) as *const __m128i)));
     let nibble = _mm256_set1_epi8(0x0f);
-    let mut i = 0;
-    while i + 32 <= n {
-        let idx = _mm256_loadu_si256(x.add(i) as *const __m256i);
-        let (lo, hi) = (_mm256_and_si256(idx, nibble), _mm256_and_si256(_mm256_srli_epi16(idx, 4), nibble));
-        let mut r = _mm256_setzero_si256();
-        for (row, &t) in rows.iter().enumerate() {
-            let here = _mm256_cmpeq_epi8(hi, _mm256_set1_epi8(row as i8));
-            r = _mm256_or_si256(r, _mm256_and_si256(here, _mm256_shuffle_epi8(t, lo)));
+    let whole = b.n / 32 * 32;
+    for r in 0..b.rows {
+        let (x, out) = (b.x.add(r * b.ld), b.out.add(r * b.n));
+        for i in (0..whole).step_by(32) {
+            let idx = _mm256_loadu_si256(x.add(i) as *const __m256i);
+            let (lo, hi) = (_mm256_and_si256(idx, nibble), _mm256_and_si256(_mm256_srli_epi16(idx, 4), nibble));
+            let mut v = _mm256_setzero_si256();
+            for (row, &t) in rows.iter().enumerate() {
+                let here = _mm256_cmpeq_epi8(hi, _mm256_set1_epi8(row as i8));
+                v = _mm256_or_si256(v, _mm256_and_si256(here, _mm256_shuffle_epi8(t, lo)));
+            }
+            _mm256_storeu_si256(out.add(i) as *mut __m256i, v);
         }
-        _mm256_storeu_si256(out.add(i) as *mut __m256i, r);
-        i += 32;
     }
-    i
+    whole
 }
 
-/// The 64-byte blocks of [`lookup_raw`]; returns how many bytes it did.
+/// The 64-byte blocks of each row of [`lookup_raw`]; returns how many bytes of a row it did.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-unsafe fn lookup_vbmi(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) -> usize {
+unsafe fn lookup_vbmi(b: Rows, table: &[u8; 256]) -> usize {
     use std::arch::x86_64::*;
     let t: [__m512i; 4] = std::array::from_fn(|q| _mm512_loadu_si512(table.as_ptr().add(q * 64) as *const __m512i));
-    let mut i = 0;
-    while i + 64 <= n {
-        let idx = _mm512_loadu_si512(x.add(i) as *const __m512i);
-        // Bits 0–6 pick one of 128 bytes in each half; bit 7 picks the half.
-        let lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
-        let hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
-        _mm512_storeu_si512(out.add(i) as *mut __m512i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi));
-        i += 64;
+    let whole = b.n / 64 * 64;
+    for r in 0..b.rows {
+        let (x, out) = (b.x.add(r * b.ld), b.out.add(r * b.n));
+        for i in (0..whole).step_by(64) {
+            let idx = _mm512_loadu_si512(x.add(i) as *const __m512i);
+            // Bits 0–6 pick one of 128 bytes in each half; bit 7 picks the half.
+            let lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+            let hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+            _mm512_storeu_si512(out.add(i) as *mut __m512i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi));
+        }
     }
-    i
+    whole
 }

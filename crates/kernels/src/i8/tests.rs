@@ -388,6 +388,13 @@ fn table_lookup_equals_indexing() {
         super::elementwise::lookup_in_place(&mut buf, &table);
         assert_eq!(buf, want, "in place, n={n}");
     }
+    for (rows, cols, ld) in [(1, 64, 64), (5, 64, 1152), (3, 65, 70), (4, 31, 33), (2, 130, 200)] {
+        let x = values((rows - 1) * ld + cols, ld as u64);
+        let mut out = vec![0u8; rows * cols];
+        super::elementwise::lookup_rows(&x, ld, rows, cols, &table, &mut out);
+        let want: Vec<u8> = (0..rows * cols).map(|i| table[x[i / cols * ld + i % cols] as usize]).collect();
+        assert_eq!(out, want, "{rows} rows of {cols} at stride {ld}");
+    }
 }
 
 #[test]

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use octet_graph::op::{optional, required, EvalCtx, Fact, Op};
+use octet_graph::ops::attention::OperandView;
 use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
 use octet_graph::ops::parallel::fill_interleaved_chunks;
+use octet_graph::tensor::numel;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith};
 use octet_kernels::i8::{gemm_kernel_name, gemm_u16s8_epilogue, gemm_u8s8_epilogue, Epilogue, OutType, PackedB};
@@ -490,7 +492,7 @@ impl Op for QConv {
 
 /// An elementwise function of one 8-bit input as a 256-entry table, built by running the float
 /// op on every dequantized code and quantizing the results: equal to the QDQ reference bit for bit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct QTable {
     pub input: Affine,
     pub output: Affine,
@@ -499,6 +501,15 @@ pub struct QTable {
 }
 
 impl QTable {
+    /// The one table that applies `tables` in turn, the last first (`tables[0]` reads what the
+    /// others made: the order a walk back from a value meets them); `None` for no tables.
+    pub fn compose(tables: &[&QTable]) -> Option<QTable> {
+        let (first, last) = (tables.last()?, tables.first()?);
+        let table: [u8; 256] = std::array::from_fn(|x| tables.iter().rev().fold(x as u8, |c, t| t.table[c as usize]));
+        let what = tables.iter().rev().map(|t| t.what.as_str()).collect::<Vec<_>>().join(" then ");
+        Some(QTable { input: first.input, output: last.output, table: Arc::new(table), what })
+    }
+
     /// The table for `f` (an op applied to a 1-D f32 tensor of the 256 dequantized codes, in
     /// the order of their stored bytes).
     pub fn build(input: Affine, output: Affine, what: String, f: impl Fn(Tensor) -> Result<Tensor, String>) -> Result<QTable, String> {
@@ -823,13 +834,17 @@ impl Op for QMove {
 /// scaled, the softmax runs in f32, and the probabilities go into `P·V` as 16-bit codes
 /// `round(p·65535)` on [`octet_kernels::i8::gemm_i16s8_epilogue`] (stored centred on zero), whose sums cannot
 /// overflow because a row's probabilities add up to one.
+///
+/// Q, K (or Kᵀ) and V may be read in place from the tensor their data movement started from
+/// (the QKV projection's output) and through a table of their codes ([`OperandRead`]): each head
+/// then reads its rows where they are, or gathers them once, as it packs them.
 #[derive(Clone, Debug)]
 pub struct QAttention {
     pub scores: QMatMul,
     /// `None`: float softmax and 16-bit probabilities (then `scores.output` is f32).
     pub softmax: Option<QSoftmax>,
     pub context: QMatMul,
-    /// Input 1 is K `[.., N, D]` (packed as its transpose) rather than Kᵀ `[.., D, N]`.
+    /// Operand 1 is K `[.., N, D]` (packed as its transpose) rather than Kᵀ `[.., D, N]`.
     pub keys_as_rows: bool,
     /// A constant factor on the logits (the attention scale applied after `Q·Kᵀ`).
     pub logit_scale: f32,
@@ -837,6 +852,106 @@ pub struct QAttention {
     /// and rows that followed the attention (before the heads are merged for the output
     /// projection), fused. Each head's rows are written at a stride of `H·D`.
     pub heads_interleaved: bool,
+    /// How Q, K (or Kᵀ) and V are read from inputs 0, 1 and 2.
+    pub reads: [OperandRead; 3],
+}
+
+/// How [`QAttention`] reads one operand from its input: in place through a view (the data
+/// movement that made the operand, fused), and through a table of its codes (an elementwise op
+/// on the operand, fused: the scalar steps exporters put on Q and K), each optional.
+#[derive(Clone, Debug, Default)]
+pub struct OperandRead {
+    /// Where the operand's elements sit in the input; `None`: the input is the operand.
+    pub view: Option<OperandView>,
+    /// The table from the input's codes to the operand's.
+    pub table: Option<QTable>,
+}
+
+impl OperandRead {
+    /// The operand's shape given its input's.
+    fn shape<'a>(&'a self, input: &'a [usize]) -> &'a [usize] {
+        self.view.as_ref().map_or(input, |v| &v.shape)
+    }
+
+    /// Whether the input holds s8 codes, for an operand of parameters `p`.
+    fn input_signed(&self, p: Affine) -> bool {
+        self.table.as_ref().map_or(p.signed, |t| t.input.signed)
+    }
+
+    /// Checks the input's type and, for a view, that it stays inside the input.
+    fn check(&self, input: &Fact, p: Affine, what: &str) -> Result<(), String> {
+        let want = if self.input_signed(p) { DType::I8 } else { DType::U8 };
+        if input.dtype != want {
+            return Err(format!("{what} is {} but its parameters say {want}", input.dtype));
+        }
+        self.view.as_ref().map_or(Ok(()), |v| v.check(octet_graph::tensor::numel(&input.shape)))
+    }
+
+    /// The map from the input's stored bytes to the bytes a kernel reads, whose codes differ
+    /// from the operand's by `flip` (0x80 for u8 codes read as s8 and the reverse, eq. 9):
+    /// `None` when it is the identity.
+    fn byte_map(&self, flip: u8) -> Option<ByteMap> {
+        match &self.table {
+            Some(t) => Some(ByteMap::Table(Box::new(std::array::from_fn(|x| t.table[x] ^ flip)))),
+            None => (flip != 0).then_some(ByteMap::Xor(flip)),
+        }
+    }
+
+    /// Matrix `i` (`rows × cols`) of the operand: the offset of its first element in the input,
+    /// its row stride and its column stride.
+    fn matrix(&self, i: usize, rows: usize, cols: usize) -> (usize, usize, usize) {
+        self.view.as_ref().map_or((i * rows * cols, cols, 1), |v| v.matrix(i))
+    }
+}
+
+/// How the bytes of an operand's input become the bytes a kernel reads.
+enum ByteMap {
+    /// Each byte XORed with this (u8 codes as s8 and the reverse).
+    Xor(u8),
+    /// Each byte looked up.
+    Table(Box<[u8; 256]>),
+}
+
+/// Matrix `(offset, row stride, column stride)` of `rows × cols` bytes of `src` as a kernel
+/// reads it: in place with its row stride when its rows are contiguous and `map` is `None`,
+/// else gathered through `map` into `scratch` (row stride `cols`).
+fn operand_rows<'a>(
+    src: &'a [u8],
+    (offset, row, col): (usize, usize, usize),
+    rows: usize,
+    cols: usize,
+    map: Option<&ByteMap>,
+    scratch: &'a mut [u8],
+) -> (&'a [u8], usize) {
+    let scratch = &mut scratch[..rows * cols];
+    match map {
+        None if col == 1 => return (&src[offset..], row),
+        Some(ByteMap::Table(t)) if col == 1 => ew::lookup_rows(&src[offset..], row, rows, cols, t, scratch),
+        Some(ByteMap::Xor(x)) if col == 1 => {
+            for (r, dst) in scratch.chunks_exact_mut(cols.max(1)).enumerate() {
+                dst.iter_mut().zip(&src[offset + r * row..][..cols]).for_each(|(d, &s)| *d = s ^ x);
+            }
+        }
+        _ => {
+            let at = |r: usize, c: usize| src[offset + r * row + c * col];
+            for (r, dst) in scratch.chunks_exact_mut(cols.max(1)).enumerate() {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = match map {
+                        Some(ByteMap::Table(t)) => t[at(r, c) as usize],
+                        Some(ByteMap::Xor(x)) => at(r, c) ^ x,
+                        None => at(r, c),
+                    };
+                }
+            }
+        }
+    }
+    (scratch, cols)
+}
+
+/// Reinterprets bytes as s8 codes.
+fn as_s8(b: &[u8]) -> &[i8] {
+    // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
 }
 
 /// The parameters of 16-bit probability codes in [`QAttention`] (as the left operand of `P·V`).
@@ -852,7 +967,7 @@ impl QAttention {
         shape
     }
 
-    /// The shape of Kᵀ given input 1's shape.
+    /// The shape of Kᵀ given operand 1's shape.
     fn kt_shape(&self, s: &[usize]) -> Vec<usize> {
         let mut s = s.to_vec();
         let r = s.len();
@@ -861,6 +976,20 @@ impl QAttention {
         }
         s
     }
+
+    /// The parameters of the three operands.
+    fn operand_params(&self) -> [Affine; 3] {
+        [self.scores.a, self.scores.b, self.context.b]
+    }
+
+    /// (the scores' shape, S, D, N), the output's shape and Dv, from the inputs' shapes.
+    #[allow(clippy::type_complexity)]
+    fn dims(&self, inputs: [&[usize]; 3]) -> Result<((Vec<usize>, usize, usize, usize), Vec<usize>, usize), String> {
+        let [q, k, v] = [0, 1, 2].map(|j| self.reads[j].shape(inputs[j]));
+        let scores = self.scores.dims(q, &self.kt_shape(k))?;
+        let (out, _, _, dv) = self.context.dims(&scores.0, v)?;
+        Ok((scores, self.output_shape(out), dv))
+    }
 }
 
 impl Op for QAttention {
@@ -868,59 +997,87 @@ impl Op for QAttention {
         "QAttention"
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
-        let (q, kt, v) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
-        let (scores, ..) = self.scores.dims(&q.shape, &self.kt_shape(&kt.shape))?;
-        Ok(vec![Fact::new(self.context.output.dtype(), self.output_shape(self.context.dims(&scores, &v.shape)?.0))])
+        let facts = [required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?];
+        for ((read, f), (p, what)) in self.reads.iter().zip(facts).zip(self.operand_params().into_iter().zip(["Q", "K", "V"])) {
+            read.check(f, p, what)?;
+        }
+        let (_, out, _) = self.dims(facts.map(|f| f.shape.as_slice()))?;
+        Ok(vec![Fact::new(self.context.output.dtype(), out)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
-        let (qt, kt, vt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?, required(inputs, 2, "V")?);
-        let (scores_shape, m, k, n) = self.scores.dims(qt.shape(), &self.kt_shape(kt.shape()))?;
-        let (shape, _, _, d) = self.context.dims(&scores_shape, vt.shape())?;
-        let batches = qt.len() / (m * k).max(1);
-        let (q, q_zp) = as_u8(qt, self.scores.a)?;
-        let (kb, k_zp) = right_operand(kt, self.scores.b)?;
-        let (vb, v_zp) = right_operand(vt, self.context.b)?;
+        let tensors = [required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?];
+        let params = self.operand_params();
+        for ((read, t), (p, what)) in self.reads.iter().zip(tensors).zip(params.into_iter().zip(["Q", "K", "V"])) {
+            read.check(&Fact::new(t.dtype(), t.shape().to_vec()), p, what)?;
+        }
+        let ((_, m, k, n), shape, d) = self.dims(tensors.map(|t| t.shape()))?;
+        let batches = numel(self.reads[0].shape(tensors[0].shape())) / (m * k).max(1);
+        let src = [bytes(tensors[0])?, bytes(tensors[1])?, bytes(tensors[2])?];
+        for (j, (read, t)) in self.reads.iter().zip(tensors).enumerate() {
+            if read.view.is_none() && numel(read.shape(t.shape())) > src[j].len() {
+                return Err(format!("operand {j} of shape {:?} holds {} values", t.shape(), src[j].len()));
+            }
+        }
+        // Q as u8 codes, K and V as s8 (eq. 9): flip the stored bytes of the other type.
+        let flips = [params[0].signed, !params[1].signed, !params[2].signed].map(|f| if f { 0x80u8 } else { 0 });
+        let maps: [Option<ByteMap>; 3] = std::array::from_fn(|j| self.reads[j].byte_map(flips[j]));
+        let zero_points = [
+            params[0].zero_point + if params[0].signed { 128 } else { 0 },
+            params[1].zero_point - if params[1].signed { 0 } else { 128 },
+            params[2].zero_point - if params[2].signed { 0 } else { 128 },
+        ];
+        let (q_zp, k_zp, v_zp) = (zero_points[0], zero_points[1], zero_points[2]);
         let e1 = make_epilogue(&[self.scores.a.scale * self.scores.b.scale * self.logit_scale], None, self.scores.output);
         let e2 = make_epilogue(&[self.context.a.scale * self.context.b.scale], None, self.context.output);
         let isa = self.scores.isa;
+        // Operand matrices: Q is m × k; operand 1 is K (n × k) or Kᵀ (k × n); V is n × d.
+        let dims = [(m, k), if self.keys_as_rows { (n, k) } else { (k, n) }, (n, d)];
         let head = |i: usize, f: &mut [f32], out: &mut [u8]| {
-            let keys = kb.s8(i * k * n..(i + 1) * k * n);
-            let kp = if self.keys_as_rows {
-                PackedB::from_cols(isa, k, n, k_zp, &keys, k)
-            } else {
-                PackedB::from_rows(isa, k, n, k_zp, &keys, n)
-            };
-            let values = vb.s8(i * n * d..(i + 1) * n * d);
-            let q = &q[i * m * k..];
-            match (&self.softmax, self.scores.output) {
-                (Some(softmax), Output::Quantized(sp)) => {
-                    let mut logits = vec![0u8; m * n];
-                    let mut p = vec![0u8; m * n];
-                    gemm_epilogue(m, q, k, q_zp, &kp, &e1, &mut [], &mut logits);
-                    ew::softmax_rows_q8(&logits, sp, n, softmax.output, &mut p);
-                    if softmax.output.signed {
-                        p.iter_mut().for_each(|b| *b ^= 0x80);
+            let lens = dims.map(|(r, c)| r * c);
+            octet_kernels::i8::with_scratch_u8(lens.iter().sum(), |scratch| {
+                let (qs, rest) = scratch.split_at_mut(lens[0]);
+                let (ks, vs) = rest.split_at_mut(lens[1]);
+                let read = |j: usize, scratch| {
+                    let (r, c) = dims[j];
+                    operand_rows(src[j], self.reads[j].matrix(i, r, c), r, c, maps[j].as_ref(), scratch)
+                };
+                let ((q, q_ld), (keys, k_ld), (values, v_ld)) = (read(0, qs), read(1, ks), read(2, vs));
+                let (keys, values) = (as_s8(keys), as_s8(values));
+                let kp = if self.keys_as_rows {
+                    PackedB::from_cols(isa, k, n, k_zp, keys, k_ld)
+                } else {
+                    PackedB::from_rows(isa, k, n, k_zp, keys, k_ld)
+                };
+                match (&self.softmax, self.scores.output) {
+                    (Some(softmax), Output::Quantized(sp)) => {
+                        let mut logits = vec![0u8; m * n];
+                        let mut p = vec![0u8; m * n];
+                        gemm_epilogue(m, q, q_ld, q_zp, &kp, &e1, &mut [], &mut logits);
+                        ew::softmax_rows_q8(&logits, sp, n, softmax.output, &mut p);
+                        if softmax.output.signed {
+                            p.iter_mut().for_each(|b| *b ^= 0x80);
+                        }
+                        let p_zp = softmax.output.zero_point + if softmax.output.signed { 128 } else { 0 };
+                        let vp = PackedB::from_rows(isa, n, d, v_zp, values, v_ld);
+                        gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
                     }
-                    let p_zp = softmax.output.zero_point + if softmax.output.signed { 128 } else { 0 };
-                    let vp = PackedB::from_rows(isa, n, d, v_zp, &values, d);
-                    gemm_epilogue(m, &p, n, p_zp, &vp, &e2, f, out);
-                }
-                _ => {
-                    use octet_kernels::i8::{gemm_i16s8_epilogue, with_scratch_f32, with_scratch_i16};
-                    with_scratch_i16(m * n, |codes| {
-                        with_scratch_f32(m * n, |p| {
-                            gemm_epilogue(m, q, k, q_zp, &kp, &e1, p, &mut []);
-                            octet_kernels::f32::softmax_rows_u16(p, n, codes);
+                    _ => {
+                        use octet_kernels::i8::{gemm_i16s8_epilogue, with_scratch_f32, with_scratch_i16};
+                        with_scratch_i16(m * n, |codes| {
+                            with_scratch_f32(m * n, |p| {
+                                gemm_epilogue(m, q, q_ld, q_zp, &kp, &e1, p, &mut []);
+                                octet_kernels::f32::softmax_rows_u16(p, n, codes);
+                            });
+                            let vp = PackedB::from_rows_for_i16(isa, n, d, v_zp, values, v_ld);
+                            gemm_i16s8_epilogue(m, codes, n, &vp, &e2, f, out, &[]);
                         });
-                        let vp = PackedB::from_rows_for_i16(isa, n, d, v_zp, &values, d);
-                        gemm_i16s8_epilogue(m, codes, n, &vp, &e2, f, out, &[]);
-                    });
+                    }
                 }
-            }
+            });
         };
         let tensor = if self.heads_interleaved && shape.len() >= 3 {
-            let heads = shape[shape.len() - 3];
-            per_chunk_interleaved(self.output_shape(shape), batches, heads, m, d, self.context.output, ctx.threads, head)
+            let heads = shape[shape.len() - 2];
+            per_chunk_interleaved(shape, batches, heads, m, d, self.context.output, ctx.threads, head)
         } else {
             per_chunk(shape, batches, m * d, self.context.output, ctx.threads, head)
         };
@@ -932,8 +1089,16 @@ impl Op for QAttention {
     fn kernel(&self) -> Option<String> {
         let softmax = if self.softmax.is_some() { "8-bit softmax" } else { "f32 softmax, 16-bit probabilities" };
         let layout = if self.heads_interleaved { ", heads written interleaved" } else { "" };
+        let viewed = self.reads.iter().filter(|r| r.view.is_some()).count();
+        let tables = self.reads.iter().filter(|r| r.table.is_some()).count();
+        let reads = match (viewed, tables) {
+            (0, 0) => String::new(),
+            (v, 0) => format!(", {v} operand(s) read in place"),
+            (0, t) => format!(", {t} operand table(s) applied while packing"),
+            (v, t) => format!(", {v} operand(s) read in place, {t} table(s) applied while packing"),
+        };
         Some(format!(
-            "fused attention per (batch, head): {} · {softmax} · {}{layout}",
+            "fused attention per (batch, head): {} · {softmax} · {}{layout}{reads}",
             gemm_kernel_name(self.scores.isa),
             gemm_kernel_name(self.context.isa)
         ))
@@ -993,4 +1158,47 @@ impl Op for QViews {
         Some("Transpose and Split on 8-bit data, one strided copy per output".into())
     }
     op_any!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(f: impl Fn(u8) -> u8, signed_in: bool, signed_out: bool) -> QTable {
+        let a = |signed| Affine { scale: 1.0, zero_point: 0, signed };
+        QTable { input: a(signed_in), output: a(signed_out), table: Arc::new(std::array::from_fn(|x| f(x as u8))), what: "t".into() }
+    }
+
+    #[test]
+    fn composed_tables_apply_the_last_met_first() {
+        let (inner, outer) = (table(|x| x.wrapping_mul(3), false, true), table(|x| x ^ 0x5a, true, false));
+        let c = QTable::compose(&[&outer, &inner]).unwrap();
+        assert!(c.table.iter().enumerate().all(|(x, &y)| y == (x as u8).wrapping_mul(3) ^ 0x5a));
+        assert_eq!((c.input.signed, c.output.signed), (false, false));
+        assert!(QTable::compose(&[]).is_none());
+    }
+
+    #[test]
+    fn operand_rows_read_in_place_or_gather_through_the_map() {
+        // A 3 × 4 matrix at offset 5 of a 40-byte source, rows 10 apart, then its transpose.
+        let src: Vec<u8> = (0..40).map(|x| x * 7).collect();
+        let want = |r: usize, c: usize| src[5 + r * 10 + c];
+        let mut scratch = vec![0u8; 12];
+        let (got, ld) = operand_rows(&src, (5, 10, 1), 3, 4, None, &mut scratch);
+        assert_eq!((ld, &got[..4], &got[10..14]), (10, &src[5..9], &src[15..19]));
+        let t: [u8; 256] = std::array::from_fn(|x| (x as u8).wrapping_add(1));
+        for map in [ByteMap::Xor(0x80), ByteMap::Table(Box::new(t))] {
+            let f = |b: u8| match &map {
+                ByteMap::Xor(x) => b ^ x,
+                ByteMap::Table(t) => t[b as usize],
+            };
+            let mut scratch = vec![0u8; 12];
+            let (got, ld) = operand_rows(&src, (5, 10, 1), 3, 4, Some(&map), &mut scratch);
+            assert_eq!(ld, 4);
+            assert!((0..12).all(|i| got[i] == f(want(i / 4, i % 4))));
+            let mut scratch = vec![0u8; 12];
+            let (got, _) = operand_rows(&src, (5, 1, 10), 4, 3, Some(&map), &mut scratch);
+            assert!((0..12).all(|i| got[i] == f(want(i % 3, i / 3))), "the transpose");
+        }
+    }
 }

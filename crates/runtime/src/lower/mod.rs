@@ -18,13 +18,14 @@ use octet_graph::ops::nn::{Conv, Gemm, LayerNorm, Softmax};
 use octet_graph::ops::quant::{DequantizeLinear, QuantizeLinear};
 use octet_graph::ops::{lookup, BuildCtx, OpDef, QuantRule, OPSETS};
 use octet_graph::pattern::Index;
+use octet_graph::rewrite::{view_back, Passage};
 use octet_graph::{DType, EvalCtx, Node, Op, Tensor, TypedGraph, ValueId};
 use octet_kernels::i8::PackedB;
 use octet_kernels::Isa;
 
 use kernels::{
-    make_epilogue, weights_epilogue, Affine, Operand, Output, QAttention, QBinary, QConv, QGlobalAveragePool, QLayerNorm, QLinear, QMatMul,
-    QMove, QSoftmax, QTable, QViews,
+    make_epilogue, weights_epilogue, Affine, Operand, OperandRead, Output, QAttention, QBinary, QConv, QGlobalAveragePool, QLayerNorm,
+    QLinear, QMatMul, QMove, QSoftmax, QTable, QViews,
 };
 
 /// The positive constant scalar a Mul or Div node scales its other input by
@@ -653,7 +654,9 @@ pub struct Fusion {
     apply: fn(&TypedGraph, &Index, usize) -> Option<(usize, Node)>,
 }
 
-/// The fusions between lowered kernels, tried in this order at every node after the
+/// The fusions between lowered kernels, in order of priority (each is applied wherever it
+/// matches before the next is tried, so that an attention reads its operands in place before the
+/// data movement they pass through is fused on its own), after the
 /// `QMove → QTable` reordering (tables commute with data movement: `QMove → QTable` becomes
 /// `QTable → QMove`, which brings a table next to the GEMM that feeds it and a Transpose next to
 /// the attention that reads it).
@@ -673,6 +676,10 @@ pub static FUSIONS: &[Fusion] = &[
         pattern: "QAttention → Transpose of heads and rows on 8-bit data: the attention writes each head's rows in place",
         apply: attention_heads_interleaved,
     },
+    Fusion {
+        pattern: "Transpose|Split|Squeeze|Reshape … [→ QTable] → QAttention on 8-bit data: the attention reads its operands in place (and through the table) as it packs each head",
+        apply: attention_in_place,
+    },
     Fusion { pattern: "Transpose → Split on 8-bit data: one strided copy per output", apply: transpose_split },
 ];
 
@@ -688,19 +695,18 @@ fn fuse_kernels(g: &mut TypedGraph) -> Vec<Matched> {
         }
     }
     let mut matched = Vec::new();
-    let mut i = 0;
-    while i < g.nodes.len() {
-        if let Some((fusion, (at, node))) = FUSIONS.iter().find_map(|f| (f.apply)(g, &ix, i).map(|r| (f, r))) {
-            matched.push(Matched { node: node.name.clone(), pattern: fusion.pattern });
-            g.replace_node(at, node);
-            g.remove_dead_nodes();
-            ix = Index::of_typed(g);
-            i = 0;
-            continue;
+    'fuse: loop {
+        for fusion in FUSIONS {
+            if let Some((at, node)) = (0..g.nodes.len()).find_map(|i| (fusion.apply)(g, &ix, i)) {
+                matched.push(Matched { node: node.name.clone(), pattern: fusion.pattern });
+                g.replace_node(at, node);
+                g.remove_dead_nodes();
+                ix = Index::of_typed(g);
+                continue 'fuse;
+            }
         }
-        i += 1;
+        return matched;
     }
-    matched
 }
 
 /// Rewrites `QMove(x) → QTable` (the table the move's only reader) as `QTable(x) → QMove`.
@@ -848,6 +854,49 @@ fn transpose_split(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)
     ))
 }
 
+/// What an 8-bit plan's node does to the values an attention reads: an 8-bit move, a table.
+fn eight_bit_passage(n: &Node) -> Option<Passage<'_>> {
+    if let Some(m) = n.op.downcast::<QMove>() {
+        return Some(Passage::Move(m.0.as_ref()));
+    }
+    n.op.downcast::<QTable>().map(|_| Passage::Elementwise)
+}
+
+/// `QAttention` whose operands were made by 8-bit data movement and tables ([`view_back`]: the
+/// Transpose, Split and Squeezes that cut Q, K and V out of a QKV projection, the tables of the
+/// scalar steps on Q and K) → the attention reading each operand in place, through the tables
+/// (composed into one). A Split is passed only when the attention reads every output of it.
+fn attention_in_place(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let a = n.op.downcast::<QAttention>()?;
+    if a.reads.iter().any(|r| r.view.is_some() || r.table.is_some()) || n.inputs.len() != 3 {
+        return None;
+    }
+    let mut walks: Vec<Option<(ValueId, octet_graph::ops::attention::OperandView, Vec<usize>)>> =
+        n.inputs.iter().map(|&x| view_back(g, ix, x?, eight_bit_passage)).collect();
+    for (s, split) in g.nodes.iter().enumerate().filter(|(_, s)| s.op.name() == "Split") {
+        let through = |w: &Option<(ValueId, _, Vec<usize>)>| w.as_ref().is_some_and(|(_, _, p)| p.contains(&s));
+        if walks.iter().filter(|w| through(w)).count() < split.outputs.len() {
+            walks.iter_mut().filter(|w| through(w)).for_each(|w| *w = None);
+        }
+    }
+    if walks.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut inputs = n.inputs.clone();
+    let mut reads: [OperandRead; 3] = Default::default();
+    for (j, walk) in walks.into_iter().enumerate() {
+        let Some((source, view, passed)) = walk else { continue };
+        let tables: Vec<&QTable> = passed.iter().filter_map(|&p| g.nodes[p].op.downcast::<QTable>()).collect();
+        reads[j] = OperandRead { view: Some(view), table: QTable::compose(&tables) };
+        inputs[j] = Some(source);
+    }
+    let op = QAttention { reads, ..a.clone() };
+    let facts: Vec<Option<&octet_graph::Fact>> = inputs.iter().map(|v| v.map(|v| g.fact(v))).collect();
+    op.infer(&facts).ok()?;
+    Some((i, Node { name: n.name.clone(), op: Arc::new(op), inputs, outputs: n.outputs.clone(), fused: vec![] }))
+}
+
 fn attention(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let a = &g.nodes[i];
     let scores = a.op.downcast::<QMatMul>()?;
@@ -867,6 +916,7 @@ fn attention(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
         keys_as_rows: keys.is_some(),
         logit_scale: 1.0,
         heads_interleaved: false,
+        reads: Default::default(),
     };
     let inputs = vec![a.inputs[0], Some(keys.unwrap_or(kt)), g.nodes[b].inputs[1]];
     Some((b, Node { name: g.nodes[b].name.clone(), op: Arc::new(op), inputs, outputs: g.nodes[b].outputs.clone(), fused: vec![] }))
@@ -935,8 +985,15 @@ fn attention_float_softmax(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usiz
     let context = QMatMul { a: kernels::PROBABILITY_CODES, b: vp, output, isa: scores.isa };
     let kt = g.nodes[a].inputs[1]?;
     let keys = keys_of(g, ix, kt, a);
-    let op =
-        QAttention { scores: scores.clone(), softmax: None, context, keys_as_rows: keys.is_some(), logit_scale, heads_interleaved: false };
+    let op = QAttention {
+        scores: scores.clone(),
+        softmax: None,
+        context,
+        keys_as_rows: keys.is_some(),
+        logit_scale,
+        heads_interleaved: false,
+        reads: Default::default(),
+    };
     let inputs = vec![g.nodes[a].inputs[0], Some(keys.unwrap_or(kt)), Some(v)];
     let at = removed.first().copied().unwrap_or(i);
     Some((at, Node { name: pv.name.clone(), op: Arc::new(op), inputs, outputs, fused: vec![] }))
