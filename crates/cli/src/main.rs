@@ -376,9 +376,14 @@ enum Command {
         /// Print one JSON line: {"median_ms", "p90_ms", "images_per_s", "threads", ...}.
         #[arg(long)]
         json: bool,
-        /// Also report the time spent in each op type.
-        #[arg(long)]
-        profile: bool,
+        /// Also report where the time goes: by op type (`--profile` alone or `--profile ops`),
+        /// by node (`--profile nodes`), or by layer (`--profile layers`: nodes whose names differ
+        /// only in their outermost layer index, as `/blocks/blocks.3/mlp/fc1/MatMul` and
+        /// `/blocks/blocks.4/mlp/fc1/MatMul`, summed on one line). Nodes are those octet runs: an
+        /// int8 kernel carries the name of the node it was lowered at. The text shows the 30
+        /// largest lines, `--json` all.
+        #[arg(long, value_name = "BY", num_args = 0..=1, default_missing_value = "ops", value_parser = ["ops", "nodes", "layers"])]
+        profile: Option<String>,
         /// Also measure this CPU's int8 peak (each microkernel's instruction mix in registers,
         /// about 0.1 s each) and report the run's share of it: the model's operations (two per
         /// multiply-add of its matrix products and convolutions) per second over the peak
@@ -566,6 +571,7 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Bench { model, input, batch, threads, iters, warmup, json, profile, peak, reference } => {
             let progress = !json && std::io::stderr().is_terminal();
+            let profile = profile.map(|by| by.parse()).transpose()?;
             let request = bench::Request { input, batch, threads, iters, warmup, progress, profile, peak, engine: engine(reference) };
             let r = bench::bench(&model, &request)?;
             if json {
@@ -593,8 +599,17 @@ fn dispatch(command: Command) -> Result<()> {
                         _ => out!("{operations}; the {} tier has no instruction mix to take a peak of", p.tier),
                     }
                 }
-                for p in &r.profile {
-                    out!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0);
+                const SHOWN: usize = 30;
+                for p in r.profile.iter().take(SHOWN) {
+                    match &p.name {
+                        None => out!("  {:<20} {:>8.2} ms/run  {:>5.1} %", p.op, p.ms_per_run, p.share * 100.0),
+                        Some(name) => {
+                            out!("  {:<56} {:<18} {:>4}× {:>8.3} ms/run  {:>5.1} %", name, p.op, p.nodes, p.ms_per_run, p.share * 100.0)
+                        }
+                    }
+                }
+                if r.profile.len() > SHOWN {
+                    out!("  … {} more lines (--json lists them all)", r.profile.len() - SHOWN);
                 }
             }
         }

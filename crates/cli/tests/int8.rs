@@ -343,3 +343,35 @@ fn bench_peak_counts_the_models_operations_and_names_the_tiers_mix() {
         }
     }
 }
+
+/// `octet bench --profile ops|nodes|layers` on the int8 ViT fixture (depth 2): every node of
+/// the plan timed once per grouping, the shares adding up to one, and the layers grouping
+/// putting each block's Linear, attention and LayerNorm on one line that sums both blocks.
+#[test]
+fn bench_profile_groups_the_plans_nodes_by_op_node_and_layer() {
+    let model = qdq("vit_ts", "full-int8");
+    let profile = |by: &str| {
+        let (ok, out, err) = octet(&["bench", model.to_str().unwrap(), "--iters", "2", "--warmup", "0", "--profile", by, "--json"], &[]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["profile"].as_array().unwrap().clone()
+    };
+    let (ops, nodes, layers) = (profile("ops"), profile("nodes"), profile("layers"));
+    let count = |lines: &[serde_json::Value]| lines.iter().map(|l| l["nodes"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(count(&nodes), nodes.len() as u64, "one node per line");
+    assert!(count(&ops) == count(&nodes) && count(&layers) == count(&nodes), "the same nodes in every grouping");
+    for lines in [&ops, &nodes, &layers] {
+        let share: f64 = lines.iter().map(|l| l["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-9, "shares add up to {share}");
+        assert!(lines.windows(2).all(|w| w[0]["ms_per_run"].as_f64() >= w[1]["ms_per_run"].as_f64()), "largest first");
+    }
+    assert!(ops.iter().all(|l| l.get("name").is_none()) && ops.iter().any(|l| l["op"] == "QLinear"));
+    let line = |name: &str| layers.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no {name} in {layers:?}"));
+    for (name, op) in [("/blocks/blocks.*/mlp/fc1/MatMul", "QLinear"), ("/blocks/blocks.*/norm1/LayerNormalization", "QLayerNorm")] {
+        assert_eq!((line(name)["op"].as_str(), line(name)["nodes"].as_u64()), (Some(op), Some(2)), "{name}");
+    }
+    assert!(line("/blocks/blocks.*/mlp/fc1/MatMul")["kernel"].as_str().unwrap().contains("gemm_u8s8"));
+    let (ok, text, err) = octet(&["bench", model.to_str().unwrap(), "--iters", "1", "--warmup", "0", "--profile", "layers"], &[]);
+    assert!(ok && text.contains("/blocks/blocks.*/mlp/fc1/MatMul") && text.contains("2×"), "{text}{err}");
+    let (ok, _, err) = octet(&["bench", model.to_str().unwrap(), "--profile", "blocks"], &[]);
+    assert!(!ok && err.contains("possible values: ops, nodes, layers"), "{err}");
+}
