@@ -25,12 +25,14 @@ fn fixture(name: &str) -> PathBuf {
     common::root().join("tests/fixtures").join(name)
 }
 
-/// Quantizes a fixture (calibrating on its own input) into the temp folder, once per process.
-/// `preset` is the preset's name, then any further flags (`"full-int8 --int8-softmax"`).
+/// Quantizes a fixture (calibrating on its own input) into cargo's temp folder for tests (in
+/// `target/`, overwritten by the next run: the same model, calibration and preset write the same
+/// file), once per process. `preset` is the preset's name, then any further flags
+/// (`"full-int8 --int8-softmax"`).
 fn qdq(name: &str, preset: &str) -> PathBuf {
     static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let tag = preset.replace(' ', "");
-    let out = std::env::temp_dir().join(format!("octet-int8-{}-{name}-{tag}.onnx", std::process::id()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("octet-int8-{name}-{tag}.onnx"));
     let mut done = DONE.lock().unwrap();
     if !done.contains(&out) {
         let model = fixture(name).join("model.onnx");
