@@ -3,6 +3,8 @@
 //! f32 operations as the reference ops, so results are the reference's bit for bit unless a
 //! kernel says otherwise.
 
+use std::mem::MaybeUninit;
+
 pub use crate::affine::Affine;
 use crate::dispatch::simd_dispatch;
 use crate::f32::exp_nonpositive;
@@ -94,8 +96,9 @@ simd_dispatch! {
 simd_dispatch! {
     /// LayerNorm of f32 rows ([`crate::f32::layer_norm_rows`]) quantized to `p` (eq. 5) row by
     /// row while each normalised row is in L1: the bits of the two in sequence, without an f32
-    /// block between them (which at batch 8 of ViT-S, 2.4 MB, no longer fits in L2).
-    pub fn layer_norm_rows_quantize(x: &[f32], row_len: usize, gamma: &[f32], beta: &[f32], eps: f32, p: Affine, out: &mut [u8]) {
+    /// block between them (which at batch 8 of ViT-S, 2.4 MB, no longer fits in L2). Writes
+    /// every element of `out` (as many as `x`), which need not be initialised.
+    pub fn layer_norm_rows_quantize(x: &[f32], row_len: usize, gamma: &[f32], beta: &[f32], eps: f32, p: Affine, out: &mut [MaybeUninit<u8>]) {
         if row_len == 0 {
             return;
         }
@@ -103,7 +106,7 @@ simd_dispatch! {
         for (row, q) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
             crate::f32::layer_norm_row(row, &mut y, gamma, beta, eps);
             for (o, &v) in q.iter_mut().zip(&y) {
-                *o = p.quantize(v);
+                o.write(p.quantize(v));
             }
         }
     }
@@ -132,8 +135,19 @@ simd_dispatch! {
     /// LayerNorm of rows of `c` codes: exact integer mean and variance of the codes, then
     /// `y = (q − mean) · s / √(s²·var + eps) · γ + β` in f32, quantized to `po` (one multiply by
     /// `1/s_out`) or written to `out_f32` when `po` is None. Within one output step of the
-    /// reference. Rows up to 32768 codes (i32 sums of squares).
-    pub fn layer_norm_rows_q8(x: &[u8], px: Affine, c: usize, gamma: &[f32], beta: &[f32], eps: f32, po: Option<Affine>, out_q: &mut [u8], out_f32: &mut [f32]) {
+    /// reference. Rows up to 32768 codes (i32 sums of squares). Writes every element of the
+    /// output it fills (as many as `x`), which need not be initialised.
+    pub fn layer_norm_rows_q8(
+        x: &[u8],
+        px: Affine,
+        c: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        po: Option<Affine>,
+        out_q: &mut [MaybeUninit<u8>],
+        out_f32: &mut [MaybeUninit<f32>],
+    ) {
         if c == 0 {
             return;
         }
@@ -160,10 +174,14 @@ simd_dispatch! {
                     let k = 1.0 / p.scale;
                     let lo = -((p.signed as i32) << 7);
                     for (o, &v) in out_q[r * c..(r + 1) * c].iter_mut().zip(&y) {
-                        *o = (round_half_even(v * k) + p.zero_point).clamp(lo, lo + 255) as u8;
+                        o.write((round_half_even(v * k) + p.zero_point).clamp(lo, lo + 255) as u8);
                     }
                 }
-                None => out_f32[r * c..(r + 1) * c].copy_from_slice(&y),
+                None => {
+                    for (o, &v) in out_f32[r * c..(r + 1) * c].iter_mut().zip(&y) {
+                        o.write(v);
+                    }
+                }
             }
         }
     }

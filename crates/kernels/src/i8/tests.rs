@@ -477,8 +477,10 @@ fn layer_norm_quantized_by_rows_equals_layer_norm_then_quantize() {
             crate::f32::layer_norm_rows(&x, &mut y, c, g, b, 1e-5);
             let mut want = vec![0u8; x.len()];
             quantize(&y, p, &mut want);
-            let mut got = vec![0xa5u8; x.len()];
-            layer_norm_rows_quantize(&x, c, g, b, 1e-5, p, &mut got);
+            let mut out = vec![std::mem::MaybeUninit::new(0xa5u8); x.len()];
+            layer_norm_rows_quantize(&x, c, g, b, 1e-5, p, &mut out);
+            // SAFETY: initialised above (and every element written by the kernel).
+            let got: Vec<u8> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert_eq!(got, want, "rows of {c}, gamma {}, beta {}", g.len(), b.len());
         }
     }

@@ -7,7 +7,7 @@ use octet_graph::op::{optional, required, EvalCtx, Fact, Op};
 use octet_graph::ops::attention::OperandView;
 use octet_graph::ops::broadcast::{binary, broadcast_shapes};
 use octet_graph::ops::elementwise::BinaryKind;
-use octet_graph::ops::parallel::fill_interleaved_chunks;
+use octet_graph::ops::parallel::{fill_interleaved_chunks, fill_row_blocks};
 use octet_graph::tensor::numel;
 use octet_graph::{op_any, DType, Data, Tensor};
 use octet_kernels::i8::elementwise::{self as ew, Arith};
@@ -744,8 +744,6 @@ impl Op for QLayerNorm {
         let x = required(inputs, 0, "x")?;
         let c = self.gamma.len();
         let shape = x.shape().to_vec();
-        let rows = x.len() / c.max(1);
-        let block = c * rows.div_ceil(ctx.threads.max(1)).max(1);
         let po = match self.output {
             Output::Quantized(p) => Some(p),
             Output::F32 => None,
@@ -754,32 +752,28 @@ impl Op for QLayerNorm {
             // f32 in: the float LayerNorm's own arithmetic, then QuantizeLinear's, row by row.
             let (src, po) =
                 (x.as_f32().ok_or("an f32 LayerNorm input is not f32")?, po.ok_or("an f32 LayerNorm needs a quantized output")?);
-            let mut q = vec![0u8; src.len()];
-            let run = |s: &[f32], q: &mut [u8]| ew::layer_norm_rows_quantize(s, c, &self.gamma, &self.beta, self.epsilon, po, q);
-            if ctx.threads > 1 {
-                src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q));
-            } else {
-                run(src, &mut q);
-            }
-            let signed = matches!(self.output, Output::Quantized(o) if o.signed);
-            return Ok(vec![q_tensor(shape, q, signed)]);
+            let q = fill_row_blocks(src.len(), c, ctx.threads, |r0, q| {
+                ew::layer_norm_rows_quantize(&src[r0 * c..r0 * c + q.len()], c, &self.gamma, &self.beta, self.epsilon, po, q)
+            });
+            return Ok(vec![q_tensor(shape, q, po.signed)]);
         };
         let src = bytes(x)?;
-        let (mut q, mut f) = match po {
-            Some(_) => (vec![0u8; src.len()], Vec::new()),
-            None => (Vec::new(), vec![0.0f32; src.len()]),
-        };
-        let run = |s: &[u8], q: &mut [u8], f: &mut [f32]| ew::layer_norm_rows_q8(s, pi, c, &self.gamma, &self.beta, self.epsilon, po, q, f);
-        if ctx.threads > 1 && po.is_some() {
-            src.par_chunks(block).zip(q.par_chunks_mut(block)).for_each(|(s, q)| run(s, q, &mut []));
-        } else if ctx.threads > 1 {
-            src.par_chunks(block).zip(f.par_chunks_mut(block)).for_each(|(s, f)| run(s, &mut [], f));
-        } else {
-            run(src, &mut q, &mut f);
-        }
-        Ok(vec![match self.output {
-            Output::F32 => Tensor::f32(shape, f),
-            Output::Quantized(o) => q_tensor(shape, q, o.signed),
+        let rows = |r0: usize, len: usize| &src[r0 * c..r0 * c + len];
+        let (g, b, eps) = (&self.gamma, &self.beta, self.epsilon);
+        Ok(vec![match po {
+            Some(p) => q_tensor(
+                shape,
+                fill_row_blocks(src.len(), c, ctx.threads, |r0, q| {
+                    ew::layer_norm_rows_q8(rows(r0, q.len()), pi, c, g, b, eps, po, q, &mut [])
+                }),
+                p.signed,
+            ),
+            None => Tensor::f32(
+                shape,
+                fill_row_blocks(src.len(), c, ctx.threads, |r0, f| {
+                    ew::layer_norm_rows_q8(rows(r0, f.len()), pi, c, g, b, eps, None, &mut [], f)
+                }),
+            ),
         }])
     }
     fn foldable(&self) -> bool {
