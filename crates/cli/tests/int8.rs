@@ -157,11 +157,15 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
                         node.name,
                         node.op.kernel().unwrap()
                     );
-                    let forms: Vec<&str> = [("heads written interleaved", "heads interleaved"), ("read in place", "read in place")]
-                        .into_iter()
-                        .filter(|(says, _)| kernel.contains(says))
-                        .map(|(_, form)| form)
-                        .collect();
+                    let forms: Vec<&str> = [
+                        ("heads written interleaved", "heads interleaved"),
+                        ("read in place", "read in place"),
+                        ("written [N, pixels, channels]", "pixels major"),
+                    ]
+                    .into_iter()
+                    .filter(|(says, _)| kernel.contains(says))
+                    .map(|(_, form)| form)
+                    .collect();
                     let kind =
                         if forms.is_empty() { node.op.name().to_string() } else { format!("{} ({})", node.op.name(), forms.join(", ")) };
                     let e = seen.entry(kind).or_default();
@@ -178,7 +182,7 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
     }
     for k in [
         "QLinear",
-        "QConv",
+        "QConv (pixels major)",
         "QAttention (heads interleaved, read in place)",
         "QLayerNorm",
         "QBinary",

@@ -404,6 +404,9 @@ pub struct QConv {
     pub stride: [usize; 2],
     pub pad: [usize; 4],
     pub dilation: [usize; 2],
+    /// The output is `[N, OH·OW, M]`, one row of channels per output pixel, as the GEMM makes
+    /// it, instead of NCHW: the flatten and Transpose that followed a patch embedding, fused.
+    pub pixels_major: bool,
 }
 
 impl QConv {
@@ -428,7 +431,8 @@ impl Op for QConv {
             return Err(format!("X {:?} must be NCHW", x.shape));
         }
         let (oh, ow) = self.out_hw(x.shape[2], x.shape[3])?;
-        Ok(vec![Fact::new(self.output.dtype(), vec![x.shape[0], self.weights.n, oh, ow])])
+        let shape = if self.pixels_major { vec![x.shape[0], oh * ow, self.weights.n] } else { vec![x.shape[0], self.weights.n, oh, ow] };
+        Ok(vec![Fact::new(self.output.dtype(), shape)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let x = required(inputs, 0, "X")?;
@@ -474,6 +478,9 @@ impl Op for QConv {
             col.chunks_mut(kdim).enumerate().for_each(|(r, row)| im2col_row(r, row));
         }
         let t = gemm_out(rows, Rows::U8(&col), kdim, &self.weights, &self.epilogue, vec![rows, m_out], self.output, ctx.threads, &[], &[]);
+        if self.pixels_major {
+            return Ok(vec![Tensor::from_parts(vec![n, pixels, m_out], t.into_data())]);
+        }
         // [N, pixels, M] → [N, M, pixels].
         let (per, m_out_i) = ((pixels * m_out) as isize, m_out as isize);
         let view = octet_graph::ops::view::View { base: 0, shape: vec![n, m_out, pixels], strides: vec![per, 1, m_out_i] };
@@ -483,7 +490,8 @@ impl Op for QConv {
         false
     }
     fn kernel(&self) -> Option<String> {
-        Some(format!("im2col + {} + {}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
+        let layout = if self.pixels_major { ", written [N, pixels, channels]" } else { "" };
+        Some(format!("im2col + {} + {}{layout}", self.weights.kernel_name(), epilogue_name(&self.epilogue)))
     }
     op_any!();
 }

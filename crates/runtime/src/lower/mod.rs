@@ -284,6 +284,7 @@ fn conv(m: &M, at: usize, isa: Isa) -> Option<Rewrite> {
         stride: [get(&c.strides, 0, 1), get(&c.strides, 1, 1)],
         pad: pads,
         dilation: [get(&c.dilations, 0, 1), get(&c.dilations, 1, 1)],
+        pixels_major: false,
     };
     Some(Rewrite { at, node: new_node(&t.name, op, vec![x], outputs), removed })
 }
@@ -667,6 +668,10 @@ pub static FUSIONS: &[Fusion] = &[
         pattern: "QLinear → QBinary(Add, same shape), or QLinear (f32 out) → Add(f32 of the same shape): the residual in the GEMM's epilogue",
         apply: epilogue_residual,
     },
+    Fusion {
+        pattern: "QConv → Reshape([N, M, OH·OW]) → Transpose(0, 2, 1): the convolution writes [N, pixels, channels] as its GEMM makes them (a patch embedding's tokens)",
+        apply: conv_pixels_major,
+    },
     Fusion { pattern: "QMatMul(Q, Kᵀ) → QSoftmax → QMatMul(·, V): one attention kernel per (batch, head)", apply: attention },
     Fusion {
         pattern: "QMatMul(Q, Kᵀ) (f32 out) → [scale] → Softmax → MatMul(·, DQ(V)): one attention kernel per (batch, head), f32 softmax and 16-bit probabilities",
@@ -820,6 +825,28 @@ fn epilogue_residual(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Nod
     };
     let fused = n.fused.iter().chain(std::iter::once(&add.name)).chain(&add.fused).cloned().collect();
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused }))
+}
+
+/// The data movement op of a node: the op itself (on f32 data), or the op an 8-bit move wraps.
+fn movement_op(n: &Node) -> &dyn Op {
+    n.op.downcast::<QMove>().map_or(n.op.as_ref(), |m| m.0.as_ref())
+}
+
+fn conv_pixels_major(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
+    let n = &g.nodes[i];
+    let c = n.op.downcast::<QConv>().filter(|c| !c.pixels_major)?;
+    let r = ix.sole_reader(n.outputs[0])?;
+    let (x, y) = (&g.fact(n.outputs[0]).shape, &g.fact(g.nodes[r].outputs[0]).shape);
+    if movement_op(&g.nodes[r]).name() != "Reshape" || x.len() != 4 || y[..] != [x[0], x[1], x[2] * x[3]] {
+        return None;
+    }
+    let t = ix.sole_reader(g.nodes[r].outputs[0])?;
+    let swaps = movement_op(&g.nodes[t]).downcast::<octet_graph::ops::shape::Transpose>().is_some_and(|tr| tr.swaps_neighbours(3, 1));
+    if !swaps {
+        return None;
+    }
+    let op = QConv { pixels_major: true, ..c.clone() };
+    Some((t, Node { name: n.name.clone(), op: Arc::new(op), inputs: n.inputs.clone(), outputs: g.nodes[t].outputs.clone(), fused: vec![] }))
 }
 
 fn transpose_split(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
