@@ -132,13 +132,20 @@ impl Data {
     /// is none.
     pub fn concat(parts: &[&Data]) -> Option<Data> {
         let first = parts.first()?;
-        let mut out = Data::zeros(first.dtype(), 0);
+        let mut out = Data::with_capacity(first.dtype(), parts.iter().map(|p| p.len()).sum());
         for p in parts {
-            if !out.extend_from(p) {
+            if !out.extend_from(p, 0..p.len()) {
                 return None;
             }
         }
         Some(out)
+    }
+
+    /// An empty buffer with room for `len` elements.
+    pub fn with_capacity(dtype: DType, len: usize) -> Data {
+        let mut d = Data::zeros(dtype, 0);
+        with_data!(&mut d, v => v.reserve_exact(len));
+        d
     }
 
     pub fn dtype(&self) -> DType {
@@ -267,12 +274,12 @@ impl Data {
         }
     }
 
-    /// Appends `other`'s elements; false (and nothing appended) when the types differ.
-    pub fn extend_from(&mut self, other: &Data) -> bool {
+    /// Appends `other`'s elements `range`; false (and nothing appended) when the types differ.
+    pub fn extend_from(&mut self, other: &Data, range: std::ops::Range<usize>) -> bool {
         macro_rules! extend {
             ($($v:ident),*) => {
                 match (self, other) {
-                    $((Data::$v(o), Data::$v(v)) => o.extend_from_slice(v),)*
+                    $((Data::$v(o), Data::$v(v)) => o.extend_from_slice(&v[range]),)*
                     _ => return false,
                 }
             };

@@ -121,10 +121,10 @@ fn stack(parts: &[Tensor], axis: usize, empty: &Fact) -> OpResult<Tensor> {
     }
     let outer: usize = s[..axis].iter().product();
     let inner: usize = s[axis..].iter().product();
-    let mut data = Data::zeros(first.dtype(), 0);
+    let mut data = Data::with_capacity(first.dtype(), outer * inner * parts.len());
     for o in 0..outer {
         for p in parts {
-            data.extend_from(&p.data().gather(o * inner..(o + 1) * inner));
+            data.extend_from(p.data(), o * inner..(o + 1) * inner);
         }
     }
     let mut shape = s;
