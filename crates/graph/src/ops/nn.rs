@@ -190,9 +190,12 @@ impl Op for PackedMatMul {
         let mut out = a.shape().to_vec();
         *out.last_mut().ok_or("A must not be a scalar")? = self.b.n();
         let m = numel(&a.shape()[..a.rank() - 1]);
-        let mut c = vec![0.0f32; numel(&out)];
+        let len = numel(&out);
+        let mut c = Vec::with_capacity(len);
         let epilogue = self.activation.and_then(UnaryKind::f32_kernel);
-        self.b.matmul(m, f32_of(a, "A")?, bias, epilogue, &mut c, Threads(ctx.threads));
+        self.b.matmul(m, f32_of(a, "A")?, bias, epilogue, &mut c.spare_capacity_mut()[..len], Threads(ctx.threads));
+        // SAFETY: `matmul` wrote all `m × n = len` outputs.
+        unsafe { c.set_len(len) };
         Ok(vec![Tensor::f32(out, c)])
     }
     op_any!();
