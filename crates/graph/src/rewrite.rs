@@ -295,7 +295,7 @@ pub fn pack_matmul_weights(graph: &mut Graph) {
         }
         let packed = PanelMatrix::pack(data, *k, *n);
         graph.constants.remove(&b);
-        node.op = Arc::new(PackedMatMul { b: Arc::new(packed), bias: false, activation: None });
+        node.op = Arc::new(PackedMatMul { b: Arc::new(packed), bias: false, activation: None, residual: false });
         node.inputs = vec![Some(a)];
     }
 }
@@ -322,7 +322,9 @@ impl Pass for FuseMatMulBias {
         let out_shape = &g.fact(add.outputs[0]).shape;
         for (mm_out, bias) in [(x, y), (y, x)] {
             let Some(mm) = m.single_use(mm_out, "PackedMatMul").filter(|_| !g.outputs.contains(&mm_out)) else { continue };
-            let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| !op.bias && op.activation.is_none()) else { continue };
+            let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| !op.bias && op.activation.is_none() && !op.residual) else {
+                continue;
+            };
             let bf = g.fact(bias);
             let along_last = bf.shape.last() == Some(&op.b.n()) && bf.shape.iter().rev().skip(1).all(|&d| d == 1);
             if !bf.is_constant() || bf.dtype != crate::tensor::DType::F32 || !along_last || bf.shape.len() > out_shape.len() {
@@ -333,7 +335,7 @@ impl Pass for FuseMatMulBias {
             }
             let node = Node {
                 name: add.name.clone(),
-                op: Arc::new(PackedMatMul { b: op.b.clone(), bias: true, activation: None }),
+                op: Arc::new(PackedMatMul { b: op.b.clone(), bias: true, activation: None, residual: false }),
                 inputs: vec![mm.inputs[0], Some(bias)],
                 outputs: add.outputs.clone(),
                 fused: vec![],
@@ -366,16 +368,60 @@ impl Pass for FuseMatMulActivation {
             return false;
         }
         let Some(mm) = m.single_use(x, "PackedMatMul") else { return false };
-        let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| op.activation.is_none()) else { return false };
+        let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| op.activation.is_none() && !op.residual) else { return false };
         let node = Node {
             name: act.name.clone(),
-            op: Arc::new(PackedMatMul { b: op.b.clone(), bias: op.bias, activation: Some(kind) }),
+            op: Arc::new(PackedMatMul { b: op.b.clone(), bias: op.bias, activation: Some(kind), residual: false }),
             inputs: mm.inputs.clone(),
             outputs: act.outputs.clone(),
             fused: vec![],
         };
         g.replace_node(at, node);
         true
+    }
+}
+
+/// `Add(PackedMatMul(…), r)` → `PackedMatMul(…, r)` for an f32 `r` of the output's shape (a
+/// transformer's residual Add after its projections): the sum is taken on each block of output
+/// rows while it is in cache, after the bias and the activation, saving a pass over the output.
+/// The same bits: the Add's one addition, of the same two values.
+pub struct FuseMatMulResidual;
+
+impl Pass for FuseMatMulResidual {
+    fn name(&self) -> &'static str {
+        "fuse-matmul-residual"
+    }
+    fn pattern(&self) -> &'static str {
+        "Add(PackedMatMul(a, …), r) → PackedMatMul(a, …, r), r of the output's shape"
+    }
+    fn rewrite(&self, g: &mut TypedGraph, ix: &Index, at: usize) -> bool {
+        let m = Matcher { g, ix };
+        let add = &g.nodes[at];
+        if add.op.name() != "Add" {
+            return false;
+        }
+        let Some((x, y)) = m.inputs(add) else { return false };
+        let out = g.fact(add.outputs[0]);
+        for (mm_out, r) in [(x, y), (y, x)] {
+            let Some(mm) = m.single_use(mm_out, "PackedMatMul").filter(|_| !g.outputs.contains(&mm_out)) else { continue };
+            let Some(op) = mm.op.downcast::<PackedMatMul>().filter(|op| !op.residual) else { continue };
+            let (rf, mf) = (g.fact(r), g.fact(mm_out));
+            if rf.dtype != crate::tensor::DType::F32 || rf.shape != out.shape || mf.shape != out.shape || r == mm_out {
+                continue;
+            }
+            let mut inputs = mm.inputs.clone();
+            inputs.push(Some(r));
+            let node = Node {
+                name: add.name.clone(),
+                op: Arc::new(PackedMatMul { b: op.b.clone(), bias: op.bias, activation: op.activation, residual: true }),
+                inputs,
+                outputs: add.outputs.clone(),
+                fused: vec![],
+            };
+            g.replace_node(at, node);
+            return true;
+        }
+        false
     }
 }
 

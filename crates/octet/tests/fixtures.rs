@@ -199,3 +199,24 @@ fn float_attention_runs_fused_within_rounding_of_its_nodes() {
         assert!(err < 1e-6, "{name}: fused and unfused outputs differ by {err:.2e}");
     }
 }
+
+/// The residual Adds after a ViT block's projections run in the Linears' epilogues in plans
+/// nobody observes (a PackedMatMul with a residual input; the kernel test checks the sum is the
+/// Add's), and not in observed plans, whose hooks read the Linears' own outputs. (DINOv2's
+/// LayerScale Mul sits between its projections and the Adds: not fused.)
+#[test]
+fn residual_adds_run_in_the_linears_epilogues_of_unobserved_plans() {
+    for name in FIXTURES.iter().filter(|n| n.contains("vit") || n.contains("deit")) {
+        let s = session(name);
+        let x = npy::read(&dir(name).join("input.npy")).unwrap();
+        let count = |observed: bool| {
+            let plan = s.plan(std::slice::from_ref(&x), observed).unwrap();
+            let with_residual = |n: &&octet_graph::Node| n.op.downcast::<octet_graph::ops::nn::PackedMatMul>().is_some_and(|m| m.residual);
+            plan.graph.nodes.iter().filter(with_residual).count()
+        };
+        let (fused, observed) = (count(false), count(true));
+        println!("{name}: {fused} residual Adds fused");
+        assert!(fused >= 2, "{name}: the residual Adds of the blocks were not fused ({fused})");
+        assert_eq!(observed, 0, "{name}: an observed plan fused away the values a hook reads");
+    }
+}

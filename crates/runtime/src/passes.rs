@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use octet_graph::ops::quant::DequantizeLinear;
-use octet_graph::rewrite::{self, FuseAttention, FuseGelu, FuseLayerNorm, FuseMatMulActivation, FuseMatMulBias, Pass};
+use octet_graph::rewrite::{self, FuseAttention, FuseGelu, FuseLayerNorm, FuseMatMulActivation, FuseMatMulBias, FuseMatMulResidual, Pass};
 use octet_graph::{Error, Fact, Graph, Node, Result, Tensor, TypedGraph, ValueId};
 use octet_kernels::Isa;
 
@@ -62,6 +62,7 @@ pub static PASSES: &[Step] = &[
     Step { when: When::Always, action: Action::BindSubgraphConstants },
     Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulBias) },
     Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulActivation) },
+    Step { when: When::Unobserved, action: Action::Rewrite(&FuseMatMulResidual) },
     Step { when: When::Unobserved, action: Action::Rewrite(&FuseAttention) },
 ];
 

@@ -147,17 +147,27 @@ impl Op for MatMul {
     op_any!();
 }
 
-/// `A · B (+ bias)`, then an activation, for a constant `B[k×n]` held packed in panels: a MatMul
-/// whose weights a session packed once ([`crate::rewrite::pack_matmul_weights`]) and, in plans
-/// that nobody observes value by value, the bias Add and the activation that followed it
-/// ([`crate::rewrite::FuseMatMulBias`], [`crate::rewrite::FuseMatMulActivation`]).
-/// Inputs: `A[…, k]`, then `bias[n]` when `bias` is set.
+/// `A · B (+ bias)`, then an activation, then a residual added, for a constant `B[k×n]` held
+/// packed in panels: a MatMul whose weights a session packed once
+/// ([`crate::rewrite::pack_matmul_weights`]) and, in plans that nobody observes value by value,
+/// the bias Add, the activation and the residual Add that followed it
+/// ([`crate::rewrite::FuseMatMulBias`], [`crate::rewrite::FuseMatMulActivation`],
+/// [`crate::rewrite::FuseMatMulResidual`]). Inputs: `A[…, k]`, then `bias[n]` when `bias` is
+/// set, then the residual (the output's shape) when `residual` is set.
 #[derive(Debug)]
 pub struct PackedMatMul {
     pub b: Arc<k::PanelMatrix>,
     pub bias: bool,
     /// An elementwise op with a vectorised float kernel ([`UnaryKind::f32_kernel`]).
     pub activation: Option<UnaryKind>,
+    pub residual: bool,
+}
+
+impl PackedMatMul {
+    /// The index of the residual input.
+    fn residual_input(&self) -> usize {
+        1 + self.bias as usize
+    }
 }
 
 impl Op for PackedMatMul {
@@ -179,6 +189,13 @@ impl Op for PackedMatMul {
         }
         let mut out = a.shape.clone();
         *out.last_mut().expect("checked above") = self.b.n();
+        if self.residual {
+            let r = required(inputs, self.residual_input(), "residual")?;
+            expect_f32(r, "residual")?;
+            if r.shape != out {
+                return Err(format!("residual has shape {:?}, the output {out:?}", r.shape));
+            }
+        }
         Ok(vec![Fact::new(DType::F32, out)])
     }
     fn multiply_adds(&self, inputs: &[Option<&Fact>]) -> u64 {
@@ -191,9 +208,13 @@ impl Op for PackedMatMul {
         *out.last_mut().ok_or("A must not be a scalar")? = self.b.n();
         let m = numel(&a.shape()[..a.rank() - 1]);
         let len = numel(&out);
+        let residual = if self.residual { Some(f32_of(required(inputs, self.residual_input(), "residual")?, "residual")?) } else { None };
+        if residual.is_some_and(|r| r.len() != len) {
+            return Err(format!("the residual does not hold the output's {len} values"));
+        }
         let mut c = Vec::with_capacity(len);
         let epilogue = self.activation.and_then(UnaryKind::f32_kernel);
-        self.b.matmul(m, f32_of(a, "A")?, bias, epilogue, &mut c.spare_capacity_mut()[..len], Threads(ctx.threads));
+        self.b.matmul(m, f32_of(a, "A")?, bias, epilogue, residual, &mut c.spare_capacity_mut()[..len], Threads(ctx.threads));
         // SAFETY: `matmul` wrote all `m × n = len` outputs.
         unsafe { c.set_len(len) };
         Ok(vec![Tensor::f32(out, c)])

@@ -134,11 +134,14 @@ impl PanelMatrix {
     }
 
     /// `c[m×n] = a[m×k] · b`, plus `bias[n]` on every row when given, then `epilogue` applied
-    /// in place to each block of output rows while it is in cache; `a` and `c` row-major. Writes
-    /// all `m×n` outputs without reading them: `c` need not be initialised (zeroing a ViT-S fc1
-    /// output at batch 8, 9.7 MB, took 4 % of the model on one thread of two).
+    /// in place to each block of output rows while it is in cache, then `residual[m×n]` added
+    /// (the residual Add that followed, as that Add computes it); `a`, `c` and `residual`
+    /// row-major. Writes all `m×n` outputs without reading them: `c` need not be initialised
+    /// (zeroing a ViT-S fc1 output at batch 8, 9.7 MB, took 4 % of the model on one thread of
+    /// two).
     ///
-    /// Contract: `a.len() >= m·k`, `c.len() >= m·n`, `bias.len() == n`; `epilogue` is elementwise.
+    /// Contract: `a.len() >= m·k`, `c.len() >= m·n`, `bias.len() == n`, `residual.len() >= m·n`;
+    /// `epilogue` is elementwise.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
@@ -146,12 +149,14 @@ impl PanelMatrix {
         a: &[f32],
         bias: Option<&[f32]>,
         epilogue: Option<fn(&mut [f32])>,
+        residual: Option<&[f32]>,
         c: &mut [std::mem::MaybeUninit<f32>],
         threads: Threads,
     ) {
         let (k, n) = (self.k, self.n);
         assert!(a.len() >= m * k && c.len() >= m * n, "PanelMatrix::matmul: operands shorter than {m}x{k} and {m}x{n}");
         assert!(bias.is_none_or(|b| b.len() == n), "PanelMatrix::matmul: bias is not {n} long");
+        assert!(residual.is_none_or(|r| r.len() >= m * n), "PanelMatrix::matmul: residual shorter than {m}x{n}");
         if m == 0 || n == 0 {
             return;
         }
@@ -194,9 +199,13 @@ impl PanelMatrix {
                     false,
                     Parallelism::None,
                 );
-                if let Some(f) = epilogue {
-                    for r in 0..rows {
-                        f(std::slice::from_raw_parts_mut(dst.add(r * n), w));
+                for r in 0..rows {
+                    let row = std::slice::from_raw_parts_mut(dst.add(r * n), w);
+                    if let Some(f) = epilogue {
+                        f(row);
+                    }
+                    if let Some(residual) = residual {
+                        row.iter_mut().zip(&residual[(r0 + r) * n + j0..][..w]).for_each(|(y, &x)| *y += x);
                     }
                 }
             }
@@ -267,7 +276,7 @@ mod tests {
             // Outputs start as NaN, so that an output left unwritten shows.
             let run = |bias: Option<&[f32]>, epilogue: Option<fn(&mut [f32])>, threads: usize| -> Vec<f32> {
                 let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
-                packed.matmul(m, &a, bias, epilogue, &mut c, Threads(threads));
+                packed.matmul(m, &a, bias, epilogue, None, &mut c, Threads(threads));
                 // SAFETY: initialised above.
                 c.iter().map(|v| unsafe { v.assume_init() }).collect()
             };
@@ -282,6 +291,13 @@ mod tests {
                     gelu,
                     "{m}x{n}x{k} with bias and GELU, {threads} threads"
                 );
+                let residual: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 * 0.25 - 2.0).collect();
+                let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+                packed.matmul(m, &a, Some(&bias), Some(crate::f32::gelu_erf), Some(&residual), &mut c, Threads(threads));
+                // SAFETY: initialised above.
+                let got: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+                let want: Vec<f32> = gelu.iter().zip(&residual).map(|(y, r)| y + r).collect();
+                assert_eq!(got, want, "{m}x{n}x{k} with bias, GELU and residual, {threads} threads");
             }
         }
     }
