@@ -376,13 +376,20 @@ enum Command {
         /// Print one JSON line: {"median_ms", "p90_ms", "images_per_s", "threads", ...}.
         #[arg(long)]
         json: bool,
-        /// Also report where the time goes: by op type (`--profile` alone or `--profile ops`),
-        /// by node (`--profile nodes`), or by layer (`--profile layers`: nodes whose names differ
+        /// Also report where the time goes: by op type (`--profile` alone or `--profile=ops`),
+        /// by node (`--profile=nodes`), or by layer (`--profile=layers`: nodes whose names differ
         /// only in their outermost layer index, as `/blocks/blocks.3/mlp/fc1/MatMul` and
         /// `/blocks/blocks.4/mlp/fc1/MatMul`, summed on one line). Nodes are those octet runs: an
         /// int8 kernel carries the name of the node it was lowered at. The text shows the 30
         /// largest lines, `--json` all.
-        #[arg(long, value_name = "BY", num_args = 0..=1, default_missing_value = "ops", value_parser = ["ops", "nodes", "layers"])]
+        #[arg(
+            long,
+            value_name = "BY",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "ops",
+            value_parser = ["ops", "nodes", "layers"]
+        )]
         profile: Option<String>,
         /// Also measure this CPU's int8 peak (each microkernel's instruction mix in registers,
         /// about 0.1 s each) and report the run's share of it: the model's operations (two per

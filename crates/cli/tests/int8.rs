@@ -26,22 +26,28 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Quantizes a fixture (calibrating on its own input) into cargo's temp folder for tests (in
-/// `target/`, overwritten by the next run: the same model, calibration and preset write the same
-/// file), once per process. `preset` is the preset's name, then any further flags
-/// (`"full-int8 --int8-softmax"`).
+/// `target/`, replaced by the next run: the same model, calibration and preset write the same
+/// file; written under this process's name, then renamed into place, so that concurrent runs
+/// never read a half-written file), once per process. `preset` is the preset's name, then any
+/// further flags (`"full-int8 --int8-softmax"`).
 fn qdq(name: &str, preset: &str) -> PathBuf {
     static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let tag = preset.replace(' ', "");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("octet-int8-{name}-{tag}.onnx"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = dir.join(format!("octet-int8-{name}-{tag}.onnx"));
     let mut done = DONE.lock().unwrap();
     if !done.contains(&out) {
         let model = fixture(name).join("model.onnx");
         let input = fixture(name).join("input.npy");
+        let mine = dir.join(format!("octet-int8-{name}-{tag}-{}.onnx", std::process::id()));
         let mut args =
-            vec!["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preset"];
+            vec!["quantize", model.to_str().unwrap(), "--calib", input.to_str().unwrap(), "-o", mine.to_str().unwrap(), "--preset"];
         args.extend(preset.split(' '));
         let (ok, _, err) = octet(&args, &[]);
         assert!(ok, "quantize {name} {preset}: {err}");
+        for ext in ["onnx", "ranges.json"] {
+            let _ = std::fs::rename(mine.with_extension(ext), out.with_extension(ext));
+        }
         done.push(out.clone());
     }
     out
@@ -182,7 +188,9 @@ fn every_lowered_kernel_matches_its_qdq_reference_on_every_tier() {
     }
     for k in [
         "QLinear",
+        "QConv",
         "QConv (pixels major)",
+        "QAttention",
         "QAttention (heads interleaved, read in place)",
         "QLayerNorm",
         "QBinary",
@@ -357,7 +365,8 @@ fn bench_peak_counts_the_models_operations_and_names_the_tiers_mix() {
 fn bench_profile_groups_the_plans_nodes_by_op_node_and_layer() {
     let model = qdq("vit_ts", "full-int8");
     let profile = |by: &str| {
-        let (ok, out, err) = octet(&["bench", model.to_str().unwrap(), "--iters", "2", "--warmup", "0", "--profile", by, "--json"], &[]);
+        let (ok, out, err) =
+            octet(&["bench", model.to_str().unwrap(), "--iters", "2", "--warmup", "0", &format!("--profile={by}"), "--json"], &[]);
         assert!(ok, "{err}");
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["profile"].as_array().unwrap().clone()
     };
@@ -376,8 +385,10 @@ fn bench_profile_groups_the_plans_nodes_by_op_node_and_layer() {
         assert_eq!((line(name)["op"].as_str(), line(name)["nodes"].as_u64()), (Some(op), Some(2)), "{name}");
     }
     assert!(line("/blocks/blocks.*/mlp/fc1/MatMul")["kernel"].as_str().unwrap().contains("gemm_u8s8"));
-    let (ok, text, err) = octet(&["bench", model.to_str().unwrap(), "--iters", "1", "--warmup", "0", "--profile", "layers"], &[]);
+    let (ok, text, err) = octet(&["bench", model.to_str().unwrap(), "--iters", "1", "--warmup", "0", "--profile=layers"], &[]);
     assert!(ok && text.contains("/blocks/blocks.*/mlp/fc1/MatMul") && text.contains("2×"), "{text}{err}");
-    let (ok, _, err) = octet(&["bench", model.to_str().unwrap(), "--profile", "blocks"], &[]);
+    let (ok, text, err) = octet(&["bench", "--iters", "1", "--warmup", "0", "--profile", model.to_str().unwrap()], &[]);
+    assert!(ok && text.contains("QLinear"), "--profile before the model groups by op type: {text}{err}");
+    let (ok, _, err) = octet(&["bench", model.to_str().unwrap(), "--profile=blocks"], &[]);
     assert!(!ok && err.contains("possible values: ops, nodes, layers"), "{err}");
 }

@@ -31,6 +31,28 @@ impl Affine {
         let lo = -((self.signed as i32) << 7);
         (round_half_even(x / self.scale) + self.zero_point).clamp(lo, lo + 255) as u8
     }
+    /// The zero point of these codes read as u8: s8 codes shift by +128 (eq. 9), with their
+    /// stored bytes XORed with [`Affine::flip_to_u8`].
+    pub fn u8_zero_point(self) -> i32 {
+        self.zero_point + if self.signed { 128 } else { 0 }
+    }
+    /// The byte XORed into stored codes to read them as u8 (0x80 for s8 codes, else 0).
+    pub fn flip_to_u8(self) -> u8 {
+        if self.signed {
+            0x80
+        } else {
+            0
+        }
+    }
+    /// The zero point of these codes read as s8: u8 codes shift by −128 (eq. 9), with their
+    /// stored bytes XORed with [`Affine::flip_to_s8`].
+    pub fn s8_zero_point(self) -> i32 {
+        self.zero_point - if self.signed { 0 } else { 128 }
+    }
+    /// The byte XORed into stored codes to read them as s8 (0x80 for u8 codes, else 0).
+    pub fn flip_to_s8(self) -> u8 {
+        0x80 ^ self.flip_to_u8()
+    }
     /// The output type a GEMM epilogue writes for these parameters.
     pub fn out_type(self) -> OutType {
         if self.signed {

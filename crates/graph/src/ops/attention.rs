@@ -60,7 +60,7 @@ impl OperandView {
     /// Whether the view is a matrix view (rank ≥ 2, a stride per axis) that stays inside an
     /// input of `len` elements: the contract of [`OperandView::matrix`]'s offsets.
     pub fn check(&self, len: usize) -> OpResult<()> {
-        if self.shape.len() < 2 || self.strides.len() != self.shape.len() || self.extent() > len {
+        if self.shape.len() < 2 || self.strides.len() != self.shape.len() || self.extent() > len || self.base > len {
             return Err(format!("operand view {self:?} is not a matrix view inside its input of {len} elements"));
         }
         Ok(())

@@ -99,6 +99,7 @@ simd_dispatch! {
     /// block between them (which at batch 8 of ViT-S, 2.4 MB, no longer fits in L2). Writes
     /// every element of `out` (as many as `x`), which need not be initialised.
     pub fn layer_norm_rows_quantize(x: &[f32], row_len: usize, gamma: &[f32], beta: &[f32], eps: f32, p: Affine, out: &mut [MaybeUninit<u8>]) {
+        assert!(out.len() == x.len() && x.len().is_multiple_of(row_len), "layer_norm_rows_quantize: not whole rows");
         if row_len == 0 {
             return;
         }
@@ -148,6 +149,8 @@ simd_dispatch! {
         out_q: &mut [MaybeUninit<u8>],
         out_f32: &mut [MaybeUninit<f32>],
     ) {
+        let out_len = if po.is_some() { out_q.len() } else { out_f32.len() };
+        assert!(out_len == x.len() && x.len().is_multiple_of(c), "layer_norm_rows_q8: not whole rows");
         if c == 0 {
             return;
         }

@@ -46,7 +46,9 @@ pub fn bytes(t: &Tensor) -> Result<&[u8], String> {
 fn as_u8(t: &Tensor, p: Affine) -> Result<(std::borrow::Cow<'_, [u8]>, i32), String> {
     match t.data() {
         Data::U8(v) if !p.signed => Ok((std::borrow::Cow::Borrowed(v), p.zero_point)),
-        Data::I8(v) if p.signed => Ok((std::borrow::Cow::Owned(v.iter().map(|&x| (x as u8) ^ 0x80).collect()), p.zero_point + 128)),
+        Data::I8(v) if p.signed => {
+            Ok((std::borrow::Cow::Owned(v.iter().map(|&x| (x as u8) ^ p.flip_to_u8()).collect()), p.u8_zero_point()))
+        }
         d => Err(format!("input is {} but its parameters say {}", d.dtype(), p.dtype())),
     }
 }
@@ -513,6 +515,9 @@ impl QTable {
     /// others made: the order a walk back from a value meets them); `None` for no tables.
     pub fn compose(tables: &[&QTable]) -> Option<QTable> {
         let (first, last) = (tables.last()?, tables.first()?);
+        if tables.windows(2).any(|w| w[1].output != w[0].input) {
+            return None;
+        }
         let table: [u8; 256] = std::array::from_fn(|x| tables.iter().rev().fold(x as u8, |c, t| t.table[c as usize]));
         let what = tables.iter().rev().map(|t| t.what.as_str()).collect::<Vec<_>>().join(" then ");
         Some(QTable { input: first.input, output: last.output, table: Arc::new(table), what })
@@ -741,17 +746,30 @@ pub struct QLayerNorm {
     pub epsilon: f32,
 }
 
+impl QLayerNorm {
+    /// The rows of `shape` are `gamma`'s length (the kernels write whole rows of it).
+    fn check_rows(&self, shape: &[usize]) -> Result<(), String> {
+        if shape.last() != Some(&self.gamma.len()) && numel(shape) != 0 {
+            return Err(format!("input {shape:?} does not end in the {} normalised values", self.gamma.len()));
+        }
+        Ok(())
+    }
+}
+
 impl Op for QLayerNorm {
     fn name(&self) -> &'static str {
         "QLayerNorm"
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
-        Ok(vec![Fact::new(self.output.dtype(), required(inputs, 0, "x")?.shape.clone())])
+        let x = required(inputs, 0, "x")?;
+        self.check_rows(&x.shape)?;
+        Ok(vec![Fact::new(self.output.dtype(), x.shape.clone())])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let x = required(inputs, 0, "x")?;
         let c = self.gamma.len();
         let shape = x.shape().to_vec();
+        self.check_rows(&shape)?;
         let po = match self.output {
             Output::Quantized(p) => Some(p),
             Output::F32 => None,
@@ -880,13 +898,17 @@ impl OperandRead {
         self.table.as_ref().map_or(p.signed, |t| t.input.signed)
     }
 
-    /// Checks the input's type and, for a view, that it stays inside the input.
-    fn check(&self, input: &Fact, p: Affine, what: &str) -> Result<(), String> {
+    /// Checks the input's type, that a table's output is the operand's type, and for a view
+    /// that it stays inside the input.
+    fn check(&self, dtype: DType, shape: &[usize], p: Affine, what: &str) -> Result<(), String> {
         let want = if self.input_signed(p) { DType::I8 } else { DType::U8 };
-        if input.dtype != want {
-            return Err(format!("{what} is {} but its parameters say {want}", input.dtype));
+        if dtype != want {
+            return Err(format!("{what} is {dtype} but its parameters say {want}"));
         }
-        self.view.as_ref().map_or(Ok(()), |v| v.check(octet_graph::tensor::numel(&input.shape)))
+        if self.table.as_ref().is_some_and(|t| t.output.signed != p.signed) {
+            return Err(format!("the table on {what} writes codes of another type than the operand's {}", p.dtype()));
+        }
+        self.view.as_ref().map_or(Ok(()), |v| v.check(numel(shape)))
     }
 
     /// The map from the input's stored bytes to the bytes a kernel reads, whose codes differ
@@ -984,6 +1006,15 @@ impl QAttention {
         [self.scores.a, self.scores.b, self.context.b]
     }
 
+    /// Checks each input's type and shape against how its operand is read.
+    fn check_reads(&self, inputs: [(DType, &[usize]); 3]) -> Result<(), String> {
+        for ((read, (dtype, shape)), (p, what)) in self.reads.iter().zip(inputs).zip(self.operand_params().into_iter().zip(["Q", "K", "V"]))
+        {
+            read.check(dtype, shape, p, what)?;
+        }
+        Ok(())
+    }
+
     /// (the scores' shape, S, D, N), the output's shape and Dv, from the inputs' shapes.
     #[allow(clippy::type_complexity)]
     fn dims(&self, inputs: [&[usize]; 3]) -> Result<((Vec<usize>, usize, usize, usize), Vec<usize>, usize), String> {
@@ -1000,35 +1031,21 @@ impl Op for QAttention {
     }
     fn infer(&self, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>, String> {
         let facts = [required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?];
-        for ((read, f), (p, what)) in self.reads.iter().zip(facts).zip(self.operand_params().into_iter().zip(["Q", "K", "V"])) {
-            read.check(f, p, what)?;
-        }
+        self.check_reads(facts.map(|f| (f.dtype, f.shape.as_slice())))?;
         let (_, out, _) = self.dims(facts.map(|f| f.shape.as_slice()))?;
         Ok(vec![Fact::new(self.context.output.dtype(), out)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         let tensors = [required(inputs, 0, "Q")?, required(inputs, 1, "K")?, required(inputs, 2, "V")?];
         let params = self.operand_params();
-        for ((read, t), (p, what)) in self.reads.iter().zip(tensors).zip(params.into_iter().zip(["Q", "K", "V"])) {
-            read.check(&Fact::new(t.dtype(), t.shape().to_vec()), p, what)?;
-        }
+        self.check_reads(tensors.map(|t| (t.dtype(), t.shape())))?;
         let ((_, m, k, n), shape, d) = self.dims(tensors.map(|t| t.shape()))?;
         let batches = numel(self.reads[0].shape(tensors[0].shape())) / (m * k).max(1);
         let src = [bytes(tensors[0])?, bytes(tensors[1])?, bytes(tensors[2])?];
-        for (j, (read, t)) in self.reads.iter().zip(tensors).enumerate() {
-            if read.view.is_none() && numel(read.shape(t.shape())) > src[j].len() {
-                return Err(format!("operand {j} of shape {:?} holds {} values", t.shape(), src[j].len()));
-            }
-        }
         // Q as u8 codes, K and V as s8 (eq. 9): flip the stored bytes of the other type.
-        let flips = [params[0].signed, !params[1].signed, !params[2].signed].map(|f| if f { 0x80u8 } else { 0 });
+        let flips = [params[0].flip_to_u8(), params[1].flip_to_s8(), params[2].flip_to_s8()];
         let maps: [Option<ByteMap>; 3] = std::array::from_fn(|j| self.reads[j].byte_map(flips[j]));
-        let zero_points = [
-            params[0].zero_point + if params[0].signed { 128 } else { 0 },
-            params[1].zero_point - if params[1].signed { 0 } else { 128 },
-            params[2].zero_point - if params[2].signed { 0 } else { 128 },
-        ];
-        let (q_zp, k_zp, v_zp) = (zero_points[0], zero_points[1], zero_points[2]);
+        let (q_zp, k_zp, v_zp) = (params[0].u8_zero_point(), params[1].s8_zero_point(), params[2].s8_zero_point());
         let e1 = make_epilogue(&[self.scores.a.scale * self.scores.b.scale * self.logit_scale], None, self.scores.output);
         let e2 = make_epilogue(&[self.context.a.scale * self.context.b.scale], None, self.context.output);
         let isa = self.scores.isa;
@@ -1096,7 +1113,6 @@ impl Op for QAttention {
         let reads = match (viewed, tables) {
             (0, 0) => String::new(),
             (v, 0) => format!(", {v} operand(s) read in place"),
-            (0, t) => format!(", {t} operand table(s) applied while packing"),
             (v, t) => format!(", {v} operand(s) read in place, {t} table(s) applied while packing"),
         };
         Some(format!(
@@ -1128,8 +1144,8 @@ impl RightCodes<'_> {
 /// A right operand's codes with the zero point of their s8 form.
 fn right_operand(t: &Tensor, p: Affine) -> Result<(RightCodes<'_>, i32), String> {
     match t.data() {
-        Data::I8(v) if p.signed => Ok((RightCodes::S8(v), p.zero_point)),
-        Data::U8(v) if !p.signed => Ok((RightCodes::U8(v), p.zero_point - 128)),
+        Data::I8(v) if p.signed => Ok((RightCodes::S8(v), p.s8_zero_point())),
+        Data::U8(v) if !p.signed => Ok((RightCodes::U8(v), p.s8_zero_point())),
         d => Err(format!("operand is {} but its parameters say {}", d.dtype(), p.dtype())),
     }
 }
@@ -1172,12 +1188,30 @@ mod tests {
     }
 
     #[test]
+    fn layer_norms_and_attention_reads_refuse_inputs_they_cannot_compute() {
+        let a = |signed| Affine { scale: 0.1, zero_point: 0, signed };
+        let ln = QLayerNorm { input: None, output: Output::Quantized(a(false)), gamma: vec![1.0; 4], beta: vec![0.0; 4], epsilon: 1e-5 };
+        let x = |shape: Vec<usize>| Fact::new(DType::F32, shape);
+        assert!(ln.infer(&[Some(&x(vec![2, 4]))]).is_ok() && ln.infer(&[Some(&x(vec![0, 3]))]).is_ok());
+        let err = ln.infer(&[Some(&x(vec![2, 3]))]).unwrap_err();
+        assert!(err.contains("does not end in the 4 normalised values"), "{err}");
+        let t = Tensor::f32(vec![2, 3], vec![0.0; 6]);
+        assert!(ln.eval(&[Some(&t)], &EvalCtx::default()).is_err(), "rows of 3 for a gamma of 4");
+        let read = OperandRead { view: None, table: Some(table(|x| x, false, true)) };
+        let err = read.check(DType::U8, &[4, 4], a(false), "K").unwrap_err();
+        assert!(err.contains("the table on K writes codes of another type"), "{err}");
+        assert!(read.check(DType::U8, &[4, 4], a(true), "K").is_ok());
+        assert!(read.check(DType::I8, &[4, 4], a(true), "K").is_err(), "the input holds the table's input type");
+    }
+
+    #[test]
     fn composed_tables_apply_the_last_met_first() {
         let (inner, outer) = (table(|x| x.wrapping_mul(3), false, true), table(|x| x ^ 0x5a, true, false));
         let c = QTable::compose(&[&outer, &inner]).unwrap();
         assert!(c.table.iter().enumerate().all(|(x, &y)| y == (x as u8).wrapping_mul(3) ^ 0x5a));
         assert_eq!((c.input.signed, c.output.signed), (false, false));
         assert!(QTable::compose(&[]).is_none());
+        assert!(QTable::compose(&[&inner, &inner]).is_none(), "a chain whose types do not meet");
     }
 
     #[test]

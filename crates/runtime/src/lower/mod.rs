@@ -827,9 +827,14 @@ fn epilogue_residual(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Nod
     Some((r, Node { name: n.name.clone(), op: Arc::new(op), inputs: vec![n.inputs[0], Some(other)], outputs: add.outputs.clone(), fused }))
 }
 
-/// The data movement op of a node: the op itself (on f32 data), or the op an 8-bit move wraps.
+/// The data movement an 8-bit move node performs.
+fn eight_bit_move(n: &Node) -> Option<&dyn Op> {
+    n.op.downcast::<QMove>().map(|m| m.0.as_ref())
+}
+
+/// The data movement op of a node: the op an 8-bit move wraps, or the node's own op (on f32 data).
 fn movement_op(n: &Node) -> &dyn Op {
-    n.op.downcast::<QMove>().map_or(n.op.as_ref(), |m| m.0.as_ref())
+    eight_bit_move(n).unwrap_or(n.op.as_ref())
 }
 
 fn conv_pixels_major(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
@@ -883,10 +888,10 @@ fn transpose_split(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)
 
 /// What an 8-bit plan's node does to the values an attention reads: an 8-bit move, a table.
 fn eight_bit_passage(n: &Node) -> Option<Passage<'_>> {
-    if let Some(m) = n.op.downcast::<QMove>() {
-        return Some(Passage::Move(m.0.as_ref()));
+    match eight_bit_move(n) {
+        Some(op) => Some(Passage::Move(op)),
+        None => n.op.downcast::<QTable>().map(|_| Passage::Elementwise),
     }
-    n.op.downcast::<QTable>().map(|_| Passage::Elementwise)
 }
 
 /// `QAttention` whose operands were made by 8-bit data movement and tables ([`view_back`]: the
@@ -975,10 +980,7 @@ fn keys_of(g: &TypedGraph, ix: &Index, kt: ValueId, reader: usize) -> Option<Val
 /// Whether `node` is an 8-bit Transpose of a rank-`rank` tensor that swaps axes `axis` and
 /// `axis + 1` and keeps every other.
 fn swaps_axes(node: &Node, rank: usize, axis: usize) -> bool {
-    node.op
-        .downcast::<QMove>()
-        .and_then(|m| m.0.downcast::<octet_graph::ops::shape::Transpose>())
-        .is_some_and(|t| t.swaps_neighbours(rank, axis))
+    eight_bit_move(node).and_then(|op| op.downcast::<octet_graph::ops::shape::Transpose>()).is_some_and(|t| t.swaps_neighbours(rank, axis))
 }
 
 /// `QMatMul(Q, Kᵀ) → [Mul|Div by a scalar] → Softmax → MatMul(·, DQ(V)) [→ Q]` with float
