@@ -897,7 +897,8 @@ fn eight_bit_passage(n: &Node) -> Option<Passage<'_>> {
 /// `QAttention` whose operands were made by 8-bit data movement and tables ([`view_back`]: the
 /// Transpose, Split and Squeezes that cut Q, K and V out of a QKV projection, the tables of the
 /// scalar steps on Q and K) → the attention reading each operand in place, through the tables
-/// (composed into one). A Split is passed only when the attention reads every output of it.
+/// (composed into one; an operand whose tables do not chain is left as it is). A Split is passed
+/// only when the attention reads every output of it.
 fn attention_in_place(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, Node)> {
     let n = &g.nodes[i];
     let a = n.op.downcast::<QAttention>()?;
@@ -920,7 +921,11 @@ fn attention_in_place(g: &TypedGraph, ix: &Index, i: usize) -> Option<(usize, No
     for (j, walk) in walks.into_iter().enumerate() {
         let Some((source, view, passed)) = walk else { continue };
         let tables: Vec<&QTable> = passed.iter().filter_map(|&p| g.nodes[p].op.downcast::<QTable>()).collect();
-        reads[j] = OperandRead { view: Some(view), table: QTable::compose(&tables) };
+        let table = QTable::compose(&tables);
+        if table.is_none() && !tables.is_empty() {
+            continue;
+        }
+        reads[j] = OperandRead { view: Some(view), table };
         inputs[j] = Some(source);
     }
     let op = QAttention { reads, ..a.clone() };
